@@ -1,0 +1,88 @@
+"""Offline sliding-window inference over a whole aligned video.
+
+Uses exactly what the streaming spotter uses: the backend's ``encode`` once per frame, its
+``window`` on every ``stride``-th 32-frame window (first frame = reference), and the same
+``IntervalMerger`` (via ``merge_offline``). tests/test_streaming_equivalence.py proves the
+streaming pipeline gives the same events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .backends import Backend
+from .merger import MergerConfig, MergerEvent, events_to_intervals, merge_offline
+
+
+def window_starts(n_frames: int, window_frames: int, stride_frames: int) -> list[int]:
+    """Starts of the windows a stream of ``n_frames`` slots gets: every ``stride`` slots while a
+    full window fits, plus one window flush with the end (the streaming flush does the same)."""
+    if stride_frames < 1:
+        raise ValueError(f"stride_frames must be >= 1, got {stride_frames}")
+    if n_frames < window_frames:
+        return []
+    starts = list(range(0, n_frames - window_frames + 1, stride_frames))
+    if starts[-1] != n_frames - window_frames:
+        starts.append(n_frames - window_frames)
+    return starts
+
+
+def gather_windows(feats: np.ndarray, starts: list[int], window_frames: int) -> np.ndarray:
+    """(N, ...) per-frame features -> (len(starts), T, ...) windows."""
+    idx = np.asarray(starts)[:, None] + np.arange(window_frames)[None, :]
+    return feats[idx]
+
+
+@dataclass
+class VideoPrediction:
+    starts: list[int]
+    window_probs: np.ndarray  # (W, T, 3)
+    fused_scores: np.ndarray  # (N, 3) per-slot fused probabilities (what the merger committed)
+    events: list[MergerEvent]
+    intervals: list[tuple[int, int, int]]  # final (onset, offset, label) in slots
+
+
+def predict_windows(
+    backend: Backend,
+    crops: np.ndarray,
+    window_frames: int = 32,
+    stride_frames: int = 8,
+    encode_batch: int = 64,
+    window_batch: int = 16,
+) -> tuple[list[int], np.ndarray]:
+    """Encode every frame once, then score every window. Returns (starts, probs (W, T, 3))."""
+    starts = window_starts(len(crops), window_frames, stride_frames)
+    if not starts:
+        return [], np.zeros((0, window_frames, 3), np.float32)
+    parts = [backend.encode(crops[i : i + encode_batch]) for i in range(0, len(crops), encode_batch)]
+    x_prime = np.concatenate([p[0] for p in parts])
+    x_atten = np.concatenate([p[1] for p in parts])
+    probs = []
+    for i in range(0, len(starts), window_batch):
+        s = starts[i : i + window_batch]
+        probs.append(
+            backend.window(
+                gather_windows(x_prime, s, window_frames), gather_windows(x_atten, s, window_frames)
+            )
+        )
+    return starts, np.concatenate(probs).astype(np.float32)
+
+
+def spot_video(
+    backend: Backend,
+    crops: np.ndarray,
+    merger_cfg: MergerConfig,
+    stride_frames: int = 8,
+) -> VideoPrediction:
+    """Aligned 60 Hz crops (N, 112, 112, 3) -> events and intervals on the slot timeline."""
+    starts, probs = predict_windows(backend, crops, merger_cfg.window_frames, stride_frames)
+    events, fused = merge_offline(starts, list(probs), merger_cfg)
+    return VideoPrediction(
+        starts=starts,
+        window_probs=probs,
+        fused_scores=fused,
+        events=events,
+        intervals=events_to_intervals(events),
+    )
