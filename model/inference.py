@@ -56,7 +56,8 @@ def predict_windows(
     starts = window_starts(len(crops), window_frames, stride_frames)
     if not starts:
         return [], np.zeros((0, window_frames, 3), np.float32)
-    parts = [backend.encode(crops[i : i + encode_batch]) for i in range(0, len(crops), encode_batch)]
+    chunks = range(0, len(crops), encode_batch)
+    parts = [backend.encode(crops[i : i + encode_batch]) for i in chunks]
     x_prime = np.concatenate([p[0] for p in parts])
     x_atten = np.concatenate([p[1] for p in parts])
     probs = []
