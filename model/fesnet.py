@@ -225,7 +225,10 @@ class LSDMEncoder(nn.Module):
 
     def forward(self, frames_u8: torch.Tensor) -> FrameFeatures:
         cfg = self.cfg
-        x = frames_u8.permute(0, 3, 1, 2).float()  # (N,H,W,3) uint8 -> (N,3,H,W)
+        # (N,H,W,3) uint8 -> (N,3,H,W). contiguous(): the permuted view has channels-last
+        # strides, and torch 2.13's CPU channels-last conv backward corrupts the heap
+        # (double free; reproduced on these machines), so training must not take that path.
+        x = frames_u8.permute(0, 3, 1, 2).contiguous().float()
         x = (x / 255.0 - cfg.pixel_mean) / cfg.pixel_std
         x_init = self.init_blocks(self.stem(x))  # (N, C, s, s)
         n, c, h, w = x_init.shape

@@ -1,0 +1,294 @@
+"""Train FESNet: a straight-line script of plain functions (no Trainer class).
+
+    fesnet-train --data synthetic --out runs/small --minutes 40
+    fesnet-train --data casme2 --root /data/CASME2 --fold 0
+    fesnet-train --data sammlv --root /data/SAMM-LV --fold 0
+
+Training samples clips of ``clip_frames`` consecutive 60 Hz slots, encodes every frame ONCE with
+``encode_frames`` and scores every ``stride``-th 32-frame window inside the clip with
+``forward_window`` -- the same two functions, and the same window placement, that offline
+evaluation and the streaming spotter use. Validation runs ``inference.spot_video`` (the streaming
+merger) and the merger's hysteresis threshold is chosen on the validation videos, then saved in
+the checkpoint as the spotter's default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import checkpoint
+from .backends import TorchBackend
+from .data.preprocess import AlignedVideo
+from .fesnet import FESNet, FESNetConfig
+from .inference import predict_windows, window_starts
+from .losses import LossConfig, fesnet_loss
+from .merger import MergerConfig, events_to_intervals, merge_offline
+from .metrics import MetricTable, evaluate_videos, labels_to_intervals
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: str = "small"
+    steps: int = 3000
+    minutes: float | None = None  # stop early when the time budget is spent
+    clips_per_step: int = 4
+    clip_frames: int = 64  # 60 Hz slots per sampled clip; windows of 32 every `stride` inside
+    stride_frames: int = 8
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 100
+    expression_clip_fraction: float = 0.6  # share of clips that contain an expression
+    eval_every: int = 250
+    seed: int = 0
+    threads: int = 2
+    loss: LossConfig = field(default_factory=LossConfig)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def build_dataset(
+    data: str, root: Path | None, cache_dir: Path, fold: int, folds: int, seed: int
+) -> tuple[list[AlignedVideo], list[AlignedVideo], dict]:
+    """-> (train videos, validation videos, a description of the data for the model card)."""
+    from .data.preprocess import preprocess_record
+
+    if data == "synthetic":
+        from .data import synthetic
+
+        return synthetic.build_train_val(cache_dir=cache_dir, seed=seed)
+    if root is None:
+        raise SystemExit(f"--root is required for --data {data}")
+    if data == "casme2":
+        from .data.casme2 import load_records
+    elif data == "sammlv":
+        from .data.sammlv import load_records
+    else:
+        raise SystemExit(f"unknown --data {data!r}: synthetic, casme2 or sammlv")
+    from .data.align import FaceAligner
+    from .data.splits import kfold_by_video
+
+    records = load_records(root)
+    train_recs, val_recs = kfold_by_video(records, k=folds, seed=seed)[fold]
+    with FaceAligner() as aligner:
+        train = [preprocess_record(r, aligner, cache_dir) for r in train_recs]
+        val = [preprocess_record(r, aligner, cache_dir) for r in val_recs]
+    desc = {"data": data, "root": str(root), "fold": fold, "folds": folds}
+    return train, val, desc
+
+
+def class_weights(videos: list[AlignedVideo], num_classes: int = 3) -> torch.Tensor:
+    """Paper's w_c: inverse class frequency over the training set, normalised to mean 1."""
+    counts = np.bincount(np.concatenate([v.labels for v in videos]), minlength=num_classes)
+    w = counts.sum() / np.maximum(counts, 1)
+    return torch.tensor(w / w.mean(), dtype=torch.float32)
+
+
+def sample_clip(
+    videos: list[AlignedVideo], clip_frames: int, expression_fraction: float, rng: random.Random
+) -> tuple[np.ndarray, np.ndarray]:
+    """One random clip (crops (L,112,112,3), labels (L,)); with probability
+    ``expression_fraction`` it is placed so that it overlaps an expression interval."""
+    v = rng.choice([v for v in videos if len(v.labels) >= clip_frames])
+    n = len(v.labels)
+    intervals = labels_to_intervals(v.labels)
+    if intervals and rng.random() < expression_fraction:
+        on, off, _ = rng.choice(intervals)
+        lo = max(0, on - clip_frames + 8)
+        hi = min(n - clip_frames, off - 8)
+        start = rng.randint(lo, max(lo, hi))
+    else:
+        start = rng.randint(0, n - clip_frames)
+    start = min(max(start, 0), n - clip_frames)
+    return v.crops[start : start + clip_frames], v.labels[start : start + clip_frames]
+
+
+def augment(crops: np.ndarray, rng: random.Random) -> np.ndarray:
+    """Clip-consistent photometric jitter and horizontal flip (expressions are not lateralised)."""
+    x = crops.astype(np.float32)
+    x = x * rng.uniform(0.8, 1.2) + rng.uniform(-20, 20)
+    if rng.random() < 0.5:
+        x = x[:, :, ::-1]
+    return np.clip(x, 0, 255).astype(np.uint8)
+
+
+def clip_batch(
+    videos: list[AlignedVideo], cfg: TrainConfig, window_frames: int, rng: random.Random
+) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    crops, labels = zip(
+        *[
+            sample_clip(videos, cfg.clip_frames, cfg.expression_clip_fraction, rng)
+            for _ in range(cfg.clips_per_step)
+        ],
+        strict=True,
+    )
+    starts = window_starts(cfg.clip_frames, window_frames, cfg.stride_frames)
+    x = torch.from_numpy(np.stack([augment(c, rng) for c in crops]))  # (C, L, 112, 112, 3)
+    y = torch.from_numpy(np.stack(labels).astype(np.int64))  # (C, L)
+    return x, y, starts
+
+
+# --------------------------------------------------------------------------- steps
+
+
+def train_step(
+    net: FESNet,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    starts: list[int],
+    weights: torch.Tensor,
+    loss_cfg: LossConfig,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Encode each clip's frames once, score all windows inside the clips, return the loss."""
+    c, L = x.shape[:2]
+    t = net.cfg.window_frames
+    feats = net.encode_frames(x.flatten(0, 1))  # (C*L, ...)
+    xp = feats.x_prime.reshape(c, L, *feats.x_prime.shape[1:])
+    xa = feats.x_atten.reshape(c, L, *feats.x_atten.shape[1:])
+    idx = torch.tensor(starts)[:, None] + torch.arange(t)[None, :]  # (W, T)
+    xp_w = xp[:, idx].flatten(0, 1)  # (C*W, T, ...)
+    xa_w = xa[:, idx].flatten(0, 1)
+    y_w = y[:, idx].flatten(0, 1)  # (C*W, T)
+    out = net.forward_window(xp_w, xa_w, return_all=True)
+    return fesnet_loss(out, y_w, weights, loss_cfg)
+
+
+def lr_at(step: int, cfg: TrainConfig, total: int) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    p = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, p)))
+
+
+def choose_merger(
+    net: FESNet, videos: list[AlignedVideo], base: MergerConfig, stride_frames: int
+) -> tuple[MergerConfig, MetricTable]:
+    """Pick the hysteresis threshold with the best overall F1 on validation videos. Window
+    scores are computed once; only the (cheap) merger is re-run per candidate."""
+    backend = TorchBackend(net)
+    scored = [
+        (predict_windows(backend, v.crops, base.window_frames, stride_frames), v) for v in videos
+    ]
+    best: tuple[float, MergerConfig, MetricTable] | None = None
+    for on in (0.3, 0.4, 0.5, 0.6, 0.7):
+        cfg = replace(base, on_threshold=on, off_threshold=min(base.off_threshold, on))
+        rows = []
+        for (starts, probs), v in scored:
+            events, _ = merge_offline(starts, list(probs), cfg)
+            rows.append(
+                (events_to_intervals(events), labels_to_intervals(v.labels), len(v.labels))
+            )
+        table = evaluate_videos(rows)
+        if best is None or table.f1_overall > best[0]:
+            best = (table.f1_overall, cfg, table)
+    net.train()
+    assert best is not None
+    return best[1], best[2]
+
+
+def train(
+    cfg: TrainConfig,
+    train_videos: list[AlignedVideo],
+    val_videos: list[AlignedVideo],
+    out: Path,
+    data_desc: dict,
+) -> Path:
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    rng = random.Random(cfg.seed)
+    net = FESNet(FESNetConfig.named(cfg.model))
+    net.train()
+    weights = class_weights(train_videos)
+    log.info("class weights (neutral, ME, MaE): %s", weights.tolist())
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    merger_base = MergerConfig(window_frames=net.cfg.window_frames)
+    history: list[dict] = []
+    best_f1, t0 = -1.0, time.monotonic()
+    from tqdm import tqdm
+
+    bar = tqdm(range(cfg.steps), desc="train", unit="step")
+    for step in bar:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, cfg, cfg.steps)
+        x, y, starts = clip_batch(train_videos, cfg, net.cfg.window_frames, rng)
+        loss, parts = train_step(net, x, y, starts, weights, cfg.loss)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+        opt.step()
+        history.append({"step": step, **parts})
+        bar.set_postfix(loss=f"{parts['loss']:.3f}", ce=f"{parts['ce']:.3f}")
+        out_of_time = cfg.minutes is not None and time.monotonic() - t0 > cfg.minutes * 60
+        last = step == cfg.steps - 1 or out_of_time
+        if val_videos and ((step + 1) % cfg.eval_every == 0 or last):
+            merger_cfg, table = choose_merger(net, val_videos, merger_base, cfg.stride_frames)
+            log.info("step %d validation:\n%s", step + 1, table.to_markdown())
+            history[-1]["val_f1"] = table.f1_overall
+            if table.f1_overall > best_f1:
+                best_f1 = table.f1_overall
+                checkpoint.save(
+                    out / "best.pt",
+                    net,
+                    {
+                        "trained_on": data_desc,
+                        "train_config": json.loads(json.dumps(asdict(cfg), default=str)),
+                        "step": step + 1,
+                        "stride_frames": cfg.stride_frames,
+                        "merger": merger_cfg.to_dict(),
+                        "validation": table.to_dict(),
+                    },
+                )
+        if out_of_time:
+            log.info("time budget of %.1f min spent at step %d", cfg.minutes, step + 1)
+            break
+    (out / "history.json").write_text(json.dumps(history))
+    return out / "best.pt"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(
+        prog="fesnet-train",
+        description="Train FESNet on the synthetic set, CAS(ME)^2 or SAMM-LV. Writes OUT/best.pt "
+        "(+ best.json: config, preprocessing, chosen merger thresholds, validation scores).",
+    )
+    p.add_argument("--data", default="synthetic", choices=["synthetic", "casme2", "sammlv"])
+    p.add_argument("--root", type=Path, help="dataset folder (CAS(ME)^2 or SAMM-LV layout)")
+    p.add_argument("--out", type=Path, default=Path("runs/train"))
+    p.add_argument("--cache-dir", type=Path, default=Path(".cache/aligned"),
+                   help="aligned-crop cache; a second run does not redo face alignment")
+    p.add_argument("--model", default="small", choices=["paper", "small", "tiny"])
+    p.add_argument("--steps", type=int, default=TrainConfig.steps)
+    p.add_argument("--minutes", type=float, help="stop after this much training time")
+    p.add_argument("--lr", type=float, default=TrainConfig.lr)
+    p.add_argument("--clips-per-step", type=int, default=TrainConfig.clips_per_step)
+    p.add_argument("--eval-every", type=int, default=TrainConfig.eval_every)
+    p.add_argument("--fold", type=int, default=0)
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    cfg = TrainConfig(
+        model=a.model, steps=a.steps, minutes=a.minutes, lr=a.lr, clips_per_step=a.clips_per_step,
+        eval_every=a.eval_every, seed=a.seed, threads=a.threads,
+    )
+    train_v, val_v, desc = build_dataset(a.data, a.root, a.cache_dir, a.fold, a.folds, a.seed)
+    log.info("%d training videos, %d validation videos", len(train_v), len(val_v))
+    path = train(cfg, train_v, val_v, a.out, desc)
+    print(f"best checkpoint: {path}")
+
+
+if __name__ == "__main__":
+    main()
