@@ -29,6 +29,7 @@ import torch
 from . import checkpoint
 from .backends import TorchBackend
 from .data.preprocess import AlignedVideo
+from .datasets import SyntheticSetConfig, real_split, synthetic_split
 from .fesnet import FESNet, FESNetConfig
 from .inference import predict_windows, window_starts
 from .losses import LossConfig, fesnet_loss
@@ -62,31 +63,21 @@ class TrainConfig:
 def build_dataset(
     data: str, root: Path | None, cache_dir: Path, fold: int, folds: int, seed: int
 ) -> tuple[list[AlignedVideo], list[AlignedVideo], dict]:
-    """-> (train videos, validation videos, a description of the data for the model card)."""
-    from .data.preprocess import preprocess_record
-
+    """-> (train videos, validation videos, a description of the data for the model card).
+    Validation never includes the test identities / test fold: thresholds are chosen on it."""
     if data == "synthetic":
-        from .data import synthetic
-
-        return synthetic.build_train_val(cache_dir=cache_dir, seed=seed)
+        cfg = SyntheticSetConfig(seed=seed)
+        desc = {"data": "synthetic", **asdict(cfg)}
+        train = synthetic_split("train", cache_dir, cfg)
+        return train, synthetic_split("val", cache_dir, cfg), desc
     if root is None:
         raise SystemExit(f"--root is required for --data {data}")
-    if data == "casme2":
-        from .data.casme2 import load_records
-    elif data == "sammlv":
-        from .data.sammlv import load_records
-    else:
-        raise SystemExit(f"unknown --data {data!r}: synthetic, casme2 or sammlv")
-    from .data.align import FaceAligner
-    from .data.splits import kfold_by_video
-
-    records = load_records(root)
-    train_recs, val_recs = kfold_by_video(records, k=folds, seed=seed)[fold]
-    with FaceAligner() as aligner:
-        train = [preprocess_record(r, aligner, cache_dir) for r in train_recs]
-        val = [preprocess_record(r, aligner, cache_dir) for r in val_recs]
+    train, _test = real_split(data, root, cache_dir, fold, folds, seed)
+    rng = random.Random(seed)
+    rng.shuffle(train)
+    n_val = max(1, len(train) // 10)
     desc = {"data": data, "root": str(root), "fold": fold, "folds": folds}
-    return train, val, desc
+    return train[n_val:], train[:n_val], desc
 
 
 def class_weights(videos: list[AlignedVideo], num_classes: int = 3) -> torch.Tensor:
