@@ -1,0 +1,523 @@
+"""Frame sources with capture timestamps and a named drop policy.
+
+Every source hands frames to its consumer through a :class:`FrameChannel`:
+
+- ``EVERY_FRAME`` (video files read as fast as possible): a bounded queue; the reader waits for the
+  consumer, so nothing is ever dropped and memory stays bounded.
+- ``LATEST_ONLY`` (webcams, RTSP/HTTP streams, WebRTC pushes, files replayed at live pace): a
+  slot of ``capacity`` frames (1 by default) where a new frame evicts the oldest one; each eviction
+  is counted as a drop. A slow consumer therefore sees fresh frames with bounded memory, never a
+  growing backlog.
+
+A worker thread stores its first exception; :meth:`Source.stop` re-raises it. The channel is always
+closed on the worker's way out (normal end, error or stop), so a consumer blocked in
+:meth:`Source.read` wakes up and sees the end instead of waiting forever.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .types import Frame
+
+logger = logging.getLogger(__name__)
+
+EVERY_FRAME = "every_frame"
+LATEST_ONLY = "latest_only"
+
+
+class SourceError(RuntimeError):
+    """A source cannot be opened or failed while reading."""
+
+
+class FrameChannel:
+    """Hand-off between one producer thread and one consumer, with a named drop policy."""
+
+    def __init__(self, policy: str, capacity: int) -> None:
+        if policy not in (EVERY_FRAME, LATEST_ONLY):
+            raise ValueError(f"unknown drop policy {policy!r}")
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.policy = policy
+        self.capacity = capacity
+        self._items: collections.deque[Frame] = collections.deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._cancelled = False
+        self.dropped = 0
+        self.delivered = 0
+        self.high_water = 0
+
+    def put(self, frame: Frame) -> bool:
+        """Queue a frame. EVERY_FRAME waits for room; returns False if the channel was cancelled
+        or closed meanwhile (the frame is discarded, not counted as a drop)."""
+        with self._cond:
+            if self.policy == EVERY_FRAME:
+                while len(self._items) >= self.capacity and not (self._closed or self._cancelled):
+                    self._cond.wait()
+            if self._closed or self._cancelled:
+                return False
+            if len(self._items) >= self.capacity:
+                self._items.popleft()
+                self.dropped += 1
+            self._items.append(frame)
+            self.high_water = max(self.high_water, len(self._items))
+            self._cond.notify_all()
+            return True
+
+    def get(self, timeout: float | None = None) -> Frame | None:
+        """The next frame; None once the channel is closed and empty. Raises TimeoutError."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while not self._items:
+                if self._closed or self._cancelled:
+                    return None
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError("no frame within timeout")
+                self._cond.wait(remaining)
+            frame = self._items.popleft()
+            self.delivered += 1
+            self._cond.notify_all()
+            return frame
+
+    def close(self) -> None:
+        """End of stream: the consumer still gets the queued frames, then None."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def cancel(self) -> None:
+        """Stop now: queued frames are discarded and a waiting producer is released."""
+        with self._cond:
+            self._cancelled = True
+            self._items.clear()
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed or self._cancelled
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._items)
+
+
+class Source:
+    """Base: a named drop policy, a channel, an optional worker thread, error propagation.
+
+    Subclasses with a thread implement :meth:`_run` (produce frames with :meth:`_emit` until
+    ``self._stop_event`` is set or the stream ends). Use as ``with source: for frame in source:``
+    or start()/read()/stop().
+    """
+
+    drop_policy: str = EVERY_FRAME
+    live: bool = False  # True: frames arrive in real time (a camera, a paced replay, a push)
+
+    def __init__(
+        self,
+        stream: str = "0",
+        capacity: int | None = None,
+        on_status: Callable[[str], None] | None = None,
+    ) -> None:
+        default_capacity = 1 if self.drop_policy == LATEST_ONLY else 8
+        self.stream = stream
+        self.channel = FrameChannel(self.drop_policy, capacity or default_capacity)
+        self.on_status = on_status
+        self.fps: float | None = None  # nominal frame rate when the source knows it
+        self.frames_read = 0
+        self._stop_event = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._started = False
+
+    # -- producer side -------------------------------------------------------------------------
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def _emit(self, image: np.ndarray, pts_s: float, t_capture_ns: int | None = None) -> bool:
+        frame = Frame(
+            image=image,
+            index=self.frames_read,
+            pts_s=float(pts_s),
+            t_capture_ns=time.monotonic_ns() if t_capture_ns is None else t_capture_ns,
+            stream=self.stream,
+        )
+        self.frames_read += 1
+        return self.channel.put(frame)
+
+    def _status(self, message: str) -> None:
+        logger.info("source %s: %s", self.stream, message)
+        if self.on_status is not None:
+            self.on_status(message)
+
+    def _worker(self) -> None:
+        try:
+            self._run()
+        except BaseException as e:
+            self._error = e
+            logger.error("source %s failed: %r", self.stream, e)
+        finally:
+            self._release()
+            self.channel.close()
+
+    def _release(self) -> None:
+        """Free the device/file; called once on the worker thread's way out."""
+
+    # -- consumer side -------------------------------------------------------------------------
+    def start(self) -> Source:
+        if self._started:
+            return self
+        self._started = True
+        self._thread = threading.Thread(
+            target=self._worker, name=f"source-{self.stream}", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def read(self, timeout: float | None = None) -> Frame | None:
+        """Next frame, or None at the end of the stream (also after an error; stop() raises it)."""
+        return self.channel.get(timeout)
+
+    def __iter__(self) -> Iterator[Frame]:
+        while (frame := self.read()) is not None:
+            yield frame
+
+    @property
+    def dropped(self) -> int:
+        return self.channel.dropped
+
+    @property
+    def error(self) -> BaseException | None:
+        return self._error
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the worker, wait for it, and re-raise its first exception (once)."""
+        self._stop_event.set()
+        self.channel.cancel()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                logger.warning("source %s did not stop within %.1f s", self.stream, timeout)
+        self.raise_error()
+
+    def raise_error(self) -> None:
+        err, self._error = self._error, None
+        if err is not None:
+            if isinstance(err, SourceError):
+                raise err
+            raise SourceError(f"source {self.stream} failed: {err!r}") from err
+
+    def __enter__(self) -> Source:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def describe(self) -> str:
+        return f"{type(self).__name__}({self.stream}, {self.drop_policy})"
+
+
+def _open_capture(target: int | str, api: int | None = None) -> Any:
+    import cv2
+
+    cap = cv2.VideoCapture(target) if api is None else cv2.VideoCapture(target, api)
+    return cap
+
+
+class FileSource(Source):
+    """A video file. ``pace="fast"``: every frame as fast as the consumer takes them, never a
+    drop. ``pace="live"``: frames are released at their PTS (a replay that behaves like a camera),
+    with the LATEST_ONLY policy so a slow consumer drops frames instead of falling behind.
+
+    PTS come from ``CAP_PROP_POS_MSEC`` (the container's timestamps, so variable-frame-rate files
+    keep their timing); if the container gives none, ``index / fps``.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        pace: str = "fast",
+        stream: str = "0",
+        capacity: int | None = None,
+        on_status: Callable[[str], None] | None = None,
+        max_frames: int | None = None,
+    ) -> None:
+        if pace not in ("fast", "live"):
+            raise ValueError(f"pace must be 'fast' or 'live', got {pace!r}")
+        self.pace = pace
+        self.drop_policy = LATEST_ONLY if pace == "live" else EVERY_FRAME
+        self.live = pace == "live"
+        super().__init__(stream=stream, capacity=capacity, on_status=on_status)
+        self.path = Path(path)
+        self.max_frames = max_frames
+        if not self.path.is_file():
+            raise SourceError(f"video file {self.path} not found")
+        import cv2
+
+        self._cap = _open_capture(str(self.path))
+        if not self._cap.isOpened():
+            raise SourceError(f"cannot open {self.path} as a video (unknown format or corrupt)")
+        fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        self.fps = fps if 0.5 < fps < 10000 else None
+        self.frame_count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        self.width = int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0)
+        self.height = int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
+
+    def _pts_s(self, index: int, last_pts_s: float | None) -> float:
+        import cv2
+
+        msec = float(self._cap.get(cv2.CAP_PROP_POS_MSEC))
+        pts = msec / 1000.0
+        fallback = index / self.fps if self.fps else float(index) / 30.0
+        if index > 0 and (pts <= 0.0 or (last_pts_s is not None and pts <= last_pts_s)):
+            # No (or non-monotonic) container timestamps: keep the timeline strictly increasing.
+            pts = max(fallback, (last_pts_s or 0.0) + 1e-3)
+        return pts
+
+    def _run(self) -> None:
+        t0_ns: int | None = None
+        last_pts: float | None = None
+        index = 0
+        while not self._stop_event.is_set():
+            if self.max_frames is not None and index >= self.max_frames:
+                break
+            ok, image = self._cap.read()
+            if not ok:
+                if index == 0:
+                    raise SourceError(f"{self.path}: no frame could be decoded")
+                break
+            pts = self._pts_s(index, last_pts)
+            last_pts = pts
+            if self.live:
+                if t0_ns is None:
+                    t0_ns = time.monotonic_ns() - int(pts * 1e9)
+                delay_s = (t0_ns + pts * 1e9 - time.monotonic_ns()) / 1e9
+                if delay_s > 0 and self._stop_event.wait(delay_s):
+                    break
+            if not self._emit(image, pts):
+                break
+            index += 1
+
+    def _release(self) -> None:
+        self._cap.release()
+
+    def describe(self) -> str:
+        return f"file {self.path} ({self.pace} pace, {self.drop_policy})"
+
+
+class _CaptureSource(Source):
+    """A live OpenCV capture (camera or network stream) with reconnect on read failure."""
+
+    drop_policy = LATEST_ONLY
+    live = True
+
+    def __init__(
+        self,
+        stream: str,
+        capacity: int | None,
+        on_status: Callable[[str], None] | None,
+        reconnect_attempts: int,
+        reconnect_delay_s: float,
+    ) -> None:
+        super().__init__(stream=stream, capacity=capacity, on_status=on_status)
+        self.reconnect_attempts = reconnect_attempts
+        self.reconnect_delay_s = reconnect_delay_s
+        self.reconnects = 0
+        self._cap = self._open()
+        if self._cap is None:
+            raise SourceError(self._open_error())
+
+    def _open(self) -> Any:
+        raise NotImplementedError
+
+    def _open_error(self) -> str:
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        t0_ns = time.monotonic_ns()
+        failures = 0
+        while not self._stop_event.is_set():
+            ok, image = self._cap.read()
+            t_ns = time.monotonic_ns()
+            if ok and image is not None:
+                failures = 0
+                # Live sources carry no reliable PTS through OpenCV: the capture clock is the
+                # source timeline (seconds since the source started).
+                self._emit(image, (t_ns - t0_ns) / 1e9, t_ns)
+                continue
+            failures += 1
+            if failures > self.reconnect_attempts:
+                raise SourceError(
+                    f"{self.describe()}: read failed and {self.reconnect_attempts} reconnect "
+                    "attempts did not help"
+                )
+            self._status(f"read failed; reconnecting (attempt {failures})")
+            self._cap.release()
+            if self._stop_event.wait(self.reconnect_delay_s * failures):
+                break
+            cap = self._open()
+            if cap is not None:
+                self._cap = cap
+                self.reconnects += 1
+                self._status("reconnected")
+
+    def _release(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+
+
+class WebcamSource(_CaptureSource):
+    """A local camera (``webcam:N``): MJPG, driver buffer of 1 frame, newest frame only."""
+
+    def __init__(
+        self,
+        device: int = 0,
+        width: int = 640,
+        height: int = 480,
+        fps: float = 60.0,
+        stream: str | None = None,
+        capacity: int | None = None,
+        on_status: Callable[[str], None] | None = None,
+        reconnect_attempts: int = 5,
+        reconnect_delay_s: float = 0.5,
+    ) -> None:
+        self.device, self.width, self.height, self.requested_fps = device, width, height, fps
+        super().__init__(
+            stream if stream is not None else f"webcam{device}",
+            capacity, on_status, reconnect_attempts, reconnect_delay_s,
+        )  # fmt: skip
+
+    def _open(self) -> Any:
+        import cv2
+
+        if not Path(f"/dev/video{self.device}").exists() and not _is_macos_or_windows():
+            return None
+        cap = _open_capture(self.device)
+        if not cap.isOpened():
+            cap.release()
+            return None
+        cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*"MJPG"))
+        cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
+        cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.height)
+        cap.set(cv2.CAP_PROP_FPS, self.requested_fps)
+        cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        self.fps = fps if fps > 0 else None
+        return cap
+
+    def _open_error(self) -> str:
+        return f"camera {self.device} is not present or cannot be opened (webcam:{self.device})"
+
+    def describe(self) -> str:
+        return f"webcam:{self.device} ({self.drop_policy})"
+
+
+class UrlSource(_CaptureSource):
+    """An RTSP/HTTP stream through OpenCV's FFmpeg backend; newest frame only."""
+
+    def __init__(
+        self,
+        url: str,
+        stream: str | None = None,
+        capacity: int | None = None,
+        on_status: Callable[[str], None] | None = None,
+        reconnect_attempts: int = 5,
+        reconnect_delay_s: float = 1.0,
+    ) -> None:
+        self.url = url
+        super().__init__(
+            stream or "url", capacity, on_status, reconnect_attempts, reconnect_delay_s
+        )
+
+    def _open(self) -> Any:
+        import cv2
+
+        cap = _open_capture(self.url, cv2.CAP_FFMPEG)
+        if not cap.isOpened():
+            cap.release()
+            return None
+        cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        return cap
+
+    def _open_error(self) -> str:
+        return f"cannot open stream {self.url}"
+
+    def describe(self) -> str:
+        return f"{self.url} ({self.drop_policy})"
+
+
+class PushSource(Source):
+    """Frames pushed from outside (a WebRTC track handler), from any thread; newest frame only.
+
+    There is no worker thread: :meth:`push` stores the frame (evicting an unread one, counted as a
+    drop) and :meth:`close` ends the stream. ``fail(exc)`` ends it with an error that stop() raises.
+    """
+
+    drop_policy = LATEST_ONLY
+    live = True
+
+    def __init__(self, stream: str = "push", capacity: int | None = None) -> None:
+        super().__init__(stream=stream, capacity=capacity)
+        self._lock = threading.Lock()
+
+    def start(self) -> PushSource:
+        self._started = True
+        return self
+
+    def push(self, image_bgr: np.ndarray, pts_s: float, t_capture_ns: int | None = None) -> bool:
+        """Offer one frame; False once the source is closed."""
+        if not isinstance(image_bgr, np.ndarray) or image_bgr.dtype != np.uint8:
+            raise ValueError("push() takes a BGR uint8 numpy image")
+        with self._lock:
+            return self._emit(image_bgr, pts_s, t_capture_ns)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def fail(self, error: BaseException) -> None:
+        self._error = error
+        self.channel.close()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.channel.cancel()
+        self.raise_error()
+
+
+def _is_macos_or_windows() -> bool:
+    import sys
+
+    return sys.platform in ("darwin", "win32")
+
+
+_WEBCAM = re.compile(r"^(?:webcam|camera|cam):(\d+)$")
+
+
+def open_source(
+    spec: str, pace: str = "fast", stream: str | None = None, capacity: int | None = None
+) -> Source:
+    """``path/to/video.mp4`` | ``webcam:N`` | ``rtsp://...`` / ``http(s)://...`` -> a Source.
+
+    ``pace`` applies to files only (cameras and streams are live by nature).
+    Raises SourceError with a message a user can act on.
+    """
+    spec = spec.strip()
+    if not spec:
+        raise SourceError("empty source")
+    m = _WEBCAM.match(spec)
+    if m:
+        return WebcamSource(int(m.group(1)), stream=stream, capacity=capacity)
+    if re.match(r"^(rtsp|rtsps|rtmp|http|https|udp|tcp)://", spec):
+        return UrlSource(spec, stream=stream, capacity=capacity)
+    if spec.isdigit():
+        raise SourceError(f"source {spec!r}: did you mean webcam:{spec}?")
+    return FileSource(spec, pace=pace, stream=stream or "0", capacity=capacity)
