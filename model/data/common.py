@@ -1,0 +1,69 @@
+"""Types shared by the dataset loaders: a labelled source video and the loaders' error."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+LABEL_ME = 1
+LABEL_MAE = 2
+
+
+class DatasetError(Exception):
+    """A dataset on disk does not match the layout its loader expects (message says what/where)."""
+
+
+@dataclass(frozen=True)
+class VideoRecord:
+    """One source video with its labelled expression intervals.
+
+    ``frames`` is either the ordered list of frame image files or the path of one video file.
+    ``intervals`` are ``(onset, offset, label)`` in *source* frame indices (0-based, inclusive),
+    label 1 = ME, 2 = MaE. ``fps`` is the dataset's nominal frame rate; frame ``i`` is taken to be
+    captured at ``i / fps`` seconds.
+    """
+
+    video_id: str
+    subject: str
+    fps: float
+    frames: list[Path] | Path
+    intervals: list[tuple[int, int, int]] = field(default_factory=list)
+    dataset: str = ""
+
+    @property
+    def is_video_file(self) -> bool:
+        return isinstance(self.frames, Path)
+
+    @property
+    def n_frames(self) -> int | None:
+        """Number of source frames (None for a video file: known only after decoding)."""
+        return None if isinstance(self.frames, Path) else len(self.frames)
+
+    def frame_labels(self, n_frames: int) -> np.ndarray:
+        """Per-source-frame class ids (n_frames,) int64; intervals are clipped to the video."""
+        return labels_from_intervals(self.intervals, n_frames)
+
+
+def labels_from_intervals(intervals: list[tuple[int, int, int]], n_frames: int) -> np.ndarray:
+    """Class id per frame (n_frames,) int64 from inclusive intervals; later intervals win."""
+    labels = np.zeros(n_frames, np.int64)
+    for onset, offset, label in intervals:
+        lo, hi = max(int(onset), 0), min(int(offset), n_frames - 1)
+        if hi >= lo:
+            labels[lo : hi + 1] = int(label)
+    return labels
+
+
+def intervals_from_labels(labels: np.ndarray) -> list[tuple[int, int, int]]:
+    """Inclusive (onset, offset, label) runs of non-zero labels, in order."""
+    out: list[tuple[int, int, int]] = []
+    labels = np.asarray(labels)
+    start = 0
+    for i in range(1, len(labels) + 1):
+        if i == len(labels) or labels[i] != labels[start]:
+            if labels[start] != 0:
+                out.append((start, i - 1, int(labels[start])))
+            start = i
+    return out

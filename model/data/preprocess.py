@@ -1,0 +1,318 @@
+"""Source videos -> aligned 112x112 RGB crops on the 60 Hz model timeline, with per-slot labels.
+
+What holds for every :class:`AlignedVideo`:
+
+- ``crops[k]`` is the aligned face of source frame ``source_index[k]``, the frame whose timestamp
+  is nearest to slot ``k`` (:class:`~fesnet.model.data.resample.Resampler`, the same code the
+  realtime pipeline runs). Only those source frames are aligned (a 200 FPS video costs 60 FPS).
+- ``labels[k]`` is the label of source frame ``source_index[k]`` (intervals in source frames).
+- A frame without a face holds the previous crop (leading faceless frames take the first found
+  crop); ``n_missing`` counts them. A video without any face raises :class:`PreprocessError`.
+- Results are cached as ``<cache_dir>/<video id>-<settings digest>.npz``: a second epoch or run
+  loads the file without touching the aligner; changing the settings changes the digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .common import VideoRecord, intervals_from_labels, labels_from_intervals
+from .resample import resample_indices
+
+if TYPE_CHECKING:
+    from .align import FaceAligner
+    from .synthetic import SyntheticStream, SyntheticVideo
+
+logger = logging.getLogger(__name__)
+
+MODEL_FPS = 60.0
+PREPROCESS_VERSION = 1
+_PROGRESS_MIN_FRAMES = 600
+
+
+class PreprocessError(Exception):
+    """A video cannot be turned into aligned crops (unreadable frames, no face at all)."""
+
+
+@dataclass(frozen=True)
+class PreprocessSettings:
+    """Everything that changes the bytes of the cached crops (hashed into the cache key)."""
+
+    crop_size: int = 112
+    model_fps: float = MODEL_FPS
+    max_faces: int = 2
+    min_detection_confidence: float = 0.5
+
+    def digest(self) -> str:
+        payload = json.dumps({"v": PREPROCESS_VERSION, **asdict(self)}, sort_keys=True)
+        return hashlib.sha1(payload.encode()).hexdigest()[:10]
+
+    def make_aligner(self) -> FaceAligner:
+        from .align import FaceAligner
+
+        return FaceAligner(
+            crop_size=self.crop_size,
+            max_faces=self.max_faces,
+            static_image_mode=False,
+            min_detection_confidence=self.min_detection_confidence,
+        )
+
+
+@dataclass(frozen=True)
+class AlignedVideo:
+    """Aligned crops (N, S, S, 3) uint8 RGB at ``model_fps`` with labels (N,) int64."""
+
+    video_id: str
+    subject: str
+    crops: np.ndarray
+    labels: np.ndarray
+    source_index: np.ndarray
+    fps_source: float
+    n_missing: int = 0
+    model_fps: float = MODEL_FPS
+
+    def __len__(self) -> int:
+        return int(self.crops.shape[0])
+
+    @property
+    def intervals(self) -> list[tuple[int, int, int]]:
+        """Inclusive (onset, offset, label) runs on the model timeline (slot indices)."""
+        return intervals_from_labels(self.labels)
+
+    def save(self, path: Path) -> None:
+        meta = {
+            "video_id": self.video_id,
+            "subject": self.subject,
+            "fps_source": self.fps_source,
+            "n_missing": self.n_missing,
+            "model_fps": self.model_fps,
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(
+            tmp,
+            crops=self.crops,
+            labels=self.labels,
+            source_index=self.source_index,
+            meta=np.array(json.dumps(meta)),
+        )
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> AlignedVideo:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            return cls(
+                video_id=meta["video_id"],
+                subject=meta["subject"],
+                crops=data["crops"],
+                labels=data["labels"].astype(np.int64),
+                source_index=data["source_index"].astype(np.int64),
+                fps_source=float(meta["fps_source"]),
+                n_missing=int(meta["n_missing"]),
+                model_fps=float(meta["model_fps"]),
+            )
+
+
+def cache_path(cache_dir: Path, video_id: str, settings: PreprocessSettings) -> Path:
+    """Cache file for a video id under the given settings (id sanitised for the file system)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", video_id)
+    return Path(cache_dir) / f"{safe}-{settings.digest()}.npz"
+
+
+def align_frames(
+    read_frame: Callable[[int], np.ndarray],
+    source_index: np.ndarray,
+    aligner: FaceAligner,
+    crop_size: int,
+    desc: str = "align",
+) -> tuple[np.ndarray, int]:
+    """Crops for each slot's source frame; each distinct source frame is aligned once, in order.
+
+    Returns (crops (N, S, S, 3) uint8 RGB, number of distinct source frames without a face).
+    """
+    from tqdm import tqdm
+
+    unique = np.unique(source_index)
+    crop_of: dict[int, np.ndarray | None] = {}
+    aligner.reset()
+    for idx in tqdm(unique, desc=desc, unit="frame", leave=False,
+                    disable=len(unique) < _PROGRESS_MIN_FRAMES):
+        crop_of[int(idx)] = aligner.align(read_frame(int(idx))).crop
+    found = [c for c in crop_of.values() if c is not None]
+    if not found:
+        raise PreprocessError(f"{desc}: no face found in any of {len(unique)} frames")
+    n_missing = 0
+    last = next(crop_of[int(i)] for i in unique if crop_of[int(i)] is not None)
+    held: dict[int, np.ndarray] = {}
+    for idx in unique:
+        crop = crop_of[int(idx)]
+        if crop is None:
+            n_missing += 1
+        else:
+            last = crop
+        held[int(idx)] = last
+    crops = np.empty((len(source_index), crop_size, crop_size, 3), np.uint8)
+    for k, idx in enumerate(source_index):
+        crops[k] = held[int(idx)]
+    return crops, n_missing
+
+
+def _preprocess(
+    video_id: str,
+    subject: str,
+    fps_source: float,
+    n_source: int,
+    read_frame: Callable[[int], np.ndarray],
+    frame_labels: np.ndarray,
+    aligner: FaceAligner | None,
+    cache_dir: Path | None,
+    settings: PreprocessSettings,
+) -> AlignedVideo:
+    path = cache_path(cache_dir, video_id, settings) if cache_dir is not None else None
+    if path is not None and path.exists():
+        logger.debug("cache hit %s", path)
+        return AlignedVideo.load(path)
+    if n_source <= 0:
+        raise PreprocessError(f"{video_id}: no frames")
+    timestamps = [i / fps_source for i in range(n_source)]
+    source_index = np.asarray(resample_indices(timestamps, settings.model_fps), np.int64)
+    own = aligner is None
+    active = settings.make_aligner() if own else aligner
+    assert active is not None
+    if active.crop_size != settings.crop_size:
+        raise ValueError(f"aligner crop_size {active.crop_size} != settings {settings.crop_size}")
+    try:
+        crops, n_missing = align_frames(
+            read_frame, source_index, active, settings.crop_size, desc=video_id
+        )
+    finally:
+        if own:
+            active.close()
+    if n_missing:
+        logger.info("%s: %d source frames without a face held the last crop", video_id, n_missing)
+    result = AlignedVideo(
+        video_id=video_id,
+        subject=subject,
+        crops=crops,
+        labels=frame_labels[source_index].astype(np.int64),
+        source_index=source_index,
+        fps_source=float(fps_source),
+        n_missing=n_missing,
+        model_fps=settings.model_fps,
+    )
+    if path is not None:
+        result.save(path)
+    return result
+
+
+class _FrameReader:
+    """Random-ish access to a record's frames; video files are decoded forward only."""
+
+    def __init__(self, record: VideoRecord) -> None:
+        self.record = record
+        self._cap = None
+        self._pos = 0
+        self._last: np.ndarray | None = None
+
+    def count(self) -> int:
+        import cv2
+
+        if not isinstance(self.record.frames, Path):
+            return len(self.record.frames)
+        cap = cv2.VideoCapture(str(self.record.frames))
+        if not cap.isOpened():
+            raise PreprocessError(f"{self.record.video_id}: cannot open {self.record.frames}")
+        n = 0
+        while cap.grab():
+            n += 1
+        cap.release()
+        return n
+
+    def __call__(self, index: int) -> np.ndarray:
+        import cv2
+
+        if not isinstance(self.record.frames, Path):
+            path = self.record.frames[index]
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if image is None:
+                raise PreprocessError(f"{self.record.video_id}: cannot read frame {path}")
+            return image
+        if self._cap is None or index < self._pos - 1:
+            if self._cap is not None:
+                self._cap.release()
+            self._cap = cv2.VideoCapture(str(self.record.frames))
+            self._pos = 0
+        if index == self._pos - 1 and self._last is not None:
+            return self._last
+        while self._pos <= index:
+            ok, frame = self._cap.read()
+            if not ok:
+                raise PreprocessError(f"{self.record.video_id}: frame {index} could not be decoded")
+            self._pos += 1
+            self._last = frame
+        assert self._last is not None
+        return self._last
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+def preprocess_record(
+    record: VideoRecord,
+    aligner: FaceAligner | None = None,
+    cache_dir: Path | None = None,
+    settings: PreprocessSettings | None = None,
+) -> AlignedVideo:
+    """Align a dataset video onto the model timeline (cached; ``aligner=None`` makes one)."""
+    settings = settings or PreprocessSettings()
+    if cache_dir is not None:
+        path = cache_path(cache_dir, record.video_id, settings)
+        if path.exists():
+            return AlignedVideo.load(path)
+    reader = _FrameReader(record)
+    try:
+        n = reader.count()
+        return _preprocess(
+            record.video_id, record.subject, record.fps, n, reader,
+            labels_from_intervals(record.intervals, n), aligner, cache_dir, settings,
+        )
+    finally:
+        reader.close()
+
+
+def preprocess_synthetic(
+    video: SyntheticVideo | SyntheticStream,
+    aligner: FaceAligner | None = None,
+    cache_dir: Path | None = None,
+    settings: PreprocessSettings | None = None,
+) -> AlignedVideo:
+    """Align a synthetic video (rendered or streamed) onto the model timeline (cached)."""
+    settings = settings or PreprocessSettings()
+    from .synthetic import SyntheticVideo
+
+    labels = video.labels()
+    read: Callable[[int], np.ndarray]
+    if isinstance(video, SyntheticVideo):
+        frames = video.frames
+        n = len(frames)
+        read = frames.__getitem__
+        subject = video.identity
+    else:
+        n = video.n_frames
+        read = video.frame
+        subject = video.identity.name
+    return _preprocess(
+        video.video_id, subject, video.fps, n, read, labels, aligner, cache_dir, settings
+    )

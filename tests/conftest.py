@@ -1,0 +1,65 @@
+"""Shared test fixtures: small, CPU-only, offline. Add generic fixtures here; keep them cheap."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FACES_DIR = REPO_ROOT / "model" / "data" / "faces"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _single_torch_thread() -> None:
+    """The test machines have 2 shared cores: keep torch (if installed and used) on one."""
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def faces_dir() -> Path:
+    """Folder of the shipped real identity images (256x256 BGR JPEGs)."""
+    return FACES_DIR
+
+
+@pytest.fixture(scope="session")
+def real_face_bgr(faces_dir: Path) -> np.ndarray:
+    """A real, frontal face photo (256x256 BGR uint8) shipped with the project."""
+    import cv2
+
+    image = cv2.imread(str(faces_dir / "door-man.jpg"), cv2.IMREAD_COLOR)
+    assert image is not None
+    return image
+
+
+@pytest.fixture(scope="session")
+def still_aligner() -> Iterator[object]:
+    """A real mediapipe FaceAligner for unrelated still images (static_image_mode=True).
+
+    Session-scoped: building the FaceMesh graph costs ~100 ms. Call ``reset()`` before use when
+    the test depends on which face is tracked.
+    """
+    from fesnet.model.data.align import FaceAligner
+
+    with FaceAligner(static_image_mode=True, max_faces=2) as aligner:
+        yield aligner
+
+
+@pytest.fixture(scope="session")
+def two_identities() -> list[object]:
+    """One train and one test synthetic identity (real faces with FaceMesh landmarks)."""
+    from fesnet.model.data.synthetic import load_identities, train_test_identities
+
+    train, test = train_test_identities()
+    return load_identities([train[0], test[-1]])
+
+
+@pytest.fixture()
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)

@@ -1,0 +1,128 @@
+"""FaceAligner on real faces with the real mediapipe FaceMesh model."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from fesnet.model.data.align import (
+    AlignResult,
+    FaceAligner,
+    canonical_template,
+    keypoints_from_landmarks,
+)
+
+
+def place(face: np.ndarray, canvas_hw: tuple[int, int], x: int, y: int) -> np.ndarray:
+    canvas = np.full((*canvas_hw, 3), 90, np.uint8)
+    h, w = face.shape[:2]
+    canvas[y : y + h, x : x + w] = face
+    return canvas
+
+
+def crop_keypoints(result: AlignResult) -> np.ndarray:
+    assert result.landmarks is not None and result.transform is not None
+    kp = keypoints_from_landmarks(result.landmarks)
+    return np.c_[kp, np.ones(len(kp))] @ result.transform.T
+
+
+def test_real_face_gives_centred_crop(still_aligner: FaceAligner, real_face_bgr: np.ndarray):
+    still_aligner.reset()
+    result = still_aligner.align(place(real_face_bgr, (360, 480), 100, 50))
+    assert result.found and result.n_faces == 1
+    assert result.crop is not None
+    assert result.crop.shape == (112, 112, 3) and result.crop.dtype == np.uint8
+    assert result.landmarks is not None and result.landmarks.shape == (468, 2)
+    assert result.transform is not None and result.transform.shape == (2, 3)
+    # The five alignment points land on the canonical template (a similarity fit of 5 points
+    # leaves a small residual), so the face is centred and upright in the crop.
+    assert np.abs(crop_keypoints(result) - canonical_template(112)).max() < 4.0
+    # Brows to chin inside the crop: every FaceMesh landmark maps inside it.
+    assert result.landmarks is not None
+    all_pts = np.c_[result.landmarks, np.ones(468)] @ result.transform.T
+    assert all_pts[:, 1].min() > 2 and all_pts[:, 1].max() < 110
+
+
+def test_crop_is_rgb(still_aligner: FaceAligner, real_face_bgr: np.ndarray):
+    still_aligner.reset()
+    frame = place(real_face_bgr, (360, 480), 100, 50)
+    result = still_aligner.align(frame)
+    assert result.crop is not None and result.transform is not None
+    expected_bgr = cv2.warpAffine(frame, result.transform, (112, 112), flags=cv2.INTER_LINEAR)
+    np.testing.assert_array_equal(result.crop, expected_bgr[:, :, ::-1])
+
+
+def test_crop_stable_across_small_translations(
+    still_aligner: FaceAligner, real_face_bgr: np.ndarray
+):
+    crops, keypoints = [], []
+    for dx, dy in [(100, 50), (104, 50), (100, 55), (93, 47)]:
+        still_aligner.reset()
+        result = still_aligner.align(place(real_face_bgr, (360, 480), dx, dy))
+        assert result.crop is not None
+        crops.append(result.crop.astype(np.float32))
+        keypoints.append(crop_keypoints(result))
+    for crop, kp in zip(crops[1:], keypoints[1:], strict=True):
+        assert np.abs(kp - keypoints[0]).max() < 1.5
+        assert np.abs(crop - crops[0]).mean() < 8.0
+
+
+def test_no_face_gives_none(still_aligner: FaceAligner, rng: np.random.Generator):
+    still_aligner.reset()
+    blank = np.full((240, 320, 3), 127, np.uint8)
+    noise = rng.integers(0, 256, size=(240, 320, 3), dtype=np.uint8)
+    for frame in (blank, noise):
+        result = still_aligner.align(frame)
+        assert result.crop is None and not result.found
+        assert result.n_faces == 0 and result.landmarks is None and result.transform is None
+
+
+def test_tracks_previous_face_else_largest(faces_dir, still_aligner: FaceAligner):
+    small = cv2.resize(cv2.imread(str(faces_dir / "door-man.jpg")), (200, 200))
+    large = cv2.resize(cv2.imread(str(faces_dir / "astronaut.jpg")), (240, 240))
+    canvas = np.full((300, 640, 3), 90, np.uint8)
+    canvas[30:230, 20:220] = small
+    canvas[20:260, 380:620] = large
+    still_aligner.reset()
+    first = still_aligner.align(canvas)
+    assert first.n_faces == 2 and first.landmarks is not None
+    assert first.landmarks[:, 0].mean() > 320  # no history: the largest (right) face
+    # Track the left face, then it must stay chosen although the right one is larger.
+    still_aligner.reset()
+    still_aligner.align(place(small, (300, 640), 20, 30))
+    tracked = still_aligner.align(canvas)
+    assert tracked.n_faces == 2 and tracked.landmarks is not None
+    assert tracked.landmarks[:, 0].mean() < 320
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.zeros((64, 64, 3), np.float32),
+        np.zeros((64, 64), np.uint8),
+        np.zeros((64, 64, 4), np.uint8),
+    ],
+)
+def test_rejects_bad_input(still_aligner: FaceAligner, bad: np.ndarray):
+    with pytest.raises(ValueError):
+        still_aligner.align(bad)
+
+
+def test_context_manager_closes(real_face_bgr: np.ndarray):
+    with FaceAligner(static_image_mode=True, max_faces=1) as aligner:
+        assert aligner.align(real_face_bgr).found
+    with pytest.raises(RuntimeError):
+        aligner.align(real_face_bgr)
+
+
+def test_video_mode_on_a_moving_face(real_face_bgr: np.ndarray):
+    """Tracking mode (as in the realtime path) keeps the crop steady while the face slides."""
+    with FaceAligner(static_image_mode=False, max_faces=1) as aligner:
+        kps = []
+        for step in range(12):
+            result = aligner.align(place(real_face_bgr, (360, 480), 80 + 3 * step, 50))
+            assert result.crop is not None
+            kps.append(crop_keypoints(result))
+    spread = np.ptp(np.stack(kps), axis=0)
+    assert spread.max() < 2.0
