@@ -9,16 +9,26 @@ inference server as just another backend):
 
 Offline evaluation, training-time validation and the streaming engine all call these, so every
 path shares the same model functions.
+
+``make_backend(name, checkpoint, **opts)`` builds one by name: "torch" (eager), "torch-compile",
+"onnx" (ONNX Runtime on CPU; the exported graphs are cached, see export.py) and "tensorrt"
+(optional extra; raises ``BackendUnavailable`` saying what is missing). docs/BENCHMARKS.md has
+their measured speeds.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+import logging
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
+from .checkpoint import Checkpoint
 from .fesnet import FESNet
+
+log = logging.getLogger(__name__)
 
 
 class Backend(Protocol):
@@ -58,3 +68,188 @@ class TorchBackend:
         xa = torch.from_numpy(np.ascontiguousarray(x_atten)).to(self.device)
         logits = self._window(xp, xa)
         return torch.softmax(logits.float(), dim=-1).cpu().numpy()
+
+
+class BackendUnavailable(RuntimeError):
+    """A backend cannot run on this machine; the message names what is missing."""
+
+
+class OnnxBackend:
+    """ONNX Runtime on CPU, tuned for a small machine shared with decoding and face landmarks.
+
+    One intra-op thread by default: on the 2-core machines the project runs on, a second thread
+    does not speed up a single frame or window (docs/BENCHMARKS.md) and would take the core that
+    mediapipe and video decoding need. Spinning is off for the same reason: an idle spinning pool
+    burns a core between calls. Inputs are the raw uint8 crops (the cast is inside the graph).
+    """
+
+    def __init__(
+        self,
+        encoder_path: str | Path,
+        window_path: str | Path,
+        threads: int = 1,
+        window_frames: int = 32,
+        name: str = "onnx",
+    ) -> None:
+        try:
+            import onnxruntime as ort
+        except Exception as e:
+            raise BackendUnavailable(f"onnx backend needs onnxruntime: {e}") from e
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        opts.log_severity_level = 3
+        providers = ["CPUExecutionProvider"]
+        self.name = name
+        self.threads = threads
+        self.window_frames = window_frames
+        self.encoder_path = Path(encoder_path)
+        self.window_path = Path(window_path)
+        self._enc = ort.InferenceSession(str(encoder_path), opts, providers=providers)
+        self._win = ort.InferenceSession(str(window_path), opts, providers=providers)
+
+    @classmethod
+    def from_net(
+        cls,
+        net: FESNet,
+        cache_dir: str | Path | None = None,
+        opset: int | None = None,
+        threads: int = 1,
+    ) -> OnnxBackend:
+        """Export (or reuse the cached export of) ``net`` and open sessions on it."""
+        from .export import DEFAULT_OPSET, cached_onnx
+
+        files = cached_onnx(net, cache_dir, opset if opset is not None else DEFAULT_OPSET)
+        return cls(files.encoder, files.window, threads, net.cfg.window_frames)
+
+    def encode(self, frames_u8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if frames_u8.dtype != np.uint8 or frames_u8.ndim != 4 or frames_u8.shape[-1] != 3:
+            raise ValueError(
+                f"encode expects uint8 (N, H, W, 3) RGB crops, got "
+                f"{frames_u8.shape} {frames_u8.dtype}"
+            )
+        x_prime, x_atten = self._enc.run(None, {"frames_u8": np.ascontiguousarray(frames_u8)})
+        return x_prime, x_atten
+
+    def window(self, x_prime: np.ndarray, x_atten: np.ndarray) -> np.ndarray:
+        if x_prime.shape[1] != self.window_frames or x_atten.shape[1] != self.window_frames:
+            raise ValueError(
+                f"the exported window graph takes T={self.window_frames} frames, got "
+                f"x_prime {x_prime.shape}, x_atten {x_atten.shape}"
+            )
+        (probs,) = self._win.run(
+            None,
+            {
+                "x_prime": np.ascontiguousarray(x_prime, dtype=np.float32),
+                "x_atten": np.ascontiguousarray(x_atten, dtype=np.float32),
+            },
+        )
+        return probs
+
+
+class TensorRTBackend:
+    """TensorRT engines (torch-tensorrt, optional extra ``[tensorrt]``) on an NVIDIA GPU.
+
+    Compiled once per (weights, precision, calibration data, GPU, versions) and cached with
+    torch_tensorrt.save, so a restart loads the engines instead of recompiling. Raises
+    ``BackendUnavailable`` naming what is missing (CUDA, torch_tensorrt, matching torch version,
+    nvidia-modelopt for int8/fp8) on machines that cannot run it.
+    """
+
+    def __init__(
+        self,
+        net: FESNet,
+        precision: str = "fp16",
+        calibration: str | Path | None = None,
+        cache_dir: str | Path | None = None,
+        device: str = "cuda",
+        max_frames: int = 64,
+        max_batch: int = 8,
+    ) -> None:
+        from .export import cached_tensorrt, load_tensorrt, tensorrt_unavailable_reason
+
+        reason = tensorrt_unavailable_reason(precision)
+        if reason is not None:
+            raise BackendUnavailable(reason)
+        files = cached_tensorrt(
+            net,
+            cache_dir,
+            precision,
+            calibration,
+            max_frames=max_frames,
+            max_batch=max_batch,
+            device=device,
+        )
+        self.name = f"tensorrt-{precision}"
+        self.device = device
+        self.max_frames = max_frames
+        self.max_batch = max_batch
+        self._enc, self._win = load_tensorrt(files)
+
+    @torch.inference_mode()
+    def encode(self, frames_u8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        outs = [[], []]
+        for i in range(0, len(frames_u8), self.max_frames):  # the engine's largest profile
+            x = torch.from_numpy(np.ascontiguousarray(frames_u8[i : i + self.max_frames]))
+            x_prime, x_atten = self._enc(x.to(self.device))
+            outs[0].append(x_prime.cpu().numpy())
+            outs[1].append(x_atten.cpu().numpy())
+        return np.concatenate(outs[0]), np.concatenate(outs[1])
+
+    @torch.inference_mode()
+    def window(self, x_prime: np.ndarray, x_atten: np.ndarray) -> np.ndarray:
+        probs = []
+        for i in range(0, len(x_prime), self.max_batch):
+            xp = torch.from_numpy(np.ascontiguousarray(x_prime[i : i + self.max_batch]))
+            xa = torch.from_numpy(np.ascontiguousarray(x_atten[i : i + self.max_batch]))
+            probs.append(self._win(xp.to(self.device), xa.to(self.device)).float().cpu().numpy())
+        return np.concatenate(probs)
+
+
+BACKENDS = ("torch", "torch-compile", "onnx", "tensorrt")
+
+
+def make_backend(name: str, checkpoint: Checkpoint, **opts: Any) -> Backend:
+    """The backend ``name`` over ``checkpoint``'s network.
+
+    name: "torch" (opts: device, threads), "torch-compile" (same), "onnx" (threads=1,
+    cache_dir, opset), "tensorrt" (precision="fp16"|"fp32"|"int8"|"fp8", calibration,
+    cache_dir, device, max_frames, max_batch). Unknown names raise ValueError; a backend this
+    machine cannot run raises BackendUnavailable saying why.
+    """
+    net = checkpoint.net
+    if name == "torch":
+        return TorchBackend(net, **opts)
+    if name == "torch-compile":
+        return TorchBackend(net, compile=True, **opts)
+    if name == "onnx":
+        return OnnxBackend.from_net(net, **opts)
+    if name == "tensorrt":
+        return TensorRTBackend(net, **opts)
+    raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def available_backends(include_compile: bool = False) -> list[str]:
+    """The backends this machine can run (torch.compile only on request: it needs a C++
+    toolchain and compiles for minutes on a small CPU)."""
+    from .export import tensorrt_unavailable_reason
+
+    names = ["torch"]
+    if include_compile:
+        names.append("torch-compile")
+    try:
+        import onnxruntime  # noqa: F401
+    except Exception:
+        log.info("onnx backend unavailable: onnxruntime does not import")
+    else:
+        names.append("onnx")
+    reason = tensorrt_unavailable_reason()
+    if reason is None:
+        names.append("tensorrt")
+    else:
+        log.info("%s", reason)
+    return names

@@ -1,0 +1,84 @@
+"""make_backend: names, the ONNX Runtime backend against torch, and TensorRT's error path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fesnet.model import checkpoint
+from fesnet.model.backends import (
+    BackendUnavailable,
+    OnnxBackend,
+    TorchBackend,
+    available_backends,
+    make_backend,
+)
+from fesnet.model.fesnet import FESNet, FESNetConfig
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> checkpoint.Checkpoint:
+    torch.manual_seed(1)
+    path = checkpoint.save(tmp_path_factory.mktemp("ckpt") / "tiny.pt", FESNet(FESNetConfig.tiny()))
+    return checkpoint.load(path)
+
+
+@pytest.fixture(scope="module")
+def onnx_backend(ckpt, tmp_path_factory) -> OnnxBackend:
+    return make_backend("onnx", ckpt, cache_dir=tmp_path_factory.mktemp("cache"), threads=1)
+
+
+def test_unknown_backend_name(ckpt) -> None:
+    with pytest.raises(ValueError, match=r"unknown backend 'tensorflow'.*onnx"):
+        make_backend("tensorflow", ckpt)
+
+
+def test_torch_and_onnx_backends_agree_with_dynamic_batch(ckpt, onnx_backend) -> None:
+    torch_backend = make_backend("torch", ckpt)
+    assert isinstance(torch_backend, TorchBackend) and onnx_backend.name == "onnx"
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (35, 112, 112, 3), dtype=np.uint8)
+    ref_p, ref_a = torch_backend.encode(frames)
+    got_p, got_a = onnx_backend.encode(frames)
+    assert got_p.dtype == got_a.dtype == np.float32
+    assert np.abs(got_p - ref_p).max() <= 1e-4 and np.abs(got_a - ref_a).max() <= 1e-4
+    t = ckpt.config.window_frames
+    for batch in (1, 3):
+        idx = np.arange(batch)[:, None] + np.arange(t)[None, :]
+        ref = torch_backend.window(ref_p[idx], ref_a[idx])
+        got = onnx_backend.window(got_p[idx], got_a[idx])
+        assert got.shape == (batch, t, 3)
+        assert np.abs(got - ref).max() <= 1e-4
+
+
+def test_onnx_backend_checks_its_inputs(onnx_backend) -> None:
+    with pytest.raises(ValueError, match="uint8"):
+        onnx_backend.encode(np.zeros((1, 112, 112, 3), np.float32))
+    x_prime, x_atten = onnx_backend.encode(np.zeros((8, 112, 112, 3), np.uint8))
+    with pytest.raises(ValueError, match="T=32"):
+        onnx_backend.window(x_prime[None], x_atten[None])
+
+
+def test_onnx_restart_reuses_the_cached_export(ckpt, onnx_backend, monkeypatch) -> None:
+    from fesnet.model import export
+
+    monkeypatch.setattr(export, "export_onnx", lambda *a, **k: pytest.fail("exported again"))
+    cache = onnx_backend.encoder_path.parents[1]
+    again = make_backend("onnx", ckpt, cache_dir=cache)
+    assert again.encoder_path == onnx_backend.encoder_path
+    frames = np.zeros((2, 112, 112, 3), np.uint8)
+    assert np.array_equal(again.encode(frames)[0], onnx_backend.encode(frames)[0])
+
+
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason="checks the message on a machine without CUDA"
+)
+def test_tensorrt_unavailable_names_what_is_missing(ckpt) -> None:
+    with pytest.raises(BackendUnavailable) as err:
+        make_backend("tensorrt", ckpt, precision="fp16")
+    msg = str(err.value)
+    assert "no CUDA device" in msg
+    assert "torch_tensorrt cannot be imported" in msg
+    assert "tensorrt" not in available_backends()
+    assert {"torch", "onnx"} <= set(available_backends())
