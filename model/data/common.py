@@ -67,3 +67,31 @@ def intervals_from_labels(labels: np.ndarray) -> list[tuple[int, int, int]]:
                 out.append((start, i - 1, int(labels[start])))
             start = i
     return out
+
+
+def resolve_offset(onset: int, apex: int, offset: int) -> int:
+    """The offset to use for a label row; rows without a usable offset are completed.
+
+    Both datasets contain rows whose offset is missing (CAS(ME)^2 writes 0, SAMM-LV -1), i.e.
+    only onset and apex were annotated. We mirror the onset phase around the apex
+    (offset = apex + (apex - onset)), the symmetric-profile assumption, and at least keep the apex
+    frame: the expression is still counted, with a plausible extent, instead of being dropped.
+    """
+    if offset > 0 and offset >= onset:
+        return offset
+    if apex >= onset > 0:
+        return apex + (apex - onset)
+    return onset
+
+
+def frame_number_to_index(numbers: list[int], number: int) -> int:
+    """Index of the frame whose file number is ``number`` (or the nearest one before it).
+
+    Label sheets give frame *numbers* as in the file names (CAS(ME)^2 img1.jpg is number 1, SAMM
+    files count from their own start), so we map through the sorted numbers of the files present
+    instead of assuming 0- or 1-based numbering.
+    """
+    import bisect
+
+    pos = bisect.bisect_right(numbers, number) - 1
+    return max(pos, 0)
