@@ -92,9 +92,9 @@ SPEC = SyntheticSpec(
 def test_synthetic_preprocess_and_cache_hit(two_identities, tmp_path: Path):
     stream = SyntheticStream(two_identities[0], SPEC, seed=2)
     with CountingAligner(static_image_mode=False) as aligner:
-        first = preprocess_synthetic(stream, aligner, cache_dir=tmp_path)
+        first = preprocess_synthetic(stream, aligner=aligner, cache_dir=tmp_path)
         assert aligner.calls == 90  # every 30 FPS source frame once, not once per slot
-        second = preprocess_synthetic(stream, aligner, cache_dir=tmp_path)
+        second = preprocess_synthetic(stream, aligner=aligner, cache_dir=tmp_path)
         assert aligner.calls == 90
     assert len(first) == 180 and first.crops.shape == (180, 112, 112, 3)
     assert first.crops.dtype == np.uint8 and first.labels.dtype == np.int64
@@ -105,6 +105,13 @@ def test_synthetic_preprocess_and_cache_hit(two_identities, tmp_path: Path):
     assert first.n_missing == 0 and second.fps_source == 30.0
     # Slot intervals are the source intervals doubled.
     assert first.intervals == [(2 * a, 2 * b + 1, lab) for a, b, lab in stream.intervals]
+    # By identity name + spec + seed (the training path): a cache hit renders nothing.
+    by_name = preprocess_synthetic(
+        two_identities[0].name, SPEC, 2, aligner=aligner, cache_dir=tmp_path
+    )
+    np.testing.assert_array_equal(by_name.crops, first.crops)
+    fresh = preprocess_synthetic(two_identities[0].name, SPEC, 2)  # miss: render and align
+    np.testing.assert_array_equal(fresh.crops, first.crops)
     other = PreprocessSettings(crop_size=64)
     assert cache_path(tmp_path, stream.video_id, other) != cache_path(
         tmp_path, stream.video_id, PreprocessSettings()
@@ -118,7 +125,7 @@ def test_faceless_frames_hold_last_crop(two_identities):
     frames[:2] = 128
     blanked = dataclasses.replace(video, frames=frames)
     with FaceAligner(static_image_mode=True) as aligner:
-        result = preprocess_synthetic(blanked, aligner)
+        result = preprocess_synthetic(blanked, aligner=aligner)
     assert result.n_missing == 6
     by_source = {int(s): k for k, s in enumerate(result.source_index)}
     np.testing.assert_array_equal(result.crops[by_source[10]], result.crops[by_source[9]])

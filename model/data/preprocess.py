@@ -30,7 +30,7 @@ from .resample import resample_indices
 
 if TYPE_CHECKING:
     from .align import FaceAligner
-    from .synthetic import SyntheticStream, SyntheticVideo
+    from .synthetic import Identity, SyntheticSpec, SyntheticStream, SyntheticVideo
 
 logger = logging.getLogger(__name__)
 
@@ -293,14 +293,41 @@ def preprocess_record(
 
 
 def preprocess_synthetic(
-    video: SyntheticVideo | SyntheticStream,
+    video: SyntheticVideo | SyntheticStream | Identity | str,
+    spec: SyntheticSpec | None = None,
+    seed: int | None = None,
+    *,
     aligner: FaceAligner | None = None,
     cache_dir: Path | None = None,
     settings: PreprocessSettings | None = None,
 ) -> AlignedVideo:
-    """Align a synthetic video (rendered or streamed) onto the model timeline (cached)."""
+    """Align a synthetic video onto the model timeline (cached).
+
+    ``video`` is a rendered :class:`SyntheticVideo`, a :class:`SyntheticStream`, or an identity
+    (name or :class:`Identity`) together with ``spec`` and ``seed``. In the last form a cache hit
+    neither loads the identity nor renders a frame; a miss streams the frames (never holding the
+    whole video in memory).
+    """
+    from .synthetic import (
+        Identity,
+        SyntheticStream,
+        SyntheticVideo,
+        load_identities,
+        synthetic_video_id,
+    )
+
     settings = settings or PreprocessSettings()
-    from .synthetic import SyntheticVideo
+    if isinstance(video, (str, Identity)):
+        if spec is None or seed is None:
+            raise ValueError("an identity needs spec and seed")
+        name = video if isinstance(video, str) else video.name
+        video_id = synthetic_video_id(name, spec, seed)
+        if cache_dir is not None and cache_path(cache_dir, video_id, settings).exists():
+            return AlignedVideo.load(cache_path(cache_dir, video_id, settings))
+        identity = load_identities([video])[0] if isinstance(video, str) else video
+        video = SyntheticStream(identity, spec, seed)
+    elif spec is not None or seed is not None:
+        raise ValueError("spec and seed are only used with an identity")
 
     labels = video.labels()
     read: Callable[[int], np.ndarray]

@@ -605,6 +605,11 @@ def plan_video(spec: SyntheticSpec, seed: int) -> _Plan:
 # Rendering
 
 
+def synthetic_video_id(identity: str, spec: SyntheticSpec, seed: int) -> str:
+    """Stable id of the video (identity, spec, seed) renders: equal ids mean equal bytes."""
+    return f"syn-{identity}-s{int(seed)}-{spec.digest()}"
+
+
 class SyntheticStream:
     """A synthetic video rendered on demand: iterate it, index it, or :meth:`render_all` it.
 
@@ -623,7 +628,7 @@ class SyntheticStream:
             (e.onset, e.offset, e.label) for e in self.plan.events
         ]
         self.timestamps_s = np.arange(self.n_frames, dtype=np.float64) / self.fps
-        self.video_id = f"syn-{identity.name}-s{self.seed}-{spec.digest()}"
+        self.video_id = synthetic_video_id(identity.name, spec, self.seed)
         self._fields = {
             name: au_unit_field(identity, ACTION_UNITS[name]) for name in self.plan.au_amplitude
         }
