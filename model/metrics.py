@@ -209,6 +209,11 @@ class MetricTable:
     n_videos: int
     n_frames: int
 
+    @property
+    def f1_overall(self) -> float:
+        """The single number model selection ranks by (overall F1, percent)."""
+        return self.f1["overall"]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "f1": dict(self.f1),

@@ -156,6 +156,7 @@ def test_evaluate_videos_table() -> None:
     assert table.counts["ME"] == SpotCounts(1, 1, 0)
     assert table.counts["MaE"] == SpotCounts(1, 0, 0)
     assert table.f1 == pytest.approx({"ME": 200 / 3, "MaE": 100.0, "overall": 80.0})
+    assert table.f1_overall == pytest.approx(80.0)
     assert table.precision == pytest.approx({"ME": 50.0, "MaE": 100.0, "overall": 200 / 3})
     assert table.recall == pytest.approx({"ME": 100.0, "MaE": 100.0, "overall": 100.0})
     assert table.edit == pytest.approx(75.0)  # mean of 100 and 50
