@@ -135,6 +135,7 @@ class Source:
         self.on_status = on_status
         self.fps: float | None = None  # nominal frame rate when the source knows it
         self.frames_read = 0
+        self.decode_s: collections.deque[float] = collections.deque(maxlen=100_000)
         self._stop_event = threading.Event()
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -291,7 +292,9 @@ class FileSource(Source):
         while not self._stop_event.is_set():
             if self.max_frames is not None and index >= self.max_frames:
                 break
+            t_read = time.perf_counter()
             ok, image = self._cap.read()
+            self.decode_s.append(time.perf_counter() - t_read)
             if not ok:
                 if index == 0:
                     raise SourceError(f"{self.path}: no frame could be decoded")
@@ -347,8 +350,10 @@ class _CaptureSource(Source):
         t0_ns = time.monotonic_ns()
         failures = 0
         while not self._stop_event.is_set():
+            t_read = time.perf_counter()
             ok, image = self._cap.read()
             t_ns = time.monotonic_ns()
+            self.decode_s.append(time.perf_counter() - t_read)
             if ok and image is not None:
                 failures = 0
                 # Live sources carry no reliable PTS through OpenCV: the capture clock is the

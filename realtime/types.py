@@ -83,6 +83,8 @@ class SpotEvent:
     message: str | None = None  # status and face events: what happened, for humans
     n_faces: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # Capture time of the frame that triggered the event; latency_ms is set from it on emission.
+    t_trigger_ns: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         keys = (
