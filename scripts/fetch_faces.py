@@ -27,6 +27,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
 from fesnet.model.data.align import FaceAligner, keypoints_from_landmarks
 
 logger = logging.getLogger("fetch_faces")

@@ -128,3 +128,28 @@ def test_identity_landmarks(two_identities):
         assert identity.image.shape == (256, 256, 3)
         assert identity.landmarks.shape == (468, 2)
         assert 30 < identity.iod_px < 150
+
+
+def test_shipped_sample_clip_matches_truth():
+    import json
+    from pathlib import Path
+
+    import cv2
+
+    assets = Path(__file__).resolve().parents[1] / "realtime" / "assets"
+    truth = json.loads((assets / "sample_truth.json").read_text())
+    assert truth["identity"] in train_test_identities()[1]
+    assert truth["fps"] == 30.0 and truth["frame_size"] == [640, 480]
+    cap = cv2.VideoCapture(str(assets / "sample.mp4"))
+    assert cap.isOpened()
+    n = 0
+    while cap.grab():
+        n += 1
+    cap.release()
+    assert n == truth["n_frames"] == 600
+    labels = {iv["label"] for iv in truth["intervals"]}
+    assert labels == {ME, MAE}
+    for iv in truth["intervals"]:
+        n_frames = iv["offset"] - iv["onset"] + 1
+        assert (n_frames / truth["fps"] <= 0.5) == (iv["label"] == ME)
+        assert iv["onset_s"] == pytest.approx(iv["onset"] / truth["fps"])

@@ -658,13 +658,16 @@ class SyntheticStream:
         self._centre = np.array([w / 2.0, h / 2.0])
         self._blend = side < min(w, h) or w != h
         if self._blend:
-            cover = max(w, h)
-            big = cv2.resize(self.identity.image, (cover, cover), interpolation=cv2.INTER_LINEAR)
-            y0, x0 = (cover - h) // 2, (cover - w) // 2
-            bg = cv2.GaussianBlur(big[y0 : y0 + h, x0 : x0 + w], (0, 0), sigmaX=cover / 20)
-            self._background = bg.astype(np.float32) * 0.7
+            # A plain backdrop in the colour of the identity image's border, with a soft vertical
+            # gradient; the face image is feathered into it so no hard square edge shows.
+            img = self.identity.image.astype(np.float32)
+            border = np.concatenate([img[:8].reshape(-1, 3), img[-8:].reshape(-1, 3),
+                                     img[:, :8].reshape(-1, 3), img[:, -8:].reshape(-1, 3)])
+            colour = np.median(border, axis=0)
+            ramp = np.linspace(1.1, 0.85, h, dtype=np.float32)[:, None, None]
+            self._background = np.broadcast_to(colour * ramp, (h, w, 3)).astype(np.float32)
             mask = np.zeros((IDENTITY_SIZE, IDENTITY_SIZE), np.float32)
-            m = IDENTITY_SIZE // 16
+            m = IDENTITY_SIZE // 10
             mask[m:-m, m:-m] = 1.0
             self._mask = cv2.GaussianBlur(mask, (0, 0), sigmaX=m / 2)
         xs = np.linspace(-1.0, 1.0, w, dtype=np.float32)[None, :]
