@@ -446,6 +446,7 @@ class Pipeline:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._done = threading.Event()
+        self._ready = threading.Event()
         self._recent_events: collections.deque[SpotEvent] = collections.deque(maxlen=50)
         self._frame_times: collections.deque[float] = collections.deque(maxlen=120)
         self.events_emitted = 0
@@ -464,6 +465,11 @@ class Pipeline:
         self._thread = threading.Thread(target=self._work, name=f"spot-{self.stream}", daemon=True)
         self._thread.start()
         return self
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait until the worker has built its aligner and reads frames (mediapipe takes a
+        moment to load; a live source drops frames meanwhile)."""
+        return self._ready.wait(timeout) or self._done.is_set()
 
     def request_stop(self) -> None:
         """Ask the worker to stop after the current frame (safe from a signal handler)."""
@@ -514,6 +520,7 @@ class Pipeline:
     def _work(self) -> None:
         try:
             self.spotter.tracker = self._make_tracker()
+            self._ready.set()
             while True:
                 if self._stop.is_set():
                     self.interrupted = True
