@@ -1,0 +1,114 @@
+"""fesnet-bench runs end to end on a short clip and writes a well-formed report (structure, not
+timings: the numbers depend on the machine)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fesnet.realtime import bench
+from fesnet.realtime.optical_flow import (
+    FLOW_METHODS,
+    OpticalFlowBaseline,
+    flow_sequence,
+    optical_strain,
+)
+
+PCT_KEYS = {"p50_ms", "p95_ms", "p99_ms", "mean_ms", "n"}
+
+
+@pytest.fixture(scope="module")
+def short_clip(tmp_path_factory) -> Path:
+    """1.3 s at 30 FPS: a shipped real face, gently moving, on a larger frame."""
+    import cv2
+
+    crops = bench.face_crops(40, size=240)
+    path = tmp_path_factory.mktemp("clip") / "face.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (320, 320))
+    assert writer.isOpened()
+    for crop in crops:
+        frame = np.full((320, 320, 3), 40, np.uint8)
+        frame[40:280, 40:280] = cv2.cvtColor(crop, cv2.COLOR_RGB2BGR)
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def test_bench_end_to_end_report(short_clip, tmp_path, capsys) -> None:
+    out = tmp_path / "bench.json"
+    args = [
+        "--config", "tiny",
+        "--backends", "torch",  # ONNX export costs ~10 s here; test_backends covers it
+        "--seconds", "0.02",
+        "--streams", "1,2",
+        "--flow", "farneback,tvl1",
+        "--video", str(short_clip),
+        "--cache-dir", str(tmp_path / "cache"),
+        "--out", str(out),
+    ]  # fmt: skip
+    assert bench.main(args) == 0
+    report = json.loads(out.read_text())
+    assert out.with_suffix(".png").stat().st_size > 0
+    assert report["schema"] == bench.SCHEMA
+    assert report["command"].startswith("fesnet-bench --config tiny")
+    assert report["machine"]["cpu_count"] >= 1
+    assert report["model"]["window_frames"] == 32 and report["model"]["stride_frames"] == 8
+
+    runs = {r["backend"]: r for r in report["backends"]}
+    assert set(runs) == {"torch"}
+    for r in runs.values():
+        assert set(r["encode_1_frame"]) == PCT_KEYS
+        assert set(r["window"]) == {"1", "2"} and set(r["windows_per_s"]) == {"1", "2"}
+        for key in ("encoder_frames_per_s", "stream_frames_per_s", "cached_vs_naive"):
+            assert r[key] > 0, key
+    ratios = {r["backend"]: r for r in report["ratios_vs_torch"]}
+    assert ratios["torch"]["encoder"] == ratios["torch"]["stream_per_frame"] == 1.0
+    assert {f["method"] for f in report["optical_flow"]} == set(FLOW_METHODS)
+    assert len(report["ours_vs_flow"]) == 2
+    assert "tensorrt" in report["unavailable"] or "tensorrt" in runs
+
+    e2e = report["end_to_end"]
+    assert [r["streams"] for r in e2e] == [1, 2] and {r["backend"] for r in e2e} == {"torch"}
+    for r in e2e:
+        assert r["frames"] == r["frames_read"] == 40 * r["streams"]  # fast pace: no drops
+        assert r["dropped"] == 0
+        assert set(r["stages"]) == {"decode", "align", "encode", "window", "merge", "emit"}
+        assert set(r["stages"]["decode"]) == PCT_KEYS
+        assert set(r["latency"]) == {"frame_score", "event"}
+        assert r["sustained_frames_per_s"] > 0
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_bench_without_video_skips_end_to_end(tmp_path) -> None:
+    out = tmp_path / "b.json"
+    args = ["--config", "tiny", "--backends", "torch", "--seconds", "0.01", "--streams", "1"]
+    assert bench.main([*args, "--flow", "", "--no-plot", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["end_to_end"] == {"skipped": "no --video given"}
+    assert report["optical_flow"] == [] and report["ours_vs_flow"] == []
+    assert not out.with_suffix(".png").exists()
+
+
+def test_percentiles_and_bad_arguments(capsys) -> None:
+    p = bench.percentiles_ms([0.001] * 99 + [0.1])
+    assert p["p50_ms"] == pytest.approx(1.0) and p["p99_ms"] > 1.0 and p["n"] == 100
+    assert bench.percentiles_ms([]) == {"n": 0}
+    assert bench.main(["--stride", "0", "--config", "tiny"]) == 2
+
+
+def test_optical_flow_baseline_tracks_a_shift() -> None:
+    crops = bench.face_crops(3)
+    shifted = np.roll(crops[0], 2, axis=1)  # content moves 2 px right
+    for method in FLOW_METHODS:
+        base = OpticalFlowBaseline(method)
+        f = base.features(crops[0], shifted)
+        assert f.shape == (112, 112, 3) and f.dtype == np.float32
+        u = f[20:-20, 20:-20, 0]
+        assert abs(float(np.median(u)) - 2.0) < 0.5, method
+    assert flow_sequence(crops, OpticalFlowBaseline("farneback"), k_frames=2).shape[0] == 1
+    assert np.allclose(optical_strain(np.ones((8, 8, 2), np.float32)), 0.0)
+    with pytest.raises(ValueError, match="unknown flow method"):
+        OpticalFlowBaseline("lucas-kanade")
