@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 class SyntheticSetConfig:
     """Sizes of the synthetic set. Video counts are per identity."""
 
-    train_videos_per_identity: int = 3
+    train_videos_per_identity: int = 2
     val_videos_per_identity: int = 1
     test_videos_per_identity: int = 2
     duration_s: float = 40.0

@@ -156,10 +156,14 @@ def train_step(
     return fesnet_loss(out, y_w, weights, loss_cfg)
 
 
-def lr_at(step: int, cfg: TrainConfig, total: int) -> float:
+def lr_at(step: int, cfg: TrainConfig, elapsed_s: float) -> float:
+    """Linear warm-up, then cosine decay over whichever budget (steps or minutes) runs out
+    first, so a time-limited run still ends at a low learning rate."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    p = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+    p = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    if cfg.minutes is not None:
+        p = max(p, elapsed_s / (cfg.minutes * 60))
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, p)))
 
 
@@ -212,7 +216,7 @@ def train(
     bar = tqdm(range(cfg.steps), desc="train", unit="step")
     for step in bar:
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg, cfg.steps)
+            g["lr"] = lr_at(step, cfg, time.monotonic() - t0)
         x, y, starts = clip_batch(train_videos, cfg, net.cfg.window_frames, rng)
         loss, parts = train_step(net, x, y, starts, weights, cfg.loss)
         opt.zero_grad(set_to_none=True)
