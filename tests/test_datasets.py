@@ -13,11 +13,11 @@ from fesnet.model.data import casme2, sammlv
 from fesnet.model.data.common import (
     DatasetError,
     VideoRecord,
-    intervals_from_labels,
     labels_from_intervals,
     resolve_offset,
 )
 from fesnet.model.data.splits import kfold_by_video, leave_one_subject_out
+from fesnet.model.metrics import labels_to_intervals
 
 TINY_JPG = cv2.imencode(".jpg", np.full((8, 8, 3), 120, np.uint8))[1].tobytes()
 
@@ -173,7 +173,7 @@ def test_resolve_offset_and_label_helpers():
     assert resolve_offset(10, 0, 0) == 10
     labels = labels_from_intervals([(2, 4, 1), (7, 20, 2)], 10)
     assert labels.tolist() == [0, 0, 1, 1, 1, 0, 0, 2, 2, 2]
-    assert intervals_from_labels(labels) == [(2, 4, 1), (7, 9, 2)]
+    assert labels_to_intervals(labels) == [(2, 4, 1), (7, 9, 2)]
 
 
 def make_records(n_subjects: int, per_subject: int) -> list[VideoRecord]:

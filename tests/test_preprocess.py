@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from fesnet.model.data.align import AlignResult, FaceAligner
 from fesnet.model.data.common import VideoRecord
@@ -22,7 +21,6 @@ from fesnet.model.data.preprocess import (
 )
 from fesnet.model.data.resample import Resampler, resample_indices
 from fesnet.model.data.synthetic import SyntheticSpec, SyntheticStream, generate_video
-from fesnet.model.data.windows import WindowDataset, class_counts, class_weights
 
 
 def test_resample_30_to_60_duplicates_each_frame():
@@ -171,65 +169,3 @@ def test_record_from_image_files_and_video_file(two_identities, tmp_path: Path):
     aligned_v = preprocess_record(vrec)
     assert len(aligned_v) == 30
     assert aligned_v.labels.tolist().count(2) == 4
-
-
-# Training windows (model/data/windows.py) over small hand-made aligned videos.
-
-def make_video(n: int, intervals: list[tuple[int, int, int]], vid: str = "v") -> AlignedVideo:
-    crops = np.zeros((n, 112, 112, 3), np.uint8)
-    crops[:, :, :, 0] = (np.arange(n) % 256)[:, None, None]  # frame index in the red channel
-    crops[:, :, :56, 1] = 200  # left half marked, to see flips
-    labels = np.zeros(n, np.int64)
-    for a, b, lab in intervals:
-        labels[a : b + 1] = lab
-    return AlignedVideo(vid, "s", crops, labels, np.arange(n), 60.0)
-
-
-def test_window_shapes_and_contiguity():
-    ds = WindowDataset([make_video(200, [(50, 60, 1)])], window_frames=32, seed=1)
-    frames, labels = ds[0]
-    assert frames.shape == (32, 112, 112, 3) and frames.dtype == torch.uint8
-    assert labels.shape == (32,) and labels.dtype == torch.int64
-    red = frames[:, 0, 0, 0].numpy().astype(int)
-    assert (np.diff(red) == 1).all()
-
-
-def test_oversampling_and_reproducibility():
-    video = make_video(3000, [(1000, 1020, 1), (2000, 2100, 2)])
-    ds = WindowDataset([video], window_frames=32, windows_per_epoch=200, expression_fraction=0.5)
-    hits = sum(int((ds[i][1] > 0).any()) for i in range(200))
-    assert 80 <= hits <= 140  # about half, far above the 5% a uniform draw gives
-    np.testing.assert_array_equal(ds[3][0].numpy(), ds[3][0].numpy())
-    before = ds[3][0].numpy().copy()
-    ds.set_epoch(1)
-    assert not np.array_equal(before, ds[3][0].numpy())
-
-
-def test_augmentation_consistent_across_window():
-    ds = WindowDataset([make_video(100, [])], augment=True, windows_per_epoch=20, seed=3)
-    flips = 0
-    for i in range(20):
-        frames = ds[i][0].numpy()
-        left = frames[:, :, :56, 1].mean(axis=(1, 2))
-        right = frames[:, :, 56:, 1].mean(axis=(1, 2))
-        flipped = left < right
-        assert flipped.all() or (~flipped).all()
-        flips += int(flipped[0])
-    assert 0 < flips < 20
-
-
-def test_short_videos_skipped_and_errors():
-    ds = WindowDataset([make_video(10, []), make_video(40, [])], window_frames=32)
-    assert len(ds.videos) == 1
-    with pytest.raises(ValueError):
-        WindowDataset([make_video(10, [])], window_frames=32)
-
-
-def test_class_weights_inverse_frequency():
-    videos = [make_video(100, [(10, 19, 1), (40, 69, 2)])]
-    assert class_counts(videos).tolist() == [60, 10, 30]
-    w = class_weights(videos).numpy()
-    inv = np.array([1 / 60, 1 / 10, 1 / 30])
-    np.testing.assert_allclose(w, inv / inv.mean(), rtol=1e-6)
-    w0 = class_weights([make_video(50, [(1, 5, 2)])]).numpy()
-    assert w0[1] == 0 and w0[0] > 0 and w0[2] > w0[0]

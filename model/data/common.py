@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..metrics import intervals_to_labels
+
 LABEL_ME = 1
 LABEL_MAE = 2
 
@@ -47,26 +49,14 @@ class VideoRecord:
 
 
 def labels_from_intervals(intervals: list[tuple[int, int, int]], n_frames: int) -> np.ndarray:
-    """Class id per frame (n_frames,) int64 from inclusive intervals; later intervals win."""
-    labels = np.zeros(n_frames, np.int64)
-    for onset, offset, label in intervals:
-        lo, hi = max(int(onset), 0), min(int(offset), n_frames - 1)
-        if hi >= lo:
-            labels[lo : hi + 1] = int(label)
-    return labels
-
-
-def intervals_from_labels(labels: np.ndarray) -> list[tuple[int, int, int]]:
-    """Inclusive (onset, offset, label) runs of non-zero labels, in order."""
-    out: list[tuple[int, int, int]] = []
-    labels = np.asarray(labels)
-    start = 0
-    for i in range(1, len(labels) + 1):
-        if i == len(labels) or labels[i] != labels[start]:
-            if labels[start] != 0:
-                out.append((start, i - 1, int(labels[start])))
-            start = i
-    return out
+    """Class id per frame (n_frames,) int64 from inclusive intervals clipped to the video
+    (dataset label sheets may run past the last frame); later intervals win."""
+    clipped = [
+        (max(int(on), 0), min(int(off), n_frames - 1), int(label))
+        for on, off, label in intervals
+        if min(int(off), n_frames - 1) >= max(int(on), 0)
+    ]
+    return intervals_to_labels(clipped, n_frames)
 
 
 def resolve_offset(onset: int, apex: int, offset: int) -> int:

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .common import VideoRecord, intervals_from_labels, labels_from_intervals
+from ..metrics import labels_to_intervals
+from .common import VideoRecord, labels_from_intervals
 from .resample import resample_indices
 
 if TYPE_CHECKING:
@@ -86,7 +87,7 @@ class AlignedVideo:
     @property
     def intervals(self) -> list[tuple[int, int, int]]:
         """Inclusive (onset, offset, label) runs on the model timeline (slot indices)."""
-        return intervals_from_labels(self.labels)
+        return labels_to_intervals(self.labels)
 
     def save(self, path: Path) -> None:
         meta = {
