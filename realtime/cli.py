@@ -1,0 +1,327 @@
+"""``fesnet-spot``: spot micro/macro-expressions in a video file, a webcam or a stream.
+
+    fesnet-spot                                   # the bundled sample clip, compared to its truth
+    fesnet-spot run --source clip.mp4 --events out.jsonl --plot timeline.png
+    fesnet-spot run --source webcam:0 --pace live
+    fesnet-spot run --source rtsp://host/stream --backend torch
+
+Exit codes: 0 done, 1 the pipeline failed while running, 2 a bad input (source, checkpoint,
+merger config, backend) with a message saying what to do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+SAMPLE_CLIP = ASSETS / "sample.mp4"
+SAMPLE_TRUTH = ASSETS / "sample_truth.json"
+BACKEND_CHOICES = ("onnx", "torch", "tensorrt")
+
+
+class UsageError(Exception):
+    """Bad input the user can fix; printed without a traceback, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fesnet-spot",
+        description="Real-time facial micro-/macro-expression spotting with FESNet. Events are "
+        "written as JSON Lines (schema: docs/EVENTS.md) and printed as they happen.",
+        epilog="With no --source the bundled sample clip is used (a real face with synthetic "
+        "expressions) and the events are compared to its ground truth.",
+    )
+    sub = parser.add_subparsers(dest="command")
+    run = sub.add_parser(
+        "run",
+        help="spot expressions in a source",
+        description="Spot expressions in a video file, webcam or network stream.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    run.add_argument(
+        "--source",
+        help="video file path, webcam:N (local camera N) or rtsp://... / http(s)://... "
+        "(default: the bundled sample clip; a webcam is never opened unless asked for)",
+    )
+    run.add_argument("--events", type=Path, help="append events to this JSONL file")
+    run.add_argument("--backend", choices=BACKEND_CHOICES, default="onnx",
+                     help="inference backend (onnx: ONNX Runtime on CPU)")  # fmt: skip
+    run.add_argument("--checkpoint", type=Path,
+                     help="weights .pt (its .json beside it); default: shipped")  # fmt: skip
+    run.add_argument("--merger-config", type=Path,
+                     help="merger settings JSON (default: the checkpoint's settings)")  # fmt: skip
+    run.add_argument("--stride", type=int, default=8,
+                     help="score a 32-slot window every STRIDE slots (60 Hz slots)")  # fmt: skip
+    run.add_argument("--pace", choices=("live", "fast"), default="fast",
+                     help="files only: 'live' replays at real time and drops frames like a "
+                     "camera if processing falls behind; 'fast' processes every frame as fast "
+                     "as possible")  # fmt: skip
+    run.add_argument("--engine", choices=("cached", "naive"), default="cached",
+                     help="naive: re-encode 32 frames per window (baseline)")  # fmt: skip
+    run.add_argument("--video-out", type=Path, help="write an annotated copy of the video here")
+    run.add_argument("--plot", type=Path, help="write a timeline PNG of per-frame scores here")
+    run.add_argument("--truth", type=Path,
+                     help="ground-truth JSON (intervals in source frames) to compare")  # fmt: skip
+    run.add_argument("--threads", type=int, default=1, help="intra-op threads of the backend")
+    run.add_argument("--quiet", action="store_true", help="no per-event console lines")
+    return parser
+
+
+def _load_backend(args: argparse.Namespace) -> tuple[Any, Any]:
+    from fesnet.model import checkpoint as ckpt_mod
+
+    path = args.checkpoint or ckpt_mod.DEFAULT_CHECKPOINT
+    try:
+        ckpt = ckpt_mod.load(path)
+    except ckpt_mod.CheckpointError as e:
+        hint = (
+            " (no trained model is shipped at the default path yet: train one with fesnet-train "
+            "or pass --checkpoint)"
+            if args.checkpoint is None
+            else ""
+        )
+        raise UsageError(f"{e}{hint}") from e
+    from fesnet.model import backends
+
+    opts: dict[str, Any] = {"threads": args.threads} if args.backend in ("onnx", "torch") else {}
+    make = getattr(backends, "make_backend", None)
+    try:
+        if make is not None:
+            backend = make(args.backend, ckpt, **opts)
+        elif args.backend == "torch":
+            backend = backends.TorchBackend(ckpt.net, **opts)
+        else:
+            raise UsageError(f"backend {args.backend!r} is not available in this build")
+    except (ValueError, RuntimeError) as e:
+        raise UsageError(f"backend {args.backend}: {e} (try --backend torch)") from e
+    return ckpt, backend
+
+
+def _merger_config(args: argparse.Namespace, ckpt: Any) -> Any:
+    from fesnet.model.merger import ConfigError, MergerConfig
+
+    try:
+        if args.merger_config is not None:
+            return MergerConfig.from_json(args.merger_config)
+        return MergerConfig.from_dict(ckpt.merger) if ckpt.merger else MergerConfig()
+    except ConfigError as e:
+        raise UsageError(str(e)) from e
+
+
+def _read_truth(path: Path) -> list[tuple[int, int, int]]:
+    try:
+        doc = json.loads(path.read_text())
+        return [(int(iv["onset"]), int(iv["offset"]), int(iv["label"])) for iv in doc["intervals"]]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UsageError(f"cannot read ground truth {path}: {e}") from e
+
+
+def compare_with_truth(events: list[Any], truth: list[tuple[int, int, int]]) -> dict[str, Any]:
+    """Per-class interval F1 (IoU >= 0.5) of final events against truth (source frames)."""
+    from fesnet.model.metrics import match_intervals, spotting_f1
+
+    pred = [
+        (e.onset_frame, e.offset_frame, 1 if e.label == "ME" else 2)
+        for e in events
+        if e.type == "expression" and e.state in ("final", "interrupted")
+    ]
+    return spotting_f1([match_intervals(pred, truth)])
+
+
+def format_comparison(counts: dict[str, Any]) -> str:
+    lines = [f"{'class':<8}{'TP':>4}{'FP':>4}{'FN':>4}{'P':>7}{'R':>7}{'F1':>7}"]
+    for name in ("ME", "MaE", "overall"):
+        c = counts[name]
+        lines.append(
+            f"{name:<8}{c.tp:>4}{c.fp:>4}{c.fn:>4}{c.precision:>7.2f}{c.recall:>7.2f}{c.f1:>7.2f}"
+        )
+    return "\n".join(lines)
+
+
+class AnnotatedVideo:
+    """Frame sink: writes each processed frame with the tracking state and current expression."""
+
+    def __init__(self, path: Path, fps: float) -> None:
+        self.path, self.fps = path, fps
+        self._writer: Any = None
+        self.active: str | None = None
+
+    def on_event(self, event: Any) -> None:
+        if event.type == "expression":
+            self.active = event.label if event.state == "onset" else None
+
+    def __call__(self, frame: Any, track: Any, spotter: Any) -> None:
+        import cv2
+
+        img = frame.image.copy()
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            h, w = img.shape[:2]
+            self._writer = cv2.VideoWriter(
+                str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h)
+            )
+        cv2.putText(img, f"{frame.pts_s:6.2f}s  {track.state}", (10, 24),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 2)  # fmt: skip
+        if self.active:
+            cv2.putText(img, self.active, (10, 56), cv2.FONT_HERSHEY_SIMPLEX, 1.0,
+                        (0, 165, 255) if self.active == "ME" else (255, 128, 0), 3)  # fmt: skip
+        if track.crop is not None:
+            crop = track.crop[:, :, ::-1]
+            ch, cw = crop.shape[:2]
+            if img.shape[0] >= ch and img.shape[1] >= cw:
+                img[-ch:, -cw:] = crop
+        self._writer.write(img)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+
+
+def _pct(summary: dict[str, Any], stage: str, key: str) -> str:
+    s = summary["stages"].get(stage)
+    return f"{s[key]:.1f} ms" if s else "n/a"
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    return "\n".join(
+        [
+            f"source      {summary['source']}",
+            f"frames      {summary['frames']} processed, {summary['dropped']} dropped, "
+            f"{summary['fps']:.1f} frames/s over {summary['wall_s']:.1f} s",
+            f"slots       {summary['slots']} at 60 Hz, {summary['encoded']} encoded, "
+            f"{summary['windows']} windows",
+            f"faces lost  {summary['faces_lost']}",
+            f"expressions {summary['expressions_final']} final"
+            + (" (stopped early: open intervals interrupted)" if summary["interrupted"] else ""),
+            "latency     capture -> frame scores p50 "
+            f"{_pct(summary, 'frame_score_latency', 'p50_ms')}, p99 "
+            f"{_pct(summary, 'frame_score_latency', 'p99_ms')}; capture -> event p50 "
+            f"{_pct(summary, 'event_latency', 'p50_ms')}, p99 "
+            f"{_pct(summary, 'event_latency', 'p99_ms')}",
+        ]
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from fesnet.model.merger import MergerConfig
+
+    from .events import ConsoleSink, JsonlSink, ListSink
+    from .pipeline import Pipeline
+    from .plots import timeline_png
+    from .sources import SourceError, open_source
+
+    if args.stride < 1:
+        raise UsageError("--stride must be >= 1")
+    truth_path = args.truth
+    spec = args.source
+    if spec is None:
+        if not SAMPLE_CLIP.is_file():
+            raise UsageError(f"no --source given and the sample clip {SAMPLE_CLIP} is missing")
+        spec = str(SAMPLE_CLIP)
+        truth_path = truth_path or (SAMPLE_TRUTH if SAMPLE_TRUTH.is_file() else None)
+        print(f"no --source: running on the bundled sample clip {SAMPLE_CLIP.name} "
+              "(use --source webcam:0 for a camera)")  # fmt: skip
+    truth = _read_truth(truth_path) if truth_path is not None else None
+    ckpt, backend = _load_backend(args)
+    cfg: MergerConfig = _merger_config(args, ckpt)
+    try:
+        source = open_source(spec, pace=args.pace)
+    except SourceError as e:
+        raise UsageError(str(e)) from e
+
+    collected = ListSink()
+    sinks: list[Any] = [collected]
+    jsonl = JsonlSink(args.events) if args.events else None
+    if jsonl is not None:
+        sinks.append(jsonl)
+    if not args.quiet:
+        sinks.append(ConsoleSink())
+    video = AnnotatedVideo(args.video_out, source.fps or 30.0) if args.video_out else None
+    if video is not None:
+        sinks.append(video.on_event)
+    pipe = Pipeline(
+        source, backend, cfg, args.stride, sinks,
+        engine_mode=args.engine,
+        frame_sinks=[video] if video is not None else [],
+        record_scores=args.plot is not None,
+    )  # fmt: skip
+    print(f"spotting {source.describe()} with {getattr(backend, 'name', args.backend)} "
+          f"(stride {args.stride}); Ctrl-C stops and closes open intervals")  # fmt: skip
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        pipe.request_stop()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    failed: BaseException | None = None
+    try:
+        pipe.start()
+        while True:
+            try:
+                if pipe.join(timeout=0.2):
+                    break
+            except Exception as e:
+                failed = e
+                break
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        if jsonl is not None:
+            jsonl.close()
+        if video is not None:
+            video.close()
+    summary = pipe.summary()
+    print("\n" + format_summary(summary))
+    if args.events:
+        print(f"events      {args.events}")
+    if args.plot is not None and pipe.spotter.score_log is not None:
+        pts, scores, _ = pipe.spotter.score_log.arrays()
+        detected = [
+            (e.onset_s, e.offset_s, e.label)
+            for e in collected.events
+            if e.type == "expression" and e.state in ("final", "interrupted")
+        ]
+        truth_s = None
+        if truth is not None:
+            fps = source.fps or 30.0
+            truth_s = [(a / fps, (b + 1) / fps, "ME" if c == 1 else "MaE") for a, b, c in truth]
+        timeline_png(args.plot, pts, scores, detected, truth_s, on_threshold=cfg.on_threshold)
+        print(f"plot        {args.plot}")
+    if video is not None:
+        print(f"video       {args.video_out}")
+    if truth is not None and failed is None:
+        print("\ncompared with the ground truth (interval F1, IoU >= 0.5):")
+        print(format_comparison(compare_with_truth(collected.events, truth)))
+    if failed is not None:
+        cause = failed.__cause__ or failed
+        if isinstance(cause, SourceError):
+            raise UsageError(str(cause)) from failed
+        print(f"error: {failed}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
+        argv = ["run", *argv]
+    args = build_parser().parse_args(argv)
+    if args.command is None:
+        build_parser().print_help()
+        return 2
+    np.set_printoptions(precision=3)
+    try:
+        return cmd_run(args)
+    except UsageError as e:
+        print(f"fesnet-spot: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
