@@ -1,0 +1,256 @@
+"""aiortc plumbing shared by the Gradio app and the standalone WebRTC server.
+
+One :class:`RtcPeer` is one browser/phone/Python client: its video track is read latest-only
+(``MediaRelay().subscribe(track, buffered=False)``: a slow consumer gets the newest frame, never a
+backlog) and pushed into its own :class:`~fesnet.realtime.viewers.hub.LiveSession`; the session's
+events go back as JSON on the peer's data channel, with a ``{"type": "stats"}`` message every
+``stats_every_s``. Everything here runs on the event loop it was created on; the model runs on the
+session's pipeline thread, and blocking waits (joining that thread) go to the default executor.
+
+Timestamps: a frame's source time is its RTP timestamp (``frame.pts`` in ``frame.time_base``),
+unwrapped across the 32-bit wrap and counted from the peer's first frame, so events are reported
+in seconds since the camera started streaming. ``t_capture_ns`` is the arrival time here (the
+sender's clock is not comparable), so latencies are measured from a frame's arrival.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from .hub import HubFull, LiveSession, SpotHub, event_json
+
+logger = logging.getLogger(__name__)
+
+MAX_SDP_BYTES = 64 * 1024
+
+
+class OfferError(ValueError):
+    """The client's offer is not a usable SDP offer (the HTTP layer answers 400)."""
+
+
+def rtc_configuration() -> Any:
+    """No ICE servers: the default contacts a public STUN server, which a LAN/loopback service
+    does not need and an offline machine cannot reach."""
+    from aiortc import RTCConfiguration
+
+    return RTCConfiguration(iceServers=[])
+
+
+def parse_offer(data: Any, max_sdp_bytes: int = MAX_SDP_BYTES) -> Any:
+    """``{"sdp": str, "type": "offer"}`` -> RTCSessionDescription, or OfferError saying why.
+
+    Only the shape is checked here; an SDP that aiortc cannot apply fails later in
+    :meth:`RtcPeer.accept`, which also raises OfferError.
+    """
+    from aiortc import RTCSessionDescription
+
+    if not isinstance(data, dict):
+        raise OfferError("the offer must be a JSON object with 'sdp' and 'type'")
+    sdp, kind = data.get("sdp"), data.get("type")
+    if kind != "offer":
+        raise OfferError(f"type must be 'offer', got {kind!r}")
+    if not isinstance(sdp, str) or not sdp.strip():
+        raise OfferError("sdp must be a non-empty string")
+    if len(sdp.encode("utf-8", "replace")) > max_sdp_bytes:
+        raise OfferError(f"sdp is larger than {max_sdp_bytes} bytes")
+    if not sdp.lstrip().startswith("v=0"):
+        raise OfferError("sdp does not start with 'v=0'")
+    if "m=video" not in sdp:
+        raise OfferError("the offer has no video track (m=video)")
+    return RTCSessionDescription(sdp=sdp, type="offer")
+
+
+class RtpClock:
+    """RTP timestamps (32-bit, wrapping) -> seconds since the first frame; None for a frame that
+    goes back in time (a reordered or repeated frame, dropped by the caller)."""
+
+    def __init__(self) -> None:
+        self._last: int | None = None
+        self._ticks = 0
+
+    def seconds(self, pts: int, time_base: float) -> float | None:
+        if self._last is None:
+            self._last = pts
+            return 0.0
+        delta = (pts - self._last) & 0xFFFFFFFF
+        if delta >= 0x80000000 or delta == 0:
+            return None
+        self._last = pts
+        self._ticks += delta
+        return self._ticks * time_base
+
+
+class RtcPeer:
+    """One WebRTC peer bound to one live session."""
+
+    def __init__(
+        self,
+        hub: SpotHub,
+        prefix: str = "peer",
+        stats_every_s: float = 1.0,
+        on_closed: Callable[[RtcPeer], Awaitable[None] | None] | None = None,
+    ) -> None:
+        from aiortc import RTCPeerConnection
+
+        self.hub = hub
+        self.prefix = prefix
+        self.stats_every_s = stats_every_s
+        self.on_closed = on_closed
+        self.pc = RTCPeerConnection(rtc_configuration())
+        self.session: LiveSession | None = None
+        self.channel: Any = None
+        self.frames_received = 0
+        self.frames_skipped = 0
+        self._tasks: set[asyncio.Task] = set()
+        self._closing: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.first_frame_s: float | None = None
+        self._finished = False
+
+    @property
+    def id(self) -> str:
+        return self.session.id if self.session is not None else "(no session)"
+
+    async def accept(self, offer: Any) -> Any:
+        """Apply the offer, start a session, return the answer (RTCSessionDescription).
+
+        Raises :class:`~fesnet.realtime.viewers.hub.HubFull` when no session slot is free and
+        OfferError when aiortc cannot use the SDP; the peer is closed in both cases."""
+        from aiortc.contrib.media import MediaRelay
+
+        self._loop = asyncio.get_running_loop()
+        relay = MediaRelay()
+        pc = self.pc
+        video: list[Any] = []
+
+        @pc.on("track")
+        def on_track(track: Any) -> None:
+            if track.kind == "video" and not video:
+                video.append(relay.subscribe(track, buffered=False))
+
+        @pc.on("datachannel")
+        def on_datachannel(channel: Any) -> None:
+            self.channel = channel
+            channel.on("message", self._on_message)
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            logger.info("peer %s: connection %s", self.id, pc.connectionState)
+            if pc.connectionState in ("failed", "closed"):
+                self.close_soon()
+
+        try:
+            await pc.setRemoteDescription(offer)
+            if not video:
+                raise OfferError("the offer has no video track")
+            answer = await pc.createAnswer()
+            await pc.setLocalDescription(answer)
+            # Only a usable offer costs a session (a face tracker and a worker thread).
+            self.session = await self._loop.run_in_executor(None, self.hub.open_push, self.prefix)
+        except Exception as e:  # malformed SDP surfaces as many exception types
+            await self.close()
+            if isinstance(e, (OfferError, HubFull)):
+                raise
+            raise OfferError(f"cannot use this offer: {type(e).__name__}: {e}") from e
+        self.session.listen_async(self._loop, self._send_event)
+        self._spawn(self._read_video(video[0]))
+        self._spawn(self._send_stats())
+        return pc.localDescription
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _read_video(self, track: Any) -> None:
+        from aiortc.mediastreams import MediaStreamError
+
+        clock = RtpClock()
+        session = self.session
+        assert session is not None
+        try:
+            while True:
+                frame = await track.recv()
+                t_ns = time.monotonic_ns()
+                pts_s = clock.seconds(int(frame.pts), float(frame.time_base))
+                if pts_s is None:
+                    self.frames_skipped += 1
+                    continue
+                if self.first_frame_s is None:
+                    self.first_frame_s = time.monotonic()
+                self.frames_received += 1
+                image = frame.to_ndarray(format="bgr24")  # (H, W, 3) uint8
+                if not session.push(image, pts_s, t_ns):
+                    break
+        except MediaStreamError:
+            logger.info("peer %s: video track ended", self.id)
+            self.close_soon()
+
+    def _on_message(self, message: Any) -> None:
+        try:
+            msg = json.loads(message)
+        except (TypeError, ValueError):
+            return
+        if isinstance(msg, dict) and msg.get("type") == "end":
+            self._spawn(self.finish_stream())
+
+    async def finish_stream(self) -> None:
+        """The camera says its stream is over: end the session like the end of a file (open
+        intervals are flushed as final events), send them and the last stats, then
+        ``{"type": "end"}``. The connection stays open for the client to close."""
+        if self.session is None or self._finished:
+            return
+        self._finished = True
+        await asyncio.get_running_loop().run_in_executor(None, self.session.close)
+        await asyncio.sleep(0)  # let the events hopped over from the pipeline thread go first
+        stats = self.session.stats()
+        stats["frames_received"] = self.frames_received
+        self._send_text(json.dumps(stats, separators=(",", ":")))
+        self._send_text(json.dumps({"type": "end", "stream": self.id}))
+
+    def _send_text(self, text: str) -> None:
+        ch = self.channel
+        if ch is not None and ch.readyState == "open":
+            ch.send(text)
+
+    def _send_event(self, event: Any) -> None:
+        self._send_text(event_json(event))
+
+    async def _send_stats(self) -> None:
+        while self.session is not None and self._closing is None and not self._finished:
+            await asyncio.sleep(self.stats_every_s)
+            stats = self.session.stats()
+            stats["frames_received"] = self.frames_received
+            self._send_text(json.dumps(stats, separators=(",", ":")))
+
+    def close_soon(self) -> None:
+        """Schedule :meth:`close` (callable from callbacks on the loop)."""
+        if self._closing is None and self._loop is not None and not self._loop.is_closed():
+            self._closing = self._loop.create_task(self._close())
+
+    async def close(self) -> None:
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._close())
+        await asyncio.shield(self._closing)
+
+    async def _close(self) -> None:
+        current = asyncio.current_task()
+        for task in list(self._tasks):
+            if task is not current:
+                task.cancel()
+        with contextlib.suppress(Exception):
+            await self.pc.close()
+        if self.session is not None:
+            # Joining the pipeline thread blocks: never on the loop.
+            await asyncio.get_running_loop().run_in_executor(None, self.session.close)
+        if self.on_closed is not None:
+            result = self.on_closed(self)
+            if asyncio.iscoroutine(result):
+                await result
+        logger.info("peer %s closed", self.id)

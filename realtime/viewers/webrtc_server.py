@@ -1,0 +1,257 @@
+"""Standalone WebRTC server for remote cameras (``fesnet-spot webrtc-server``).
+
+Routes (aiohttp):
+
+- ``GET /``: a minimal client page (static/client.html) that sends the browser's camera and shows
+  the events coming back;
+- ``POST /offer``: signalling. Body ``{"sdp": ..., "type": "offer"}`` -> the answer, same shape.
+  The client opens a data channel before the offer; the server sends each spotter event on it as
+  the event JSON of docs/EVENTS.md, and ``{"type": "stats", ...}`` once a second;
+- ``GET /health``: ``{"ok": true, "peers": n, "max_peers": m}``.
+
+Every peer gets its own spotter state (a :class:`~fesnet.realtime.viewers.hub.LiveSession`); all
+of them share the hub's engine. Access control: the server binds 127.0.0.1 unless told otherwise;
+bound elsewhere it requires a token (generated and printed if none is given), passed as
+``Authorization: Bearer <token>`` or ``?token=`` on /offer; at most ``max_peers`` peers and
+``max_sdp_bytes`` of offer; a malformed offer gets a 400 and leaves the server serving the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hmac
+import ipaddress
+import json
+import logging
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .hub import HubConfig, HubFull, SpotHub
+from .rtc import MAX_SDP_BYTES, OfferError, RtcPeer, parse_offer
+
+logger = logging.getLogger(__name__)
+
+STATIC = Path(__file__).resolve().parent / "static"
+DEFAULT_PORT = 8765
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def resolve_token(host: str, token: str | None) -> str | None:
+    """The token a server bound to ``host`` requires: the given one; a fresh random one when
+    bound beyond loopback without one; None (open) on loopback without one."""
+    if token:
+        return token
+    if is_loopback(host):
+        return None
+    return secrets.token_urlsafe(18)
+
+
+def token_ok(expected: str | None, given: str | None) -> bool:
+    if expected is None:
+        return True
+    return given is not None and hmac.compare_digest(expected.encode(), given.encode())
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    token: str | None = None
+    max_peers: int = 4
+    max_sdp_bytes: int = MAX_SDP_BYTES
+    stats_every_s: float = 1.0
+
+
+class WebRtcServer:
+    """The aiohttp application and its peers. ``hub.config.max_sessions`` should be at least
+    ``max_peers`` (it is the hard limit; ``max_peers`` is checked first for a clear 503)."""
+
+    def __init__(self, hub: SpotHub, config: ServerConfig | None = None) -> None:
+        self.hub = hub
+        self.config = config or ServerConfig()
+        self.token = resolve_token(self.config.host, self.config.token)
+        self.peers: set[RtcPeer] = set()
+        self.offers_rejected = 0
+
+    # -- app -----------------------------------------------------------------------------------
+    def app(self) -> Any:
+        from aiohttp import web
+
+        # A little above the SDP limit so an oversized body gets our own 400, not aiohttp's 413
+        # (bodies far above it are refused by aiohttp before they are read).
+        app = web.Application(client_max_size=self.config.max_sdp_bytes + 4096)
+        app.router.add_get("/", self._index)
+        app.router.add_get("/health", self._health)
+        app.router.add_post("/offer", self._offer)
+        app.router.add_static("/static/", STATIC)
+        app.on_shutdown.append(self._on_shutdown)
+        return app
+
+    async def _index(self, request: Any) -> Any:
+        from aiohttp import web
+
+        return web.FileResponse(STATIC / "client.html")
+
+    async def _health(self, request: Any) -> Any:
+        from aiohttp import web
+
+        return web.json_response(
+            {"ok": True, "peers": len(self.peers), "max_peers": self.config.max_peers}
+        )
+
+    def _request_token(self, request: Any) -> str | None:
+        auth = request.headers.get("Authorization", "")
+        if auth.startswith("Bearer "):
+            return auth[len("Bearer ") :].strip()
+        return request.query.get("token")
+
+    async def _offer(self, request: Any) -> Any:
+        from aiohttp import web
+
+        if not token_ok(self.token, self._request_token(request)):
+            return web.json_response({"error": "missing or wrong token"}, status=401)
+        if len(self.peers) >= self.config.max_peers:
+            return web.json_response(
+                {"error": f"server full ({self.config.max_peers} peers)"}, status=503
+            )
+        if (request.content_length or 0) > self.config.max_sdp_bytes + 1024:
+            return self._bad(f"offer body larger than {self.config.max_sdp_bytes} bytes")
+        try:
+            body = await request.read()
+            if len(body) > self.config.max_sdp_bytes + 1024:
+                raise OfferError(f"offer body larger than {self.config.max_sdp_bytes} bytes")
+            try:
+                data = json.loads(body)
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise OfferError(f"body is not JSON: {e}") from e
+            offer = parse_offer(data, self.config.max_sdp_bytes)
+            peer = RtcPeer(
+                self.hub, prefix="peer", stats_every_s=self.config.stats_every_s,
+                on_closed=self._forget,
+            )  # fmt: skip
+            self.peers.add(peer)
+            try:
+                answer = await peer.accept(offer)
+            except BaseException:
+                self.peers.discard(peer)
+                raise
+        except OfferError as e:
+            return self._bad(str(e))
+        except HubFull as e:
+            return web.json_response({"error": str(e)}, status=503)
+        except web.HTTPRequestEntityTooLarge:
+            return self._bad(f"offer body larger than {self.config.max_sdp_bytes} bytes")
+        except web.HTTPException:
+            raise
+        except Exception as e:  # never let one bad offer take the server down
+            logger.exception("offer failed")
+            return self._bad(f"offer failed: {type(e).__name__}")
+        logger.info("peer %s connected (%d peers)", peer.id, len(self.peers))
+        return web.json_response({"sdp": answer.sdp, "type": answer.type, "stream": peer.id})
+
+    def _bad(self, message: str) -> Any:
+        from aiohttp import web
+
+        self.offers_rejected += 1
+        logger.info("offer rejected: %s", message)
+        return web.json_response({"error": message}, status=400)
+
+    def _forget(self, peer: RtcPeer) -> None:
+        self.peers.discard(peer)
+
+    async def close_peers(self) -> None:
+        await asyncio.gather(*(p.close() for p in list(self.peers)), return_exceptions=True)
+
+    async def _on_shutdown(self, app: Any) -> None:
+        await self.close_peers()
+
+    # -- running -------------------------------------------------------------------------------
+    async def start(self) -> Any:
+        """Start listening on the running loop; returns the aiohttp runner (``await
+        runner.cleanup()`` to stop). The bound port is in ``self.port``."""
+        from aiohttp import web
+
+        runner = web.AppRunner(self.app())
+        await runner.setup()
+        site = web.TCPSite(runner, self.config.host, self.config.port)
+        await site.start()
+        sockets = site._server.sockets if site._server is not None else []
+        self.port = sockets[0].getsockname()[1] if sockets else self.config.port
+        return runner
+
+    def url(self, host: str | None = None) -> str:
+        h = host or ("127.0.0.1" if self.config.host in ("0.0.0.0", "::") else self.config.host)
+        q = f"?token={self.token}" if self.token else ""
+        return f"http://{h}:{getattr(self, 'port', self.config.port)}/{q}"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``fesnet-spot webrtc-server``."""
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1; anything else needs a token)",
+    )
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument(
+        "--token",
+        default=None,
+        help="access token for /offer (generated when bound beyond loopback)",
+    )
+    parser.add_argument("--max-peers", type=int, default=4)
+    parser.add_argument("--max-sdp-bytes", type=int, default=MAX_SDP_BYTES)
+    add_model_arguments(parser)  # fmt: skip
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", default=None, help="FESNet checkpoint (default: shipped)")
+    parser.add_argument("--backend", default="onnx", help="torch | onnx | tensorrt")
+    parser.add_argument("--stride", type=int, default=8, help="window stride in 60 Hz slots")
+
+
+def serve_webrtc(args: argparse.Namespace) -> int:
+    """Run the WebRTC server until interrupted."""
+    from aiohttp import web
+
+    hub = SpotHub.from_checkpoint(
+        args.checkpoint,
+        args.backend,
+        HubConfig(stride_frames=args.stride, max_sessions=args.max_peers),
+    )
+    server = WebRtcServer(
+        hub,
+        ServerConfig(
+            host=args.host, port=args.port, token=args.token, max_peers=args.max_peers,
+            max_sdp_bytes=args.max_sdp_bytes,
+        ),
+    )  # fmt: skip
+    print(f"FESNet WebRTC server on {server.url()}")
+    if server.token and not args.token:
+        print(f"access token (generated): {server.token}")
+    try:
+        web.run_app(server.app(), host=args.host, port=args.port, print=None)
+    finally:
+        hub.close_all()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fesnet-webrtc-server", description=__doc__)
+    add_arguments(parser)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    return serve_webrtc(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

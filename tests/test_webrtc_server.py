@@ -1,0 +1,298 @@
+"""The standalone WebRTC server over loopback aiortc (no browser): the Python remote camera gets
+events back, several peers run at once and one leaving does not disturb the others, bad offers
+get 400 without hurting the server, tokens and peer limits are enforced.
+
+A tiny random checkpoint stands in for the trained one: these tests are about transport and
+session isolation, not about what the model spots. Frames are the bundled real-face sample clip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from unittest import mock
+
+import pytest
+
+pytest.importorskip("aiortc")
+pytest.importorskip("aiohttp")
+
+from fesnet.realtime.viewers.fakecam import SAMPLE_CLIP, real_face_frames
+from fesnet.realtime.viewers.hub import HubConfig, SpotHub, build_engine
+from fesnet.realtime.viewers.remote_client import RemoteCamera, SourceTrack
+from fesnet.realtime.viewers.rtc import OfferError, RtpClock, parse_offer
+from fesnet.realtime.viewers.webrtc_server import (
+    ServerConfig,
+    WebRtcServer,
+    is_loopback,
+    resolve_token,
+    token_ok,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_engine(tmp_path_factory: pytest.TempPathFactory):
+    import torch
+
+    from fesnet.model import checkpoint
+    from fesnet.model.fesnet import FESNet, FESNetConfig
+
+    torch.manual_seed(0)
+    path = checkpoint.save(tmp_path_factory.mktemp("ckpt") / "tiny.pt", FESNet(FESNetConfig.tiny()))
+    return build_engine(path, "torch")
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A short real-face clip (2 s at 30 FPS)."""
+    if SAMPLE_CLIP.is_file():
+        return SAMPLE_CLIP
+    import cv2
+
+    path = tmp_path_factory.mktemp("clip") / "face.mp4"
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (640, 480))
+    for frame in real_face_frames(60):
+        out.write(frame)
+    out.release()
+    return path
+
+
+@pytest.fixture(autouse=True)
+def loopback_ice() -> Iterator[None]:
+    """ICE on 127.0.0.1 only (no network interfaces, no STUN)."""
+    import aioice.ice
+
+    def loopback(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        return ["127.0.0.1"]
+
+    with mock.patch.object(aioice.ice, "get_host_addresses", loopback):
+        yield
+
+
+def make_hub(tiny_engine, max_sessions: int = 4) -> SpotHub:
+    engine, merger = tiny_engine
+    return SpotHub(engine, HubConfig(max_sessions=max_sessions), merger)
+
+
+async def start_server(hub: SpotHub, **cfg) -> tuple[WebRtcServer, object, str]:
+    server = WebRtcServer(hub, ServerConfig(port=0, **cfg))
+    runner = await server.start()
+    return server, runner, f"http://127.0.0.1:{server.port}"
+
+
+async def post(url: str, body: bytes | str, headers: dict | None = None) -> tuple[int, dict]:
+    import aiohttp
+
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(url, data=body, headers=headers or {}) as resp,
+    ):
+        return resp.status, await resp.json(content_type=None)
+
+
+async def a_valid_offer() -> tuple[object, dict]:
+    """A real aiortc offer with a video track and the events channel."""
+    from aiortc import RTCPeerConnection, VideoStreamTrack
+
+    from fesnet.realtime.viewers.rtc import rtc_configuration
+
+    pc = RTCPeerConnection(rtc_configuration())
+    pc.createDataChannel("events")
+    pc.addTrack(VideoStreamTrack())
+    await pc.setLocalDescription(await pc.createOffer())
+    return pc, {"sdp": pc.localDescription.sdp, "type": "offer"}
+
+
+# -- pure pieces -----------------------------------------------------------------------------------
+def test_parse_offer_rejects_bad_shapes() -> None:
+    good = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"
+    assert parse_offer({"sdp": good, "type": "offer"}).type == "offer"
+    for bad in (
+        None, [], "x", {"type": "offer"}, {"sdp": good, "type": "answer"},
+        {"sdp": "", "type": "offer"},
+        {"sdp": "hello", "type": "offer"}, {"sdp": "v=0\r\nm=audio 9 RTP 0\r\n", "type": "offer"},
+        {"sdp": good + "a=x:" + "y" * 70_000 + "\r\n", "type": "offer"},
+    ):  # fmt: skip
+        with pytest.raises(OfferError):
+            parse_offer(bad)
+
+
+def test_rtp_clock_unwraps_and_drops_backwards_frames() -> None:
+    clock = RtpClock()
+    tb = 1 / 90_000
+    assert clock.seconds(2**32 - 3000, tb) == 0.0
+    assert clock.seconds(0, tb) == pytest.approx(3000 * tb)  # wrapped past 2**32
+    assert clock.seconds(3000, tb) == pytest.approx(6000 * tb)
+    assert clock.seconds(0, tb) is None  # back in time
+    assert clock.seconds(3000, tb) is None  # repeated
+    assert clock.seconds(6000, tb) == pytest.approx(9000 * tb)
+
+
+def test_token_rules() -> None:
+    assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5")
+    assert resolve_token("127.0.0.1", None) is None
+    generated = resolve_token("0.0.0.0", None)
+    assert generated and len(generated) >= 16
+    assert resolve_token("0.0.0.0", "abc") == "abc"
+    assert token_ok(None, None) and token_ok("abc", "abc")
+    assert not token_ok("abc", None) and not token_ok("abc", "abd")
+
+
+# -- loopback servers ------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_remote_camera_streams_and_receives_events(tiny_engine, clip: Path) -> None:
+    hub = make_hub(tiny_engine)
+
+    async def main():
+        server, runner, url = await start_server(hub)
+        try:
+            cam = RemoteCamera(url, SourceTrack(str(clip), max_frames=75))
+            await cam.connect()
+            result = await cam.run(duration_s=15)
+            await asyncio.sleep(0.2)
+            return result, len(server.peers)
+        finally:
+            await runner.cleanup()
+
+    result, peers_left = asyncio.run(main())
+    assert result.stream == "peer0"
+    assert result.frames_sent == 75
+    assert [e["type"] for e in result.of_type("face_found")] == ["face_found"]
+    assert all(e["stream"] == "peer0" for e in result.events)
+    last = result.stats[-1]
+    assert last["frames_received"] >= 60  # a few may be lost while the connection starts
+    assert last["frames"] >= 40  # processed by the spotter (latest-only: a slow start drops)
+    assert max(s["input_fps"] for s in result.stats) > 20  # the camera's rate (30 FPS clip)
+    assert peers_left == 0 and hub.sessions() == []
+
+
+@pytest.mark.slow
+def test_several_peers_one_leaving_does_not_disturb_the_others(tiny_engine, clip: Path) -> None:
+    hub = make_hub(tiny_engine)
+
+    async def main():
+        server, runner, url = await start_server(hub, max_peers=3)
+        try:
+            cams = [RemoteCamera(url, SourceTrack(str(clip), max_frames=90)) for _ in range(3)]
+            for cam in cams:
+                await cam.connect()
+            assert len(server.peers) == 3
+            await asyncio.sleep(1.0)
+            leaver = cams[1]
+            await leaver.close()  # leaves mid-stream, without saying goodbye
+            for _ in range(50):
+                if len(server.peers) == 2:
+                    break
+                await asyncio.sleep(0.1)
+            peers_after_leave = len(server.peers)
+            stayers = await asyncio.gather(*(cam.run(duration_s=20) for cam in (cams[0], cams[2])))
+            return leaver.result, stayers, peers_after_leave
+        finally:
+            await runner.cleanup()
+
+    leaver, stayers, peers_after_leave = asyncio.run(main())
+    assert peers_after_leave == 2
+    streams = {leaver.stream} | {r.stream for r in stayers}
+    assert len(streams) == 3  # one spotter state each
+    for r in stayers:
+        assert r.frames_sent == 90
+        assert r.of_type("face_found"), "every remaining peer gets its own face event"
+        assert all(e["stream"] == r.stream for e in r.events)  # no cross-talk
+        assert r.stats[-1]["frames_received"] >= 70
+        assert not r.stats[-1]["running"]  # ended by its own end-of-stream, not by the leaver
+    assert hub.sessions() == []
+
+
+def test_malformed_and_oversized_offers_get_400_and_server_stays_healthy(tiny_engine) -> None:
+    hub = make_hub(tiny_engine)
+
+    async def main():
+        import aiohttp
+
+        server, runner, url = await start_server(hub, max_sdp_bytes=8192)
+        try:
+            codes = []
+            garbage_sdp = "v=0\r\nm=video this is not sdp\r\na=garbage\r\n"
+            no_ice_sdp = "v=0\r\no=- 0 0 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 RTP/AVP 96\r\n"
+            bodies = [
+                b"not json", b"\xff\xfe\x00", b"[]", b'{"type": "offer"}',
+                json.dumps({"sdp": garbage_sdp, "type": "offer"}),
+                json.dumps({"sdp": no_ice_sdp, "type": "offer"}),
+                json.dumps({"sdp": "v=0\r\nm=video " + "x" * 9000, "type": "offer"}),
+                b"{" + b" " * 200_000 + b"}",
+            ]  # fmt: skip
+            for body in bodies:
+                status, reply = await post(f"{url}/offer", body)
+                codes.append(status)
+                assert "error" in reply
+            async with aiohttp.ClientSession() as http, http.get(f"{url}/health") as resp:
+                health = await resp.json()
+            pc, offer = await a_valid_offer()
+            status, answer = await post(f"{url}/offer", json.dumps(offer))
+            await pc.close()
+            return codes, health, status, answer, server.offers_rejected
+        finally:
+            await runner.cleanup()
+
+    codes, health, status, answer, rejected = asyncio.run(main())
+    assert codes == [400] * 8
+    assert rejected == 8
+    assert health["ok"] and health["peers"] == 0
+    assert status == 200 and answer["type"] == "answer" and "m=video" in answer["sdp"]
+    assert hub.sessions() == []
+
+
+def test_token_is_required_when_configured(tiny_engine) -> None:
+    hub = make_hub(tiny_engine)
+
+    async def main():
+        server, runner, url = await start_server(hub, token="s3cret")
+        try:
+            pc, offer = await a_valid_offer()
+            body = json.dumps(offer)
+            no_token = (await post(f"{url}/offer", body))[0]
+            wrong = (await post(f"{url}/offer", body, {"Authorization": "Bearer nope"}))[0]
+            wrong_q = (await post(f"{url}/offer?token=nope", body))[0]
+            ok_header = (await post(f"{url}/offer", body, {"Authorization": "Bearer s3cret"}))[0]
+            await pc.close()
+            pc2, offer2 = await a_valid_offer()
+            ok_query = (await post(f"{url}/offer?token=s3cret", json.dumps(offer2)))[0]
+            await pc2.close()
+            return no_token, wrong, wrong_q, ok_header, ok_query, server.url()
+        finally:
+            await runner.cleanup()
+
+    no_token, wrong, wrong_q, ok_header, ok_query, page_url = asyncio.run(main())
+    assert (no_token, wrong, wrong_q) == (401, 401, 401)
+    assert (ok_header, ok_query) == (200, 200)
+    assert page_url.endswith("/?token=s3cret")
+
+
+def test_bound_beyond_loopback_without_token_generates_one(tiny_engine) -> None:
+    server = WebRtcServer(make_hub(tiny_engine), ServerConfig(host="0.0.0.0", port=0))
+    assert server.token and len(server.token) >= 16
+    assert WebRtcServer(make_hub(tiny_engine), ServerConfig()).token is None
+
+
+def test_peer_limit_returns_503(tiny_engine) -> None:
+    hub = make_hub(tiny_engine)
+
+    async def main():
+        _server, runner, url = await start_server(hub, max_peers=1)
+        try:
+            pc1, offer1 = await a_valid_offer()
+            first = (await post(f"{url}/offer", json.dumps(offer1)))[0]
+            pc2, offer2 = await a_valid_offer()
+            second = (await post(f"{url}/offer", json.dumps(offer2)))[0]
+            await pc1.close()
+            await pc2.close()
+            return first, second
+        finally:
+            await runner.cleanup()
+
+    first, second = asyncio.run(main())
+    assert (first, second) == (200, 503)
+    assert hub.sessions() == []
