@@ -461,7 +461,6 @@ class Pipeline:
         if self._thread is not None:
             return self
         self.t_start = time.monotonic()
-        self.source.start()
         self._thread = threading.Thread(target=self._work, name=f"spot-{self.stream}", daemon=True)
         self._thread.start()
         return self
@@ -520,6 +519,8 @@ class Pipeline:
     def _work(self) -> None:
         try:
             self.spotter.tracker = self._make_tracker()
+            # A live source starts only now: frames are not dropped while mediapipe loads.
+            self.source.start()
             self._ready.set()
             while True:
                 if self._stop.is_set():
