@@ -15,7 +15,9 @@ What it measures (all in one run, so the ratios are comparable even on a noisy s
   and dropped frames for 1..N concurrent streams, ``--pace live`` replaying the file at its own
   frame rate (drops then mean "too slow for live"), ``--pace fast`` as fast as possible.
 
-Timings are medians and tail percentiles of wall-clock calls; every item runs for ``--seconds``.
+Timings are medians and tail percentiles of wall-clock calls. The model-only items of one thread
+count run interleaved (round-robin, about ``--seconds`` each), so every backend and the flow
+baseline see the same machine load and their ratios hold even when absolute numbers drift.
 docs/BENCHMARKS.md has the numbers from the project's 2-core machine and the command that made them.
 """
 
@@ -55,21 +57,6 @@ def percentiles_ms(samples_s: Sequence[float]) -> dict[str, float]:
     return out
 
 
-def time_calls(
-    fn: Callable[[], Any], seconds: float, min_reps: int = 5, warmup: int = 2
-) -> list[float]:
-    """Durations of repeated ``fn()`` calls for about ``seconds`` (at least ``min_reps``)."""
-    for _ in range(warmup):
-        fn()
-    samples: list[float] = []
-    end = time.perf_counter() + seconds
-    while len(samples) < min_reps or time.perf_counter() < end:
-        t0 = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
-    return samples
-
-
 def median_s(samples: Sequence[float]) -> float:
     return float(np.median(samples))
 
@@ -102,54 +89,86 @@ def face_crops(n: int, size: int = 112, seed: int = 0) -> np.ndarray:
 # --- model-only benchmarks ---------------------------------------------------------------------
 
 
-def bench_backend(
-    backend: Any,
-    crops: np.ndarray,
-    window_frames: int,
-    stride_frames: int,
-    batches: Sequence[int],
-    seconds: float,
-) -> dict[str, Any]:
-    """Encoder, window head (per batch size), naive window, and the streaming per-frame cost."""
-    t = window_frames
-    frames = crops[:t]
-    one = crops[:1]
-    enc1 = time_calls(lambda: backend.encode(one), seconds)
-    enc_t = time_calls(lambda: backend.encode(frames), seconds)
+def time_interleaved(
+    calls: dict[Any, Callable[[], Any]], seconds: float, min_rounds: int = 5, warmup: int = 2
+) -> dict[Any, list[float]]:
+    """Durations of every call, taken in rounds (each round calls each once, in order).
+
+    On a shared machine the load changes from second to second; interleaving puts every backend
+    under the same conditions, so the ratios between them stay meaningful when absolute numbers
+    do not.
+    """
+    for _ in range(warmup):
+        for fn in calls.values():
+            fn()
+    samples: dict[Any, list[float]] = {k: [] for k in calls}
+    end = time.perf_counter() + seconds
+    rounds = 0
+    while rounds < min_rounds or time.perf_counter() < end:
+        for k, fn in calls.items():
+            t0 = time.perf_counter()
+            fn()
+            samples[k].append(time.perf_counter() - t0)
+        rounds += 1
+    return samples
+
+
+def backend_calls(
+    backend: Any, crops: np.ndarray, window_frames: int, batches: Sequence[int]
+) -> dict[str, Callable[[], Any]]:
+    """What is timed per backend: encoder on 1 and on T frames, window head on B = 1..N windows,
+    and a naive window (encode all T frames, then the head)."""
+    frames, one = crops[:window_frames], crops[:1]
     x_prime, x_atten = backend.encode(frames)
-    window: dict[str, list[float]] = {}
+    calls: dict[str, Callable[[], Any]] = {
+        "encode_1": lambda: backend.encode(one),
+        "encode_T": lambda: backend.encode(frames),
+    }
     for b in batches:
         xp = np.repeat(x_prime[None], b, axis=0)
         xa = np.repeat(x_atten[None], b, axis=0)
-        window[str(b)] = time_calls(lambda xp=xp, xa=xa: backend.window(xp, xa), seconds)
+        calls[f"window_{b}"] = lambda xp=xp, xa=xa: backend.window(xp, xa)
 
     def naive() -> None:
         p, a = backend.encode(frames)
         backend.window(p[None], a[None])
 
-    naive_s = time_calls(naive, seconds)
-    enc_frame_s = median_s(enc1)
+    calls["naive"] = naive
+    return calls
+
+
+def summarize_backend(
+    samples: dict[str, list[float]], window_frames: int, stride_frames: int, batches: Sequence[int]
+) -> dict[str, Any]:
+    """Percentiles and the derived rates: streaming per-frame cost = encode 1 frame + 1/stride of
+    a window head; cached window = stride single-frame encodes + head; naive = T-frame encode +
+    head."""
+    t = window_frames
+    window = {str(b): samples[f"window_{b}"] for b in batches}
+    enc_frame_s = median_s(samples["encode_1"])
     win1_s = median_s(window[str(batches[0])]) / batches[0]
     per_frame_s = enc_frame_s + win1_s / stride_frames
     cached_window_s = stride_frames * enc_frame_s + win1_s
+    naive_s = median_s(samples["naive"])
     return {
-        "encode_1_frame": percentiles_ms(enc1),
-        f"encode_{t}_frames": percentiles_ms(enc_t),
-        "window": {b: percentiles_ms(s) for b, s in window.items()},
-        "naive_window": percentiles_ms(naive_s),
+        "encode_1_frame": percentiles_ms(samples["encode_1"]),
+        f"encode_{t}_frames": percentiles_ms(samples["encode_T"]),
+        "window": {b: percentiles_ms(v) for b, v in window.items()},
+        "naive_window": percentiles_ms(samples["naive"]),
         "encoder_frames_per_s": round(1.0 / enc_frame_s, 2),
-        f"encoder_frames_per_s_batch{t}": round(t / median_s(enc_t), 2),
-        "windows_per_s": {b: round(int(b) / median_s(s), 2) for b, s in window.items()},
+        f"encoder_frames_per_s_batch{t}": round(t / median_s(samples["encode_T"]), 2),
+        "windows_per_s": {b: round(int(b) / median_s(v), 2) for b, v in window.items()},
         "stream_ms_per_frame": round(per_frame_s * 1e3, 4),
         "stream_frames_per_s": round(1.0 / per_frame_s, 2),
         "realtime_factor_60fps": round(1.0 / per_frame_s / 60.0, 3),
         "cached_window_ms": round(cached_window_s * 1e3, 4),
-        "naive_window_ms": round(median_s(naive_s) * 1e3, 4),
-        "cached_vs_naive": round(median_s(naive_s) / cached_window_s, 3),
+        "naive_window_ms": round(naive_s * 1e3, 4),
+        "cached_vs_naive": round(naive_s / cached_window_s, 3),
     }
 
 
-def bench_flow(method: str, crops: np.ndarray, seconds: float, threads: int) -> dict[str, Any]:
+def flow_call(method: str, crops: np.ndarray, threads: int) -> Callable[[], Any]:
+    """One frame of the optical-flow input stage (flow + strain of frame i vs i + 1)."""
     from .optical_flow import OpticalFlowBaseline
 
     base = OpticalFlowBaseline(method, threads=threads)
@@ -160,7 +179,10 @@ def bench_flow(method: str, crops: np.ndarray, seconds: float, threads: int) -> 
         i = state["i"] = (state["i"] + 1) % (n - 1)
         base.features(crops[i], crops[i + 1])
 
-    samples = time_calls(one, seconds, min_reps=3, warmup=1)
+    return one
+
+
+def summarize_flow(method: str, samples: list[float]) -> dict[str, Any]:
     return {
         "method": method,
         "per_frame": percentiles_ms(samples),
@@ -194,6 +216,7 @@ def machine_info() -> dict[str, Any]:
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
+        "load_avg_1m_at_start": _load_avg(),
     }
     for mod in ("torch", "onnxruntime", "cv2", "numpy", "mediapipe"):
         try:
@@ -209,8 +232,17 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
-def run_model_benchmarks(args: argparse.Namespace, report: dict[str, Any]) -> None:
-    from fesnet.model.backends import BackendUnavailable, make_backend
+def _load_avg() -> float | None:
+    """1-minute load average: other processes on a shared machine skew every timing."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+def run_model_benchmarks(args: argparse.Namespace, report: dict[str, Any]) -> Any:
+    """Backends, cached vs naive and optical flow into ``report``; returns the Checkpoint."""
+    from fesnet.model.backends import BackendUnavailable
     from fesnet.model.export import tensorrt_unavailable_reason
 
     ck, model_info = load_model(args.checkpoint, args.config)
@@ -223,35 +255,39 @@ def run_model_benchmarks(args: argparse.Namespace, report: dict[str, Any]) -> No
     }
     crops = face_crops(max(cfg.window_frames + 1, 64), cfg.image_size)
     batches = list(range(1, max(args.streams) + 1))
-    runs, unavailable = [], {}
-    for name in args.backends:
-        for threads in args.threads:
-            opts: dict[str, Any] = {}
-            if name in ("torch", "torch-compile", "onnx"):
-                opts["threads"] = threads
-            if name == "onnx" and args.cache_dir:
-                opts["cache_dir"] = args.cache_dir
-            if name == "tensorrt":
-                reason = tensorrt_unavailable_reason(args.precision)
-                if reason is not None:
-                    unavailable[name] = reason
-                    break
-                opts = {"precision": args.precision, "calibration": args.calibration}
+    runs, flows, unavailable = [], [], {}
+    for threads in args.threads:  # one group per thread count, its backends interleaved
+        _set_torch_threads(threads)
+        group: dict[str, tuple[Any, float]] = {}
+        for name in args.backends:
+            if name in unavailable or (name == "tensorrt" and threads != args.threads[0]):
+                continue  # TensorRT: thread counts do not apply
             try:
-                t0 = time.perf_counter()
-                backend = make_backend(name, ck, **opts)
-                backend.encode(crops[:1])  # first call: export / compile / load
-                setup_s = time.perf_counter() - t0
+                group[name] = _build_backend(name, ck, args, threads, crops)
             except BackendUnavailable as e:
                 unavailable[name] = str(e)
-                break
-            log.info("benchmarking %s with %d thread(s)", name, threads)
-            res = bench_backend(
-                backend, crops, cfg.window_frames, args.stride, batches, args.seconds
+        calls: dict[tuple[str, str], Callable[[], Any]] = {}
+        for name, (backend, _) in group.items():
+            for item, fn in backend_calls(backend, crops, cfg.window_frames, batches).items():
+                calls[(name, item)] = fn
+        with_flow = threads == args.threads[0]
+        if with_flow:
+            for m in args.flow:
+                calls[("flow", m)] = flow_call(m, crops, threads)
+        log.info("timing %s at %d thread(s), interleaved", ", ".join(group), threads)
+        samples = time_interleaved(calls, args.seconds * len(calls))
+        for name, (_, setup_s) in group.items():
+            own = {item: v for (n, item), v in samples.items() if n == name}
+            runs.append(
+                {
+                    "backend": name,
+                    "threads": threads,
+                    "setup_s": round(setup_s, 2),
+                    **summarize_backend(own, cfg.window_frames, args.stride, batches),
+                }
             )
-            runs.append({"backend": name, "threads": threads, "setup_s": round(setup_s, 2), **res})
-            if name == "tensorrt":
-                break  # threads do not apply
+        if with_flow:
+            flows = [summarize_flow(m, samples[("flow", m)]) for m in args.flow]
     if "tensorrt" not in args.backends:
         reason = tensorrt_unavailable_reason(args.precision)
         if reason is not None:
@@ -259,7 +295,6 @@ def run_model_benchmarks(args: argparse.Namespace, report: dict[str, Any]) -> No
     report["backends"] = runs
     report["unavailable"] = unavailable
     report["ratios_vs_torch"] = ratios_vs_torch(runs)
-    flows = [bench_flow(m, crops, args.seconds, min(args.threads)) for m in args.flow]
     report["optical_flow"] = flows
     report["ours_vs_flow"] = [
         {
@@ -273,6 +308,38 @@ def run_model_benchmarks(args: argparse.Namespace, report: dict[str, Any]) -> No
         for r in runs
         for f in flows
     ]
+    return ck
+
+
+def _set_torch_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _build_backend(
+    name: str, ck: Any, args: argparse.Namespace, threads: int, crops: np.ndarray
+) -> tuple[Any, float]:
+    """make_backend with the bench's options; returns it and its setup time (export, compile or
+    engine load, and the first call)."""
+    from fesnet.model.backends import make_backend
+
+    opts: dict[str, Any] = {}
+    if name in ("torch", "torch-compile", "onnx"):
+        opts["threads"] = threads
+    if name in ("torch", "torch-compile"):
+        opts["device"] = args.device
+    if name == "onnx" and args.cache_dir:
+        opts["cache_dir"] = args.cache_dir
+    if name == "tensorrt":
+        opts = {"precision": args.precision, "calibration": args.calibration}
+        if args.cache_dir:
+            opts["cache_dir"] = args.cache_dir
+    t0 = time.perf_counter()
+    backend = make_backend(name, ck, **opts)
+    backend.encode(crops[:1])
+    backend.window(*(x[None] for x in backend.encode(crops[: ck.config.window_frames])))
+    return backend, time.perf_counter() - t0
 
 
 def ratios_vs_torch(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -300,29 +367,22 @@ def ratios_vs_torch(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 # --- end to end --------------------------------------------------------------------------------
 
 
-def run_end_to_end(args: argparse.Namespace, report: dict[str, Any]) -> None:
+def run_end_to_end(args: argparse.Namespace, report: dict[str, Any], ck: Any) -> None:
     """The streaming pipeline (realtime/pipeline.py) on ``--video``, 1..N concurrent streams."""
     if args.video is None:
         report["end_to_end"] = {"skipped": "no --video given"}
         return
-    from fesnet.model.backends import make_backend
-
-    ck, _ = load_model(args.checkpoint, args.config)
+    threads = min(args.threads)
+    _set_torch_threads(threads)
+    crops = face_crops(ck.config.window_frames, ck.config.image_size)
     names = args.e2e_backends or [b for b in ("onnx", "torch") if b in args.backends][:1]
     runs = []
     for name in names:
-        opts: dict[str, Any] = {}
-        if name in ("torch", "torch-compile", "onnx"):
-            opts["threads"] = min(args.threads)
-        if name == "onnx" and args.cache_dir:
-            opts["cache_dir"] = args.cache_dir
-        if name == "tensorrt":
-            opts = {"precision": args.precision, "calibration": args.calibration}
-        backend = make_backend(name, ck, **opts)
+        backend, _ = _build_backend(name, ck, args, threads, crops)
         for n in args.streams:
             log.info("end to end: %s, %d stream(s), pace %s", name, n, args.pace)
             res = pipeline_run(backend, ck, args.video, n, args.pace, args.stride)
-            runs.append({"backend": name, "threads": min(args.threads), **res})
+            runs.append({"backend": name, "threads": threads, **res})
     report["end_to_end"] = runs
 
 
@@ -503,6 +563,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="backends for the pipeline runs (default: onnx if benchmarked, else torch)",
     )
+    p.add_argument("--device", default="cpu", help="device of the torch backends (cpu, cuda)")
     p.add_argument("--precision", default="fp16", help="TensorRT precision: fp32|fp16|int8|fp8")
     p.add_argument("--calibration", help="TensorRT int8/fp8 calibration windows (.npz)")
     p.add_argument("--cache-dir", help="where exported/compiled graphs are cached")
@@ -539,10 +600,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             "seconds_per_item": args.seconds,
             "pace": args.pace,
             "video": args.video,
+            "device": args.device,
+            "stride_frames": args.stride,
         },
     }
-    run_model_benchmarks(args, report)
-    run_end_to_end(args, report)
+    ck = run_model_benchmarks(args, report)
+    run_end_to_end(args, report, ck)
+    report["machine"]["load_avg_1m_at_end"] = _load_avg()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
