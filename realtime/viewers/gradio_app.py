@@ -1,0 +1,431 @@
+"""The Gradio live viewer (``fesnet-spot serve``).
+
+The browser's webcam reaches the spotter over WebRTC, not through Gradio's own streaming webcam
+(which delivers ~18 FPS without capture timestamps): a ``gr.HTML`` component's ``js_on_load``
+runs getUserMedia + RTCPeerConnection and signals through the component's async server function
+``offer``, so aiortc runs on Gradio's own event loop (static/gradio_camera.js). Frames go
+latest-only into a :class:`~fesnet.realtime.viewers.hub.LiveSession`; the model runs on that
+session's pipeline thread, never on the loop.
+
+The page also replays an uploaded video or the bundled sample clip as if it were a camera (no
+webcam needed), and shows for the current session of this browser tab: the aligned face crop, a
+timeline of per-slot ME/MaE probabilities with the detected intervals (a ``gr.Timer`` redraws it),
+the event log, frame rate and latency, and an export of the session's events as JSONL.
+
+Access: bound to 127.0.0.1 by default; bound elsewhere, the app asks for the access token
+(Gradio's login form: any user name, the token as password), which also guards ``offer``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import numpy as np
+
+from .fakecam import SAMPLE_CLIP
+from .hub import HubConfig, HubFull, LiveSession, SpotHub
+from .rtc import OfferError, RtcPeer, parse_offer
+from .webrtc_server import add_model_arguments, resolve_token, token_ok
+
+logger = logging.getLogger(__name__)
+
+STATIC = Path(__file__).resolve().parent / "static"
+DEFAULT_PORT = 7860
+CROP_DISPLAY_PX = 224
+TIMELINE_S = 10.0  # seconds of history on the live timeline
+
+CSS = """
+.fes-camera video { width: 100%; max-width: 640px; background: #000; border-radius: 6px; }
+.fes-frame { position: relative; display: inline-block; width: 100%; max-width: 640px; }
+.fes-overlay { position: absolute; left: 6px; bottom: 8px; padding: 2px 6px; font: 12px monospace;
+  color: #fff; background: rgba(0,0,0,.6); border-radius: 4px; }
+.fes-buttons { margin-bottom: 6px; display: flex; gap: 8px; align-items: center; }
+.fes-buttons button { padding: 4px 12px; border-radius: 6px; border: 1px solid #888; }
+.fes-status { font: 12px monospace; color: #888; }
+"""
+
+
+@dataclass
+class TabState:
+    """What one browser tab (Gradio session) is watching."""
+
+    peer: RtcPeer | None = None
+    live: LiveSession | None = None  # the current (or last) session: a camera or a replay
+
+
+class GradioViewer:
+    """The app's state across tabs: one hub (one engine), one :class:`TabState` per tab."""
+
+    def __init__(self, hub: SpotHub, sample_clip: Path | None = SAMPLE_CLIP) -> None:
+        self.hub = hub
+        has_clip = sample_clip is not None and sample_clip.is_file()
+        self.sample_clip = sample_clip if has_clip else None
+        self.tabs: dict[str, TabState] = {}
+        self._lock = threading.Lock()
+        self.export_dir = Path(tempfile.mkdtemp(prefix="fesnet-events-"))
+
+    def tab(self, session_hash: str | None) -> TabState:
+        key = session_hash or "-"
+        with self._lock:
+            return self.tabs.setdefault(key, TabState())
+
+    # -- server functions (run on Gradio's event loop) -----------------------------------------
+    @staticmethod
+    async def _server_fn_session(request: Any) -> str | None:
+        """The tab of a server-function call. Gradio hands server functions a request without
+        ``session_hash``; the hash is in the JSON body Gradio already parsed (Starlette caches
+        it on the request object, so reading it again costs nothing)."""
+        if request is None:
+            return None
+        sh = getattr(request, "session_hash", None)
+        if sh:
+            return sh
+        raw = getattr(request, "request", request)
+        try:
+            body = await raw.json()
+        except Exception:  # not a JSON body: no tab to bind to
+            return None
+        return body.get("session_hash") if isinstance(body, dict) else None
+
+    async def offer(self, payload: Any, request: Any) -> dict[str, Any]:
+        """Signalling: the page's SDP offer -> the answer (``{"error": ...}`` on a bad offer)."""
+        tab = self.tab(await self._server_fn_session(request))
+        await self._stop_tab(tab)
+        try:
+            offer = parse_offer(payload)
+            peer = RtcPeer(self.hub, prefix="cam")
+            answer = await peer.accept(offer)
+        except (OfferError, HubFull) as e:
+            return {"error": str(e)}
+        except Exception as e:  # a bad offer must never break the app
+            logger.exception("offer failed")
+            return {"error": f"offer failed: {type(e).__name__}"}
+        tab.peer, tab.live = peer, peer.session
+        return {"sdp": answer.sdp, "type": answer.type, "stream": peer.id}
+
+    async def hangup(self, payload: Any, request: Any) -> dict[str, Any]:
+        tab = self.tab(await self._server_fn_session(request))
+        await self._stop_tab(tab)
+        return {"ok": True}
+
+    async def _stop_tab(self, tab: TabState) -> None:
+        peer, tab.peer = tab.peer, None
+        if peer is not None:
+            await peer.finish_stream()
+            await peer.close()
+        elif tab.live is not None and tab.live.running:
+            await asyncio.get_running_loop().run_in_executor(None, tab.live.close)
+
+    # -- Gradio events ---------------------------------------------------------------------------
+    async def replay(self, path: str | None, request: Any) -> str:
+        """Replay a video file like a camera (the uploaded one, or the sample clip)."""
+        tab = self.tab(request.session_hash if request is not None else None)
+        if not path:
+            return "no video: upload one first (or play the sample clip)"
+        await self._stop_tab(tab)
+        loop = asyncio.get_running_loop()
+        try:
+            tab.live = await loop.run_in_executor(None, self.hub.open_file, path, "live", "replay")
+        except HubFull as e:
+            return f"busy: {e}"
+        except Exception as e:  # unreadable upload: say so, keep the app alive
+            return f"cannot replay {Path(path).name}: {e}"
+        return f"replaying {Path(path).name} as {tab.live.id}"
+
+    async def replay_sample(self, request: Any) -> str:
+        if self.sample_clip is None:
+            return "the sample clip is not bundled in this installation"
+        return await self.replay(str(self.sample_clip), request)
+
+    async def stop(self, request: Any) -> str:
+        await self._stop_tab(self.tab(request.session_hash if request is not None else None))
+        return "stopped"
+
+    def export(self, request: Any) -> str | None:
+        tab = self.tab(request.session_hash if request is not None else None)
+        if tab.live is None:
+            return None
+        path = self.export_dir / f"fesnet-events-{tab.live.id}.jsonl"
+        path.write_text(tab.live.events_jsonl(), encoding="utf-8")
+        return str(path)
+
+    def tick(self, request: Any) -> tuple[Any, str, str]:
+        """Fast refresh: (aligned crop, stats line, event log)."""
+        tab = self.tab(request.session_hash if request is not None else None)
+        live = tab.live
+        if live is None:
+            return None, "no stream: start the webcam, upload a video, or play the sample clip", ""
+        snap = live.snapshot()
+        return _crop_image(snap.latest_crop), _stats_markdown(live), _event_log(live.events())
+
+    def tick_plot(self, request: Any) -> Any:
+        tab = self.tab(request.session_hash if request is not None else None)
+        return timeline_figure(tab.live)
+
+    def unload(self, request: Any) -> None:
+        key = request.session_hash if request is not None else None
+        with self._lock:
+            tab = self.tabs.pop(key or "-", None)
+        if tab is None:
+            return
+        if tab.peer is not None:
+            loop = tab.peer._loop
+            if loop is not None and not loop.is_closed():
+                asyncio.run_coroutine_threadsafe(tab.peer.close(), loop)
+        elif tab.live is not None:
+            tab.live.close()
+
+    # -- layout --------------------------------------------------------------------------------
+    def build(self, timer_s: float = 0.5, plot_timer_s: float = 1.0) -> Any:
+        # The handlers' ``gr.Request`` annotations must resolve from this module's globals (they
+        # are strings under ``from __future__ import annotations``), hence gradio at the top.
+        viewer = self
+
+        async def offer(payload: dict, request: gr.Request) -> dict:
+            return await viewer.offer(payload, request)
+
+        async def hangup(payload: dict, request: gr.Request) -> dict:
+            return await viewer.hangup(payload, request)
+
+        async def replay(path: str | None, request: gr.Request) -> str:
+            return await viewer.replay(path, request)
+
+        async def replay_sample(request: gr.Request) -> str:
+            return await viewer.replay_sample(request)
+
+        async def stop(request: gr.Request) -> str:
+            return await viewer.stop(request)
+
+        def export(request: gr.Request) -> str | None:
+            return viewer.export(request)
+
+        def tick(request: gr.Request) -> tuple[Any, str, str]:
+            return viewer.tick(request)
+
+        def tick_plot(request: gr.Request) -> Any:
+            return viewer.tick_plot(request)
+
+        def unload(request: gr.Request) -> None:
+            viewer.unload(request)
+
+        with gr.Blocks(title="FESNet live spotter") as demo:
+            gr.Markdown(
+                "## FESNet live spotter\nMicro- (ME) and macro-expression (MaE) spotting on a "
+                "live webcam (WebRTC), an uploaded video, or the bundled sample clip."
+            )
+            with gr.Row():
+                with gr.Column(scale=3):
+                    gr.HTML(
+                        value=(STATIC / "gradio_camera.html").read_text(encoding="utf-8"),
+                        js_on_load=(STATIC / "gradio_camera.js").read_text(encoding="utf-8"),
+                        server_functions=[offer, hangup],
+                        elem_id="fesnet-camera",
+                    )
+                    with gr.Row():
+                        upload = gr.File(
+                            label="Video to replay", file_types=["video"], type="filepath",
+                            height=100,
+                        )  # fmt: skip
+                        with gr.Column():
+                            replay_btn = gr.Button("Replay uploaded video")
+                            sample_btn = gr.Button(
+                                "Play sample clip", interactive=self.sample_clip is not None
+                            )
+                            stop_btn = gr.Button("Stop", elem_id="fesnet-stop")
+                    status = gr.Markdown(elem_id="fesnet-status")
+                with gr.Column(scale=2):
+                    crop = gr.Image(
+                        label="Aligned face (112x112, model input)", height=CROP_DISPLAY_PX,
+                        interactive=False, elem_id="fesnet-crop",
+                    )  # fmt: skip
+                    stats = gr.Markdown(elem_id="fesnet-stats")
+                    export_btn = gr.Button("Export events (JSONL)")
+                    export_file = gr.File(label="Session events", elem_id="fesnet-export")
+            plot = gr.Plot(label="Live timeline", elem_id="fesnet-timeline")
+            log = gr.Textbox(
+                label="Events (newest first)", lines=10, max_lines=10, interactive=False,
+                elem_id="fesnet-events",
+            )  # fmt: skip
+
+            timer = gr.Timer(timer_s)
+            timer.tick(tick, None, [crop, stats, log], show_progress="hidden",
+                       concurrency_limit=None)  # fmt: skip
+            plot_timer = gr.Timer(plot_timer_s)
+            plot_timer.tick(tick_plot, None, plot, show_progress="hidden",
+                            concurrency_limit=None)  # fmt: skip
+            replay_btn.click(replay, upload, status)
+            sample_btn.click(replay_sample, None, status)
+            stop_btn.click(stop, None, status)
+            export_btn.click(export, None, export_file)
+            demo.unload(unload)
+        return demo
+
+
+# -- rendering ---------------------------------------------------------------------------------
+def _crop_image(crop: np.ndarray | None) -> np.ndarray | None:
+    if crop is None:
+        return None
+    import cv2
+
+    return cv2.resize(crop, (CROP_DISPLAY_PX, CROP_DISPLAY_PX), interpolation=cv2.INTER_NEAREST)
+
+
+def _stats_markdown(live: LiveSession) -> str:
+    s = live.stats()
+    lat = s["event_latency_p50_ms"] or s["score_latency_p50_ms"]
+    cam = f"camera **{s['input_fps']:.1f} fps** · " if s["frames_in"] else ""
+    return (
+        f"**{live.id}** ({'running' if s['running'] else 'ended'}) · face: {s['state']}  \n"
+        f"{cam}spotter **{s['fps']:.1f} fps** · frames {s['frames']} · dropped {s['dropped']}  \n"
+        f"latency p50 **{'-' if lat is None else f'{lat:.0f} ms'}** · events {s['events']}"
+    )
+
+
+def _describe(e: dict[str, Any]) -> str:
+    if e.get("type") == "expression":
+        span = f"{e['onset_s']:.2f}" + (f"-{e['offset_s']:.2f}" if "offset_s" in e else "")
+        return (
+            f"{e['t_s']:8.2f} s  {e['label']:<3} {e['state']:<11} {span} s  "
+            f"p={e.get('score', 0):.2f}  ({e.get('latency_ms', 0):.0f} ms)"
+        )
+    return f"{e.get('t_s', 0):8.2f} s  {e['type']}: {e.get('message', '')}"
+
+
+def _event_log(events: list[dict[str, Any]], n: int = 200) -> str:
+    return "\n".join(_describe(e) for e in reversed(events[-n:]))
+
+
+def intervals_of(events: list[dict[str, Any]]) -> list[tuple[float, float | None, str]]:
+    """Detected intervals from an event list: finals, plus an onset still open (end None)."""
+    finals: dict[int, tuple[float, float | None, str]] = {}
+    for e in events:
+        if e.get("type") != "expression":
+            continue
+        key = e.get("event_id", -1)
+        if e["state"] == "onset":
+            finals[key] = (e["onset_s"], None, e["label"])
+        elif e["state"] in ("final", "interrupted"):
+            finals[key] = (e["onset_s"], e.get("offset_s"), e["label"])
+        else:  # cancelled
+            finals.pop(key, None)
+    return list(finals.values())
+
+
+def timeline_figure(live: LiveSession | None, window_s: float = TIMELINE_S) -> Any:
+    """The last ``window_s`` of per-slot p(ME), p(MaE) with the detected intervals shaded.
+    Object-oriented matplotlib (no pyplot state), so concurrent tabs can draw at once."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12, 2.6), dpi=80)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel("probability")
+    ax.set_xlabel("stream time (s)")
+    t_end = window_s
+    plotted = False
+    if live is not None:
+        snap = live.snapshot()
+        t = snap.recent_pts_s
+        if len(t):
+            t_end = max(float(t[-1]), window_s)
+            keep = t >= t_end - window_s
+            ax.plot(t[keep], snap.recent_me[keep], color="tab:orange", lw=1.4, label="p(ME)")
+            ax.plot(t[keep], snap.recent_mae[keep], color="tab:blue", lw=1.4, label="p(MaE)")
+            plotted = True
+        for start, end, label in intervals_of(live.events()):
+            color = "tab:orange" if label == "ME" else "tab:blue"
+            end_s = t_end if end is None else end
+            if end_s < t_end - window_s:
+                continue
+            ax.axvspan(start, end_s, color=color, alpha=0.18)
+            x = max(start, t_end - window_s)
+            ax.text(x, 0.97, f" {label}", color=color, fontsize=8, va="top", clip_on=True)
+        ax.set_title(f"{live.id}: last {window_s:.0f} s", fontsize=9)
+    ax.set_xlim(t_end - window_s, t_end)
+    ax.axhline(0.5, color="0.6", lw=0.6, ls=":")
+    if plotted:
+        ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# -- running -----------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``fesnet-spot serve``."""
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1; anything else needs a token)",
+    )
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument(
+        "--token", default=None, help="access token (generated when bound beyond loopback)"
+    )
+    parser.add_argument(
+        "--max-sessions", type=int, default=4, help="concurrent cameras/replays across all tabs"
+    )
+    add_model_arguments(parser)  # fmt: skip
+
+
+def launch(
+    hub: SpotHub,
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    token: str | None = None,
+    block: bool = True,
+) -> tuple[Any, GradioViewer, str | None]:
+    """Build and launch the app; returns (demo, viewer, token in force)."""
+    viewer = GradioViewer(hub)
+    demo = viewer.build()
+    token = resolve_token(host, token)
+    auth = None
+    if token is not None:
+        expected = token
+
+        def auth(user: str, password: str) -> bool:
+            return token_ok(expected, password)
+
+    demo.launch(
+        server_name=host,
+        server_port=port,
+        auth=auth,
+        auth_message="Enter any user name and the access token as the password.",
+        prevent_thread_lock=not block,
+        css=CSS,
+        show_error=True,
+    )
+    return demo, viewer, token
+
+
+def serve_gradio(args: argparse.Namespace) -> int:
+    hub = SpotHub.from_checkpoint(
+        args.checkpoint, args.backend,
+        HubConfig(stride_frames=args.stride, max_sessions=args.max_sessions),
+    )  # fmt: skip
+    token = resolve_token(args.host, args.token)
+    if token and not args.token:
+        print(f"access token (generated; the login password): {token}")
+    try:
+        launch(hub, args.host, args.port, token, block=True)
+    finally:
+        hub.close_all()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fesnet-serve", description=__doc__)
+    add_arguments(parser)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    return serve_gradio(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
