@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from .viewers import commands as viewer_commands
+
 ASSETS = Path(__file__).resolve().parent / "assets"
 SAMPLE_CLIP = ASSETS / "sample.mp4"
 SAMPLE_TRUTH = ASSETS / "sample_truth.json"
@@ -71,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="ground-truth JSON (intervals in source frames) to compare")  # fmt: skip
     run.add_argument("--threads", type=int, default=1, help="intra-op threads of the backend")
     run.add_argument("--quiet", action="store_true", help="no per-event console lines")
+    viewer_commands.register(sub)
     return parser
 
 
@@ -315,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         build_parser().print_help()
         return 2
+    if args.command in viewer_commands.COMMANDS:
+        return viewer_commands.run(args)
     np.set_printoptions(precision=3)
     try:
         return cmd_run(args)

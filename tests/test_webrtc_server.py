@@ -296,3 +296,20 @@ def test_peer_limit_returns_503(tiny_engine) -> None:
     first, second = asyncio.run(main())
     assert (first, second) == (200, 503)
     assert hub.sessions() == []
+
+
+def test_viewer_commands_are_registered_in_fesnet_spot() -> None:
+    from fesnet.realtime.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["webrtc-server", "--host", "0.0.0.0", "--max-peers", "2"])
+    assert (args.command, args.host, args.max_peers, args.port) == (
+        "webrtc-server",
+        "0.0.0.0",
+        2,
+        8765,
+    )
+    args = parser.parse_args(["serve", "--token", "t"])
+    assert (args.command, args.host, args.token, args.port) == ("serve", "127.0.0.1", "t", 7860)
+    args = parser.parse_args(["remote-camera", "clip.mp4", "--loop"])
+    assert (args.command, args.source, args.loop) == ("remote-camera", "clip.mp4", True)

@@ -30,15 +30,16 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
+from .commands import GRADIO_PORT
 from .fakecam import SAMPLE_CLIP
 from .hub import HubConfig, HubFull, LiveSession, SpotHub
 from .rtc import OfferError, RtcPeer, parse_offer
-from .webrtc_server import add_model_arguments, resolve_token, token_ok
+from .webrtc_server import resolve_token, token_ok
 
 logger = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
-DEFAULT_PORT = 7860
+DEFAULT_PORT = GRADIO_PORT
 CROP_DISPLAY_PX = 224
 TIMELINE_S = 10.0  # seconds of history on the live timeline
 
@@ -358,23 +359,6 @@ def timeline_figure(live: LiveSession | None, window_s: float = TIMELINE_S) -> A
 
 
 # -- running -----------------------------------------------------------------------------------
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``fesnet-spot serve``."""
-    parser.add_argument(
-        "--host",
-        default="127.0.0.1",
-        help="address to bind (default 127.0.0.1; anything else needs a token)",
-    )
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
-    parser.add_argument(
-        "--token", default=None, help="access token (generated when bound beyond loopback)"
-    )
-    parser.add_argument(
-        "--max-sessions", type=int, default=4, help="concurrent cameras/replays across all tabs"
-    )
-    add_model_arguments(parser)  # fmt: skip
-
-
 def launch(
     hub: SpotHub,
     host: str = "127.0.0.1",
@@ -421,8 +405,10 @@ def serve_gradio(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .commands import add_serve_arguments
+
     parser = argparse.ArgumentParser(prog="fesnet-serve", description=__doc__)
-    add_arguments(parser)
+    add_serve_arguments(parser)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     return serve_gradio(parser.parse_args(argv))
 

@@ -209,20 +209,6 @@ class RemoteCamera:
             await self.pc.close()
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``fesnet-spot remote-camera``."""
-    parser.add_argument("source", help="video file or webcam:N")
-    parser.add_argument(
-        "--server",
-        default="http://127.0.0.1:8765",
-        help="WebRTC server URL (default http://127.0.0.1:8765)",
-    )
-    parser.add_argument("--token", default=None, help="access token of the server")
-    parser.add_argument("--loop", action="store_true", help="loop a video file")
-    parser.add_argument("--duration", type=float, default=None, help="stop after N seconds")
-    parser.add_argument("--stats", action="store_true", help="also print the stats messages")
-
-
 def remote_camera(args: argparse.Namespace) -> int:
     """Stream ``args.source`` to the server and print its events as JSON Lines."""
 
@@ -249,8 +235,10 @@ def remote_camera(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .commands import add_remote_arguments
+
     parser = argparse.ArgumentParser(prog="fesnet-remote-camera", description=__doc__)
-    add_arguments(parser)
+    add_remote_arguments(parser)
     logging.basicConfig(level=logging.WARNING)
     return remote_camera(parser.parse_args(argv))
 

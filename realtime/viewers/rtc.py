@@ -27,7 +27,7 @@ from .hub import HubFull, LiveSession, SpotHub, event_json
 
 logger = logging.getLogger(__name__)
 
-MAX_SDP_BYTES = 64 * 1024
+MAX_SDP_BYTES = 64 * 1024  # the same default as commands.MAX_SDP_BYTES
 
 
 class OfferError(ValueError):

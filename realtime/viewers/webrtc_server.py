@@ -29,13 +29,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .commands import WEBRTC_PORT
 from .hub import HubConfig, HubFull, SpotHub
 from .rtc import MAX_SDP_BYTES, OfferError, RtcPeer, parse_offer
 
 logger = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
-DEFAULT_PORT = 8765
+DEFAULT_PORT = WEBRTC_PORT
 
 
 def is_loopback(host: str) -> bool:
@@ -196,30 +197,6 @@ class WebRtcServer:
         return f"http://{h}:{getattr(self, 'port', self.config.port)}/{q}"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``fesnet-spot webrtc-server``."""
-    parser.add_argument(
-        "--host",
-        default="127.0.0.1",
-        help="address to bind (default 127.0.0.1; anything else needs a token)",
-    )
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
-    parser.add_argument(
-        "--token",
-        default=None,
-        help="access token for /offer (generated when bound beyond loopback)",
-    )
-    parser.add_argument("--max-peers", type=int, default=4)
-    parser.add_argument("--max-sdp-bytes", type=int, default=MAX_SDP_BYTES)
-    add_model_arguments(parser)  # fmt: skip
-
-
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", default=None, help="FESNet checkpoint (default: shipped)")
-    parser.add_argument("--backend", default="onnx", help="torch | onnx | tensorrt")
-    parser.add_argument("--stride", type=int, default=8, help="window stride in 60 Hz slots")
-
-
 def serve_webrtc(args: argparse.Namespace) -> int:
     """Run the WebRTC server until interrupted."""
     from aiohttp import web
@@ -247,8 +224,10 @@ def serve_webrtc(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .commands import add_webrtc_arguments
+
     parser = argparse.ArgumentParser(prog="fesnet-webrtc-server", description=__doc__)
-    add_arguments(parser)
+    add_webrtc_arguments(parser)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     return serve_webrtc(parser.parse_args(argv))
 

@@ -1,0 +1,105 @@
+"""The viewers' CLI subcommands, registered by ``fesnet-spot`` (realtime/cli.py).
+
+Light on purpose: defining the options imports neither gradio nor aiortc (``fesnet-spot run``
+must start fast); the chosen command's module is imported only when it runs.
+
+- ``fesnet-spot serve``: the Gradio live viewer (webcam over WebRTC, replays, timeline, export);
+- ``fesnet-spot webrtc-server``: the standalone WebRTC server for remote cameras;
+- ``fesnet-spot remote-camera SOURCE``: stream a video file or webcam to that server.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+COMMANDS = ("serve", "webrtc-server", "remote-camera")
+GRADIO_PORT = 7860
+WEBRTC_PORT = 8765
+MAX_SDP_BYTES = 64 * 1024
+
+
+def _access_arguments(parser: argparse.ArgumentParser, port: int) -> None:
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1; anything else needs a token)",
+    )
+    parser.add_argument("--port", type=int, default=port)
+    parser.add_argument(
+        "--token",
+        default=None,
+        help="access token (generated and printed when bound beyond loopback)",
+    )
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", default=None, help="FESNet checkpoint (default: shipped)")
+    parser.add_argument("--backend", default="onnx", help="torch | onnx | tensorrt")
+    parser.add_argument("--stride", type=int, default=8, help="window stride in 60 Hz slots")
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    _access_arguments(parser, GRADIO_PORT)
+    parser.add_argument("--max-sessions", type=int, default=4,
+                        help="concurrent cameras/replays across all tabs")  # fmt: skip
+    add_model_arguments(parser)
+
+
+def add_webrtc_arguments(parser: argparse.ArgumentParser) -> None:
+    _access_arguments(parser, WEBRTC_PORT)
+    parser.add_argument("--max-peers", type=int, default=4, help="concurrent remote cameras")
+    parser.add_argument("--max-sdp-bytes", type=int, default=MAX_SDP_BYTES,
+                        help="largest accepted SDP offer")  # fmt: skip
+    add_model_arguments(parser)
+
+
+def add_remote_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", help="video file or webcam:N")
+    parser.add_argument("--server", default=f"http://127.0.0.1:{WEBRTC_PORT}",
+                        help="WebRTC server URL")  # fmt: skip
+    parser.add_argument("--token", default=None, help="access token of the server")
+    parser.add_argument("--loop", action="store_true", help="loop a video file")
+    parser.add_argument("--duration", type=float, default=None, help="stop after N seconds")
+    parser.add_argument("--stats", action="store_true", help="also print the stats messages")
+
+
+def register(subparsers: Any) -> None:
+    """Add the three subcommands to an ``add_subparsers()`` object."""
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    add_serve_arguments(
+        subparsers.add_parser(
+            "serve", help="Gradio live viewer (webcam over WebRTC, replays)", formatter_class=fmt
+        )
+    )
+    add_webrtc_arguments(
+        subparsers.add_parser(
+            "webrtc-server", help="WebRTC server for remote cameras", formatter_class=fmt
+        )
+    )
+    add_remote_arguments(
+        subparsers.add_parser(
+            "remote-camera", help="stream a file/webcam to a WebRTC server", formatter_class=fmt
+        )
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the subcommand ``args.command`` (one of COMMANDS)."""
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.command == "serve":
+        from .gradio_app import serve_gradio
+
+        return serve_gradio(args)
+    if args.command == "webrtc-server":
+        from .webrtc_server import serve_webrtc
+
+        return serve_webrtc(args)
+    if args.command == "remote-camera":
+        logging.getLogger().setLevel(logging.WARNING)
+        from .remote_client import remote_camera
+
+        return remote_camera(args)
+    raise ValueError(f"not a viewer command: {args.command!r}")
