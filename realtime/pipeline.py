@@ -9,9 +9,13 @@ Per source frame, on the pipeline's align+infer thread:
       -> Engine.step (window head) -> IntervalMerger.update -> SpotEvents -> sinks.
 
 Segments. The slot timeline restarts (ring, resampler, scheduler and merger reset) when the face
-is lost or the source jumps by more than ``max_gap_s``: the segment is ended exactly like the end of
-a stream (resampler flush, tail window, ``merger.flush()``), so no window ever spans a gap and a
-segment is spotted exactly as offline spotting of the same crops would. Stopping early (SIGINT,
+is lost or the source clock jumps by more than ``max_gap_s`` (forwards, or backwards: a camera
+clock reset or a replay restarting at 0): the segment is ended exactly like the end of a stream
+(resampler flush, tail window, ``merger.flush()``), so no window ever spans a gap and a segment is
+spotted exactly as offline spotting of the same crops would. A frame at most ``max_gap_s`` older
+than the newest one (reordered or repeated) is skipped and counted (``frames_out_of_order``).
+A camera that keeps delivering the identical image for ``frozen_after_s`` gets a ``status`` event
+(and another when the image changes again); its frames are still spotted. Stopping early (SIGINT,
 ``stop()``) instead calls ``merger.interrupt()``: an open interval is closed as "interrupted".
 """
 
@@ -132,8 +136,12 @@ class Spotter:
         record_scores: bool = False,
         stats: StageStats | None = None,
         recent_slots: int = 600,
+        frozen_after_s: float = 2.0,
     ) -> None:
         self.engine = engine
+        self.frozen_after_s = frozen_after_s
+        self._same_image: tuple[np.ndarray, float] | None = None  # (image, first pts seen)
+        self._frozen = False
         self.cfg = merger_cfg
         self.stride_frames = stride_frames
         self.stream = stream
@@ -178,7 +186,8 @@ class Spotter:
         tr: TrackResult = self.tracker.update(frame)
         self.stats.add("align", time.perf_counter() - t0)
         self.counters["frames"] += 1
-        events = [self._stamp(e, frame.t_capture_ns) for e in tr.events]
+        events = self._check_frozen(frame)
+        events += [self._stamp(e, frame.t_capture_ns) for e in tr.events]
         if tr.segment_ended:
             self.counters["faces_lost"] += 1
             events += self.end_segment()
@@ -190,25 +199,51 @@ class Spotter:
                 self._latest_crop = tr.crop
         return events
 
+    def _check_frozen(self, frame: Frame) -> list[SpotEvent]:
+        """A ``status`` event when the source has sent the identical image for
+        ``frozen_after_s`` (a hung camera driver repeats its last buffer), and when it moves again.
+        """
+        image, same = frame.image, self._same_image
+        if same is not None and same[0].shape == image.shape and np.array_equal(same[0], image):
+            if not self._frozen and frame.pts_s - same[1] >= self.frozen_after_s:
+                self._frozen = True
+                self.counters["frozen"] += 1
+                return [self._status(frame, f"camera frozen: the same image for "
+                                            f"{frame.pts_s - same[1]:.1f} s")]  # fmt: skip
+            return []
+        self._same_image = (image, frame.pts_s)
+        if self._frozen:
+            self._frozen = False
+            return [self._status(frame, "camera image changing again")]
+        return []
+
+    def _status(self, frame: Frame, message: str) -> SpotEvent:
+        return SpotEvent(
+            type="status",
+            stream=self.stream,
+            t_s=frame.pts_s,
+            onset_frame=frame.index,
+            message=message,
+            t_trigger_ns=frame.t_capture_ns,
+        )
+
     def push_crop(
         self, frame: Frame, crop: np.ndarray, crop_index: int | None = None
     ) -> list[SpotEvent]:
         """An aligned (112, 112, 3) RGB crop standing for source ``frame`` -> events."""
         events: list[SpotEvent] = []
         last = self._last_frame
-        if last is not None and frame.pts_s - last.pts_s > self.max_gap_s:
-            gap = frame.pts_s - last.pts_s
-            events.append(
-                SpotEvent(
-                    type="status",
-                    stream=self.stream,
-                    t_s=frame.pts_s,
-                    onset_frame=frame.index,
-                    message=f"source gap of {gap:.2f} s; timeline restarted",
-                    t_trigger_ns=frame.t_capture_ns,
-                )
-            )
+        jump = 0.0 if last is None else frame.pts_s - last.pts_s
+        if jump > self.max_gap_s:
+            events.append(self._status(frame, f"source gap of {jump:.2f} s; timeline restarted"))
             events += self.end_segment()
+        elif jump < -self.max_gap_s:
+            message = f"source clock went back {-jump:.2f} s; timeline restarted"
+            events.append(self._status(frame, message))
+            events += self.end_segment()
+        elif last is not None and jump <= 0:
+            self.counters["frames_out_of_order"] += 1
+            return events
         self._last_frame = frame
         key = frame.index if crop_index is None else crop_index
         item = _Item(frame, crop, key)
@@ -450,6 +485,9 @@ class Pipeline:
         self._recent_events: collections.deque[SpotEvent] = collections.deque(maxlen=50)
         self._frame_times: collections.deque[float] = collections.deque(maxlen=120)
         self.events_emitted = 0
+        self.sink_errors = 0
+        self._failed_sinks: set[int] = set()
+        self._sink_lock = threading.Lock()
         self.interrupted = False
         self.t_start: float | None = None
         self.t_end: float | None = None
@@ -567,8 +605,22 @@ class Pipeline:
             self._recent_events.append(e)
             self.events_emitted += 1
             for sink in self.sinks:
-                sink(e)
+                self._call_sink(sink, e)
         self.stats.add("emit", time.perf_counter() - t0)
+
+    def _call_sink(self, sink: Sink, event: SpotEvent) -> None:
+        """One failing sink (a viewer gone, a closed stdout) must not stop the stream or starve
+        the other sinks (the JSONL file): its errors are counted and the first one logged."""
+        try:
+            sink(event)
+        except Exception as e:
+            with self._sink_lock:
+                self.sink_errors += 1
+                first = id(sink) not in self._failed_sinks
+                self._failed_sinks.add(id(sink))
+            if first:
+                logger.error("stream %s: sink %r failed (further errors counted): %r",
+                             self.stream, sink, e)  # fmt: skip
 
     def _source_status(self, message: str) -> None:
         # Called on the source thread: sinks are called from there too, which the sink contract
@@ -625,6 +677,9 @@ class Pipeline:
             "faces_lost": c["faces_lost"],
             "segments": self.spotter.segment,
             "events": self.events_emitted,
+            "sink_errors": self.sink_errors,
+            "frames_out_of_order": c["frames_out_of_order"],
+            "frozen": c["frozen"],
             "expressions_final": c["expression_final"],
             "interrupted": self.interrupted,
             "wall_s": wall,

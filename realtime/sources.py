@@ -480,9 +480,13 @@ class PushSource(Source):
         return self
 
     def push(self, image_bgr: np.ndarray, pts_s: float, t_capture_ns: int | None = None) -> bool:
-        """Offer one frame; False once the source is closed."""
+        """Offer one frame; False once the source is closed. A frame that is not a BGR uint8
+        (H, W, 3) image (H, W >= 2) raises ValueError here, at the producer, instead of failing
+        the spotter's worker later."""
         if not isinstance(image_bgr, np.ndarray) or image_bgr.dtype != np.uint8:
             raise ValueError("push() takes a BGR uint8 numpy image")
+        if image_bgr.ndim != 3 or image_bgr.shape[2] != 3 or min(image_bgr.shape[:2]) < 2:
+            raise ValueError(f"push() takes an (H, W, 3) image, got shape {image_bgr.shape}")
         with self._lock:
             return self._emit(image_bgr, pts_s, t_capture_ns)
 
