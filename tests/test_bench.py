@@ -79,6 +79,8 @@ def test_bench_end_to_end_report(short_clip, tmp_path, capsys) -> None:
         assert set(r["stages"]["decode"]) == PCT_KEYS
         assert set(r["latency"]) == {"frame_score", "event"}
         assert r["sustained_frames_per_s"] > 0
+    vs = report["pipeline_vs_flow"]
+    assert {r["flow"] for r in vs} == set(FLOW_METHODS) and all(r["speedup"] > 0 for r in vs)
     assert "wrote" in capsys.readouterr().out
 
 
@@ -89,6 +91,7 @@ def test_bench_without_video_skips_end_to_end(tmp_path) -> None:
     report = json.loads(out.read_text())
     assert report["end_to_end"] == {"skipped": "no --video given"}
     assert report["optical_flow"] == [] and report["ours_vs_flow"] == []
+    assert report["pipeline_vs_flow"] == []
     assert not out.with_suffix(".png").exists()
 
 
