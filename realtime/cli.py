@@ -4,6 +4,8 @@
     fesnet-spot run --source clip.mp4 --events out.jsonl --plot timeline.png
     fesnet-spot run --source webcam:0 --pace live
     fesnet-spot run --source rtsp://host/stream --backend torch
+    fesnet-spot run --source webcam:0 --calibrate --profile alice   # 3 s neutral face first
+    fesnet-spot run --source webcam:0 --profile alice               # reuse alice's profile
 
 Exit codes: 0 done, 1 the pipeline failed while running, 2 a bad input (source, checkpoint,
 merger config, backend) with a message saying what to do.
@@ -72,6 +74,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--truth", type=Path,
                      help="ground-truth JSON (intervals in source frames) to compare")  # fmt: skip
     run.add_argument("--threads", type=int, default=1, help="intra-op threads of the backend")
+    run.add_argument("--profile", metavar="NAME",
+                     help="per-person neutral profile: adapt the thresholds to NAME's resting "
+                     "face (with --calibrate: record it first and save it as NAME)")  # fmt: skip
+    run.add_argument("--calibrate", action="store_true",
+                     help="start with a neutral-baseline phase (keep a neutral face) and spot "
+                     "with the thresholds it implies")  # fmt: skip
+    run.add_argument("--calibrate-s", type=float, default=3.0,
+                     help="length of the neutral-baseline phase (seconds with a face)")
+    run.add_argument("--calibration-timeout-s", type=float, default=20.0,
+                     help="fail the baseline phase if it is not done after this long")
+    run.add_argument("--profiles-dir", type=Path,
+                     help="where profiles live (default ~/.config/fesnet/profiles)")  # fmt: skip
     run.add_argument("--quiet", action="store_true", help="no per-event console lines")
     viewer_commands.register(sub)
     return parser
@@ -116,6 +130,44 @@ def _merger_config(args: argparse.Namespace, ckpt: Any) -> Any:
         return MergerConfig.from_dict(ckpt.merger) if ckpt.merger else MergerConfig()
     except ConfigError as e:
         raise UsageError(str(e)) from e
+
+
+def _apply_profile(args: argparse.Namespace, cfg: Any) -> Any:
+    """``--profile NAME`` without ``--calibrate``: the saved profile's thresholds."""
+    if args.profile is None or args.calibrate:
+        return cfg
+    # The CLI is an entry point: it may compose calibration/ (the realtime library does not).
+    from fesnet.calibration.profile import ProfileError, load_profile
+
+    try:
+        profile = load_profile(args.profile, args.profiles_dir)
+    except ProfileError as e:
+        raise UsageError(str(e)) from e
+    adapted = profile.apply(cfg)
+    print(f"profile {profile.name!r}: thresholds on {adapted.on_threshold:.3f} / off "
+          f"{adapted.off_threshold:.3f} (base {cfg.on_threshold:.3f} / "
+          f"{cfg.off_threshold:.3f})")  # fmt: skip
+    return adapted
+
+
+def _attach_calibration(args: argparse.Namespace, pipe: Any) -> None:
+    """``--calibrate``: a neutral-baseline phase first (saved as ``--profile`` NAME if given)."""
+    from fesnet.calibration.baseline import BaselineConfig, attach_calibration
+    from fesnet.calibration.profile import ProfileError, check_name, save_profile
+
+    try:
+        phase = BaselineConfig(args.calibrate_s, args.calibration_timeout_s)
+        if args.profile is not None:
+            check_name(args.profile)
+    except (ProfileError, ValueError) as e:
+        raise UsageError(str(e)) from e
+
+    def save(profile: Any) -> None:
+        if args.profile is not None:
+            print(f"profile {profile.name!r} saved to {save_profile(profile, args.profiles_dir)}")
+
+    attach_calibration(pipe, phase, args.profile or "session", save)
+    print(f"calibrating first: keep a neutral face for {args.calibrate_s:g} s")
 
 
 def _read_truth(path: Path) -> list[tuple[int, int, int]]:
@@ -233,7 +285,7 @@ def cmd_run(args: argparse.Namespace) -> int:
               "(use --source webcam:0 for a camera)")  # fmt: skip
     truth = _read_truth(truth_path) if truth_path is not None else None
     ckpt, backend = _load_backend(args)
-    cfg: MergerConfig = _merger_config(args, ckpt)
+    cfg: MergerConfig = _apply_profile(args, _merger_config(args, ckpt))
     try:
         source = open_source(spec, pace=args.pace)
     except SourceError as e:
@@ -255,6 +307,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         frame_sinks=[video] if video is not None else [],
         record_scores=args.plot is not None,
     )  # fmt: skip
+    if args.calibrate:
+        _attach_calibration(args, pipe)
     print(f"spotting {source.describe()} with {getattr(backend, 'name', args.backend)} "
           f"(stride {args.stride}); Ctrl-C stops and closes open intervals")  # fmt: skip
 
@@ -294,7 +348,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if truth is not None:
             fps = source.fps or 30.0
             truth_s = [(a / fps, (b + 1) / fps, "ME" if c == 1 else "MaE") for a, b, c in truth]
-        timeline_png(args.plot, pts, scores, detected, truth_s, on_threshold=cfg.on_threshold)
+        timeline_png(args.plot, pts, scores, detected, truth_s,
+                     on_threshold=pipe.spotter.cfg.on_threshold)  # fmt: skip
         print(f"plot        {args.plot}")
     if video is not None:
         print(f"video       {args.video_out}")
@@ -303,7 +358,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(format_comparison(compare_with_truth(collected.events, truth)))
     if failed is not None:
         cause = failed.__cause__ or failed
-        if isinstance(cause, SourceError):
+        bad_input: tuple[type[BaseException], ...] = (SourceError,)
+        if args.calibrate:
+            from fesnet.calibration.baseline import CalibrationError
+
+            bad_input += (CalibrationError,)
+        if isinstance(cause, bad_input):
             raise UsageError(str(cause)) from failed
         print(f"error: {failed}", file=sys.stderr)
         return 1

@@ -20,6 +20,11 @@ videos rendered from the shipped real face images (``model/data/faces``). What h
   ``(seed, frame index)``), and cv2 operations are deterministic: the same identity, spec and seed
   give byte-identical frames, whether rendered in one go, streamed, or frame by frame.
 - Train and test identities (:func:`train_test_identities`) are disjoint people.
+- A session's *neutral look* can differ from the identity image (``rest_aus``, ``face_aspect``,
+  ``light_gain``, ``light_side``): a constant resting AU offset (e.g. a one-sided lip corner),
+  a wider or narrower face, a dim or bright room, side lighting. They are constant over the video,
+  labelled neutral, and are what per-person calibration (calibration/) has to absorb. At their
+  defaults they change nothing: neither the bytes nor the digest of existing videos.
 
 Rendering per frame: one ``cv2.remap`` of the identity image by the sum of the active AUs'
 precomputed unit fields, one ``cv2.warpAffine`` for head pose and placement in the canvas, then
@@ -291,6 +296,16 @@ class SyntheticSpec:
     light_change: tuple[float, float] = (0.08, 0.2)
     noise_sigma: tuple[float, float] = (0.5, 3.0)
     jpeg_quality: tuple[int, int] | None = (60, 95)
+    rest_aus: tuple[tuple[str, float], ...] = ()
+    """Resting offsets held in every frame: (AU name, px). A resting asymmetry or expression of
+    the person's neutral face (not labelled)."""
+    face_aspect: float = 1.0
+    """Horizontal stretch of the face about its centre (face shape): 1.1 = 10 % wider."""
+    light_gain: float = 1.0
+    """Constant lighting gain of the session (0.6: a dim room)."""
+    light_side: float = 0.0
+    """Constant horizontal lighting slope (side light): the gain changes by +-light_side from the
+    frame's centre to its left/right edge."""
 
     def __post_init__(self) -> None:
         if self.duration_s <= 0 or self.fps <= 0:
@@ -301,6 +316,11 @@ class SyntheticSpec:
             raise ValueError("an ME lasts at most 0.5 s")
         if self.mae_duration_s[0] < 0.5:
             raise ValueError("a MaE lasts at least 0.5 s")
+        for name, _px in self.rest_aus:
+            if name not in ACTION_UNITS:
+                raise ValueError(f"rest_aus: unknown AU {name!r}; known: {sorted(ACTION_UNITS)}")
+        if self.face_aspect <= 0 or self.light_gain <= 0:
+            raise ValueError("face_aspect and light_gain must be positive")
 
     @property
     def n_frames(self) -> int:
@@ -308,8 +328,15 @@ class SyntheticSpec:
 
     def digest(self) -> str:
         """Short stable hash of the spec and generator version (for cache keys and video ids)."""
-        payload = json.dumps({"v": GENERATOR_VERSION, **asdict(self)}, sort_keys=True)
+        fields = asdict(self)
+        for name, default in _NEUTRAL_LOOK_DEFAULTS.items():
+            if fields[name] == default:
+                del fields[name]  # absent at defaults: older videos keep their ids and caches
+        payload = json.dumps({"v": GENERATOR_VERSION, **fields}, sort_keys=True)
         return hashlib.sha1(payload.encode()).hexdigest()[:10]
+
+
+_NEUTRAL_LOOK_DEFAULTS = {"rest_aus": (), "face_aspect": 1.0, "light_gain": 1.0, "light_side": 0.0}
 
 
 @dataclass(frozen=True)
@@ -591,9 +618,11 @@ def plan_video(spec: SyntheticSpec, seed: int) -> _Plan:
 
     gain = 1.0 + spec.lighting_drift * _smooth_noise(rng, n, fps)
     gain += _steps(rng, n, fps, spec.n_light_changes, spec.light_change, (0.1, 0.5))
+    gain *= spec.light_gain
     gradient = np.stack(
         [0.5 * spec.lighting_drift * _smooth_noise(rng, n, fps) for _ in range(2)], axis=1
     )
+    gradient[:, 0] += spec.light_side
     noise_sigma = float(rng.uniform(*spec.noise_sigma))
     quality = None
     if spec.jpeg_quality is not None:
@@ -633,6 +662,10 @@ class SyntheticStream:
             name: au_unit_field(identity, ACTION_UNITS[name]) for name in self.plan.au_amplitude
         }
         self._blink = blink_field(identity)
+        self._rest: np.ndarray | None = None
+        for name, px in spec.rest_aus:
+            term = au_unit_field(identity, ACTION_UNITS[name]) * np.float32(px)
+            self._rest = term if self._rest is None else self._rest + term
         s = IDENTITY_SIZE
         ys, xs = np.mgrid[0:s, 0:s].astype(np.float32)
         self._grid = np.stack([xs, ys], axis=-1)
@@ -681,7 +714,13 @@ class SyntheticStream:
         c, s = scale * np.cos(a), scale * np.sin(a)
         half = IDENTITY_SIZE / 2.0
         cx, cy = self._centre[0] + tx * self._scale, self._centre[1] + ty * self._scale
-        return np.array([[c, -s, cx - c * half + s * half], [s, c, cy - s * half - c * half]])
+        matrix = np.array([[c, -s, cx - c * half + s * half], [s, c, cy - s * half - c * half]])
+        aspect = self.spec.face_aspect
+        if aspect != 1.0:
+            # Stretch the identity image horizontally about its centre, then place it.
+            stretch = np.array([[aspect, 0.0, half * (1.0 - aspect)], [0.0, 1.0, 0.0], [0, 0, 1]])
+            matrix = (np.vstack([matrix, [0.0, 0.0, 1.0]]) @ stretch)[:2]
+        return matrix
 
     def frame(self, i: int) -> np.ndarray:
         """Render frame ``i`` (H, W, 3) uint8 BGR; independent of which frames came before."""
@@ -690,7 +729,7 @@ class SyntheticStream:
         if not 0 <= i < self.n_frames:
             raise IndexError(f"frame {i} outside 0..{self.n_frames - 1}")
         plan = self.plan
-        disp = None
+        disp = self._rest
         for name, track in plan.au_amplitude.items():
             if track[i] != 0.0:
                 term = self._fields[name] * np.float32(track[i])

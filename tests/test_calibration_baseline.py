@@ -1,0 +1,177 @@
+"""The neutral-baseline phase on the real Spotter/Pipeline (stand-in backend and aligner)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from calibration_helpers import FrameIsCropAligner, LevelBackend, make_clip, write_video
+
+from fesnet.calibration.baseline import (
+    BaselineConfig,
+    CalibratingSpotter,
+    CalibrationError,
+    attach_calibration,
+)
+from fesnet.calibration.profile import load_profile, save_profile
+from fesnet.model.merger import MergerConfig
+from fesnet.model.metrics import match_intervals, spotting_f1
+from fesnet.realtime.engine import Engine
+from fesnet.realtime.events import JsonlSink, ListSink, read_events
+from fesnet.realtime.pipeline import Pipeline, Spotter
+from fesnet.realtime.sources import FileSource
+from fesnet.realtime.tracking import FaceTracker
+from fesnet.realtime.types import Frame
+
+BASE = MergerConfig(on_threshold=0.5, off_threshold=0.3)
+FPS = 30.0
+
+
+def frames_of(crops_rgb: np.ndarray, start_index: int = 0) -> list[Frame]:
+    return [
+        Frame(np.ascontiguousarray(c[:, :, ::-1]), start_index + i, (start_index + i) / FPS, 0)
+        for i, c in enumerate(crops_rgb)
+    ]
+
+
+def dark(n: int) -> np.ndarray:
+    return np.zeros((n, 112, 112, 3), np.uint8)
+
+
+def run(spotter: Spotter, frames: list[Frame]) -> list:
+    events = []
+    for f in frames:
+        events += spotter.process(f)
+    return events + spotter.finish()
+
+
+def calibrating(**kw) -> CalibratingSpotter:
+    return CalibratingSpotter(Engine(LevelBackend()), BASE, 8,
+                              tracker=FaceTracker(FrameIsCropAligner()), **kw)  # fmt: skip
+
+
+def truth_and_frames(seed: int = 1) -> tuple[list[tuple[int, int, int]], list[Frame]]:
+    """A person resting at p_expr 0.45 +- 0.08 (above the base on-threshold now and then), with
+    1.5 s of neutral face first and then two MaE and one ME (source frames at 30 FPS)."""
+    events = [(100, 140, 2), (200, 210, 1), (260, 300, 2)]
+    clip = make_clip(330, events, rest=0.45, rest_noise=0.08, seed=seed)
+    return events, frames_of(clip.crops)
+
+
+def final_intervals(events: list) -> list[tuple[int, int, int]]:
+    return [
+        (e.onset_frame, e.offset_frame, 1 if e.label == "ME" else 2)
+        for e in events
+        if e.type == "expression" and e.state == "final"
+    ]
+
+
+def test_calibration_raises_thresholds_and_removes_false_positives(tmp_path: Path) -> None:
+    truth, frames = truth_and_frames()
+    plain = Spotter(Engine(LevelBackend()), BASE, 8, tracker=FaceTracker(FrameIsCropAligner()))
+    before = spotting_f1([match_intervals(final_intervals(run(plain, frames)), truth)])
+    assert before["overall"].fp > 0  # the resting face crosses the base threshold
+
+    saved = []
+    spotter = calibrating(baseline=BaselineConfig(duration_s=1.0), profile_name="alice",
+                          on_profile=lambda p: saved.append(save_profile(p, tmp_path)))  # fmt: skip
+    events = run(spotter, frames)
+    status = [e for e in events if e.type == "status"]
+    assert [e.state for e in status] == ["calibrating", "calibrated"]
+    done = status[1].to_dict()
+    assert done["profile"] == "alice" and done["on_threshold"] > 0.55
+    assert done["rest_slots"] >= 60
+    # Nothing was reported while the person rested; the frames after it are spotted.
+    assert all(e.onset_frame > status[1].onset_frame for e in events if e.type == "expression")
+    after = spotting_f1([match_intervals(final_intervals(events), truth)])
+    assert after["overall"].fp == 0 and after["overall"].tp == 3
+    assert spotter.calibration_state()["phase"] == "calibrated"
+    assert spotter.snapshot_state()["calibration"]["progress"] == 1.0
+    # The saved profile gives the same thresholds when reused (fesnet-spot run --profile alice).
+    assert saved == [tmp_path / "alice.json"]
+    reused = load_profile("alice", tmp_path).apply(BASE)
+    assert reused == spotter.cfg
+
+
+def test_no_face_waits_then_fails_clearly_and_never_calibrates_on_nothing() -> None:
+    saved = []
+    spotter = calibrating(baseline=BaselineConfig(duration_s=1.0, timeout_s=2.0),
+                          on_profile=saved.append)  # fmt: skip
+    events = []
+    frames = frames_of(dark(62))  # frame 60 is 2.0 s after the first one
+    for f in frames[:-1]:
+        events += spotter.process(f)
+    # (a "camera frozen" status, which has no state, also comes: the frames are identical)
+    states = [e.state for e in events if e.type == "status" and e.state is not None]
+    assert states == ["calibrating", "calibration_failed"]
+    failed = next(e for e in events if e.state == "calibration_failed")
+    assert "0.0 s of face" in failed.message and "nothing was calibrated" in failed.message
+    assert spotter.phase == "failed" and spotter.profile is None and not saved
+    with pytest.raises(CalibrationError, match="nothing was calibrated"):
+        spotter.process(frames[-1])
+
+
+def test_a_face_that_arrives_late_is_waited_for() -> None:
+    face = make_clip(60, [], rest=0.2, rest_noise=0.05, seed=3).crops
+    spotter = calibrating(baseline=BaselineConfig(duration_s=0.5, timeout_s=5.0))
+    events = []
+    for f in frames_of(np.concatenate([dark(45), face])):
+        events += spotter.process(f)
+    assert [e.state for e in events if e.type == "status"] == ["calibrating", "calibrated"]
+    assert [e.type for e in events if e.type.startswith("face")] == ["face_found"]
+    assert spotter.cfg == BASE  # a quiet resting face keeps the base thresholds
+
+
+def test_stream_ending_during_calibration_is_an_error() -> None:
+    spotter = calibrating(baseline=BaselineConfig(duration_s=3.0))
+    face = make_clip(30, [], rest=0.2, rest_noise=0.05, seed=4).crops
+    with pytest.raises(CalibrationError, match="ended during calibration"):
+        run(spotter, frames_of(face))
+
+
+def test_skip_keeps_the_base_thresholds() -> None:
+    _, frames = truth_and_frames()
+    spotter = calibrating(baseline=BaselineConfig(duration_s=1.0))
+    events = spotter.process(frames[0])
+    spotter.skip()
+    events += run(spotter, frames[1:])
+    assert [e.state for e in events if e.type == "status"] == ["calibrating",
+                                                              "calibration_skipped"]  # fmt: skip
+    assert spotter.cfg == BASE and spotter.profile is None
+    assert any(e.type == "expression" for e in events)
+
+
+def test_pipeline_with_a_calibration_phase_writes_status_events(tmp_path: Path) -> None:
+    truth, frames = truth_and_frames(seed=2)
+    video = write_video(tmp_path / "clip.mp4", np.stack([f.image[:, :, ::-1] for f in frames]),
+                        fps=FPS)  # fmt: skip
+    sink, jsonl = ListSink(), JsonlSink(tmp_path / "events.jsonl")
+    pipe = Pipeline(FileSource(video), LevelBackend(), BASE, 8, [sink, jsonl],
+                    aligner=FrameIsCropAligner())  # fmt: skip
+    profiles: list = []
+    spotter = attach_calibration(pipe, BaselineConfig(duration_s=1.0), "bob", profiles.append)
+    pipe.run()
+    jsonl.close()
+    assert pipe.spotter is spotter and spotter.phase == "calibrated" and len(profiles) == 1
+    lines = [d for d in read_events(tmp_path / "events.jsonl") if d["type"] == "status"]
+    assert [d["state"] for d in lines] == ["calibrating", "calibrated"]
+    assert lines[1]["profile"] == "bob" and "on_threshold" in lines[1]
+    counts = spotting_f1([match_intervals(final_intervals(sink.events), truth)])
+    assert counts["overall"].fp == 0 and counts["overall"].tp == 3
+
+
+@pytest.mark.slow
+def test_spot_cli_calibration_without_a_face_exits_with_a_message(tmp_path: Path, capsys) -> None:
+    from test_calibration_profile import _tiny_checkpoint
+
+    from fesnet.realtime import cli
+
+    ckpt = _tiny_checkpoint(tmp_path / "tiny.pt")
+    video = write_video(tmp_path / "dark.mp4", dark(45), fps=FPS)
+    code = cli.main(["run", "--source", str(video), "--checkpoint", str(ckpt), "--backend",
+                     "torch", "--calibrate", "--profile", "carol", "--profiles-dir",
+                     str(tmp_path / "profiles"), "--quiet"])  # fmt: skip
+    assert code == 2
+    assert "ended during calibration after 0.0 s of face" in capsys.readouterr().err
+    assert not (tmp_path / "profiles" / "carol.json").exists()
