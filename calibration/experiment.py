@@ -1,0 +1,161 @@
+"""Does per-person calibration help? Synthetic sessions whose neutral face differs.
+
+Each session is one identity with a *neutral look* drawn once (:func:`session_look`: a constant
+resting AU offset / asymmetry, face shape, room lighting and side light; see ``SyntheticSpec``)
+and two clips that share it: a short neutral clip (the calibration phase: no expressions, blinks
+and head motion as usual) and a labelled test clip. For every session the test clip is spotted
+with the base thresholds and with the thresholds each :class:`ThresholdRule` derives from the
+session's own neutral clip; F1 is pooled over sessions (MEGC: counts summed).
+
+Window scores are computed once per clip; the neutral clip is fused exactly as the live phase
+fuses it (``profile_from_windows``), so the offline numbers are what a live session would get.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fesnet.model.backends import Backend
+from fesnet.model.inference import predict_windows
+from fesnet.model.merger import MergerConfig
+from fesnet.model.metrics import MetricTable, evaluate_videos
+
+from .baseline import profile_from_windows
+from .fit import ScoredVideo, predict_intervals, score_videos
+from .profile import ThresholdRule
+
+logger = logging.getLogger(__name__)
+
+# Resting offsets a neutral face can carry: one-sided or partial AUs (px on the 256 px image).
+REST_AUS = (
+    "AU12U_unilateral_corner_pull",
+    "AU4_brow_lower",
+    "AU15_lip_corner_depress",
+    "AU2_outer_brow_raise",
+    "AU7_lid_tighten",
+    "AU24_lip_press",
+)
+
+DEFAULT_RULES: dict[str, ThresholdRule] = {
+    "q99+0.05": ThresholdRule(0.99, 0.05),
+    "q95+0.05": ThresholdRule(0.95, 0.05),
+    "max+0.02": ThresholdRule(1.0, 0.02),
+    "q99+0.05 (may lower)": ThresholdRule(0.99, 0.05, allow_lower=True),
+}
+
+
+def session_look(rng: np.random.Generator) -> dict[str, Any]:
+    """SyntheticSpec fields of one session's neutral look (drawn once, constant in the session)."""
+    n_rest = int(rng.integers(1, 3))
+    names = rng.choice(len(REST_AUS), size=n_rest, replace=False)
+    return {
+        "rest_aus": tuple(
+            (REST_AUS[int(i)], round(float(rng.uniform(1.5, 5.0)), 2)) for i in names
+        ),
+        "face_aspect": round(float(rng.uniform(0.88, 1.12)), 3),
+        "light_gain": round(float(rng.uniform(0.55, 1.3)), 3),
+        "light_side": round(float(rng.uniform(-0.35, 0.35)), 3),
+    }
+
+
+@dataclass
+class Session:
+    identity: str
+    look: dict[str, Any]
+    neutral: Any  # AlignedVideo of the calibration clip
+    test: Any  # AlignedVideo of the labelled clip
+
+
+def make_sessions(
+    identities: Sequence[str],
+    sessions_per_identity: int,
+    cache_dir: Path,
+    duration_s: float = 30.0,
+    neutral_s: float = 3.0,
+    seed: int = 0,
+) -> list[Session]:
+    """Render (or read from the cache) and align every session's two clips."""
+    from fesnet.model.data.align import FaceAligner
+    from fesnet.model.data.preprocess import preprocess_synthetic
+    from fesnet.model.data.synthetic import SyntheticSpec
+
+    rng = np.random.default_rng([seed, 7])
+    sessions = []
+    with FaceAligner() as aligner:
+        for i, identity in enumerate(identities):
+            for k in range(sessions_per_identity):
+                look = session_look(rng)
+                clip_seed = 50_000 + seed * 1000 + i * 10 + k
+                test_spec = SyntheticSpec(duration_s=duration_s, **look)
+                # min_gap_s bounds the neutral clip only from below (no events are placed).
+                neutral_spec = SyntheticSpec(
+                    duration_s=max(neutral_s, 1.0), n_me=0, n_mae=0, **look
+                )
+                test = preprocess_synthetic(identity, test_spec, clip_seed, aligner=aligner,
+                                            cache_dir=cache_dir)  # fmt: skip
+                neutral = preprocess_synthetic(identity, neutral_spec, clip_seed + 5,
+                                               aligner=aligner, cache_dir=cache_dir)  # fmt: skip
+                sessions.append(Session(identity, look, neutral, test))
+    return sessions
+
+
+@dataclass
+class NeutralResult:
+    tables: dict[str, MetricTable]  # "none" (base thresholds) and one per rule
+    per_session: list[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "tables": {k: t.to_dict() for k, t in self.tables.items()},
+            "per_session": self.per_session,
+        }
+
+    def to_markdown(self) -> str:
+        rows = [
+            "| thresholds | ME F1 | MaE F1 | overall F1 | TP / FP / FN (overall) |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for name, t in self.tables.items():
+            c = t.counts["overall"]
+            rows.append(
+                f"| {name} | {t.f1['ME']:.2f} | {t.f1['MaE']:.2f} | {t.f1['overall']:.2f} | "
+                f"{c.tp} / {c.fp} / {c.fn} |"
+            )
+        return "\n".join(rows) + "\n"
+
+
+def run_neutral_experiment(
+    backend: Backend,
+    sessions: Sequence[Session],
+    base: MergerConfig,
+    rules: dict[str, ThresholdRule] | None = None,
+    stride_frames: int = 8,
+) -> NeutralResult:
+    """Spot every session's test clip uncalibrated and calibrated by each rule."""
+    rules = rules or DEFAULT_RULES
+    t = base.window_frames
+    scored: list[ScoredVideo] = score_videos(backend, [s.test for s in sessions], t, stride_frames)
+    preds: dict[str, list[tuple]] = {"none": []}
+    preds.update({name: [] for name in rules})
+    per_session = []
+    for session, video in zip(sessions, scored, strict=True):
+        starts, probs = predict_windows(backend, session.neutral.crops, t, stride_frames)
+        row: dict[str, Any] = {"identity": session.identity, "look": session.look}
+        preds["none"].append((predict_intervals(video, base), video.intervals, video.n_slots))
+        for name, rule in rules.items():
+            profile = profile_from_windows([list(zip(starts, probs, strict=True))], base,
+                                           "experiment", rule)  # fmt: skip
+            cfg = profile.apply(base)
+            preds[name].append((predict_intervals(video, cfg), video.intervals, video.n_slots))
+            row[name] = {"on_threshold": cfg.on_threshold, "off_threshold": cfg.off_threshold}
+        row["rest_p_expr_q99"] = profile.stats.quantile(0.99)
+        row["rest_p_expr_median"] = profile.stats.quantile(0.5)
+        per_session.append(row)
+    tables = {name: evaluate_videos(rows) for name, rows in preds.items()}
+    return NeutralResult(tables, per_session)

@@ -1,0 +1,153 @@
+"""Threshold fitting: the fitted merger config reproduces its reported F1 when the real spotter
+(Spotter fed crops, and the threaded Pipeline reading a video file) loads it on the same clips."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from calibration_helpers import FrameIsCropAligner, LevelBackend, make_clip, write_video
+
+from fesnet.calibration.fit import (
+    SearchSpace,
+    evaluate_config,
+    fit_merger,
+    pareto_front,
+    score_videos,
+    tradeoff_png,
+)
+from fesnet.model.merger import MergerConfig
+from fesnet.model.metrics import MetricTable, evaluate_videos
+from fesnet.realtime.engine import Engine
+from fesnet.realtime.events import ListSink
+from fesnet.realtime.pipeline import Pipeline, Spotter
+from fesnet.realtime.sources import FileSource
+from fesnet.realtime.types import Frame
+
+FPS = 60.0
+
+
+def clips() -> list:
+    """Three 60 Hz clips: resting noise, MEs (<= 0.5 s) and MaEs, with weak and strong peaks."""
+    return [
+        make_clip(700, [(60, 80, 1), (200, 290, 2), (400, 420, 1), (520, 640, 2)],
+                  rest=0.25, rest_noise=0.2, seed=11, peak=0.8),
+        make_clip(600, [(50, 75, 1), (180, 260, 2), (380, 400, 1)],
+                  rest=0.2, rest_noise=0.25, seed=12, peak=0.7),
+        make_clip(500, [(100, 190, 2), (300, 322, 1)], rest=0.3, rest_noise=0.15, seed=13),
+    ]  # fmt: skip
+
+
+def final_intervals(events: list) -> list[tuple[int, int, int]]:
+    return sorted(
+        (e.onset_frame, e.offset_frame, 1 if e.label == "ME" else 2)
+        for e in events
+        if e.type == "expression" and e.state == "final"
+    )
+
+
+def spotter_table(backend, cfg: MergerConfig, videos: list) -> MetricTable:
+    rows = []
+    for v in videos:
+        spotter = Spotter(Engine(backend), cfg, 8)
+        events = []
+        for i, crop in enumerate(v.crops):
+            events += spotter.push_crop(Frame(crop[:, :, ::-1], i, i / FPS, 0), crop)
+        events += spotter.finish()
+        rows.append((final_intervals(events), v.intervals_true, len(v.crops)))
+    return evaluate_videos(rows)
+
+
+@pytest.fixture(scope="module")
+def fitted() -> tuple[list, object]:
+    videos = clips()
+    for v in videos:
+        from fesnet.model.metrics import labels_to_intervals
+
+        v.intervals_true = labels_to_intervals(v.labels)
+    scored = score_videos(LevelBackend(), videos, 32, 8)
+    # A base whose on-threshold sits inside the resting noise: the fit has work to do.
+    base = MergerConfig(on_threshold=0.35, off_threshold=0.2)
+    result = fit_merger(scored, base, SearchSpace.small(), "overall")
+    return videos, scored, result
+
+
+def test_fit_improves_on_the_base_and_records_every_trial(fitted) -> None:
+    _, scored, result = fitted
+    assert result.table.f1_overall > result.base_table.f1_overall
+    assert result.table.f1_overall == pytest.approx(evaluate_config(scored, result.best).f1_overall)
+    assert max(t.score for t in result.trials) == pytest.approx(result.table.f1_overall)
+    assert len({json.dumps(t.settings, sort_keys=True) for t in result.trials}) == len(
+        result.trials
+    )
+    json.dumps(result.to_dict())  # the report is plain JSON
+
+
+def test_fitted_config_reproduces_its_f1_in_the_spotter(fitted, tmp_path: Path) -> None:
+    videos, _, result = fitted
+    path = result.best.to_json(tmp_path / "merger.json")
+    loaded = MergerConfig.from_json(path)
+    assert loaded == result.best
+    table = spotter_table(LevelBackend(), loaded, videos)
+    assert table.counts == result.table.counts
+    assert table.f1 == pytest.approx(result.table.f1)
+
+
+def test_fitted_config_reproduces_its_f1_in_the_threaded_pipeline(fitted, tmp_path: Path) -> None:
+    videos, _, result = fitted
+    rows = []
+    for k, v in enumerate(videos):
+        clip = write_video(tmp_path / f"clip{k}.mp4", v.crops, fps=FPS)
+        sink = ListSink()
+        pipe = Pipeline(FileSource(clip), LevelBackend(), result.best, 8, [sink],
+                        aligner=FrameIsCropAligner())  # fmt: skip
+        pipe.run()
+        rows.append((final_intervals(sink.events), v.intervals_true, len(v.crops)))
+    table = evaluate_videos(rows)
+    assert table.counts == result.table.counts
+
+
+def test_other_metrics_and_the_tradeoff_plot(fitted, tmp_path: Path) -> None:
+    _, scored, result = fitted
+    me = fit_merger(scored, MergerConfig(), SearchSpace.small(), "ME", max_rounds=1)
+    assert me.table.f1["ME"] >= result.base_table.f1["ME"]
+    png = tradeoff_png(result, tmp_path / "tradeoff.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="unknown metric"):
+        fit_merger(scored, MergerConfig(), SearchSpace.small(), "precision")
+
+
+def test_pareto_front() -> None:
+    pts = np.array([[10, 50], [20, 40], [15, 30], [30, 10], [5, 50]], float)
+    assert pareto_front(pts).tolist() == [0, 1, 3]
+
+
+def test_tiny_real_checkpoint_fit_reproduces_in_the_spotter(tmp_path: Path) -> None:
+    """The same check through the real model path: checkpoint on disk -> TorchBackend."""
+    from test_calibration_profile import _tiny_checkpoint
+
+    from fesnet.model import checkpoint
+    from fesnet.model.backends import make_backend
+
+    ckpt = checkpoint.load(_tiny_checkpoint(tmp_path / "tiny.pt"))
+    backend = make_backend("torch", ckpt)
+    rng = np.random.default_rng(0)
+    videos = clips()[:2]
+    for v in videos:
+        from fesnet.model.metrics import labels_to_intervals
+
+        v.crops = v.crops[:160].copy()
+        v.labels = v.labels[:160]
+        busy = v.labels != 0
+        v.crops[busy] = rng.integers(0, 255, (int(busy.sum()), 112, 112, 3), dtype=np.uint8)
+        v.intervals_true = labels_to_intervals(v.labels)
+    scored = score_videos(backend, videos, 32, 8)
+    space = SearchSpace(on_threshold=(0.3, 0.5, 0.7), off_ratio=(1.0,), min_expression_frames=(3,),
+                        gap_merge_s=(0.1,), duration_rule=((0.5, 0.5),), max_expression_s=(5.0,),
+                        fusion=("mean",))  # fmt: skip
+    result = fit_merger(scored, MergerConfig(), space, "overall", max_rounds=1)
+    table = spotter_table(backend, MergerConfig.from_json(result.best.to_json(tmp_path / "m.json")),
+                          videos)  # fmt: skip
+    assert table.counts == result.table.counts
