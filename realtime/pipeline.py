@@ -15,8 +15,17 @@ clock reset or a replay restarting at 0): the segment is ended exactly like the 
 spotted exactly as offline spotting of the same crops would. A frame at most ``max_gap_s`` older
 than the newest one (reordered or repeated) is skipped and counted (``frames_out_of_order``).
 A camera that keeps delivering the identical image for ``frozen_after_s`` gets a ``status`` event
-(and another when the image changes again); its frames are still spotted. Stopping early (SIGINT,
-``stop()``) instead calls ``merger.interrupt()``: an open interval is closed as "interrupted".
+(and another when the image changes again); its frames are still spotted. Stopping early
+(SIGINT, ``stop()``) instead calls ``merger.interrupt()``: an open interval is closed as
+"interrupted".
+
+Overload. Window work is per 60 Hz slot, not per source frame: dropping frames at a live source
+does not shed it (the next frame fills every slot since the last one and makes several windows
+ready at once, which takes longer, so more frames drop: latency grows). So when a live stream is
+behind (the frame that made windows ready was captured more than ``shed_after_s`` ago), only the
+newest of those windows is scored; the older, stale ones are skipped and counted
+(``windows_skipped``, and a ``status`` event at most every 10 s). The merger commits slots no
+window covered as neutral. Files read at full speed never skip (offline equality).
 """
 
 from __future__ import annotations
@@ -137,8 +146,11 @@ class Spotter:
         stats: StageStats | None = None,
         recent_slots: int = 600,
         frozen_after_s: float = 2.0,
+        shed_after_s: float | None = None,
     ) -> None:
         self.engine = engine
+        self.shed_after_s = shed_after_s
+        self._shed_reported_pts: float | None = None
         self.frozen_after_s = frozen_after_s
         self._same_image: tuple[np.ndarray, float] | None = None  # (image, first pts seen)
         self._frozen = False
@@ -248,10 +260,12 @@ class Spotter:
         key = frame.index if crop_index is None else crop_index
         item = _Item(frame, crop, key)
         for slot, it in self.resampler.push(frame.pts_s, item):
-            events += self._add_slot(slot, it, frame.t_capture_ns)
+            self._add_slot(slot, it, frame.t_capture_ns)
+        # Every window this frame made ready at once (the ring holds them all: see __init__).
+        events += self._run_windows(self.scheduler.on_slots(self.ring.n_slots))
         return events
 
-    def _add_slot(self, slot: int, item: _Item, t_ready_ns: int) -> list[SpotEvent]:
+    def _add_slot(self, slot: int, item: _Item, t_ready_ns: int) -> None:
         key = (self.segment, item.crop_index)
         if key != self._feat_key or self._feat is None:
             t0 = time.perf_counter()
@@ -264,7 +278,6 @@ class Spotter:
         self.timeline.append(meta)
         assert n == slot, (n, slot)
         self.counters["slots"] += 1
-        return self._run_windows(self.scheduler.on_slots(self.ring.n_slots))
 
     # -- windows -------------------------------------------------------------------------------
     def requests(self, starts: Sequence[int]) -> list[WindowRequest]:
@@ -278,16 +291,36 @@ class Spotter:
             out.append(WindowRequest(self.stream, s, xp[0], xa[0], crops))
         return out
 
-    def _run_windows(self, starts: Sequence[int]) -> list[SpotEvent]:
-        if not starts:
+    def _behind(self) -> bool:
+        """A live stream whose newest frame was captured more than ``shed_after_s`` ago."""
+        last = self._last_frame
+        if self.shed_after_s is None or last is None:
+            return False
+        return (time.monotonic_ns() - last.t_capture_ns) / 1e9 > self.shed_after_s
+
+    def _skip_window(self) -> list[SpotEvent]:
+        self.counters["windows_skipped"] += 1
+        last = self._last_frame
+        assert last is not None
+        reported = self._shed_reported_pts
+        if reported is not None and 0.0 <= last.pts_s - reported < 10.0:
             return []
+        self._shed_reported_pts = last.pts_s
+        n = self.counters["windows_skipped"]
+        return [self._status(last, f"falling behind: {n} stale windows skipped so far "
+                                   "(frames are dropped too)")]  # fmt: skip
+
+    def _run_windows(self, starts: Sequence[int]) -> list[SpotEvent]:
+        events: list[SpotEvent] = []
         reqs = self.requests(starts)
-        t0 = time.perf_counter()
-        probs = self.engine.step(reqs)
-        self.stats.add("window", time.perf_counter() - t0)
-        events = []
-        for req, p in zip(reqs, probs, strict=True):
-            events += self.apply(req.start_slot, p)
+        for i, req in enumerate(reqs):  # one at a time, as offline spotting scores them
+            if i < len(reqs) - 1 and self._behind():  # the newest window is always scored
+                events += self._skip_window()
+                continue
+            t0 = time.perf_counter()
+            (probs,) = self.engine.step([req])
+            self.stats.add("window", time.perf_counter() - t0)
+            events += self.apply(req.start_slot, probs)
         return events
 
     def apply(self, start_slot: int, probs: np.ndarray) -> list[SpotEvent]:
@@ -323,7 +356,8 @@ class Spotter:
         t_ready = last.t_capture_ns if last is not None else time.monotonic_ns()
         events: list[SpotEvent] = []
         for slot, it in self.resampler.flush():
-            events += self._add_slot(slot, it, t_ready)
+            self._add_slot(slot, it, t_ready)
+        events += self._run_windows(self.scheduler.on_slots(self.ring.n_slots))
         events += self._run_windows(self.scheduler.on_end(self.ring.n_slots))
         merged = self.merger.flush()
         self._drain()
@@ -451,6 +485,7 @@ class Pipeline:
         frame_sinks: Sequence[FrameSink] = (),
         record_scores: bool = False,
         max_gap_s: float = 0.5,
+        shed_after_s: float = 0.3,
     ) -> None:
         self.source = source
         self.engine = (
@@ -476,6 +511,7 @@ class Pipeline:
             max_gap_s=max_gap_s,
             record_scores=record_scores,
             stats=self.stats,
+            shed_after_s=shed_after_s if source.live else None,
         )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -674,6 +710,7 @@ class Pipeline:
             "slots": c["slots"],
             "encoded": c["encoded"],
             "windows": c["windows"],
+            "windows_skipped": c["windows_skipped"],
             "faces_lost": c["faces_lost"],
             "segments": self.spotter.segment,
             "events": self.events_emitted,

@@ -269,8 +269,8 @@ def test_frozen_camera_is_reported_and_recovers(engine: Engine) -> None:
 class FakeCapture:
     """An OpenCV-like capture whose reads fail from ``fail_from`` for ``n_fail`` reads."""
 
-    def __init__(self, plan: dict[str, int], image: np.ndarray) -> None:
-        self.plan, self.image, self.reads = plan, image, 0
+    def __init__(self, plan: dict[str, int]) -> None:
+        self.plan = plan
 
     def read(self) -> tuple[bool, np.ndarray | None]:
         time.sleep(1 / 60)
@@ -278,7 +278,7 @@ class FakeCapture:
         n = self.plan["reads"]
         if self.plan["fail_from"] <= n < self.plan["fail_from"] + self.plan["n_fail"]:
             return False, None
-        return True, self.image.copy()
+        return True, marked(1, 100 + n % 3)
 
     def release(self) -> None:
         pass
@@ -298,15 +298,18 @@ class FlakyCamera(_CaptureSource):
         self.opens += 1
         if 1 < self.opens <= 1 + self.open_fails:
             return None
-        return FakeCapture(self.plan, marked(1, 100))
+        return FakeCapture(self.plan)
 
     def _open_error(self) -> str:
         return "camera is not present"
 
 
-def _run_fake_pipeline(engine: Engine, source: Any, timeout: float = 20) -> tuple[Pipeline, Any]:
+def _run_fake_pipeline(
+    engine: Engine, source: Any, frame_sink: Any = None, timeout: float = 20
+) -> tuple[Pipeline, Any]:
     sink = ListSink()
-    pipe = Pipeline(source, engine, BUSY, 8, [sink], aligner=MarkedAligner())
+    pipe = Pipeline(source, engine, BUSY, 8, [sink], aligner=MarkedAligner(),
+                    frame_sinks=[frame_sink] if frame_sink else [])  # fmt: skip
     pipe.start()
     deadline = time.monotonic() + timeout
     err = None
@@ -332,13 +335,15 @@ def test_camera_unplugged_and_replugged_reconnects(engine: Engine) -> None:
         original_run()
 
     cam._run = run_then_stop  # type: ignore[method-assign]
-    pipe, (sink, err) = _run_fake_pipeline(engine, cam)
+    seen: list[int] = []
+    pipe, (sink, err) = _run_fake_pipeline(engine, cam, lambda f, tr, sp: seen.append(f.index))
     assert err is None
     msgs = [e.message for e in sink.events if e.type == "status"]
     assert "source: read failed; reconnecting (attempt 1)" in msgs
     assert "source: reconnected" in msgs
     assert cam.reconnects >= 1
-    assert pipe.summary()["frames"] >= 100  # frames flow again after the replug
+    assert pipe.summary()["frames_read"] >= 110  # frames flow again after the replug ...
+    assert max(seen) > 45  # ... and are spotted
     assert_paired(sink.events)
 
 
