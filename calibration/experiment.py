@@ -147,13 +147,20 @@ def run_neutral_experiment(
     for session, video in zip(sessions, scored, strict=True):
         starts, probs = predict_windows(backend, session.neutral.crops, t, stride_frames)
         row: dict[str, Any] = {"identity": session.identity, "look": session.look}
-        preds["none"].append((predict_intervals(video, base), video.intervals, video.n_slots))
+        uncalibrated = (predict_intervals(video, base), video.intervals, video.n_slots)
+        preds["none"].append(uncalibrated)
+        row["none"] = {"f1_overall": evaluate_videos([uncalibrated]).f1_overall}
         for name, rule in rules.items():
             profile = profile_from_windows([list(zip(starts, probs, strict=True))], base,
                                            "experiment", rule)  # fmt: skip
             cfg = profile.apply(base)
-            preds[name].append((predict_intervals(video, cfg), video.intervals, video.n_slots))
-            row[name] = {"on_threshold": cfg.on_threshold, "off_threshold": cfg.off_threshold}
+            spotted = (predict_intervals(video, cfg), video.intervals, video.n_slots)
+            preds[name].append(spotted)
+            row[name] = {
+                "on_threshold": cfg.on_threshold,
+                "off_threshold": cfg.off_threshold,
+                "f1_overall": evaluate_videos([spotted]).f1_overall,
+            }
         row["rest_p_expr_q99"] = profile.stats.quantile(0.99)
         row["rest_p_expr_median"] = profile.stats.quantile(0.5)
         per_session.append(row)

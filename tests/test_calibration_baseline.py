@@ -175,3 +175,21 @@ def test_spot_cli_calibration_without_a_face_exits_with_a_message(tmp_path: Path
     assert code == 2
     assert "ended during calibration after 0.0 s of face" in capsys.readouterr().err
     assert not (tmp_path / "profiles" / "carol.json").exists()
+
+
+def test_neutral_experiment_pools_sessions_and_reports_each_rule() -> None:
+    from fesnet.calibration.experiment import Session, run_neutral_experiment
+
+    events = [(100, 180, 2), (300, 320, 1), (450, 560, 2)]
+    sessions = [
+        Session("noisy", {}, make_clip(200, [], 0.45, 0.08, seed=5),
+                make_clip(640, events, 0.45, 0.08, seed=6)),
+        Session("quiet", {}, make_clip(200, [], 0.1, 0.05, seed=7),
+                make_clip(640, events, 0.1, 0.05, seed=8)),
+    ]  # fmt: skip
+    result = run_neutral_experiment(LevelBackend(), sessions, BASE)
+    none, calibrated = result.tables["none"], result.tables["q99+0.05"]
+    assert none.n_videos == calibrated.n_videos == 2
+    assert calibrated.f1_overall > none.f1_overall
+    assert result.per_session[1]["q99+0.05"]["on_threshold"] == BASE.on_threshold
+    assert "| q99+0.05 |" in result.to_markdown()
