@@ -26,6 +26,7 @@ import argparse
 import collections
 import json
 import logging
+import signal
 import tempfile
 import threading
 import time
@@ -174,9 +175,12 @@ def main(argv: list[str] | None = None) -> int:
     samples: list[dict[str, Any]] = []
     next_sample = t_start + min(args.warmup_s, duration_s)
     lat_seen = 0
+    stop = threading.Event()  # SIGINT / SIGTERM end the soak early, with its result written
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     print(f"soak: {args.minutes:g} min at {args.fps:g} FPS ({size[0]}x{size[1]}), model: {kind}")
-    while time.monotonic() - t_start < duration_s and pipe.running:
-        time.sleep(max(0.0, min(1.0, next_sample - time.monotonic())))
+    while time.monotonic() - t_start < duration_s and pipe.running and not stop.is_set():
+        stop.wait(max(0.0, min(1.0, next_sample - time.monotonic())))
         if time.monotonic() < next_sample:
             continue
         next_sample += args.sample_s

@@ -195,7 +195,7 @@ class RtcPeer:
     def _on_message(self, message: Any) -> None:
         try:
             msg = json.loads(message)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RecursionError):  # deep nesting raises RecursionError
             return
         if isinstance(msg, dict) and msg.get("type") == "end":
             self._spawn(self.finish_stream())
