@@ -204,7 +204,7 @@ def verify_onnx(
     """
     import onnxruntime as ort
 
-    net = net.float().eval()
+    net = _deployable(net)
     frames, x_prime, x_atten = example_inputs(net, n_frames=3, batch=2, seed=1)
     if frames_u8 is not None:
         frames = torch.from_numpy(np.ascontiguousarray(frames_u8))
