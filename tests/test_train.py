@@ -57,3 +57,23 @@ def test_short_training_run_lowers_the_loss() -> None:
         losses.append(parts["ce"])
     assert all(np.isfinite(losses))
     assert np.mean(losses[-6:]) < 0.7 * np.mean(losses[:6]), losses
+
+
+@pytest.mark.slow
+def test_head_stage_freezes_the_encoder_and_trains_the_head(tmp_path) -> None:
+    from fesnet.model import checkpoint
+    from fesnet.model.train import train_head
+
+    torch.manual_seed(0)
+    net = FESNet(FESNetConfig.tiny())
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    videos = [toy_video(0), toy_video(1)]
+    cfg = TrainConfig(model="tiny", threads=1)
+    path = train_head(net, cfg, videos, [toy_video(2)], tmp_path, {"data": "toy"}, minutes=0.05,
+                      windows_per_step=4)
+    after = checkpoint.load(path).net.state_dict()
+    enc = [k for k in before if k.startswith("encoder.") and before[k].is_floating_point()]
+    head = [k for k in before if k.startswith("mtam.") and k.endswith("weight")]
+    assert all(torch.equal(before[k], after[k]) for k in enc)
+    assert any(not torch.equal(before[k], after[k]) for k in head)
+    assert checkpoint.load(path).meta["stages"]["head_steps"] > 0
