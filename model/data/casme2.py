@@ -26,8 +26,7 @@ from .common import (
     LABEL_ME,
     DatasetError,
     VideoRecord,
-    frame_number_to_index,
-    resolve_offset,
+    label_row_interval,
 )
 from .xlsx import as_int, is_blank, read_sheets
 
@@ -150,11 +149,9 @@ def load_records(root: Path | str, labels_path: Path | str | None = None) -> lis
         numbers = frame_cache[folder][1]
         if not numbers:
             raise DatasetError(f"{where}: video folder {folder} has no imgK.jpg frames")
-        fixed = resolve_offset(onset, apex, offset)
-        n_completed += fixed != offset
-        lo = frame_number_to_index(numbers, onset)
-        hi = min(frame_number_to_index(numbers, fixed), len(numbers) - 1)
-        intervals[folder].append((lo, max(hi, lo), label))
+        interval, completed = label_row_interval(numbers, onset, apex, offset, label)
+        n_completed += completed
+        intervals[folder].append(interval)
     if n_completed:
         logger.info("CAS(ME)^2: completed %d label rows without an offset", n_completed)
 

@@ -85,3 +85,14 @@ def frame_number_to_index(numbers: list[int], number: int) -> int:
 
     pos = bisect.bisect_right(numbers, number) - 1
     return max(pos, 0)
+
+
+def label_row_interval(
+    numbers: list[int], onset: int, apex: int, offset: int, label: int
+) -> tuple[tuple[int, int, int], bool]:
+    """A label sheet row (frame *numbers*) -> an inclusive (onset, offset, label) interval in
+    frame *indices* of the video, and whether its offset had to be completed."""
+    fixed = resolve_offset(onset, apex, offset)
+    lo = frame_number_to_index(numbers, onset)
+    hi = min(frame_number_to_index(numbers, fixed), len(numbers) - 1)
+    return (lo, max(hi, lo), label), fixed != offset

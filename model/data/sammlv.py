@@ -24,8 +24,7 @@ from .common import (
     LABEL_ME,
     DatasetError,
     VideoRecord,
-    frame_number_to_index,
-    resolve_offset,
+    label_row_interval,
 )
 from .xlsx import as_int, is_blank, read_sheets
 
@@ -121,11 +120,9 @@ def load_records(root: Path | str, labels_path: Path | str | None = None) -> lis
         numbers = frames[video][1]
         if not numbers:
             raise DatasetError(f"{where}: video folder {videos[video]} has no frames")
-        fixed = resolve_offset(onset, apex, offset)
-        n_completed += fixed != offset
-        lo = frame_number_to_index(numbers, onset)
-        hi = min(frame_number_to_index(numbers, fixed), len(numbers) - 1)
-        intervals[video].append((lo, max(hi, lo), label))
+        interval, completed = label_row_interval(numbers, onset, apex, offset, label)
+        n_completed += completed
+        intervals[video].append(interval)
     if n_completed:
         logger.info("SAMM-LV: completed %d label rows without an offset", n_completed)
 
