@@ -269,6 +269,9 @@ def tradeoff_png(result: FitResult, path: str | Path, title: str = "") -> Path:
                label=f"base (overall {b.f1['overall']:.1f})", zorder=3)  # fmt: skip
     ax.scatter([t.f1["ME"]], [t.f1["MaE"]], marker="*", s=160, color="tab:red",
                label=f"fitted (overall {t.f1['overall']:.1f})", zorder=4)  # fmt: skip
+    top = max(10.0, float(pts.max()) + 5.0 if len(pts) else 10.0)
+    ax.set_xlim(-1.0, min(top, 101.0))
+    ax.set_ylim(-1.0, min(top, 101.0))
     ax.set_xlabel("ME F1 (%)")
     ax.set_ylabel("MaE F1 (%)")
     ax.set_title(title or f"merger fit on {result.n_videos} clips (metric: {result.metric})")
