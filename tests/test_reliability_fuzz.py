@@ -605,3 +605,33 @@ def test_a_peer_that_vanishes_without_closing_is_dropped(tiny_engine: Any) -> No
     assert r["dropped_after"] < 10, r
     assert r["stayer_ok"], r
     assert hub.sessions() == []
+
+
+def test_an_answered_offer_that_never_connects_frees_its_slot(tiny_engine: Any) -> None:
+    """Without a connect timeout such a peer held its slot and session ~58 s (until aiortc's ICE
+    gave up): max_peers such offers a minute would lock every camera out."""
+    hub = make_hub(tiny_engine)
+
+    async def main() -> tuple[list[int], float, int]:
+        import aiohttp
+
+        server, runner, url = await start_server(hub, max_peers=2, connect_timeout_s=1.0)
+        try:
+            codes = []
+            async with aiohttp.ClientSession() as http:
+                for _ in range(3):
+                    pc, sdp = await a_valid_offer()
+                    await pc.close()  # the client goes away before ICE
+                    body = json.dumps({"sdp": sdp, "type": "offer"}).encode()
+                    codes.append(await _post_raw(http, f"{url}/offer", body, {}))
+            t0 = time.monotonic()
+            while server.peers and time.monotonic() - t0 < 15:
+                await asyncio.sleep(0.1)
+            return codes, time.monotonic() - t0, len(server.peers)
+        finally:
+            await runner.cleanup()
+
+    codes, freed_after, left = asyncio.run(main())
+    assert codes == [200, 200, 503]
+    assert left == 0 and freed_after < 5
+    assert hub.sessions() == []

@@ -201,6 +201,7 @@ class LiveSession:
             "frames": snap.frames,
             "fps": round(snap.fps, 2),
             "dropped": snap.dropped,
+            "windows_skipped": self.pipeline.spotter.counters["windows_skipped"],
             "score_latency_p50_ms": (
                 None if snap.latency_p50_ms is None else round(snap.latency_p50_ms, 1)
             ),

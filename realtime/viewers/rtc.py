@@ -95,12 +95,14 @@ class RtcPeer:
         prefix: str = "peer",
         stats_every_s: float = 1.0,
         on_closed: Callable[[RtcPeer], Awaitable[None] | None] | None = None,
+        connect_timeout_s: float = 15.0,
     ) -> None:
         from aiortc import RTCPeerConnection
 
         self.hub = hub
         self.prefix = prefix
         self.stats_every_s = stats_every_s
+        self.connect_timeout_s = connect_timeout_s
         self.on_closed = on_closed
         self.pc = RTCPeerConnection(rtc_configuration())
         self.session: LiveSession | None = None
@@ -161,7 +163,17 @@ class RtcPeer:
         self.session.listen_async(self._loop, self._send_event)
         self._spawn(self._read_video(video[0]))
         self._spawn(self._send_stats())
+        self._spawn(self._drop_if_never_connected())
         return pc.localDescription
+
+    async def _drop_if_never_connected(self) -> None:
+        """An answered offer whose client never completes ICE would hold a peer slot and a
+        session until ICE gives up (~60 s with aiortc): close it after ``connect_timeout_s``."""
+        await asyncio.sleep(self.connect_timeout_s)
+        if self.pc.connectionState != "connected":
+            logger.info("peer %s: not connected after %.0f s; closing", self.id,
+                        self.connect_timeout_s)  # fmt: skip
+            self.close_soon()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)

@@ -7,7 +7,8 @@ Routes (aiohttp):
 - ``POST /offer``: signalling. Body ``{"sdp": ..., "type": "offer"}`` -> the answer, same shape.
   The client opens a data channel before the offer; the server sends each spotter event on it as
   the event JSON of docs/EVENTS.md, and ``{"type": "stats", ...}`` once a second;
-- ``GET /health``: ``{"ok": true, "peers": n, "max_peers": m}``.
+- ``GET /health``: ``{"ok": true, "peers": n, "max_peers": m, "rss_mb": ..., "frames_dropped": ...,
+  "windows_skipped": ..., "offers_rejected": ...}`` (load shedding summed over the current peers).
 
 Every peer gets its own spotter state (a :class:`~fesnet.realtime.viewers.hub.LiveSession`); all
 of them share the hub's engine. Access control: the server binds 127.0.0.1 unless told otherwise;
@@ -72,6 +73,7 @@ class ServerConfig:
     max_peers: int = 4
     max_sdp_bytes: int = MAX_SDP_BYTES
     stats_every_s: float = 1.0
+    connect_timeout_s: float = 15.0
 
 
 class WebRtcServer:
@@ -105,10 +107,22 @@ class WebRtcServer:
         return web.FileResponse(STATIC / "client.html")
 
     async def _health(self, request: Any) -> Any:
+        import psutil
         from aiohttp import web
 
+        sessions = [p.session for p in self.peers if p.session is not None]
         return web.json_response(
-            {"ok": True, "peers": len(self.peers), "max_peers": self.config.max_peers}
+            {
+                "ok": True,
+                "peers": len(self.peers),
+                "max_peers": self.config.max_peers,
+                "rss_mb": round(psutil.Process().memory_info().rss / 2**20, 1),
+                "frames_dropped": sum(s.source.dropped for s in sessions),
+                "windows_skipped": sum(
+                    s.pipeline.spotter.counters["windows_skipped"] for s in sessions
+                ),
+                "offers_rejected": self.offers_rejected,
+            }
         )
 
     def _request_token(self, request: Any) -> str | None:
@@ -139,7 +153,7 @@ class WebRtcServer:
             offer = parse_offer(data, self.config.max_sdp_bytes)
             peer = RtcPeer(
                 self.hub, prefix="peer", stats_every_s=self.config.stats_every_s,
-                on_closed=self._forget,
+                on_closed=self._forget, connect_timeout_s=self.config.connect_timeout_s,
             )  # fmt: skip
             self.peers.add(peer)
             try:
