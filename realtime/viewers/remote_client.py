@@ -58,10 +58,13 @@ class SourceTrack(VideoStreamTrack):
     def _next(self) -> Any:
         """Blocking: the next frame (reopening a looped file at its end), or None at the end."""
         frame = self._source.read()
-        if frame is None and self.loop:
+        if frame is None and self.loop and self.readyState == "live":
             self._source.stop()
             self._offset_s = self._last_pts_s + self._frame_s
             self._source = self._open()
+            if self.readyState != "live":  # stop() ran meanwhile: do not leak the new reader
+                self._source.stop()
+                return None
             frame = self._source.read()
         return frame
 
