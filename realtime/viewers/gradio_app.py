@@ -402,16 +402,3 @@ def serve_gradio(args: argparse.Namespace) -> int:
     finally:
         hub.close_all()
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    from .commands import add_serve_arguments
-
-    parser = argparse.ArgumentParser(prog="fesnet-serve", description=__doc__)
-    add_serve_arguments(parser)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    return serve_gradio(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

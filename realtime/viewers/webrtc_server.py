@@ -235,16 +235,3 @@ def serve_webrtc(args: argparse.Namespace) -> int:
     finally:
         hub.close_all()
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    from .commands import add_webrtc_arguments
-
-    parser = argparse.ArgumentParser(prog="fesnet-webrtc-server", description=__doc__)
-    add_webrtc_arguments(parser)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    return serve_webrtc(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
