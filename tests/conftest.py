@@ -63,3 +63,32 @@ def two_identities() -> list[object]:
 @pytest.fixture()
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="module")
+def tiny_engine(tmp_path_factory: pytest.TempPathFactory):
+    """A shared (engine, merger config) over a tiny random FESNet, as the WebRTC hub uses."""
+    import torch
+
+    from fesnet.model import checkpoint
+    from fesnet.model.fesnet import FESNet, FESNetConfig
+    from fesnet.realtime.viewers.hub import build_engine
+
+    torch.manual_seed(0)
+    path = checkpoint.save(tmp_path_factory.mktemp("ckpt") / "tiny.pt", FESNet(FESNetConfig.tiny()))
+    return build_engine(path, "torch")
+
+
+@pytest.fixture()
+def loopback_ice():
+    """ICE on 127.0.0.1 only (no network interfaces, no STUN). Use in WebRTC test modules with
+    ``pytestmark = pytest.mark.usefixtures("loopback_ice")``."""
+    from unittest import mock
+
+    import aioice.ice
+
+    def loopback(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        return ["127.0.0.1"]
+
+    with mock.patch.object(aioice.ice, "get_host_addresses", loopback):
+        yield

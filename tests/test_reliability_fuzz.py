@@ -19,7 +19,6 @@ import threading
 import time
 import urllib.parse
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ pytest.importorskip("aiohttp")
 
 import psutil
 
-from fesnet.realtime.viewers.hub import HubConfig, SpotHub, build_engine
+from fesnet.realtime.viewers.hub import HubConfig, SpotHub
 from fesnet.realtime.viewers.remote_client import RemoteCamera, SourceTrack
 from fesnet.realtime.viewers.webrtc_server import (
     ServerConfig,
@@ -81,27 +80,9 @@ class LightHub(SpotHub):
         return super().open_push(prefix, aligner or CenterCropAligner())
 
 
-@pytest.fixture(scope="module")
-def tiny_engine(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    import torch
-
-    from fesnet.model import checkpoint
-    from fesnet.model.fesnet import FESNet, FESNetConfig
-
-    torch.manual_seed(0)
-    path = checkpoint.save(tmp_path_factory.mktemp("ckpt") / "tiny.pt", FESNet(FESNetConfig.tiny()))
-    return build_engine(path, "torch")
 
 
-@pytest.fixture(autouse=True)
-def loopback_ice() -> Iterator[None]:
-    import aioice.ice
-
-    def loopback(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-        return ["127.0.0.1"]
-
-    with mock.patch.object(aioice.ice, "get_host_addresses", loopback):
-        yield
+pytestmark = pytest.mark.usefixtures("loopback_ice")
 
 
 def make_hub(tiny_engine: Any, max_sessions: int = 8) -> LightHub:

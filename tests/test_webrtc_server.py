@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
-from unittest import mock
 
 import pytest
 
@@ -20,7 +18,7 @@ pytest.importorskip("aiortc")
 pytest.importorskip("aiohttp")
 
 from fesnet.realtime.viewers.fakecam import SAMPLE_CLIP, real_face_frames
-from fesnet.realtime.viewers.hub import HubConfig, SpotHub, build_engine
+from fesnet.realtime.viewers.hub import HubConfig, SpotHub
 from fesnet.realtime.viewers.remote_client import RemoteCamera, SourceTrack
 from fesnet.realtime.viewers.rtc import OfferError, RtpClock, parse_offer
 from fesnet.realtime.viewers.webrtc_server import (
@@ -30,18 +28,6 @@ from fesnet.realtime.viewers.webrtc_server import (
     resolve_token,
     token_ok,
 )
-
-
-@pytest.fixture(scope="module")
-def tiny_engine(tmp_path_factory: pytest.TempPathFactory):
-    import torch
-
-    from fesnet.model import checkpoint
-    from fesnet.model.fesnet import FESNet, FESNetConfig
-
-    torch.manual_seed(0)
-    path = checkpoint.save(tmp_path_factory.mktemp("ckpt") / "tiny.pt", FESNet(FESNetConfig.tiny()))
-    return build_engine(path, "torch")
 
 
 @pytest.fixture(scope="module")
@@ -59,16 +45,7 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(autouse=True)
-def loopback_ice() -> Iterator[None]:
-    """ICE on 127.0.0.1 only (no network interfaces, no STUN)."""
-    import aioice.ice
-
-    def loopback(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-        return ["127.0.0.1"]
-
-    with mock.patch.object(aioice.ice, "get_host_addresses", loopback):
-        yield
+pytestmark = pytest.mark.usefixtures("loopback_ice")
 
 
 def make_hub(tiny_engine, max_sessions: int = 4) -> SpotHub:
