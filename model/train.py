@@ -199,6 +199,32 @@ def choose_merger(
     return best[1], best[2]
 
 
+def save_best(
+    out: Path,
+    net: FESNet,
+    cfg: TrainConfig,
+    data_desc: dict,
+    merger_cfg: MergerConfig,
+    table: MetricTable,
+    **progress: object,
+) -> Path:
+    """OUT/best.pt with what the spotter needs beside the weights: the data, the training
+    settings, the merger chosen on validation and its scores; ``progress`` says how far
+    training had got (step or stages)."""
+    return checkpoint.save(
+        out / "best.pt",
+        net,
+        {
+            "trained_on": data_desc,
+            "train_config": json.loads(json.dumps(asdict(cfg), default=str)),
+            **progress,
+            "stride_frames": cfg.stride_frames,
+            "merger": merger_cfg.to_dict(),
+            "validation": table.to_dict(),
+        },
+    )
+
+
 def train(
     cfg: TrainConfig,
     train_videos: list[AlignedVideo],
@@ -240,18 +266,7 @@ def train(
             history[-1]["val_f1"] = table.f1_overall
             if table.f1_overall > best_f1:
                 best_f1 = table.f1_overall
-                checkpoint.save(
-                    out / "best.pt",
-                    net,
-                    {
-                        "trained_on": data_desc,
-                        "train_config": json.loads(json.dumps(asdict(cfg), default=str)),
-                        "step": step + 1,
-                        "stride_frames": cfg.stride_frames,
-                        "merger": merger_cfg.to_dict(),
-                        "validation": table.to_dict(),
-                    },
-                )
+                save_best(out, net, cfg, data_desc, merger_cfg, table, step=step + 1)
         if out_of_time:
             log.info("time budget of %.1f min spent at step %d", cfg.minutes, step + 1)
             break
@@ -361,19 +376,9 @@ def train_head(
             log.info("head step %d validation:\n%s", step, table.to_markdown())
             if table.f1_overall > best_f1:
                 best_f1 = table.f1_overall
-                checkpoint.save(
-                    out / "best.pt",
-                    net,
-                    {
-                        "trained_on": data_desc,
-                        "train_config": json.loads(json.dumps(asdict(cfg), default=str)),
-                        "stages": {"head_steps": step, "head_windows_per_step": windows_per_step,
-                                   "head_minutes": minutes},
-                        "stride_frames": cfg.stride_frames,
-                        "merger": merger_cfg.to_dict(),
-                        "validation": table.to_dict(),
-                    },
-                )
+                stages = {"head_steps": step, "head_windows_per_step": windows_per_step,
+                          "head_minutes": minutes}
+                save_best(out, net, cfg, data_desc, merger_cfg, table, stages=stages)
             net.train()
     return out / "best.pt"
 
