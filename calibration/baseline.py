@@ -35,6 +35,7 @@ import numpy as np
 from fesnet.model.merger import IntervalMerger, MergerConfig, merge_offline
 from fesnet.realtime.engine import Engine
 from fesnet.realtime.pipeline import Pipeline, Spotter
+from fesnet.realtime.tracking import TrackResult
 from fesnet.realtime.types import Frame, SpotEvent
 
 from .profile import BaselineStats, NeutralProfile, ThresholdRule, now_iso
@@ -148,11 +149,11 @@ class CalibratingSpotter(Spotter):
         return state
 
     # -- Spotter overrides --------------------------------------------------------------------
-    def process(self, frame: Frame) -> list[SpotEvent]:
+    def consume(self, frame: Frame, tr: TrackResult) -> list[SpotEvent]:
         if self._failure is not None:
             raise self._failure
         if self.phase != "calibrating":
-            return super().process(frame)
+            return super().consume(frame, tr)
         events: list[SpotEvent] = []
         if self._t0 is None:
             self._t0 = frame.pts_s
@@ -161,8 +162,8 @@ class CalibratingSpotter(Spotter):
         if self._skip.is_set():
             events += self._leave_phase(frame, "calibration_skipped",
                                         "calibration skipped: base thresholds")  # fmt: skip
-            return events + super().process(frame)
-        events += _no_expressions(super().process(frame))
+            return events + super().consume(frame, tr)
+        events += _no_expressions(super().consume(frame, tr))
         if self.scored_slots >= self._need_slots:
             events += self._complete(frame)
         elif frame.pts_s - self._t0 >= self.baseline.timeout_s:

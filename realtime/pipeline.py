@@ -1,11 +1,13 @@
 """One stream's spotting state (:class:`Spotter`) and the threaded live driver (:class:`Pipeline`).
 
-Per source frame, on the pipeline's align+infer thread:
+Per source frame, on two pipeline threads (the source decodes on a third):
 
-    FaceTracker (mediapipe landmarks -> similarity crop, face states)
-      -> Resampler (60 Hz slots by timestamp; a 30 FPS frame fills 2 slots, a 200 FPS file is
-         subsampled) -> FeatureRing (encoder once per distinct crop; a duplicated slot reuses the
-         features) -> WindowScheduler (every ``stride`` slots, as offline ``window_starts``)
+    align thread:  FaceTracker (mediapipe landmarks -> similarity crop, face states)
+      -> a 2-frame hand-over queue (in order; full = backpressure on the source) ->
+    infer thread:  Resampler (60 Hz slots by timestamp; a 30 FPS frame fills 2 slots, a 200 FPS
+         file is subsampled) -> FeatureRing (encoder once per distinct crop; a duplicated slot
+         reuses the features) -> WindowScheduler (every ``stride`` slots, as offline
+         ``window_starts``)
       -> Engine.step (window head) -> IntervalMerger.update -> SpotEvents -> sinks.
 
 Segments. The slot timeline restarts (ring, resampler, scheduler and merger reset) when the face
@@ -33,6 +35,7 @@ from __future__ import annotations
 import collections
 import logging
 import math
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -53,6 +56,8 @@ from .tracking import NO_FACE, FaceTracker, TrackerConfig, TrackResult
 from .types import LABEL_NAMES, Frame, SlotMeta, SpotEvent, WindowRequest
 
 logger = logging.getLogger(__name__)
+
+HANDOVER_FRAMES = 2  # aligned frames waiting for the infer thread
 
 STAGES = ("decode", "align", "encode", "window", "merge", "emit")
 
@@ -191,12 +196,21 @@ class Spotter:
 
     # -- per frame -------------------------------------------------------------------------------
     def process(self, frame: Frame) -> list[SpotEvent]:
-        """A raw BGR source frame -> events (tracking + everything after it)."""
+        """A raw BGR source frame -> events (tracking + everything after it), on one thread."""
+        return self.consume(frame, self.track(frame))
+
+    def track(self, frame: Frame) -> TrackResult:
+        """The align stage: face detection and alignment of one raw frame. It touches only the
+        tracker, so a Pipeline runs it on its own thread, one frame ahead of :meth:`consume`."""
         if self.tracker is None:
             raise RuntimeError("this Spotter has no tracker; use push_crop()")
         t0 = time.perf_counter()
-        tr: TrackResult = self.tracker.update(frame)
+        tr = self.tracker.update(frame)
         self.stats.add("align", time.perf_counter() - t0)
+        return tr
+
+    def consume(self, frame: Frame, tr: TrackResult) -> list[SpotEvent]:
+        """Everything after alignment: a tracked frame -> events (frames in source order)."""
         self.counters["frames"] += 1
         events = self._check_frozen(frame)
         events += [self._stamp(e, frame.t_capture_ns) for e in tr.events]
@@ -464,7 +478,12 @@ FrameSink = Callable[[Frame, TrackResult, Spotter], None]
 
 
 class Pipeline:
-    """Source thread + align/infer thread for one stream; events go to ``sinks``.
+    """Source thread + align thread + infer thread for one stream; events go to ``sinks``.
+
+    Alignment (mediapipe) and the encoder each cost ~5 ms per frame on one core here; on their own
+    threads they overlap, so a stream is limited by the slower stage rather than by their sum.
+    ``Spotter.track`` runs on the align thread, ``Spotter.consume`` on the infer thread; the queue
+    between them keeps source order and holds at most ``HANDOVER_FRAMES``.
 
     ``backend`` is a :class:`~fesnet.model.backends.Backend` or an :class:`Engine`. ``aligner``:
     a FaceAligner-like object (one is created on the worker thread if None). ``frame_sinks`` see
@@ -514,8 +533,14 @@ class Pipeline:
             shed_after_s=shed_after_s if source.live else None,
         )
         self._stop = threading.Event()
+        self._abort = threading.Event()  # one of the two threads failed: both end, no finish()
         self._thread: threading.Thread | None = None
+        self._align_thread: threading.Thread | None = None
+        self._tracked: queue.Queue[tuple[Frame, TrackResult] | None] = queue.Queue(
+            maxsize=HANDOVER_FRAMES
+        )
         self._error: BaseException | None = None
+        self._error_lock = threading.Lock()
         self._done = threading.Event()
         self._ready = threading.Event()
         self._recent_events: collections.deque[SpotEvent] = collections.deque(maxlen=50)
@@ -535,7 +560,11 @@ class Pipeline:
         if self._thread is not None:
             return self
         self.t_start = time.monotonic()
+        self._align_thread = threading.Thread(
+            target=self._align_work, name=f"align-{self.stream}", daemon=True
+        )
         self._thread = threading.Thread(target=self._work, name=f"spot-{self.stream}", daemon=True)
+        self._align_thread.start()
         self._thread.start()
         return self
 
@@ -590,39 +619,81 @@ class Pipeline:
             self._aligner = FaceAligner(crop_size=112, max_faces=2)
         return FaceTracker(self._aligner, self.tracker_config)
 
-    def _work(self) -> None:
+    def _align_work(self) -> None:
+        """Align thread: source frames -> (frame, tracking result) into the hand-over queue."""
         try:
             self.spotter.tracker = self._make_tracker()
             # A live source starts only now: frames are not dropped while mediapipe loads.
             self.source.start()
             self._ready.set()
-            while True:
-                if self._stop.is_set():
-                    self.interrupted = True
-                    break
+            while not (self._stop.is_set() or self._abort.is_set()):
                 try:
                     frame = self.source.read(timeout=0.1)
                 except TimeoutError:
                     continue
                 if frame is None:
                     break
-                events = self.spotter.process(frame)
+                self._hand_over((frame, self.spotter.track(frame)))
+        except BaseException as e:
+            self._fail(e)
+        finally:
+            if self._own_aligner and self._aligner is not None:
+                self._aligner.close()
+            self._hand_over(None)  # end of stream
+
+    def _hand_over(self, item: tuple[Frame, TrackResult] | None) -> None:
+        """Blocks while the infer thread is behind (backpressure: a live source then drops at
+        its latest-only slot, as before); gives up once the pipeline stops or fails."""
+        while not (self._stop.is_set() or self._abort.is_set()):
+            try:
+                self._tracked.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _fail(self, e: BaseException) -> None:
+        with self._error_lock:
+            first = self._error is None
+            if first:
+                self._error = e
+        if first:
+            logger.error("stream %s: worker failed: %r", self.stream, e)
+        self._abort.set()
+        self.source.channel.cancel()  # release a producer waiting for room
+
+    def _work(self) -> None:
+        """Infer thread: tracked frames -> spotting -> events to the sinks."""
+        try:
+            while True:
+                if self._stop.is_set():
+                    self.interrupted = True
+                    break
+                if self._abort.is_set():
+                    return
+                try:
+                    item = self._tracked.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                if item is None:
+                    break
+                frame, tr = item
+                events = self.spotter.consume(frame, tr)
                 self._emit(events)
                 self._frame_times.append(time.monotonic())
                 for fs in self.frame_sinks:
                     fs(frame, self._last_track(), self.spotter)
+            if self._abort.is_set():  # the align thread failed after its last frame
+                return
             if self.interrupted:
                 self._emit(self.spotter.interrupt())
             else:
                 self._emit(self.spotter.finish())
         except BaseException as e:
-            self._error = e
-            logger.error("stream %s: worker failed: %r", self.stream, e)
-            self.source.channel.cancel()  # release a producer waiting for room
+            self._fail(e)
         finally:
+            assert self._align_thread is not None
+            self._align_thread.join()
             self.t_end = time.monotonic()
-            if self._own_aligner and self._aligner is not None:
-                self._aligner.close()
             self._done.set()
 
     def _last_track(self) -> TrackResult:

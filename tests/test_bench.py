@@ -115,3 +115,13 @@ def test_optical_flow_baseline_tracks_a_shift() -> None:
     assert np.allclose(optical_strain(np.ones((8, 8, 2), np.float32)), 0.0)
     with pytest.raises(ValueError, match="unknown flow method"):
         OpticalFlowBaseline("lucas-kanade")
+
+
+def test_60fps_estimate_is_the_slowest_thread_or_the_work_over_the_cores() -> None:
+    """Hand-computed: align 6 ms on its own thread; infer = encode 3 + (window 8 + merge 0) / 8
+    + emit 0 = 4 ms; decode 1 ms. Serial sum 11 ms. On 2 cores the bound is max(6, 4, 1, 5.5)."""
+    stages = {"decode": {"p50_ms": 1.0}, "align": {"p50_ms": 6.0}, "encode": {"p50_ms": 3.0},
+              "window": {"p50_ms": 8.0}, "merge": {"p50_ms": 0.0}}  # fmt: skip
+    assert bench.camera_60fps_ms_per_frame(stages, 8, cores=2) == (6.0, 11.0)
+    # One core: the threads cannot overlap, the serial sum is the cost.
+    assert bench.camera_60fps_ms_per_frame(stages, 8, cores=1) == (11.0, 11.0)

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from test_reliability_media import BUSY, MarkedAligner, assert_paired, marked
+from test_reliability_media import BUSY, MarkedAligner, assert_paired, frame, marked
 
 from fesnet.model import checkpoint
 from fesnet.model.backends import TorchBackend
@@ -27,8 +28,9 @@ from fesnet.model.fesnet import FESNet, FESNetConfig
 from fesnet.model.merger import MergerConfig
 from fesnet.realtime.engine import Engine
 from fesnet.realtime.events import JsonlSink, ListSink, read_events
-from fesnet.realtime.pipeline import Pipeline, PipelineError
+from fesnet.realtime.pipeline import Pipeline, PipelineError, Spotter
 from fesnet.realtime.sources import EVERY_FRAME, PushSource, Source
+from fesnet.realtime.tracking import FaceTracker, TrackerConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "realtime" / "assets" / "sample.mp4"
@@ -277,3 +279,67 @@ def test_engine_shared_by_streams_survives_one_stream_failing(backend: TorchBack
     assert _join_or_error(good) is None
     assert good.summary()["frames"] == 150
     assert_paired(good_sink.events)
+
+
+class _Overlap:
+    """Records which thread aligns and which encodes, and whether the two ever ran at once."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.aligning = False
+        self.align_threads: set[str] = set()
+        self.encode_threads: set[str] = set()
+        self.overlapped = 0
+
+
+class OverlapAligner(MarkedAligner):
+    def __init__(self, rec: _Overlap) -> None:
+        self.rec = rec
+
+    def align(self, frame_bgr: np.ndarray) -> Any:
+        with self.rec.lock:
+            self.rec.aligning = True
+            self.rec.align_threads.add(threading.current_thread().name)
+        time.sleep(0.01)  # a mediapipe-sized step
+        with self.rec.lock:
+            self.rec.aligning = False
+        return super().align(frame_bgr)
+
+
+class OverlapBackend(FailingEngineBackend):
+    def __init__(self, inner: TorchBackend, rec: _Overlap) -> None:
+        super().__init__(inner, 10**9)
+        self.rec = rec
+
+    def encode(self, frames_u8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        time.sleep(0.01)
+        with self.rec.lock:
+            self.rec.encode_threads.add(threading.current_thread().name)
+            self.rec.overlapped += self.rec.aligning
+        return super().encode(frames_u8)
+
+
+def test_alignment_runs_on_its_own_thread_beside_the_encoder(backend: TorchBackend) -> None:
+    """The align stage and the encoder run on two threads and overlap, and the events are still
+    those of a single-threaded run (order kept through the hand-over queue)."""
+    rec = _Overlap()
+    threaded = ListSink()
+    pipe = Pipeline(MarkedFrames(120), OverlapBackend(backend, rec), BUSY, 8, [threaded],
+                    aligner=OverlapAligner(rec))  # fmt: skip
+    pipe.run()
+    assert rec.align_threads == {"align-0"}
+    assert "spot-0" in rec.encode_threads and "align-0" not in rec.encode_threads
+    assert rec.overlapped > 10, rec.overlapped  # of 120 encodes, with 10 ms of align each
+
+    tracker = FaceTracker(MarkedAligner(), TrackerConfig())
+    sp = Spotter(Engine(backend, 32), BUSY, 8, tracker=tracker)
+    single = []
+    for i in range(120):
+        single += sp.process(frame(marked(1, 100 + i % 3), i, i / 30))
+    single += sp.finish()
+
+    def key(events: list) -> list:
+        return [(e.type, e.state, e.label, e.onset_frame, e.offset_frame) for e in events]
+
+    assert any(e.type == "expression" for e in single)
+    assert key(threaded.events) == key(single)
