@@ -333,11 +333,13 @@ def train_head(
     data_desc: dict,
     minutes: float,
     windows_per_step: int = 32,
+    best_f1: float = -1.0,
 ) -> Path:
     """Stage 2: freeze the per-frame encoder, encode every training frame ONCE, then train the
     window head (DeConv/BN of Eq. 1, spatial head, MTAM) on many cheap windows. On a 2-core CPU
     an end-to-end step costs ~13 ms per frame; a head step on cached features costs ~100x less,
-    so the head sees ~40x more windows in the same time."""
+    so the head sees ~40x more windows in the same time. OUT/best.pt is only replaced when the
+    head beats ``best_f1`` (the validation F1 of whatever best.pt already holds)."""
     from tqdm import tqdm
 
     torch.set_num_threads(cfg.threads)
@@ -350,7 +352,7 @@ def train_head(
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     merger_base = MergerConfig(window_frames=net.cfg.window_frames)
     head_cfg = replace(cfg, minutes=minutes, steps=10**9, warmup_steps=50)
-    t0, step, best_f1 = time.monotonic(), 0, -1.0
+    t0, step = time.monotonic(), 0
     evals = [0.5 * minutes * 60, minutes * 60]
     bar = tqdm(desc="head", unit="step")
     net.train()
@@ -427,8 +429,11 @@ def main(argv: list[str] | None = None) -> None:
         path = train(cfg, train_v, val_v, a.out, desc, init=a.init)
         last = a.out / "last.pt"
     if a.head_minutes > 0:
+        best_f1 = -1.0
+        if (a.out / "best.pt").exists():
+            best_f1 = checkpoint.read_meta(a.out / "best.pt")["validation"]["f1"]["overall"]
         path = train_head(checkpoint.load(last).net, cfg, train_v, val_v, a.out, desc,
-                          a.head_minutes)
+                          a.head_minutes, best_f1=best_f1)
     print(f"best checkpoint: {path}")
 
 
