@@ -68,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="fitted merger config (load with fesnet-spot run --merger-config)")
     fit.add_argument("--plot", type=Path, help="ME-vs-MaE F1 trade-off PNG")
     fit.add_argument("--report", type=Path, help="JSON with every evaluated config")
+    fit.add_argument(
+        "--update-checkpoint", action="store_true",
+        help="also write the fitted merger and the neutral reference into the checkpoint's JSON "
+        "(its default settings; the reference turns on the relative calibration rule)",
+    )  # fmt: skip
 
     base = sub.add_parser("baseline", formatter_class=fmt,
                           help="record a neutral profile from a source (keep a neutral face)")
@@ -80,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     base.add_argument("--margin", type=float, default=0.05)
     base.add_argument("--allow-lower", action="store_true",
                       help="a quiet resting face may also lower the thresholds")  # fmt: skip
+    base.add_argument(
+        "--rule", choices=("auto", "relative", "absolute"), default="auto",
+        help="relative: move the thresholds by how far this rest differs from the checkpoint's "
+        "neutral reference (auto uses it when the checkpoint has one); absolute: rest quantile "
+        "+ margin (docs/CALIBRATION.md)",
+    )  # fmt: skip
     _add_model_args(base)
 
     prof = sub.add_parser("profiles", help="list saved profiles, or show one")
@@ -153,9 +164,9 @@ def _videos(args: argparse.Namespace) -> list[Any]:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    from .fit import SearchSpace, fit_merger, score_videos, tradeoff_png
+    from .fit import SearchSpace, fit_merger, neutral_reference, score_videos, tradeoff_png
 
-    _, backend, base = _checkpoint_and_backend(args)
+    ckpt, backend, base = _checkpoint_and_backend(args)
     videos = _videos(args)
     if not videos:
         raise UsageError("no videos to fit on")
@@ -170,12 +181,29 @@ def cmd_fit(args: argparse.Namespace) -> int:
     print(f"base   F1 ME {b.f1['ME']:.2f}  MaE {b.f1['MaE']:.2f}  overall {b.f1['overall']:.2f}")
     print(f"fitted F1 ME {t.f1['ME']:.2f}  MaE {t.f1['MaE']:.2f}  overall {t.f1['overall']:.2f}")
     print(f"merger config {args.out} (fesnet-spot run --merger-config {args.out})")
+    reference = neutral_reference(scored, result.best)
+    if reference is not None:
+        print(f"neutral reference: p_expr q{reference['quantile']:g} = {reference['p_expr']:.4f} "
+              f"over {reference['pieces']} calm {reference['piece_s']:g} s pieces")  # fmt: skip
+    if args.update_checkpoint:
+        from fesnet.model import checkpoint as ckpt_mod
+
+        fit_doc = {
+            "by": f"fesnet-calibrate fit --data {args.data} --split {args.split} "
+            f"--metric {args.metric}",
+            f"{args.split}_overall_f1_base": round(b.f1["overall"], 2),
+            f"{args.split}_overall_f1_fitted": round(t.f1["overall"], 2),
+        }
+        ckpt_mod.update_meta(ckpt.path, merger=result.best.to_dict(), merger_fit=fit_doc,
+                             neutral_reference=reference)  # fmt: skip
+        print(f"checkpoint    {ckpt_mod.sidecar(ckpt.path)} updated (merger, neutral reference)")
     if args.plot is not None:
         tradeoff_png(result, args.plot)
         print(f"plot          {args.plot}")
     if args.report is not None:
         args.report.parent.mkdir(parents=True, exist_ok=True)
-        args.report.write_text(json.dumps(result.to_dict(), indent=1) + "\n")
+        report = {**result.to_dict(), "neutral_reference": reference}
+        args.report.write_text(json.dumps(report, indent=1) + "\n")
         print(f"report        {args.report}")
     return 0
 
@@ -186,15 +214,21 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     from fesnet.realtime.sources import SourceError, open_source
 
     from .baseline import BaselineConfig, CalibrationError, attach_calibration
-    from .profile import ProfileError, ThresholdRule, check_name, save_profile
+    from .profile import ProfileError, ThresholdRule, check_name, checkpoint_rule, save_profile
 
+    ckpt, backend, cfg = _checkpoint_and_backend(args)
     try:
         check_name(args.name)
         rule = ThresholdRule(args.quantile, args.margin, args.allow_lower)
+        if args.rule != "absolute":
+            relative = checkpoint_rule(ckpt.meta, args.quantile)
+            if relative is None and args.rule == "relative":
+                raise UsageError(f"{ckpt.path} has no neutral_reference for quantile "
+                                 f"{args.quantile:g} (fesnet-calibrate fit --update-checkpoint)")
+            rule = relative or rule
         phase = BaselineConfig(args.duration_s, args.timeout_s, rule)
     except (ProfileError, ValueError) as e:
         raise UsageError(str(e)) from e
-    _, backend, cfg = _checkpoint_and_backend(args)
     try:
         source = open_source(args.source, pace="live")
     except SourceError as e:
@@ -259,14 +293,22 @@ def cmd_int8(args: argparse.Namespace) -> int:
 def cmd_neutral(args: argparse.Namespace) -> int:
     from fesnet.model.data.synthetic import train_test_identities
 
-    from .experiment import make_sessions, run_neutral_experiment
+    from .experiment import DEFAULT_RULES, make_sessions, run_neutral_experiment
+    from .profile import checkpoint_rule
 
-    _, backend, base = _checkpoint_and_backend(args)
+    ckpt, backend, base = _checkpoint_and_backend(args)
     train_ids, test_ids = train_test_identities()
     ids = test_ids if args.identities == "test" else train_ids
     sessions = make_sessions(ids, args.sessions, args.cache_dir, args.duration_s,
                              args.neutral_s, args.seed)  # fmt: skip
-    result = run_neutral_experiment(backend, sessions, base, stride_frames=args.stride)
+    rules = dict(DEFAULT_RULES)
+    relative = checkpoint_rule(ckpt.meta)
+    if relative is not None:
+        rules[f"relative to fit rest {relative.reference:.3f}"] = relative
+    else:
+        print("the checkpoint has no neutral_reference: the relative rule is not measured "
+              "(fesnet-calibrate fit --update-checkpoint)")  # fmt: skip
+    result = run_neutral_experiment(backend, sessions, base, rules, stride_frames=args.stride)
     print(f"{len(sessions)} sessions ({args.identities} identities), base thresholds on "
           f"{base.on_threshold:.3f} / off {base.off_threshold:.3f}")  # fmt: skip
     print(result.to_markdown())

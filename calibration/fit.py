@@ -238,6 +238,42 @@ def fit_merger(
     return FitResult(best, run(best)[0], base_table, metric, trials, len(scored))
 
 
+def neutral_reference(
+    scored: Sequence[ScoredVideo], cfg: MergerConfig, quantile: float = 0.99,
+    duration_s: float = 3.0,
+) -> dict[str, Any] | None:
+    """The resting level ``cfg``'s thresholds were fitted against, measured like a calibration
+    phase measures one person: the committed fused p_expr of calm stretches of the fit clips (no
+    labelled expression within a window's length either side), cut into ``duration_s`` pieces;
+    each piece's ``quantile``; the median over pieces. None if no clip has such a stretch.
+    The relative calibration rule (profile.py) compares a person's rest with this."""
+    need = max(1, round(duration_s * cfg.fps))
+    t = cfg.window_frames
+    levels = []
+    for v in scored:
+        if not v.starts:
+            continue
+        _, fused = merge_offline(v.starts, v.probs, cfg)
+        p_expr = fused[:, 1] + fused[:, 2]
+        calm = np.zeros(len(p_expr), bool)
+        calm[v.starts[0] : v.starts[-1] + t] = True
+        for on, off, _ in v.intervals:
+            calm[max(0, on - t) : off + t + 1] = False
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], calm.astype(np.int8), [0]])))
+        for a, b in zip(edges[::2], edges[1::2], strict=True):
+            for start in range(a, b - need + 1, need):
+                levels.append(float(np.quantile(p_expr[start : start + need], quantile)))
+    if not levels:
+        return None
+    return {
+        "quantile": quantile,
+        "p_expr": float(np.median(levels)),
+        "pieces": len(levels),
+        "piece_s": duration_s,
+        "spread_p10_p90": [float(np.quantile(levels, 0.1)), float(np.quantile(levels, 0.9))],
+    }
+
+
 def pareto_front(points: np.ndarray) -> np.ndarray:
     """Indices of the points (N, 2) no other point beats in both coordinates, by x."""
     order = np.lexsort((-points[:, 1], -points[:, 0]))

@@ -11,10 +11,22 @@ into merger thresholds, so the same profile adapts whatever base merger config a
     on    = base.on_threshold + delta
     off   = max(base.off_threshold + delta, rest)  (and <= on)
 
-Read it as "an interval may open only where this person's score rises clearly above where it
-rests, and it ends when the score is back in the resting range". Moving both thresholds by delta
-is the same as subtracting a resting bias from p_expr (the merger only compares p_expr with the
-two thresholds). The off threshold is also kept at or above the resting quantile: measured on a
+With a ``reference`` (the same resting quantile measured on the people the base thresholds were
+fitted on: ``fesnet-calibrate fit`` writes it), the rule is relative instead:
+
+    shift = logit(rest) - logit(reference)         (clipped at 0 unless allow_lower)
+    on    = sigmoid(logit(base.on_threshold) + shift),  off likewise
+
+The fitted thresholds already allow for how high the population's resting scores sit; the
+relative rule moves them only by how far *this* person's rest differs (in logit space, so a
+difference near 1 counts as much as one near 0.5). The absolute rule fails when the model rests
+above the fitted threshold for everyone: measured with the first shipped checkpoint (resting
+median 0.83-0.91), it pushed every threshold to the 0.98 cap and overall F1 fell from 24.7 to 0.
+
+Read the absolute rule as "an interval may open only where this person's score rises clearly above
+where it rests, and it ends when the score is back in the resting range". Moving both thresholds by
+delta is the same as subtracting a resting bias from p_expr (the merger only compares p_expr with
+the two thresholds). The off threshold is also kept at or above the resting quantile: measured on a
 stand-in with a high resting score, keeping only the base hysteresis gap left the off threshold
 inside the resting range, so intervals did not close at the end of an expression.
 
@@ -98,7 +110,13 @@ class ThresholdRule:
     """False: a profile can only make the spotter stricter than the base config (a clean resting
     face keeps the fitted thresholds). True: it also lowers them for a very quiet resting face."""
 
+    reference: float | None = None
+    """p_expr at ``quantile`` on the resting faces of the population the base thresholds were
+    fitted on. Set: the relative rule (module docstring); ``margin`` is then unused."""
+
     def __post_init__(self) -> None:
+        if self.reference is not None and not 0.0 < self.reference < 1.0:
+            raise ProfileError(f"rule.reference must be in (0, 1), got {self.reference}")
         if not 0.5 <= self.quantile <= 1.0:
             raise ProfileError(f"rule.quantile must be in [0.5, 1], got {self.quantile}")
         if not -0.5 <= self.margin <= 0.5:
@@ -120,16 +138,26 @@ class NeutralProfile:
         check_name(self.name)
 
     def delta(self, base: MergerConfig) -> float:
-        """How far the thresholds move for this person (>= 0 unless ``rule.allow_lower``)."""
-        d = self.stats.quantile(self.rule.quantile) + self.rule.margin - base.on_threshold
+        """How far the thresholds move for this person (>= 0 unless ``rule.allow_lower``): in
+        probability for the absolute rule, in logit space for the relative one."""
+        rest = self.stats.quantile(self.rule.quantile)
+        if self.rule.reference is not None:
+            d = _logit(rest) - _logit(self.rule.reference)
+        else:
+            d = rest + self.rule.margin - base.on_threshold
         return d if self.rule.allow_lower else max(d, 0.0)
 
     def apply(self, base: MergerConfig) -> MergerConfig:
         """``base`` with on/off thresholds moved by :meth:`delta`, clipped to a valid range."""
         d = self.delta(base)
-        rest = self.stats.quantile(self.rule.quantile)
-        on = min(max(base.on_threshold + d, _MIN_THRESHOLD), _MAX_THRESHOLD)
-        off = min(max(base.off_threshold + d, rest, _MIN_THRESHOLD / 2), on)
+        if self.rule.reference is not None:
+            on = _sigmoid(_logit(base.on_threshold) + d)
+            off = _sigmoid(_logit(base.off_threshold) + d)
+        else:
+            on = base.on_threshold + d
+            off = max(base.off_threshold + d, self.stats.quantile(self.rule.quantile))
+        on = min(max(on, _MIN_THRESHOLD), _MAX_THRESHOLD)
+        off = min(max(off, _MIN_THRESHOLD / 2), on)
         return replace(base, on_threshold=float(on), off_threshold=float(off))
 
     # -- JSON ---------------------------------------------------------------------------------
@@ -175,10 +203,12 @@ class NeutralProfile:
             allow_lower = rule_d.get("allow_lower", False)
             if not isinstance(allow_lower, bool):
                 raise ProfileError(f"rule.allow_lower must be true or false, got {allow_lower!r}")
+            reference = rule_d.get("reference")
             rule = ThresholdRule(
                 quantile=_num(rule_d.get("quantile", 0.99), "rule.quantile"),
                 margin=_num(rule_d.get("margin", 0.05), "rule.margin"),
                 allow_lower=allow_lower,
+                reference=None if reference is None else _num(reference, "rule.reference"),
             )
             return cls(
                 name=str(data["name"]),
@@ -192,6 +222,27 @@ class NeutralProfile:
             raise ProfileError(msg if msg.startswith(where) else f"{where}: {msg}") from None
         except (KeyError, TypeError, ValueError) as e:
             raise ProfileError(f"{where}: malformed profile ({type(e).__name__}: {e})") from None
+
+
+def checkpoint_rule(meta: dict[str, Any], quantile: float = 0.99) -> ThresholdRule | None:
+    """The relative rule a checkpoint's ``neutral_reference`` implies (``fesnet-calibrate fit``
+    measures it), or None (then the absolute rule applies) if it has none for ``quantile``."""
+    ref = meta.get("neutral_reference")
+    if not isinstance(ref, dict) or ref.get("quantile") != quantile:
+        return None
+    p = ref.get("p_expr")
+    if not isinstance(p, (int, float)) or not 0.0 < p < 1.0:
+        return None
+    return ThresholdRule(quantile=quantile, allow_lower=True, reference=float(p))
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return math.log(p / (1 - p))
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
 
 
 def _check_keys(data: Any, cls: type, where: str) -> None:

@@ -64,6 +64,22 @@ def save(path: str | Path, net: FESNet, meta: dict[str, Any] | None = None) -> P
     return path
 
 
+def update_meta(path: str | Path, **keys: Any) -> Path:
+    """Replace top-level keys of a checkpoint's JSON (a key set to None is removed); the weights
+    are untouched. Used to store settings fitted after training (fesnet-calibrate fit)."""
+    doc = read_meta(path)
+    for k, v in keys.items():
+        if k in ("format_version", "model", "preprocessing"):
+            raise CheckpointError(f"{k!r} describes the weights; it cannot be updated")
+        if v is None:
+            doc.pop(k, None)
+        else:
+            doc[k] = v
+    side = sidecar(Path(path))
+    side.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    return side
+
+
 def read_meta(path: str | Path) -> dict[str, Any]:
     side = sidecar(Path(path))
     if not side.is_file():

@@ -150,13 +150,21 @@ def _apply_profile(args: argparse.Namespace, cfg: Any) -> Any:
     return adapted
 
 
-def _attach_calibration(args: argparse.Namespace, pipe: Any) -> None:
-    """``--calibrate``: a neutral-baseline phase first (saved as ``--profile`` NAME if given)."""
+def _attach_calibration(args: argparse.Namespace, pipe: Any, ckpt: Any) -> None:
+    """``--calibrate``: a neutral-baseline phase first (saved as ``--profile`` NAME if given).
+    The relative rule applies when the checkpoint has a neutral reference."""
     from fesnet.calibration.baseline import BaselineConfig, attach_calibration
-    from fesnet.calibration.profile import ProfileError, check_name, save_profile
+    from fesnet.calibration.profile import (
+        ProfileError,
+        ThresholdRule,
+        check_name,
+        checkpoint_rule,
+        save_profile,
+    )
 
     try:
-        phase = BaselineConfig(args.calibrate_s, args.calibration_timeout_s)
+        rule = checkpoint_rule(ckpt.meta) or ThresholdRule()
+        phase = BaselineConfig(args.calibrate_s, args.calibration_timeout_s, rule)
         if args.profile is not None:
             check_name(args.profile)
     except (ProfileError, ValueError) as e:
@@ -308,7 +316,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         record_scores=args.plot is not None,
     )  # fmt: skip
     if args.calibrate:
-        _attach_calibration(args, pipe)
+        _attach_calibration(args, pipe, ckpt)
     print(f"spotting {source.describe()} with {getattr(backend, 'name', args.backend)} "
           f"(stride {args.stride}); Ctrl-C stops and closes open intervals")  # fmt: skip
 

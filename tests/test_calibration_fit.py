@@ -14,6 +14,7 @@ from fesnet.calibration.fit import (
     SearchSpace,
     evaluate_config,
     fit_merger,
+    neutral_reference,
     pareto_front,
     score_videos,
     tradeoff_png,
@@ -117,6 +118,27 @@ def test_other_metrics_and_the_tradeoff_plot(fitted, tmp_path: Path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="unknown metric"):
         fit_merger(scored, MergerConfig(), SearchSpace.small(), "precision")
+
+
+def test_neutral_reference_is_the_median_rest_level_of_calm_pieces() -> None:
+    """Hand-made windows: p_expr 0.3 everywhere except a labelled expression (p 0.9) and the
+    window length around it. 3 s pieces of the calm slots all rest at 0.3; an expression-only
+    clip has no calm piece."""
+    from fesnet.calibration.fit import ScoredVideo
+
+    n, t = 1200, 32
+    starts = list(range(0, n - t + 1, 8))
+    p = np.full(n, 0.3)
+    p[500:560] = 0.9
+    probs = np.stack([np.stack([1 - p[s : s + t], p[s : s + t] / 2, p[s : s + t] / 2], 1)
+                      for s in starts]).astype(np.float32)  # fmt: skip
+    video = ScoredVideo("v", starts, probs, n, [(500, 559, 2)])
+    ref = neutral_reference([video], MergerConfig(), quantile=0.99, duration_s=3.0)
+    assert ref is not None and ref["p_expr"] == pytest.approx(0.3, abs=1e-5)
+    # calm: [0, 468) and [592, 1200) -> 2 + 3 pieces of 180 slots
+    assert ref["pieces"] == 5
+    busy = ScoredVideo("b", starts, probs, n, [(0, 1199, 2)])
+    assert neutral_reference([busy], MergerConfig()) is None
 
 
 def test_pareto_front() -> None:

@@ -61,6 +61,49 @@ def test_rule_raises_thresholds_above_the_resting_scores() -> None:
     assert profile(rest=0.97).apply(base).on_threshold < 1.0
 
 
+def test_relative_rule_moves_thresholds_by_the_difference_from_the_reference() -> None:
+    """Hand-computed in logit space: a person resting exactly at the reference keeps the fitted
+    thresholds; one resting higher gets both raised by logit(rest) - logit(reference), one
+    resting lower gets both lowered; the rule survives a JSON round trip."""
+    base = MergerConfig(on_threshold=0.9, off_threshold=0.72)
+    same = profile(rest=0.8)
+    ref = same.stats.quantile(0.99)
+    rule = ThresholdRule(quantile=0.99, allow_lower=True, reference=ref)
+
+    def logit(x: float) -> float:
+        return float(np.log(x / (1 - x)))
+
+    def sigmoid(x: float) -> float:
+        return float(1 / (1 + np.exp(-x)))
+
+    kept = profile(rest=0.8, rule=rule).apply(base)
+    assert (kept.on_threshold, kept.off_threshold) == pytest.approx((0.9, 0.72))
+    for rest in (0.6, 0.85):
+        p = profile(rest=rest, rule=rule)
+        shift = logit(p.stats.quantile(0.99)) - logit(ref)
+        cfg = p.apply(base)
+        assert cfg.on_threshold == pytest.approx(sigmoid(logit(0.9) + shift))
+        assert cfg.off_threshold == pytest.approx(sigmoid(logit(0.72) + shift))
+        assert (cfg.on_threshold > 0.9) == (rest > 0.8)
+    raise_only = ThresholdRule(quantile=0.99, reference=ref)  # allow_lower False
+    kept = profile(rest=0.6, rule=raise_only).apply(base)
+    assert (kept.on_threshold, kept.off_threshold) == pytest.approx((0.9, 0.72))
+    p = profile(rest=0.6, rule=rule)
+    assert NeutralProfile.from_dict(json.loads(json.dumps(p.to_dict()))) == p
+    with pytest.raises(ProfileError, match="reference must be in"):
+        ThresholdRule(reference=1.0)
+
+
+def test_checkpoint_reference_gives_the_relative_rule() -> None:
+    from fesnet.calibration.profile import checkpoint_rule
+
+    rule = checkpoint_rule({"neutral_reference": {"quantile": 0.99, "p_expr": 0.7}})
+    assert rule == ThresholdRule(quantile=0.99, allow_lower=True, reference=0.7)
+    assert checkpoint_rule({}) is None
+    assert checkpoint_rule({"neutral_reference": {"quantile": 0.95, "p_expr": 0.7}}) is None
+    assert checkpoint_rule({"neutral_reference": {"quantile": 0.99, "p_expr": 1.5}}) is None
+
+
 def test_missing_profile_names_the_saved_ones(tmp_path: Path) -> None:
     save_profile(profile("bob"), tmp_path)
     with pytest.raises(ProfileError, match=r"'alice' not found.*bob.*--calibrate"):

@@ -46,3 +46,15 @@ def test_missing_corrupt_and_foreign_preprocessing(tmp_path) -> None:
     bad.write_bytes(b"not a torch file")
     with pytest.raises(CheckpointError, match="cannot read"):
         checkpoint.load(bad)
+
+
+def test_update_meta_replaces_settings_but_never_what_describes_the_weights(tmp_path) -> None:
+    path = checkpoint.save(tmp_path / "m.pt", FESNet(FESNetConfig.tiny()), {"merger": {"a": 1}})
+    checkpoint.update_meta(path, merger={"on_threshold": 0.7}, neutral_reference={"p_expr": 0.5})
+    ck = checkpoint.load(path)
+    assert ck.merger == {"on_threshold": 0.7}
+    assert ck.meta["neutral_reference"] == {"p_expr": 0.5}
+    checkpoint.update_meta(path, neutral_reference=None)
+    assert "neutral_reference" not in checkpoint.read_meta(path)
+    with pytest.raises(CheckpointError, match="describes the weights"):
+        checkpoint.update_meta(path, model={})
