@@ -42,7 +42,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SpotHub]:
     torch.manual_seed(0)
     path = checkpoint.save(tmp_path_factory.mktemp("ckpt") / "tiny.pt", FESNet(FESNetConfig.tiny()))
     engine, merger = build_engine(path, "torch")
-    hub = SpotHub(engine, HubConfig(), merger)
+    hub = SpotHub(engine, HubConfig(calibrate_s=1.0), merger)  # cameras calibrate for 1 s
     yield hub
     hub.close_all()
 
@@ -103,6 +103,11 @@ def test_gradio_webcam_over_webrtc(chromium, gradio_url: str, hub: SpotHub, tmp_
         )
         assert "face found" in log
         assert stats["stream"] in page.inner_text("#fesnet-stats")
+        # The neutral-baseline phase and its result are shown (stats box and event log).
+        measure.wait_for(
+            page, "document.querySelector('#fesnet-stats').innerText.includes('calibrated:')", 30
+        )
+        assert "calibrated on" in page.input_value("#fesnet-events textarea")
         assert page.locator("#fesnet-crop img").count() == 1
         measure.wait_for(page, "!!document.querySelector('#fesnet-timeline img, "
                                "#fesnet-timeline svg, #fesnet-timeline canvas')")  # fmt: skip
@@ -164,6 +169,14 @@ def test_webrtc_client_page_against_the_server(chromium, hub: SpotHub, tmp_path)
             assert stats["state"] == "tracking"
             assert "face_found" in page.inner_text("#log")
             assert len(server.peers) == 1
+            measure.wait_for(
+                page,
+                "(() => { const s = window.fesnet.stats;"
+                " return s && s.calibration && s.calibration.phase === 'calibrated' && s; })()",
+                timeout_s=30,
+            )
+            assert "calibrated: on" in page.inner_text("#stats")
+            assert page.is_disabled("#skip")  # nothing left to skip
             page.screenshot(path=str(tmp_path / "client.png"), full_page=True)
         finally:
             page.close()

@@ -147,6 +147,43 @@ def test_remote_camera_streams_and_receives_events(tiny_engine, clip: Path) -> N
 
 
 @pytest.mark.slow
+def test_camera_sessions_calibrate_first_and_can_skip_it(tiny_engine, clip: Path) -> None:
+    """With a calibration phase, a camera's events start with calibrating -> calibrated (and
+    the stats carry the phase and the person's thresholds); a camera that asks to skip gets
+    calibration_skipped instead."""
+    engine, merger = tiny_engine
+    hub = SpotHub(engine, HubConfig(calibrate_s=1.0), merger)
+
+    async def main():
+        _server, runner, url = await start_server(hub)
+        try:
+            cam = RemoteCamera(url, SourceTrack(str(clip), max_frames=120))
+            await cam.connect()
+            calibrated = await cam.run(duration_s=20)
+            cam = RemoteCamera(url, SourceTrack(str(clip), max_frames=45))
+            await cam.connect()
+            await cam.skip_calibration()
+            skipped = await cam.run(duration_s=20)
+            return calibrated, skipped
+        finally:
+            await runner.cleanup()
+
+    calibrated, skipped = asyncio.run(main())
+    states = [e["state"] for e in calibrated.of_type("status") if "calibrat" in e.get("state", "")]
+    assert states == ["calibrating", "calibrated"], calibrated.events
+    done = calibrated.of_type("status")[-1]
+    assert 0 < done["on_threshold"] < 1 and done["rest_slots"] >= 60
+    phase = calibrated.stats[-1]["calibration"]
+    assert phase["phase"] == "calibrated" and phase["on_threshold"] == pytest.approx(
+        done["on_threshold"], abs=1e-5
+    )
+    t_calibrated = next(e["t_s"] for e in calibrated.events if e.get("state") == "calibrated")
+    assert all(e["t_s"] >= t_calibrated for e in calibrated.of_type("expression"))
+    assert "calibration_skipped" in [e.get("state") for e in skipped.of_type("status")]
+    assert skipped.stats[-1]["calibration"]["phase"] == "skipped"
+
+
+@pytest.mark.slow
 def test_several_peers_one_leaving_does_not_disturb_the_others(tiny_engine, clip: Path) -> None:
     hub = make_hub(tiny_engine)
 

@@ -37,6 +37,20 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", default=None, help="FESNet checkpoint (default: shipped)")
     parser.add_argument("--backend", default="onnx", help="torch | onnx | tensorrt")
     parser.add_argument("--stride", type=int, default=8, help="window stride in 60 Hz slots")
+    parser.add_argument(
+        "--calibrate-s", type=float, default=3.0,
+        help="each camera starts with this many seconds of neutral face to calibrate the "
+        "thresholds to the person (skippable in the page; 0 = off; replays never calibrate)",
+    )  # fmt: skip
+
+
+def hub_config(args: argparse.Namespace, max_sessions: int) -> Any:
+    from .hub import HubConfig
+
+    if args.calibrate_s < 0:
+        raise SystemExit("--calibrate-s must be >= 0")
+    return HubConfig(stride_frames=args.stride, max_sessions=max_sessions,
+                     calibrate_s=args.calibrate_s)  # fmt: skip
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:

@@ -30,9 +30,9 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
-from .commands import GRADIO_PORT
+from .commands import GRADIO_PORT, hub_config
 from .fakecam import SAMPLE_CLIP
-from .hub import HubConfig, HubFull, LiveSession, SpotHub
+from .hub import HubFull, LiveSession, SpotHub
 from .rtc import OfferError, RtcPeer, parse_offer
 from .webrtc_server import resolve_token, token_ok
 
@@ -150,6 +150,12 @@ class GradioViewer:
         await self._stop_tab(self.tab(request.session_hash if request is not None else None))
         return "stopped"
 
+    def skip_calibration(self, request: Any) -> str:
+        tab = self.tab(request.session_hash if request is not None else None)
+        if tab.live is not None and tab.live.skip_calibration():
+            return "calibration skipped: the base thresholds apply"
+        return "no calibration running"
+
     def export(self, request: Any) -> str | None:
         tab = self.tab(request.session_hash if request is not None else None)
         if tab.live is None:
@@ -208,6 +214,9 @@ class GradioViewer:
         def export(request: gr.Request) -> str | None:
             return viewer.export(request)
 
+        def skip_calibration(request: gr.Request) -> str:
+            return viewer.skip_calibration(request)
+
         def tick(request: gr.Request) -> tuple[Any, str, str]:
             return viewer.tick(request)
 
@@ -248,6 +257,7 @@ class GradioViewer:
                         interactive=False, elem_id="fesnet-crop",
                     )  # fmt: skip
                     stats = gr.Markdown(elem_id="fesnet-stats")
+                    skip_btn = gr.Button("Skip calibration", size="sm")
                     export_btn = gr.Button("Export events (JSONL)")
                     export_file = gr.File(label="Session events", elem_id="fesnet-export")
             plot = gr.Plot(label="Live timeline", elem_id="fesnet-timeline")
@@ -266,6 +276,7 @@ class GradioViewer:
             sample_btn.click(replay_sample, None, status)
             stop_btn.click(stop, None, status)
             export_btn.click(export, None, export_file)
+            skip_btn.click(skip_calibration, None, status)
             demo.unload(unload)
         return demo
 
@@ -287,7 +298,21 @@ def _stats_markdown(live: LiveSession) -> str:
         f"**{live.id}** ({'running' if s['running'] else 'ended'}) · face: {s['state']}  \n"
         f"{cam}spotter **{s['fps']:.1f} fps** · frames {s['frames']} · dropped {s['dropped']}  \n"
         f"latency p50 **{'-' if lat is None else f'{lat:.0f} ms'}** · events {s['events']}"
+        + _calibration_line(s["calibration"])
     )
+
+
+def _calibration_line(c: dict[str, Any] | None) -> str:
+    """The neutral-baseline phase as one line of the stats box ('' when the session has none)."""
+    if c is None:
+        return ""
+    if c["phase"] == "calibrating":
+        return (f"  \n**calibrating {100 * c['progress']:.0f}%**: keep a neutral face "
+                "(or skip)")  # fmt: skip
+    if c["phase"] == "calibrated":
+        return (f"  \ncalibrated: thresholds on **{c['on_threshold']:.3f}** / off "
+                f"{c['off_threshold']:.3f}")  # fmt: skip
+    return f"  \ncalibration {c['phase']}"
 
 
 def _describe(e: dict[str, Any]) -> str:
@@ -391,9 +416,8 @@ def launch(
 
 def serve_gradio(args: argparse.Namespace) -> int:
     hub = SpotHub.from_checkpoint(
-        args.checkpoint, args.backend,
-        HubConfig(stride_frames=args.stride, max_sessions=args.max_sessions),
-    )  # fmt: skip
+        args.checkpoint, args.backend, hub_config(args, args.max_sessions)
+    )
     token = resolve_token(args.host, args.token)
     if token and not args.token:
         print(f"access token (generated; the login password): {token}")

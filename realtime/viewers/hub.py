@@ -50,6 +50,12 @@ class HubConfig:
     max_sessions: int = 4
     max_events_kept: int = 100_000
     merger: dict[str, Any] = field(default_factory=dict)
+    calibrate_s: float = 0.0
+    """> 0: every camera session (push source) starts with a neutral-baseline phase of this many
+    seconds of face (calibration/baseline.py); replays of files do not calibrate."""
+    calibration_timeout_s: float = 20.0
+    calibration_rule: Any = None
+    """A ThresholdRule (default: the checkpoint's neutral reference if it has one)."""
 
 
 def build_engine(
@@ -102,7 +108,23 @@ class LiveSession:
             sinks=[self._on_event],
             aligner=aligner,
         )
+        self.calibration: Any = None  # the CalibratingSpotter of a calibrating session
+        if hub.config.calibrate_s > 0 and isinstance(source, PushSource):
+            from fesnet.calibration.baseline import BaselineConfig, attach_calibration
+
+            cfg = hub.config
+            rule = cfg.calibration_rule or hub.neutral_rule
+            phase = BaselineConfig(cfg.calibrate_s, cfg.calibration_timeout_s,
+                                   *([rule] if rule is not None else []))  # fmt: skip
+            self.calibration = attach_calibration(self.pipeline, phase, session_id)
         self._closed = False
+
+    def skip_calibration(self) -> bool:
+        """Skip a running neutral-baseline phase (a viewer's button); False if none runs."""
+        if self.calibration is None or self.calibration.phase != "calibrating":
+            return False
+        self.calibration.skip()
+        return True
 
     # -- producer side (PushSource sessions) --------------------------------------------------
     def push(self, image_bgr: Any, pts_s: float, t_capture_ns: int | None = None) -> bool:
@@ -210,6 +232,9 @@ class LiveSession:
             else None,
             "events": self.pipeline.events_emitted,
             "running": snap.running,
+            "calibration": (
+                None if self.calibration is None else self.calibration.calibration_state()
+            ),
         }
 
 
@@ -221,10 +246,12 @@ class SpotHub:
         engine: Engine,
         config: HubConfig | None = None,
         merger_defaults: dict[str, Any] | None = None,
+        neutral_rule: Any = None,
     ) -> None:
         from fesnet.model.merger import MergerConfig
 
         self.engine = engine
+        self.neutral_rule = neutral_rule  # the checkpoint's relative ThresholdRule, if any
         self.config = config or HubConfig()
         settings = {**(merger_defaults or {}), **self.config.merger}
         settings.setdefault("window_frames", engine.window_frames)
@@ -240,8 +267,12 @@ class SpotHub:
         backend: str = "onnx",
         config: HubConfig | None = None,
     ) -> SpotHub:
+        from fesnet.calibration.profile import checkpoint_rule
+        from fesnet.model import checkpoint as ckpt_mod
+
         engine, merger = build_engine(checkpoint, backend)
-        return cls(engine, config, merger)
+        meta = ckpt_mod.read_meta(checkpoint or ckpt_mod.DEFAULT_CHECKPOINT)
+        return cls(engine, config, merger, checkpoint_rule(meta))
 
     def _new_id(self, prefix: str) -> str:
         return f"{prefix}{next(self._ids)}"

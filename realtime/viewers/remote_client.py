@@ -191,6 +191,15 @@ class RemoteCamera:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._ended.wait(), timeout_s)
 
+    async def skip_calibration(self, timeout_s: float = 10.0) -> None:
+        """Ask the server to skip this camera's neutral-baseline phase."""
+        deadline = time.monotonic() + timeout_s
+        while self.channel is None or self.channel.readyState != "open":
+            if time.monotonic() > deadline:
+                raise ConnectionError("the events channel did not open")
+            await asyncio.sleep(0.05)
+        self.channel.send(json.dumps({"type": "skip_calibration"}))
+
     async def finish(self, timeout_s: float = 10.0) -> None:
         """Tell the server the stream is over and wait for its last events (``{"type": "end"}``)."""
         if self.channel is not None and self.channel.readyState == "open":

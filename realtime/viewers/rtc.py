@@ -209,8 +209,12 @@ class RtcPeer:
             msg = json.loads(message)
         except (TypeError, ValueError, RecursionError):  # deep nesting raises RecursionError
             return
-        if isinstance(msg, dict) and msg.get("type") == "end":
+        if not isinstance(msg, dict):
+            return
+        if msg.get("type") == "end":
             self._spawn(self.finish_stream())
+        elif msg.get("type") == "skip_calibration" and self.session is not None:
+            self.session.skip_calibration()
 
     async def finish_stream(self) -> None:
         """The camera says its stream is over: end the session like the end of a file (open

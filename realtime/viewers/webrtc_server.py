@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .commands import WEBRTC_PORT
-from .hub import HubConfig, HubFull, SpotHub
+from .commands import WEBRTC_PORT, hub_config
+from .hub import HubFull, SpotHub
 from .rtc import MAX_SDP_BYTES, OfferError, RtcPeer, parse_offer
 
 logger = logging.getLogger(__name__)
@@ -215,11 +215,7 @@ def serve_webrtc(args: argparse.Namespace) -> int:
     """Run the WebRTC server until interrupted."""
     from aiohttp import web
 
-    hub = SpotHub.from_checkpoint(
-        args.checkpoint,
-        args.backend,
-        HubConfig(stride_frames=args.stride, max_sessions=args.max_peers),
-    )
+    hub = SpotHub.from_checkpoint(args.checkpoint, args.backend, hub_config(args, args.max_peers))
     server = WebRtcServer(
         hub,
         ServerConfig(

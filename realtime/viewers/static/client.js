@@ -39,7 +39,26 @@ function showStats(s) {
     `stream ${s.stream}   face: ${s.state}\n` +
     `camera ${s.input_fps.toFixed(1)} fps   spotter ${s.fps.toFixed(1)} fps   ` +
     `dropped ${s.dropped}\n` +
-    `latency p50 ${lat == null ? "-" : lat.toFixed(0) + " ms"}   events ${s.events}`;
+    `latency p50 ${lat == null ? "-" : lat.toFixed(0) + " ms"}   events ${s.events}` +
+    calibrationLine(s.calibration);
+  $("skip").disabled = !(s.calibration && s.calibration.phase === "calibrating");
+}
+
+function calibrationLine(c) {
+  if (!c) return "";
+  if (c.phase === "calibrating") {
+    return `\ncalibrating ${Math.round(100 * c.progress)}%: keep a neutral face (or skip)`;
+  }
+  if (c.phase === "calibrated") {
+    return `\ncalibrated: on ${c.on_threshold.toFixed(3)} / off ${c.off_threshold.toFixed(3)}`;
+  }
+  return `\ncalibration ${c.phase}`;
+}
+
+function skipCalibration() {
+  if (state.channel && state.channel.readyState === "open") {
+    state.channel.send(JSON.stringify({ type: "skip_calibration" }));
+  }
 }
 
 async function waitIceComplete(pc) {
@@ -68,6 +87,7 @@ async function start() {
     const pc = new RTCPeerConnection({ iceServers: [] });
     state.pc = pc;
     const channel = pc.createDataChannel("events");
+    state.channel = channel;
     channel.onmessage = (msg) => {
       const data = JSON.parse(msg.data);
       if (data.type === "stats") showStats(data);
@@ -111,4 +131,5 @@ function stop() {
 
 $("start").onclick = start;
 $("stop").onclick = stop;
+$("skip").onclick = skipCalibration;
 if (new URLSearchParams(location.search).has("autostart")) start();
