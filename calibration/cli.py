@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     base.add_argument("--profiles-dir", type=Path, help="default ~/.config/fesnet/profiles")
     base.add_argument("--duration-s", type=float, default=3.0)
     base.add_argument("--timeout-s", type=float, default=20.0)
-    base.add_argument("--quantile", type=float, default=0.99)
+    base.add_argument("--quantile", type=float, default=0.99, help="absolute rule: rest quantile")
     base.add_argument("--margin", type=float, default=0.05)
     base.add_argument("--allow-lower", action="store_true",
                       help="a quiet resting face may also lower the thresholds")  # fmt: skip
@@ -183,8 +183,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
     print(f"merger config {args.out} (fesnet-spot run --merger-config {args.out})")
     reference = neutral_reference(scored, result.best)
     if reference is not None:
-        print(f"neutral reference: p_expr q{reference['quantile']:g} = {reference['p_expr']:.4f} "
-              f"over {reference['pieces']} calm {reference['piece_s']:g} s pieces")  # fmt: skip
+        levels = ", ".join(f"q{q} {p:.4f}" for q, p in reference["p_expr"].items())
+        print(f"neutral reference: p_expr {levels} over {reference['pieces']} calm "
+              f"{reference['piece_s']:g} s pieces")  # fmt: skip
     if args.update_checkpoint:
         from fesnet.model import checkpoint as ckpt_mod
 
@@ -221,10 +222,10 @@ def cmd_baseline(args: argparse.Namespace) -> int:
         check_name(args.name)
         rule = ThresholdRule(args.quantile, args.margin, args.allow_lower)
         if args.rule != "absolute":
-            relative = checkpoint_rule(ckpt.meta, args.quantile)
+            relative = checkpoint_rule(ckpt.meta)
             if relative is None and args.rule == "relative":
-                raise UsageError(f"{ckpt.path} has no neutral_reference for quantile "
-                                 f"{args.quantile:g} (fesnet-calibrate fit --update-checkpoint)")
+                raise UsageError(f"{ckpt.path} has no neutral_reference "
+                                 "(fesnet-calibrate fit --update-checkpoint)")  # fmt: skip
             rule = relative or rule
         phase = BaselineConfig(args.duration_s, args.timeout_s, rule)
     except (ProfileError, ValueError) as e:
@@ -294,6 +295,7 @@ def cmd_neutral(args: argparse.Namespace) -> int:
     from fesnet.model.data.synthetic import train_test_identities
 
     from .experiment import DEFAULT_RULES, make_sessions, run_neutral_experiment
+    from .fit import REFERENCE_QUANTILES
     from .profile import checkpoint_rule
 
     ckpt, backend, base = _checkpoint_and_backend(args)
@@ -302,10 +304,11 @@ def cmd_neutral(args: argparse.Namespace) -> int:
     sessions = make_sessions(ids, args.sessions, args.cache_dir, args.duration_s,
                              args.neutral_s, args.seed)  # fmt: skip
     rules = dict(DEFAULT_RULES)
-    relative = checkpoint_rule(ckpt.meta)
-    if relative is not None:
-        rules[f"relative to fit rest {relative.reference:.3f}"] = relative
-    else:
+    for q in REFERENCE_QUANTILES:
+        relative = checkpoint_rule(ckpt.meta, q)
+        if relative is not None:
+            rules[f"relative q{q:g} (fit rest {relative.reference:.3f})"] = relative
+    if len(rules) == len(DEFAULT_RULES):
         print("the checkpoint has no neutral_reference: the relative rule is not measured "
               "(fesnet-calibrate fit --update-checkpoint)")  # fmt: skip
     result = run_neutral_experiment(backend, sessions, base, rules, stride_frames=args.stride)

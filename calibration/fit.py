@@ -238,18 +238,21 @@ def fit_merger(
     return FitResult(best, run(best)[0], base_table, metric, trials, len(scored))
 
 
+REFERENCE_QUANTILES = (0.5, 0.9, 0.99)
+
+
 def neutral_reference(
-    scored: Sequence[ScoredVideo], cfg: MergerConfig, quantile: float = 0.99,
-    duration_s: float = 3.0,
+    scored: Sequence[ScoredVideo], cfg: MergerConfig, duration_s: float = 3.0
 ) -> dict[str, Any] | None:
     """The resting level ``cfg``'s thresholds were fitted against, measured like a calibration
     phase measures one person: the committed fused p_expr of calm stretches of the fit clips (no
     labelled expression within a window's length either side), cut into ``duration_s`` pieces;
-    each piece's ``quantile``; the median over pieces. None if no clip has such a stretch.
-    The relative calibration rule (profile.py) compares a person's rest with this."""
+    per quantile of :data:`REFERENCE_QUANTILES`, each piece's quantile, then the median over
+    pieces. None if no clip has such a stretch. The relative calibration rule (profile.py)
+    compares a person's rest with this."""
     need = max(1, round(duration_s * cfg.fps))
     t = cfg.window_frames
-    levels = []
+    levels: list[np.ndarray] = []
     for v in scored:
         if not v.starts:
             continue
@@ -262,15 +265,14 @@ def neutral_reference(
         edges = np.flatnonzero(np.diff(np.concatenate([[0], calm.astype(np.int8), [0]])))
         for a, b in zip(edges[::2], edges[1::2], strict=True):
             for start in range(a, b - need + 1, need):
-                levels.append(float(np.quantile(p_expr[start : start + need], quantile)))
+                levels.append(np.quantile(p_expr[start : start + need], REFERENCE_QUANTILES))
     if not levels:
         return None
+    med = np.median(np.stack(levels), axis=0)
     return {
-        "quantile": quantile,
-        "p_expr": float(np.median(levels)),
+        "p_expr": {str(q): float(x) for q, x in zip(REFERENCE_QUANTILES, med, strict=True)},
         "pieces": len(levels),
         "piece_s": duration_s,
-        "spread_p10_p90": [float(np.quantile(levels, 0.1)), float(np.quantile(levels, 0.9))],
     }
 
 

@@ -224,13 +224,14 @@ class NeutralProfile:
             raise ProfileError(f"{where}: malformed profile ({type(e).__name__}: {e})") from None
 
 
-def checkpoint_rule(meta: dict[str, Any], quantile: float = 0.99) -> ThresholdRule | None:
+def checkpoint_rule(meta: dict[str, Any], quantile: float = 0.5) -> ThresholdRule | None:
     """The relative rule a checkpoint's ``neutral_reference`` implies (``fesnet-calibrate fit``
-    measures it), or None (then the absolute rule applies) if it has none for ``quantile``."""
+    measures it), or None (then the absolute rule applies) if it has none for ``quantile``.
+    The default compares medians: a 3 s resting clip's q99 is set by its one blink or head
+    movement, not by the face (docs/CALIBRATION.md, measured)."""
     ref = meta.get("neutral_reference")
-    if not isinstance(ref, dict) or ref.get("quantile") != quantile:
-        return None
-    p = ref.get("p_expr")
+    levels = ref.get("p_expr") if isinstance(ref, dict) else None
+    p = levels.get(str(quantile)) if isinstance(levels, dict) else None
     if not isinstance(p, (int, float)) or not 0.0 < p < 1.0:
         return None
     return ThresholdRule(quantile=quantile, allow_lower=True, reference=float(p))

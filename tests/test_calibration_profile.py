@@ -97,11 +97,12 @@ def test_relative_rule_moves_thresholds_by_the_difference_from_the_reference() -
 def test_checkpoint_reference_gives_the_relative_rule() -> None:
     from fesnet.calibration.profile import checkpoint_rule
 
-    rule = checkpoint_rule({"neutral_reference": {"quantile": 0.99, "p_expr": 0.7}})
-    assert rule == ThresholdRule(quantile=0.99, allow_lower=True, reference=0.7)
+    meta = {"neutral_reference": {"p_expr": {"0.5": 0.2, "0.99": 0.7}}}
+    assert checkpoint_rule(meta) == ThresholdRule(quantile=0.5, allow_lower=True, reference=0.2)
+    assert checkpoint_rule(meta, 0.99) == ThresholdRule(0.99, allow_lower=True, reference=0.7)
     assert checkpoint_rule({}) is None
-    assert checkpoint_rule({"neutral_reference": {"quantile": 0.95, "p_expr": 0.7}}) is None
-    assert checkpoint_rule({"neutral_reference": {"quantile": 0.99, "p_expr": 1.5}}) is None
+    assert checkpoint_rule(meta, 0.95) is None
+    assert checkpoint_rule({"neutral_reference": {"p_expr": {"0.5": 1.5}}}) is None
 
 
 def test_missing_profile_names_the_saved_ones(tmp_path: Path) -> None:
