@@ -200,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default=None)
     parser.add_argument("--backend", default="onnx")
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--calibrate-s", type=float, default=3.0,
+                        help="camera sessions' neutral-baseline phase (0 = off), as the viewers")
     parser.add_argument("--screenshots", type=Path, default=None, help="folder for PNGs")
     parser.add_argument("--paths", default="gradio,client-page,python-client")
     parser.add_argument("--workdir", type=Path, default=Path("runs/viewers"))
@@ -212,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     args.workdir.mkdir(parents=True, exist_ok=True)
     y4m = make_fake_camera(args.workdir / "camera.y4m", seconds=10.0)
-    hub = SpotHub.from_checkpoint(args.checkpoint, args.backend, HubConfig())
+    hub = SpotHub.from_checkpoint(args.checkpoint, args.backend,
+                                  HubConfig(calibrate_s=args.calibrate_s))  # fmt: skip
     shots = args.screenshots
     if shots is not None:
         shots.mkdir(parents=True, exist_ok=True)
