@@ -2,11 +2,16 @@
 
 Cameras stream the bundled real-face clip (30 FPS, 640x480, VP8 over aiortc) to one WebRTC server
 whose sessions share one engine; each session runs the real mediapipe face tracker. The level
-is raised 1 -> 2 -> 4 cameras. On the 2-core test machines that is far past saturation (encode,
+is raised 1 -> 2 -> 4 cameras. On the 2-core test machines that is past saturation (encode,
 decode, FaceMesh and the model for 120 frames/s), so the server must degrade the way it is built
-to: frames dropped at each session's latest-only slot, stale windows skipped, both reported in
-the per-peer stats / status events; latency and memory must stay bounded, and every camera must
-keep being served.
+to: it never queues. Which stage gives first depends on the machine: since alignment and
+inference run on separate threads, the four senders (in this same process, encoding VP8) are
+the first to fall behind and deliver ~75 of 120 frames/s, which the sessions then process in
+full (0 dropped, latency p50 ~70 ms); with a slower spotter (the serial worker before) frames
+were dropped at each session's latest-only slot and reported. So the test holds both cases:
+what arrives is processed or dropped (no backlog), the slot drops agree with /health, latency
+and memory stay bounded and every camera keeps being served. Slot drops themselves are forced
+and checked in tests/test_pipeline.py (a slow engine).
 """
 
 from __future__ import annotations
@@ -63,8 +68,10 @@ def test_cameras_until_the_cpu_saturates_degrade_by_dropping(tiny_engine: Any) -
                     cams.append(cam)
                 await asyncio.sleep(1.5)  # settle: sessions load FaceMesh
                 start = [_last(c) for c in cams]
+                sent0 = sum(c.track.frames_sent for c in cams)
                 await asyncio.sleep(LEVEL_S)
                 end = [_last(c) for c in cams]
+                sent = sum(c.track.frames_sent for c in cams) - sent0
                 gc.collect()
                 async with aiohttp.ClientSession() as http, http.get(f"{url}/health") as resp:
                     health = await resp.json()
@@ -76,6 +83,7 @@ def test_cameras_until_the_cpu_saturates_degrade_by_dropping(tiny_engine: Any) -
                     "input_fps": round(sum(e.get("input_fps", 0.0) for e in end), 1),
                     "processed_fps": round(sum(frames) / LEVEL_S, 1),
                     "dropped_fps": round(sum(dropped) / LEVEL_S, 1),
+                    "sent_fps": round(sent / LEVEL_S, 1),
                     "min_processed_per_camera": min(frames),
                     "latency_p50_ms_max": round(max(lat), 1),
                     "rss_mb": round(proc.memory_info().rss / 2**20, 1),
@@ -99,8 +107,12 @@ def test_cameras_until_the_cpu_saturates_degrade_by_dropping(tiny_engine: Any) -
     top = rows[-1]
     assert [r["peers"] for r in rows] == list(LEVELS)
     assert all(r["running"] for r in rows)
-    assert top["dropped_fps"] > 0  # saturated: the latest-only slots drop stale frames ...
-    assert top["health"]["ok"] and top["health"]["frames_dropped"] > 0  # ... and /health says so
+    for r in rows:
+        # No backlog: what arrives is processed or dropped at the latest-only slot ...
+        assert r["processed_fps"] + r["dropped_fps"] >= 0.85 * r["input_fps"], r
+        # ... slot drops are reported in the stats and in /health alike ...
+        assert r["health"]["ok"]
+        assert (r["dropped_fps"] > 0) <= (r["health"]["frames_dropped"] > 0), r
     assert top["min_processed_per_camera"] > 0  # ... and every camera is still being served
     for r in rows:
         assert r["latency_p50_ms_max"] < 2000, r  # bounded, not a growing backlog
