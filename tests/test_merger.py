@@ -77,6 +77,15 @@ def test_apex_and_score() -> None:
     assert final.score == pytest.approx((39 * 0.7 + 0.95) / 40)
 
 
+def test_apex_ignores_float_noise_on_a_plateau() -> None:
+    """A plateau whose later slot is higher only by inference noise (5e-5 < APEX_TOL) keeps the
+    first slot as apex; a real rise (3e-4) moves it."""
+    noise = track(80, [(10, 49, 0.1, 0.6), (20, 20, 0.05, 0.8), (35, 35, 0.05, 0.80005)])
+    assert spot(noise)[-1].apex_slot == 20
+    rise = track(80, [(10, 49, 0.1, 0.6), (20, 20, 0.05, 0.8), (35, 35, 0.05, 0.8003)])
+    assert spot(rise)[-1].apex_slot == 35
+
+
 def test_hysteresis_no_flicker_at_noisy_crossing() -> None:
     # p_expr alternates 0.55 / 0.45 around on_threshold 0.5 (never below off 0.3): one interval.
     noisy = [(s, s, 0.55 if s % 2 == 0 else 0.45, 0.0) for s in range(10, 40)]
