@@ -393,8 +393,9 @@ def camera_60fps_ms_per_frame(
     """Per-frame cost of one 60 FPS camera (every slot a distinct frame) from the stage medians:
     (pipelined, serial). The source, align and infer threads overlap, so a frame costs the
     slowest thread's share, but never less than the total work spread over the cores."""
-    names = ("decode", "align", "encode", "window", "merge", "emit")
-    med = {k: stages.get(k, {}).get("p50_ms", 0.0) for k in names}
+    from .pipeline import STAGES
+
+    med = {k: stages.get(k, {}).get("p50_ms", 0.0) for k in STAGES}
     infer = med["encode"] + (med["window"] + med["merge"]) / stride_frames + med["emit"]
     serial = med["decode"] + med["align"] + infer
     cores = cores or os.cpu_count() or 1

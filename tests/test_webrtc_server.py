@@ -48,9 +48,9 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 pytestmark = pytest.mark.usefixtures("loopback_ice")
 
 
-def make_hub(tiny_engine, max_sessions: int = 4) -> SpotHub:
+def make_hub(tiny_engine, **config) -> SpotHub:
     engine, merger = tiny_engine
-    return SpotHub(engine, HubConfig(max_sessions=max_sessions), merger)
+    return SpotHub(engine, HubConfig(**{"max_sessions": 4, **config}), merger)
 
 
 async def start_server(hub: SpotHub, **cfg) -> tuple[WebRtcServer, object, str]:
@@ -151,8 +151,7 @@ def test_camera_sessions_calibrate_first_and_can_skip_it(tiny_engine, clip: Path
     """With a calibration phase, a camera's events start with calibrating -> calibrated (and
     the stats carry the phase and the person's thresholds); a camera that asks to skip gets
     calibration_skipped instead."""
-    engine, merger = tiny_engine
-    hub = SpotHub(engine, HubConfig(calibrate_s=1.0), merger)
+    hub = make_hub(tiny_engine, calibrate_s=1.0)
 
     async def main():
         _server, runner, url = await start_server(hub)

@@ -54,8 +54,6 @@ class HubConfig:
     """> 0: every camera session (push source) starts with a neutral-baseline phase of this many
     seconds of face (calibration/baseline.py); replays of files do not calibrate."""
     calibration_timeout_s: float = 20.0
-    calibration_rule: Any = None
-    """A ThresholdRule (default: the checkpoint's neutral reference if it has one)."""
 
 
 def build_engine(
@@ -111,11 +109,11 @@ class LiveSession:
         self.calibration: Any = None  # the CalibratingSpotter of a calibrating session
         if hub.config.calibrate_s > 0 and isinstance(source, PushSource):
             from fesnet.calibration.baseline import BaselineConfig, attach_calibration
+            from fesnet.calibration.profile import ThresholdRule
 
             cfg = hub.config
-            rule = cfg.calibration_rule or hub.neutral_rule
-            phase = BaselineConfig(cfg.calibrate_s, cfg.calibration_timeout_s,
-                                   *([rule] if rule is not None else []))  # fmt: skip
+            rule = hub.neutral_rule or ThresholdRule()  # relative if the checkpoint allows
+            phase = BaselineConfig(cfg.calibrate_s, cfg.calibration_timeout_s, rule)
             self.calibration = attach_calibration(self.pipeline, phase, session_id)
         self._closed = False
 
