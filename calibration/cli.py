@@ -44,7 +44,8 @@ def _add_data_args(p: argparse.ArgumentParser, default_split: str) -> None:
     p.add_argument("--folds", type=int, default=5, help="0: leave one subject out")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--duration-s", type=float, default=40.0, help="synthetic clip length")
-    p.add_argument("--videos-per-identity", type=int, help="synthetic: clips per identity")
+    p.add_argument("--videos-per-identity", type=int,
+                   help="synthetic: plain-look clips per identity (look clips keep their count)")
     p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
 
 
@@ -151,7 +152,13 @@ def _videos(args: argparse.Namespace) -> list[Any]:
         n = args.videos_per_identity
         cfg = SyntheticSetConfig(duration_s=args.duration_s, seed=args.seed)
         if n is not None:
-            cfg = SyntheticSetConfig(n, n, n, args.duration_s, args.seed)
+            cfg = SyntheticSetConfig(
+                train_videos_per_identity=n,
+                val_videos_per_identity=n,
+                test_videos_per_identity=n,
+                duration_s=args.duration_s,
+                seed=args.seed,
+            )
         return synthetic_split(args.split, args.cache_dir, cfg)
     if args.root is None:
         raise UsageError(f"--data {args.data} needs --root (the dataset folder)")

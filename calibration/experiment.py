@@ -1,11 +1,12 @@
 """Does per-person calibration help? Synthetic sessions whose neutral face differs.
 
-Each session is one identity with a *neutral look* drawn once (:func:`session_look`: a constant
-resting AU offset / asymmetry, face shape, room lighting and side light; see ``SyntheticSpec``)
-and two clips that share it: a short neutral clip (the calibration phase: no expressions, blinks
-and head motion as usual) and a labelled test clip. For every session the test clip is spotted
-with the base thresholds and with the thresholds each :class:`ThresholdRule` derives from the
-session's own neutral clip; F1 is pooled over sessions (MEGC: counts summed).
+Each session is one identity with a *neutral look* drawn once (``synthetic.random_look``: a
+constant resting AU offset / asymmetry, face shape, room lighting and side light; see
+``SyntheticSpec``) and two clips that share it: a short neutral clip (the calibration phase: no
+expressions, blinks and head motion as usual) and a labelled test clip. For every session the
+test clip is spotted with the base thresholds and with the thresholds each
+:class:`ThresholdRule` derives from the session's own neutral clip; F1 is pooled over sessions
+(MEGC: counts summed).
 
 Window scores are computed once per clip; the neutral clip is fused exactly as the live phase
 fuses it (``profile_from_windows``), so the offline numbers are what a live session would get.
@@ -32,36 +33,12 @@ from .profile import ThresholdRule
 
 logger = logging.getLogger(__name__)
 
-# Resting offsets a neutral face can carry: one-sided or partial AUs (px on the 256 px image).
-REST_AUS = (
-    "AU12U_unilateral_corner_pull",
-    "AU4_brow_lower",
-    "AU15_lip_corner_depress",
-    "AU2_outer_brow_raise",
-    "AU7_lid_tighten",
-    "AU24_lip_press",
-)
-
 DEFAULT_RULES: dict[str, ThresholdRule] = {
     "q99+0.05": ThresholdRule(0.99, 0.05),
     "q95+0.05": ThresholdRule(0.95, 0.05),
     "max+0.02": ThresholdRule(1.0, 0.02),
     "q99+0.05 (may lower)": ThresholdRule(0.99, 0.05, allow_lower=True),
 }
-
-
-def session_look(rng: np.random.Generator) -> dict[str, Any]:
-    """SyntheticSpec fields of one session's neutral look (drawn once, constant in the session)."""
-    n_rest = int(rng.integers(1, 3))
-    names = rng.choice(len(REST_AUS), size=n_rest, replace=False)
-    return {
-        "rest_aus": tuple(
-            (REST_AUS[int(i)], round(float(rng.uniform(1.5, 5.0)), 2)) for i in names
-        ),
-        "face_aspect": round(float(rng.uniform(0.88, 1.12)), 3),
-        "light_gain": round(float(rng.uniform(0.55, 1.3)), 3),
-        "light_side": round(float(rng.uniform(-0.35, 0.35)), 3),
-    }
 
 
 @dataclass
@@ -83,14 +60,14 @@ def make_sessions(
     """Render (or read from the cache) and align every session's two clips."""
     from fesnet.model.data.align import FaceAligner
     from fesnet.model.data.preprocess import preprocess_synthetic
-    from fesnet.model.data.synthetic import SyntheticSpec
+    from fesnet.model.data.synthetic import SyntheticSpec, random_look
 
     rng = np.random.default_rng([seed, 7])
     sessions = []
     with FaceAligner() as aligner:
         for i, identity in enumerate(identities):
             for k in range(sessions_per_identity):
-                look = session_look(rng)
+                look = random_look(rng)
                 clip_seed = 50_000 + seed * 1000 + i * 10 + k
                 test_spec = SyntheticSpec(duration_s=duration_s, **look)
                 # min_gap_s bounds the neutral clip only from below (no events are placed).

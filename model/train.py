@@ -137,9 +137,14 @@ def _clip_start(
 
 
 def augment(crops: np.ndarray, rng: random.Random) -> np.ndarray:
-    """Clip-consistent photometric jitter and horizontal flip (expressions are not lateralised)."""
+    """One photometric change and flip for the whole clip: what FESNet reads, the motion between
+    a frame and the clip's others, is kept while the look changes. Room gain 0.6-1.3 and a side
+    light (gain slope +-0.3 from the centre to the left/right edge), the ranges of the
+    calibration sessions' looks (``synthetic.random_look``), an offset of +-20 and a horizontal
+    flip (expressions are not lateralised)."""
     x = crops.astype(np.float32)
-    x = x * rng.uniform(0.8, 1.2) + rng.uniform(-20, 20)
+    side = 1.0 + rng.uniform(-0.3, 0.3) * np.linspace(-1.0, 1.0, x.shape[2], dtype=np.float32)
+    x = x * (rng.uniform(0.6, 1.3) * side)[:, None] + rng.uniform(-20, 20)
     if rng.random() < 0.5:
         x = x[:, :, ::-1]
     return np.clip(x, 0, 255).astype(np.uint8)

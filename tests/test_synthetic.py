@@ -16,6 +16,7 @@ from fesnet.model.data.synthetic import (
     plan_video,
     train_test_identities,
 )
+from fesnet.model.datasets import SyntheticSetConfig, synthetic_jobs
 
 TINY = SyntheticSpec(
     duration_s=5.0, fps=30.0, n_me=1, n_mae=1, frame_size=(96, 96), min_gap_s=0.6,
@@ -121,6 +122,27 @@ def test_train_test_identities_disjoint_and_shipped():
     assert train and test and not set(train) & set(test)
     assert set(train) | set(test) <= set(available_identities())
     assert len(set(train) | set(test)) >= 10
+
+
+def test_set_splits_add_look_videos_to_train_and_val_only():
+    """Plain videos keep their seeds (and so their caches); look videos draw a random look each;
+    the held-out test split stays plain; no seed is used twice."""
+    cfg = SyntheticSetConfig(train_look_videos_per_identity=2, val_look_videos_per_identity=1)
+    train_ids, test_ids = train_test_identities()
+    seeds = []
+    for split, n_look in (("train", 2), ("val", 1), ("test", 0)):
+        jobs = synthetic_jobs(split, cfg)
+        looks = [spec for _, spec, _ in jobs if spec.rest_aus]
+        assert len(looks) == n_look * len(train_ids if split != "test" else test_ids)
+        assert len({spec.digest() for spec in looks}) == len(looks)
+        assert all(0.55 <= s.light_gain <= 1.3 and 0.88 <= s.face_aspect <= 1.12 for s in looks)
+        assert all(s == SyntheticSpec(duration_s=cfg.duration_s) for _, s, _ in jobs
+                   if not s.rest_aus)  # fmt: skip
+        seeds += [seed for _, _, seed in jobs]
+    assert len(seeds) == len(set(seeds))
+    assert [seed for _, _, seed in synthetic_jobs("train", cfg)][:2] == [0, 1]
+    with pytest.raises(ValueError, match="unknown split"):
+        synthetic_jobs("dev", cfg)
 
 
 def test_identity_landmarks(two_identities):

@@ -9,7 +9,7 @@ import torch
 from fesnet.model.data.preprocess import AlignedVideo
 from fesnet.model.fesnet import FESNet, FESNetConfig
 from fesnet.model.losses import LossConfig
-from fesnet.model.train import TrainConfig, class_weights, clip_batch, train_step
+from fesnet.model.train import TrainConfig, augment, class_weights, clip_batch, train_step
 
 torch.set_num_threads(1)
 
@@ -51,6 +51,24 @@ def test_class_weights_follow_the_clips_training_draws() -> None:
 
 
 @pytest.mark.slow
+def test_augment_changes_the_look_but_not_the_motion() -> None:
+    """A still clip stays still (one transform per clip), while clips get different room gains
+    and side lights: left/right brightness ratios spread around 1."""
+    frame = np.full((112, 112, 3), 120, np.uint8)
+    still = np.stack([frame] * 8)
+    rng = random.Random(0)
+    ratios, means = [], []
+    for _ in range(40):
+        out = augment(still, rng)
+        assert out.shape == still.shape and out.dtype == np.uint8
+        assert (out == out[0]).all()
+        left, right = out[0, :, :20].mean(), out[0, :, -20:].mean()
+        ratios.append(left / right)
+        means.append(out.mean())
+    assert min(ratios) < 0.8 and max(ratios) > 1.25
+    assert min(means) < 85 and max(means) > 145
+
+
 def test_short_training_run_lowers_the_loss() -> None:
     torch.manual_seed(0)
     net = FESNet(FESNetConfig.tiny()).train()

@@ -338,6 +338,32 @@ class SyntheticSpec:
 
 _NEUTRAL_LOOK_DEFAULTS = {"rest_aus": (), "face_aspect": 1.0, "light_gain": 1.0, "light_side": 0.0}
 
+# Resting offsets a neutral face can carry: one-sided or partial AUs (px on the 256 px image).
+REST_AUS = (
+    "AU12U_unilateral_corner_pull",
+    "AU4_brow_lower",
+    "AU15_lip_corner_depress",
+    "AU2_outer_brow_raise",
+    "AU7_lid_tighten",
+    "AU24_lip_press",
+)
+
+
+def random_look(rng: np.random.Generator) -> dict:
+    """SyntheticSpec fields of one random neutral look (drawn once, constant over a video):
+    1-2 resting AU offsets of 1.5-5 px, face width 0.88-1.12, room gain 0.55-1.3, side light
+    +-0.35. Used for the look videos of the training set and for the calibration sessions."""
+    n_rest = int(rng.integers(1, 3))
+    names = rng.choice(len(REST_AUS), size=n_rest, replace=False)
+    return {
+        "rest_aus": tuple(
+            (REST_AUS[int(i)], round(float(rng.uniform(1.5, 5.0)), 2)) for i in names
+        ),
+        "face_aspect": round(float(rng.uniform(0.88, 1.12)), 3),
+        "light_gain": round(float(rng.uniform(0.55, 1.3)), 3),
+        "light_side": round(float(rng.uniform(-0.35, 0.35)), 3),
+    }
+
 
 @dataclass(frozen=True)
 class Identity:
