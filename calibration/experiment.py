@@ -18,7 +18,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,6 +30,9 @@ from fesnet.model.metrics import MetricTable, evaluate_videos
 from .baseline import profile_from_windows
 from .fit import ScoredVideo, predict_intervals, score_videos
 from .profile import ThresholdRule
+
+if TYPE_CHECKING:
+    from fesnet.model.data.synthetic import SyntheticSpec
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +50,26 @@ class Session:
     look: dict[str, Any]
     neutral: Any  # AlignedVideo of the calibration clip
     test: Any  # AlignedVideo of the labelled clip
+
+
+def neutral_clip_spec(session: SyntheticSpec, neutral_s: float) -> SyntheticSpec:
+    """The calibration clip of a session: its look, no expressions, and head moves and light
+    changes at the session's rate (``n_head_moves`` / ``n_light_changes`` are counts per video: a
+    3 s clip with the defaults got 2 sudden head moves and a light change, 10x the rate of the
+    30 s labelled clip, and its resting median sat above the fitted reference in every session).
+    Blinks, drift, jitter and noise are rates or amplitudes and carry over unchanged."""
+    from dataclasses import replace
+
+    duration = max(neutral_s, 1.0)  # min_gap_s bounds it only from below (no events are placed)
+    scale = duration / session.duration_s
+    return replace(
+        session,
+        duration_s=duration,
+        n_me=0,
+        n_mae=0,
+        n_head_moves=round(session.n_head_moves * scale),
+        n_light_changes=round(session.n_light_changes * scale),
+    )
 
 
 def make_sessions(
@@ -70,10 +93,7 @@ def make_sessions(
                 look = random_look(rng)
                 clip_seed = 50_000 + seed * 1000 + i * 10 + k
                 test_spec = SyntheticSpec(duration_s=duration_s, **look)
-                # min_gap_s bounds the neutral clip only from below (no events are placed).
-                neutral_spec = SyntheticSpec(
-                    duration_s=max(neutral_s, 1.0), n_me=0, n_mae=0, **look
-                )
+                neutral_spec = neutral_clip_spec(test_spec, neutral_s)
                 test = preprocess_synthetic(identity, test_spec, clip_seed, aligner=aligner,
                                             cache_dir=cache_dir)  # fmt: skip
                 neutral = preprocess_synthetic(identity, neutral_spec, clip_seed + 5,

@@ -193,3 +193,22 @@ def test_neutral_experiment_pools_sessions_and_reports_each_rule() -> None:
     assert calibrated.f1_overall > none.f1_overall
     assert result.per_session[1]["q99+0.05"]["on_threshold"] == BASE.on_threshold
     assert "| q99+0.05 |" in result.to_markdown()
+
+
+def test_neutral_clip_keeps_the_look_and_the_rate_of_head_moves() -> None:
+    """The calibration clip of a synthetic session: its look, no expressions, and sudden head
+    moves / light changes at the session's rate (a 3 s clip once got the 30 s clip's 2 moves)."""
+    from fesnet.calibration.experiment import neutral_clip_spec
+    from fesnet.model.data.synthetic import SyntheticSpec
+
+    look = {"rest_aus": (("AU4_brow_lower", 3.0),), "light_gain": 0.7, "light_side": 0.2}
+    session = SyntheticSpec(duration_s=30.0, n_head_moves=2, n_light_changes=1, **look)
+    short = neutral_clip_spec(session, 3.0)
+    assert (short.duration_s, short.n_me, short.n_mae) == (3.0, 0, 0)
+    assert (short.n_head_moves, short.n_light_changes) == (0, 0)
+    assert (short.rest_aus, short.light_gain, short.light_side) == (
+        session.rest_aus, session.light_gain, session.light_side
+    )
+    assert short.blink_rate_hz == session.blink_rate_hz
+    long = neutral_clip_spec(SyntheticSpec(duration_s=30.0, n_head_moves=4), 15.0)
+    assert long.n_head_moves == 2
