@@ -38,9 +38,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="onnx", help="torch | onnx | tensorrt")
     parser.add_argument("--stride", type=int, default=8, help="window stride in 60 Hz slots")
     parser.add_argument(
-        "--calibrate-s", type=float, default=3.0,
+        "--calibrate-s", type=float, default=0.0,
         help="each camera starts with this many seconds of neutral face to calibrate the "
-        "thresholds to the person (skippable in the page; 0 = off; replays never calibrate)",
+        "thresholds to the person (e.g. 3; skippable in the page; replays never calibrate). "
+        "Off by default: with the shipped checkpoint it lowered F1 (docs/CALIBRATION.md)",
     )  # fmt: skip
 
 

@@ -257,7 +257,9 @@ class GradioViewer:
                         interactive=False, elem_id="fesnet-crop",
                     )  # fmt: skip
                     stats = gr.Markdown(elem_id="fesnet-stats")
-                    skip_btn = gr.Button("Skip calibration", size="sm")
+                    skip_btn = gr.Button(
+                        "Skip calibration", size="sm", visible=self.hub.config.calibrate_s > 0
+                    )
                     export_btn = gr.Button("Export events (JSONL)")
                     export_file = gr.File(label="Session events", elem_id="fesnet-export")
             plot = gr.Plot(label="Live timeline", elem_id="fesnet-timeline")

@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default=None)
     parser.add_argument("--backend", default="onnx")
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--calibrate-s", type=float, default=3.0,
+    parser.add_argument("--calibrate-s", type=float, default=0.0,
                         help="camera sessions' neutral-baseline phase (0 = off), as the viewers")
     parser.add_argument("--screenshots", type=Path, default=None, help="folder for PNGs")
     parser.add_argument("--paths", default="gradio,client-page,python-client")
