@@ -241,6 +241,19 @@ def fit_merger(
 REFERENCE_QUANTILES = (0.5, 0.9, 0.99)
 
 
+def calm_p_expr(v: ScoredVideo, cfg: MergerConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(committed fused p_expr per slot, calm mask) of one scored clip (``v.starts`` not empty):
+    calm slots are scored and have no labelled expression within a window's length either side."""
+    t = cfg.window_frames
+    _, fused = merge_offline(v.starts, v.probs, cfg)
+    p_expr = fused[:, 1] + fused[:, 2]
+    calm = np.zeros(len(p_expr), bool)
+    calm[v.starts[0] : v.starts[-1] + t] = True
+    for on, off, _ in v.intervals:
+        calm[max(0, on - t) : off + t + 1] = False
+    return p_expr, calm
+
+
 def neutral_reference(
     scored: Sequence[ScoredVideo], cfg: MergerConfig, duration_s: float = 3.0
 ) -> dict[str, Any] | None:
@@ -251,17 +264,11 @@ def neutral_reference(
     pieces. None if no clip has such a stretch. The relative calibration rule (profile.py)
     compares a person's rest with this."""
     need = max(1, round(duration_s * cfg.fps))
-    t = cfg.window_frames
     levels: list[np.ndarray] = []
     for v in scored:
         if not v.starts:
             continue
-        _, fused = merge_offline(v.starts, v.probs, cfg)
-        p_expr = fused[:, 1] + fused[:, 2]
-        calm = np.zeros(len(p_expr), bool)
-        calm[v.starts[0] : v.starts[-1] + t] = True
-        for on, off, _ in v.intervals:
-            calm[max(0, on - t) : off + t + 1] = False
+        p_expr, calm = calm_p_expr(v, cfg)
         edges = np.flatnonzero(np.diff(np.concatenate([[0], calm.astype(np.int8), [0]])))
         for a, b in zip(edges[::2], edges[1::2], strict=True):
             for start in range(a, b - need + 1, need):

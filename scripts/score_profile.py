@@ -4,8 +4,9 @@ For each checkpoint, every window of the held-out synthetic test videos is score
 by the checkpoint's own merger settings (the same ``merge_offline`` the spotter's merger uses).
 Then the mean fused p_expr = p_ME + p_MaE is reported over: the first, middle and last third of
 every MaE interval, every ME interval, and the neutral frames (more than a window's length away
-from any expression). A MaE whose middle third sits below the on-threshold is cut into pieces
-shorter than a MaE, which is how the model card explains its MaE F1.
+from any expression: ``calm_p_expr``, the slots the neutral reference is measured on). A MaE
+whose middle third sits below the on-threshold is cut into pieces shorter than a MaE, which is
+how the model card explains its MaE F1.
 
     python scripts/score_profile.py model/checkpoints/fesnet_small_synthetic.pt [OTHER.pt ...]
 """
@@ -18,25 +19,20 @@ from pathlib import Path
 
 import numpy as np
 
-from fesnet.calibration.fit import score_videos
+from fesnet.calibration.fit import calm_p_expr, score_videos
 from fesnet.model import checkpoint
 from fesnet.model.backends import make_backend
 from fesnet.model.datasets import synthetic_split
-from fesnet.model.merger import MergerConfig, merge_offline
+from fesnet.model.merger import MergerConfig
 
 PARTS = ("MaE first third", "MaE middle third", "MaE last third", "ME", "neutral")
 
 
 def profile(scored: list, cfg: MergerConfig) -> dict[str, float]:
     parts: dict[str, list[float]] = {k: [] for k in PARTS}
-    t = cfg.window_frames
     for v in scored:
-        _, fused = merge_offline(v.starts, v.probs, cfg)
-        p = fused[:, 1] + fused[:, 2]
-        neutral = np.zeros(len(p), bool)
-        neutral[v.starts[0] : v.starts[-1] + t] = True
+        p, neutral = calm_p_expr(v, cfg)
         for on, off, label in v.intervals:
-            neutral[max(0, on - t) : off + t + 1] = False
             seg = p[on : off + 1]
             if label == 2:
                 k = max(1, len(seg) // 3)

@@ -50,7 +50,6 @@ def test_class_weights_follow_the_clips_training_draws() -> None:
     assert oversampled[0] / oversampled[1] > 1.25 * placed_anywhere[0] / placed_anywhere[1]
 
 
-@pytest.mark.slow
 def test_augment_changes_the_look_but_not_the_motion() -> None:
     """A still clip stays still (one transform per clip), while clips get different room gains
     and side lights: left/right brightness ratios spread around 1."""
@@ -69,6 +68,7 @@ def test_augment_changes_the_look_but_not_the_motion() -> None:
     assert min(means) < 85 and max(means) > 145
 
 
+@pytest.mark.slow
 def test_short_training_run_lowers_the_loss() -> None:
     torch.manual_seed(0)
     net = FESNet(FESNetConfig.tiny()).train()
