@@ -28,8 +28,15 @@ def test_smooth_loss_zero_for_constant_and_positive_for_flicker() -> None:
 
 
 def test_weighted_ce_weights_rare_class() -> None:
-    logits = torch.zeros(1, 4, 3)
+    """The one ME frame is scored wrong with confidence, the three neutral frames right: a
+    weight of 10 on ME must raise the loss towards that frame's CE, a weight of 1 must not."""
+    logits = torch.tensor([[[4.0, 0, 0], [4.0, 0, 0], [4.0, 0, 0], [4.0, 0, 0]]])
     labels = torch.tensor([[0, 0, 0, 1]])
-    w = torch.tensor([1.0, 10.0, 1.0])
-    # uniform logits: every frame's CE is log 3 whatever the weights (weighted mean)
-    assert math.isclose(weighted_ce(logits, labels, w).item(), math.log(3), rel_tol=1e-5)
+    right = -torch.log_softmax(logits[0, 0], dim=0)[0].item()  # CE of a neutral frame
+    wrong = -torch.log_softmax(logits[0, 3], dim=0)[1].item()  # CE of the ME frame
+    plain = weighted_ce(logits, labels, torch.ones(3)).item()
+    heavy = weighted_ce(logits, labels, torch.tensor([1.0, 10.0, 1.0])).item()
+    # weighted mean: sum_i w_i CE_i / sum_i w_i
+    assert math.isclose(plain, (3 * right + wrong) / 4, rel_tol=1e-5)
+    assert math.isclose(heavy, (3 * right + 10 * wrong) / 13, rel_tol=1e-5)
+    assert heavy > 2 * plain
