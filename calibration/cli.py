@@ -299,7 +299,7 @@ def cmd_int8(args: argparse.Namespace) -> int:
 
 
 def cmd_neutral(args: argparse.Namespace) -> int:
-    from fesnet.model.data.synthetic import train_test_identities
+    from fesnet.model.data.identities import train_test_identities
 
     from .experiment import DEFAULT_RULES, make_sessions, run_neutral_experiment
     from .fit import REFERENCE_QUANTILES

@@ -28,65 +28,128 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SyntheticSetConfig:
-    """Sizes of the synthetic set. Video counts are per identity.
+    """Sizes and motion families of the synthetic set. Video counts are per identity.
 
-    Look videos (train and val only) each draw a random neutral look (``synthetic.random_look``:
-    resting asymmetry, face shape, room and side lighting). Without them the model learns the
-    identity images' own look: a changed look lifted its resting p_expr median from 0.04 to as
-    much as 0.92 (docs/CALIBRATION.md)."""
+    - train: every training identity and its mirror image (``~flip``), each with plain videos
+      (the identity image's own look) and *look* videos (a random neutral look,
+      ``synthetic.random_look``, and a random camera framing, ``synthetic.random_framing``).
+      Without varied looks the model learns the identity images' own look: a changed look lifted
+      its resting p_expr median from 0.04 to as much as 0.92 (docs/CALIBRATION.md).
+    - val: the training identities (not mirrored), plain and look videos, new seeds.
+    - test: the held-out identities, in two parts. *plain*: the training motion families (the
+      same videos as every earlier test split). *holdout*: a motion family no training video
+      has (``holdout_warp`` + ``holdout_profiles``), with random looks and framings.
+    """
 
-    train_videos_per_identity: int = 2
+    train_videos_per_identity: int = 1
     val_videos_per_identity: int = 1
     test_videos_per_identity: int = 2
     duration_s: float = 40.0
     seed: int = 0
-    train_look_videos_per_identity: int = 2
+    train_look_videos_per_identity: int = 1
     val_look_videos_per_identity: int = 1
+    test_holdout_videos_per_identity: int = 2
+    flip_train_identities: bool = True
+    train_profiles: tuple[str, ...] = ("smooth", "asym")
+    holdout_warp: str = "tps"
+    holdout_profiles: tuple[str, ...] = ("linear",)
 
 
 def synthetic_jobs(
     split: str, cfg: SyntheticSetConfig = SyntheticSetConfig()
 ) -> list[tuple[str, SyntheticSpec, int]]:
-    """(identity, spec, seed) of every video of one split. Plain videos keep the seeds they had
-    before look videos existed, so their caches stay valid; look videos use seeds +500."""
+    """(identity, spec, seed) of every video of one split (see :class:`SyntheticSetConfig`).
+    The plain test videos keep the seeds and specs they always had, so their caches and every
+    earlier score on them stay comparable."""
     from .data import synthetic
+    from .data.identities import FLIP_SUFFIX, train_test_identities
 
-    train_ids, test_ids = synthetic.train_test_identities()
-    counts = {
-        "train": (train_ids, cfg.train_videos_per_identity, cfg.train_look_videos_per_identity, 0),
-        "val": (train_ids, cfg.val_videos_per_identity, cfg.val_look_videos_per_identity, 1000),
-        "test": (test_ids, cfg.test_videos_per_identity, 0, 2000),
-    }
-    if split not in counts:
+    if split not in ("train", "val", "test"):
         raise ValueError(f"unknown split {split!r}: train, val or test")
-    ids, n, n_look, offset = counts[split]
+    train_ids, test_ids = train_test_identities()
+    base = cfg.seed * 100_000
+    jobs: list[tuple[str, SyntheticSpec, int]] = []
+
+    def varied(rng: np.random.Generator, **fields: object) -> SyntheticSpec:
+        look = synthetic.random_look(rng) | synthetic.random_framing(rng)
+        return synthetic.SyntheticSpec(duration_s=cfg.duration_s, **look, **fields)
+
+    if split in ("train", "val"):
+        ids = train_ids
+        n, n_look, offset = cfg.val_videos_per_identity, cfg.val_look_videos_per_identity, 1000
+        if split == "train":
+            if cfg.flip_train_identities:
+                ids = ids + [name + FLIP_SUFFIX for name in ids]
+            n, n_look, offset = cfg.train_videos_per_identity, cfg.train_look_videos_per_identity, 0
+        plain = synthetic.SyntheticSpec(duration_s=cfg.duration_s, profiles=cfg.train_profiles)
+        for i, identity in enumerate(ids):
+            for k in range(n):
+                jobs.append((identity, plain, base + offset + i * 10 + k))
+            for k in range(n_look):
+                rng = np.random.default_rng([cfg.seed, offset, i, k])
+                spec = varied(rng, profiles=cfg.train_profiles)
+                jobs.append((identity, spec, base + offset + 500 + i * 10 + k))
+        return jobs
     plain = synthetic.SyntheticSpec(duration_s=cfg.duration_s)
-    jobs = []
-    for i, identity in enumerate(ids):
-        for k in range(n):
-            jobs.append((identity, plain, cfg.seed * 100_000 + offset + i * 10 + k))
-        for k in range(n_look):
-            look = synthetic.random_look(np.random.default_rng([cfg.seed, offset, i, k]))
-            spec = synthetic.SyntheticSpec(duration_s=cfg.duration_s, **look)
-            jobs.append((identity, spec, cfg.seed * 100_000 + offset + 500 + i * 10 + k))
+    for i, identity in enumerate(test_ids):
+        for k in range(cfg.test_videos_per_identity):
+            jobs.append((identity, plain, base + 2000 + i * 10 + k))
+        for k in range(cfg.test_holdout_videos_per_identity):
+            rng = np.random.default_rng([cfg.seed, 2000, i, k])
+            spec = varied(rng, warp=cfg.holdout_warp, profiles=cfg.holdout_profiles)
+            jobs.append((identity, spec, base + 2500 + i * 10 + k))
     return jobs
 
 
-def synthetic_split(
-    split: str, cache_dir: Path, cfg: SyntheticSetConfig = SyntheticSetConfig()
-) -> list[AlignedVideo]:
-    """Generate (or read from the cache) and align one split of the synthetic set."""
-    from .data.align import FaceAligner
+def motion_family(spec: SyntheticSpec) -> str:
+    """A video's motion family as a short name: ``warp/profile+profile``."""
+    return f"{spec.warp}/{'+'.join(spec.profiles)}"
+
+
+def synthetic_families(split: str, cfg: SyntheticSetConfig = SyntheticSetConfig()) -> dict:
+    """video id -> motion family, for every video of a split (to report held-out motion apart)."""
+    from .data.synthetic import synthetic_video_id
+
+    return {
+        synthetic_video_id(identity, spec, seed): motion_family(spec)
+        for identity, spec, seed in synthetic_jobs(split, cfg)
+    }
+
+
+def _preprocess_job(job: tuple[str, SyntheticSpec, int], cache_dir: Path) -> AlignedVideo:
     from .data.preprocess import preprocess_synthetic
 
+    identity, spec, seed = job
+    return preprocess_synthetic(identity, spec, seed, cache_dir=cache_dir)
+
+
+def synthetic_split(
+    split: str,
+    cache_dir: Path,
+    cfg: SyntheticSetConfig = SyntheticSetConfig(),
+    workers: int = 1,
+) -> list[AlignedVideo]:
+    """Generate (or read from the cache) and align one split of the synthetic set. Rendering
+    and alignment take ~30 s per 40 s video; ``workers`` processes share the uncached ones."""
+    from functools import partial
+
+    from .data.preprocess import cached_synthetic
+
     jobs = synthetic_jobs(split, cfg)
-    videos = []
-    with FaceAligner() as aligner:
-        for identity, spec, seed in tqdm(
-            jobs, desc=f"synthetic {split}", unit="video", disable=len(jobs) < 2
-        ):
-            video = preprocess_synthetic(identity, spec, seed, aligner=aligner, cache_dir=cache_dir)
-            videos.append(video)
+    todo = [job for job in jobs if cached_synthetic(*job, cache_dir=cache_dir) is None]
+    run = partial(_preprocess_job, cache_dir=cache_dir)
+    desc = f"synthetic {split}"
+    if workers > 1 and len(todo) > 1:
+        from concurrent.futures import ProcessPoolExecutor
+        from multiprocessing import get_context
+
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            for _ in tqdm(pool.map(run, todo), total=len(todo), desc=desc, unit="video"):
+                pass
+    else:
+        for job in tqdm(todo, desc=desc, unit="video", disable=len(todo) < 2):
+            run(job)
+    videos = [_preprocess_job(job, cache_dir) for job in jobs]
     n_look = sum(spec.rest_aus != () for _, spec, _ in jobs)
     log.info("synthetic %s: %d videos (%d with a varied look)", split, len(videos), n_look)
     return videos

@@ -67,6 +67,7 @@ SOURCES: tuple[Source, ...] = (
     ),
     Source("door-man", "single_face.mp4", frame=6, note="video frame, near neutral"),
     Source("wolfgang", "WolfgangLanger_Pexels.mp4", frame=240, note="video frame, near neutral"),
+    Source("bearded", "Image_with_alpha.png", note="laughing, hand on the forehead"),
 )
 
 

@@ -21,7 +21,8 @@ from pathlib import Path
 import cv2
 
 from fesnet.model.data.align import FaceAligner
-from fesnet.model.data.synthetic import SyntheticSpec, SyntheticStream, load_identities
+from fesnet.model.data.identities import load_identities
+from fesnet.model.data.synthetic import SyntheticSpec, SyntheticStream
 
 logger = logging.getLogger("make_sample_clip")
 

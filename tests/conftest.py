@@ -54,7 +54,7 @@ def still_aligner() -> Iterator[object]:
 @pytest.fixture(scope="session")
 def two_identities() -> list[object]:
     """One train and one test synthetic identity (real faces with FaceMesh landmarks)."""
-    from fesnet.model.data.synthetic import load_identities, train_test_identities
+    from fesnet.model.data.identities import load_identities, train_test_identities
 
     train, test = train_test_identities()
     return load_identities([train[0], test[-1]])

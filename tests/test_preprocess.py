@@ -101,6 +101,14 @@ def test_synthetic_preprocess_and_cache_hit(two_identities, tmp_path: Path):
     np.testing.assert_array_equal(first.source_index, np.arange(180) // 2)
     np.testing.assert_array_equal(first.labels, stream.labels()[first.source_index])
     np.testing.assert_array_equal(first.crops, second.crops)
+    # Landmarks are stored per slot in crop pixels: the least-squares similarity puts the centroid
+    # of the five alignment points on the template's centroid.
+    from fesnet.model.data.align import canonical_template, keypoints_from_landmarks
+
+    assert first.landmarks is not None and first.landmarks.shape == (180, 468, 2)
+    np.testing.assert_array_equal(first.landmarks, second.landmarks)
+    centroids = np.stack([keypoints_from_landmarks(lm).mean(0) for lm in first.landmarks])
+    assert np.abs(centroids - canonical_template(112).mean(0)).max() < 0.5
     assert second.video_id == stream.video_id and second.subject == two_identities[0].name
     assert first.n_missing == 0 and second.fps_source == 30.0
     # Slot intervals are the source intervals doubled.
@@ -130,6 +138,7 @@ def test_faceless_frames_hold_last_crop(two_identities):
     by_source = {int(s): k for k, s in enumerate(result.source_index)}
     np.testing.assert_array_equal(result.crops[by_source[10]], result.crops[by_source[9]])
     np.testing.assert_array_equal(result.crops[by_source[0]], result.crops[by_source[2]])
+    np.testing.assert_array_equal(result.landmarks[by_source[10]], result.landmarks[by_source[9]])
 
 
 def test_no_face_at_all_raises(tmp_path: Path):

@@ -5,16 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from fesnet.model.data.identities import available_identities, person, train_test_identities
+from fesnet.model.data.plan import plan_video
 from fesnet.model.data.synthetic import (
     MAE,
     ME,
     SyntheticSpec,
     SyntheticStream,
-    available_identities,
     generate_video,
     iter_frames,
-    plan_video,
-    train_test_identities,
 )
 from fesnet.model.datasets import SyntheticSetConfig, synthetic_jobs
 
@@ -124,25 +123,70 @@ def test_train_test_identities_disjoint_and_shipped():
     assert len(set(train) | set(test)) >= 10
 
 
-def test_set_splits_add_look_videos_to_train_and_val_only():
-    """Plain videos keep their seeds (and so their caches); look videos draw a random look each;
-    the held-out test split stays plain; no seed is used twice."""
-    cfg = SyntheticSetConfig(train_look_videos_per_identity=2, val_look_videos_per_identity=1)
+def test_set_splits_hold_out_people_and_a_motion_family():
+    """Train: every training person and its mirror image, plain and look videos, in the
+    training motion families. Val: the same people, new seeds. Test: only held-out people; its
+    plain videos are the same as every earlier test split's (seeds and spec), and its holdout
+    videos use a warp and profile no training video has. No seed is used twice."""
+    cfg = SyntheticSetConfig()
     train_ids, test_ids = train_test_identities()
-    seeds = []
-    for split, n_look in (("train", 2), ("val", 1), ("test", 0)):
-        jobs = synthetic_jobs(split, cfg)
-        looks = [spec for _, spec, _ in jobs if spec.rest_aus]
-        assert len(looks) == n_look * len(train_ids if split != "test" else test_ids)
+    jobs = {split: synthetic_jobs(split, cfg) for split in ("train", "val", "test")}
+    train_people = {person(i) for i, _, _ in jobs["train"]}
+    assert train_people == set(train_ids) == {person(i) for i, _, _ in jobs["val"]}
+    assert {i for i, _, _ in jobs["test"]} == set(test_ids)
+    assert any(i.endswith("~flip") for i, _, _ in jobs["train"])
+    assert len(jobs["train"]) == 2 * len(train_ids) * 2
+    for split in ("train", "val"):
+        looks = [spec for _, spec, _ in jobs[split] if spec.rest_aus]
+        assert len(looks) == len(jobs[split]) // 2
         assert len({spec.digest() for spec in looks}) == len(looks)
         assert all(0.55 <= s.light_gain <= 1.3 and 0.88 <= s.face_aspect <= 1.12 for s in looks)
-        assert all(s == SyntheticSpec(duration_s=cfg.duration_s) for _, s, _ in jobs
-                   if not s.rest_aus)  # fmt: skip
-        seeds += [seed for _, _, seed in jobs]
+        assert {s.warp for _, s, _ in jobs[split]} == {"shepard"}
+        assert all(s.profiles == cfg.train_profiles for _, s, _ in jobs[split])
+    plain = [(i, s, seed) for i, s, seed in jobs["test"] if s.warp == "shepard"]
+    holdout = [s for _, s, _ in jobs["test"] if s.warp != "shepard"]
+    assert [seed for *_, seed in plain] == [2000, 2001, 2010, 2011, 2020, 2021]
+    assert all(s == SyntheticSpec(duration_s=cfg.duration_s) for _, s, _ in plain)
+    assert len(holdout) == 6
+    assert all(s.warp == cfg.holdout_warp and s.profiles == cfg.holdout_profiles for s in holdout)
+    trained = {(s.warp, p) for _, s, _ in jobs["train"] for p in s.profiles}
+    assert not trained & {(s.warp, p) for s in holdout for p in s.profiles}
+    seeds = [seed for split in jobs.values() for *_, seed in split]
     assert len(seeds) == len(set(seeds))
-    assert [seed for _, _, seed in synthetic_jobs("train", cfg)][:2] == [0, 1]
     with pytest.raises(ValueError, match="unknown split"):
         synthetic_jobs("dev", cfg)
+
+
+def test_profile_families_and_the_tps_warp_keep_the_label_rules(two_identities):
+    """Every family keeps the promise the labels rely on: inside an interval the amplitude is
+    non-zero, outside it is zero; a tps video renders and differs from a shepard one."""
+    for family in ("smooth", "asym", "linear"):
+        spec = SyntheticSpec(duration_s=12.0, fps=30.0, profiles=(family,), min_gap_s=0.6)
+        plan = plan_video(spec, seed=3)
+        total = sum(plan.au_amplitude.values())
+        labels = np.zeros(plan.n_frames, bool)
+        for e in plan.events:
+            labels[e.onset : e.offset + 1] = True
+            assert (total[e.onset : e.offset + 1] > 0).all(), family
+        assert (total[~labels] == 0).all(), family
+    spec = dict(duration_s=5.0, fps=30.0, n_me=1, n_mae=1, frame_size=(96, 96), min_gap_s=0.6,
+                mae_duration_s=(0.6, 1.5), mae_amplitude_px=(8.0, 8.0))
+    a = SyntheticStream(two_identities[0], SyntheticSpec(**spec), seed=1)
+    b = SyntheticStream(two_identities[0], SyntheticSpec(**spec, warp="tps"), seed=1)
+    mae = next(e for e in a.events if e.label == MAE)
+    apex = (mae.onset + mae.offset) // 2
+    assert a.intervals == b.intervals
+    assert not np.array_equal(a.frame(apex), b.frame(apex))
+    np.testing.assert_array_equal(a.frame(0), b.frame(0))  # no expression: same bytes
+
+
+def test_a_flipped_identity_is_the_mirror_image():
+    from fesnet.model.data.identities import load_identities
+
+    plain, flipped = load_identities(["door-man", "door-man~flip"])
+    np.testing.assert_array_equal(plain.image[:, ::-1], flipped.image)
+    assert person(flipped.name) == "door-man"
+    assert abs(plain.iod_px - flipped.iod_px) < 0.05 * plain.iod_px
 
 
 def test_identity_landmarks(two_identities):

@@ -6,8 +6,11 @@ What holds for every :class:`AlignedVideo`:
   is nearest to slot ``k`` (:class:`~fesnet.model.data.resample.Resampler`, the same code the
   realtime pipeline runs). Only those source frames are aligned (a 200 FPS video costs 60 FPS).
 - ``labels[k]`` is the label of source frame ``source_index[k]`` (intervals in source frames).
-- A frame without a face holds the previous crop (leading faceless frames take the first found
-  crop); ``n_missing`` counts them. A video without any face raises :class:`PreprocessError`.
+- ``landmarks[k]`` are that frame's 468 FaceMesh landmarks in *crop* pixel coordinates (the
+  alignment transform applied to the frame's landmarks): the geometry channel reads them.
+- A frame without a face holds the previous crop and landmarks (leading faceless frames take the
+  first found ones); ``n_missing`` counts them. A video without any face raises
+  :class:`PreprocessError`.
 - Results are cached as ``<cache_dir>/<video id>-<settings digest>.npz``: a second epoch or run
   loads the file without touching the aligner; changing the settings changes the digest.
 """
@@ -31,12 +34,13 @@ from .resample import resample_indices
 
 if TYPE_CHECKING:
     from .align import FaceAligner
-    from .synthetic import Identity, SyntheticSpec, SyntheticStream, SyntheticVideo
+    from .identities import Identity
+    from .synthetic import SyntheticSpec, SyntheticStream, SyntheticVideo
 
 logger = logging.getLogger(__name__)
 
 MODEL_FPS = 60.0
-PREPROCESS_VERSION = 1
+PREPROCESS_VERSION = 2  # 2: landmarks stored beside the crops
 _PROGRESS_MIN_FRAMES = 600
 
 
@@ -80,6 +84,7 @@ class AlignedVideo:
     fps_source: float
     n_missing: int = 0
     model_fps: float = MODEL_FPS
+    landmarks: np.ndarray | None = None  # (N, 468, 2) float32, crop pixels
 
     def __len__(self) -> int:
         return int(self.crops.shape[0])
@@ -99,12 +104,14 @@ class AlignedVideo:
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp.npz")
+        extra = {} if self.landmarks is None else {"landmarks": self.landmarks}
         np.savez(
             tmp,
             crops=self.crops,
             labels=self.labels,
             source_index=self.source_index,
             meta=np.array(json.dumps(meta)),
+            **extra,
         )
         tmp.replace(path)
 
@@ -121,6 +128,7 @@ class AlignedVideo:
                 fps_source=float(meta["fps_source"]),
                 n_missing=int(meta["n_missing"]),
                 model_fps=float(meta["model_fps"]),
+                landmarks=data["landmarks"] if "landmarks" in data.files else None,
             )
 
 
@@ -130,42 +138,54 @@ def cache_path(cache_dir: Path, video_id: str, settings: PreprocessSettings) -> 
     return Path(cache_dir) / f"{safe}-{settings.digest()}.npz"
 
 
+def crop_landmarks(landmarks: np.ndarray, transform: np.ndarray) -> np.ndarray:
+    """Frame-pixel landmarks (K, 2) -> crop-pixel landmarks through the (2, 3) alignment."""
+    return (landmarks @ transform[:, :2].T + transform[:, 2]).astype(np.float32)
+
+
 def align_frames(
     read_frame: Callable[[int], np.ndarray],
     source_index: np.ndarray,
     aligner: FaceAligner,
     crop_size: int,
     desc: str = "align",
-) -> tuple[np.ndarray, int]:
-    """Crops for each slot's source frame; each distinct source frame is aligned once, in order.
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Crops and crop-pixel landmarks for each slot's source frame; each distinct source frame
+    is aligned once, in order.
 
-    Returns (crops (N, S, S, 3) uint8 RGB, number of distinct source frames without a face).
+    Returns (crops (N, S, S, 3) uint8 RGB, landmarks (N, 468, 2) float32, number of distinct
+    source frames without a face).
     """
     from tqdm import tqdm
 
     unique = np.unique(source_index)
-    crop_of: dict[int, np.ndarray | None] = {}
+    found_at: dict[int, tuple[np.ndarray, np.ndarray] | None] = {}
     aligner.reset()
     for idx in tqdm(unique, desc=desc, unit="frame", leave=False,
                     disable=len(unique) < _PROGRESS_MIN_FRAMES):
-        crop_of[int(idx)] = aligner.align(read_frame(int(idx))).crop
-    found = [c for c in crop_of.values() if c is not None]
+        r = aligner.align(read_frame(int(idx)))
+        found_at[int(idx)] = None if r.crop is None else (
+            r.crop, crop_landmarks(r.landmarks, r.transform)
+        )
+    found = [f for f in found_at.values() if f is not None]
     if not found:
         raise PreprocessError(f"{desc}: no face found in any of {len(unique)} frames")
     n_missing = 0
-    last = next(crop_of[int(i)] for i in unique if crop_of[int(i)] is not None)
-    held: dict[int, np.ndarray] = {}
+    last = found[0]
+    held: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for idx in unique:
-        crop = crop_of[int(idx)]
-        if crop is None:
+        face = found_at[int(idx)]
+        if face is None:
             n_missing += 1
         else:
-            last = crop
+            last = face
         held[int(idx)] = last
+    n_points = last[1].shape[0]
     crops = np.empty((len(source_index), crop_size, crop_size, 3), np.uint8)
+    landmarks = np.empty((len(source_index), n_points, 2), np.float32)
     for k, idx in enumerate(source_index):
-        crops[k] = held[int(idx)]
-    return crops, n_missing
+        crops[k], landmarks[k] = held[int(idx)]
+    return crops, landmarks, n_missing
 
 
 def _preprocess(
@@ -193,7 +213,7 @@ def _preprocess(
     if active.crop_size != settings.crop_size:
         raise ValueError(f"aligner crop_size {active.crop_size} != settings {settings.crop_size}")
     try:
-        crops, n_missing = align_frames(
+        crops, landmarks, n_missing = align_frames(
             read_frame, source_index, active, settings.crop_size, desc=video_id
         )
     finally:
@@ -210,6 +230,7 @@ def _preprocess(
         fps_source=float(fps_source),
         n_missing=n_missing,
         model_fps=settings.model_fps,
+        landmarks=landmarks,
     )
     if path is not None:
         result.save(path)
@@ -293,6 +314,22 @@ def preprocess_record(
         reader.close()
 
 
+def cached_synthetic(
+    identity: str,
+    spec: SyntheticSpec,
+    seed: int,
+    *,
+    cache_dir: Path,
+    settings: PreprocessSettings | None = None,
+) -> Path | None:
+    """The cache file of a synthetic video if it has been aligned already, else None."""
+    from .synthetic import synthetic_video_id
+
+    path = cache_path(cache_dir, synthetic_video_id(identity, spec, seed),
+                      settings or PreprocessSettings())
+    return path if path.exists() else None
+
+
 def preprocess_synthetic(
     video: SyntheticVideo | SyntheticStream | Identity | str,
     spec: SyntheticSpec | None = None,
@@ -309,13 +346,8 @@ def preprocess_synthetic(
     neither loads the identity nor renders a frame; a miss streams the frames (never holding the
     whole video in memory).
     """
-    from .synthetic import (
-        Identity,
-        SyntheticStream,
-        SyntheticVideo,
-        load_identities,
-        synthetic_video_id,
-    )
+    from .identities import Identity, load_identities
+    from .synthetic import SyntheticStream, SyntheticVideo, synthetic_video_id
 
     settings = settings or PreprocessSettings()
     if isinstance(video, (str, Identity)):

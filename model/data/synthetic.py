@@ -19,7 +19,14 @@ videos rendered from the shipped real face images (``model/data/faces``). What h
 - Everything random comes from ``numpy.random.default_rng`` seeded by ``seed`` (per-frame noise by
   ``(seed, frame index)``), and cv2 operations are deterministic: the same identity, spec and seed
   give byte-identical frames, whether rendered in one go, streamed, or frame by frame.
-- Train and test identities (:func:`train_test_identities`) are disjoint people.
+- Train and test identities (:func:`~.identities.train_test_identities`) are disjoint people.
+- *Motion families*: ``warp`` (how an AU's motion spreads over the face: ``shepard`` or ``tps``,
+  action_units.py) and ``profiles`` (the temporal shapes events draw from: ``smooth``, ``asym``,
+  ``linear``, plan.py). At their defaults (``shepard``, ``smooth``) nothing changes either.
+
+The pieces: landmarks.py (FaceMesh point groups), identities.py (the faces), action_units.py
+(AUs and their displacement fields), plan.py (the per-frame schedule drawn from the seed), and
+this module (the spec and the renderer).
 - A session's *neutral look* can differ from the identity image (``rest_aus``, ``face_aspect``,
   ``light_gain``, ``light_side``): a constant resting AU offset (e.g. a one-sided lip corner),
   a wider or narrower face, a dim or bright room, side lighting. They are constant over the video,
@@ -36,229 +43,22 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .action_units import ACTION_UNITS, REST_AUS, WARPS, au_unit_field, blink_field
+from .identities import IDENTITY_SIZE, Identity
+from .plan import MAE, ME, NEUTRAL, PROFILES, ExpressionEvent, plan_video
+
 logger = logging.getLogger(__name__)
 
-FACES_DIR = Path(__file__).resolve().parent / "faces"
 # Bump when the rendering changes, so caches keyed by video id are invalidated.
 GENERATOR_VERSION = 1
-IDENTITY_SIZE = 256
 
-# Disjoint by person. door-man and single-face might be the same person, so both are in train.
-TEST_IDENTITIES: tuple[str, ...] = ("astronaut", "f13-anc", "wolfgang")
-TRAIN_IDENTITIES: tuple[str, ...] = (
-    "door-man",
-    "f1-su",
-    "f15-hao",
-    "group-1",
-    "group-2",
-    "group-3",
-    "group-4",
-    "group-5",
-    "single-face",
-)
-
-NEUTRAL, ME, MAE = 0, 1, 2
-
-
-@dataclass(frozen=True)
-class Group:
-    """Landmarks moved by one displacement (x, y) in inter-ocular-distance units (image axes)."""
-
-    indices: tuple[int, ...]
-    vector: tuple[float, float]
-
-
-@dataclass(frozen=True)
-class ActionUnit:
-    """An AU-like local motion: moving landmark groups, anchored landmarks and a spatial scale."""
-
-    name: str
-    groups: tuple[Group, ...]
-    anchors: tuple[int, ...]
-    sigma_iod: float
-
-
-# FaceMesh landmark groups. "L"/"R" = image left/right (subject's right/left on a frontal face).
-BROW_L_INNER = (107, 66, 55, 65)
-BROW_R_INNER = (336, 296, 285, 295)
-BROW_L_OUTER = (70, 63, 46, 53)
-BROW_R_OUTER = (300, 293, 276, 283)
-BROW_L_MID = (105, 52)
-BROW_R_MID = (334, 282)
-UPPER_LID_L = (161, 160, 159, 158, 157)
-UPPER_LID_R = (388, 387, 386, 385, 384)
-LOWER_LID_L = (163, 144, 145, 153, 154)
-LOWER_LID_R = (390, 373, 374, 380, 381)
-EYE_CORNERS = (33, 133, 263, 362)
-CHEEK_L = (117, 118, 101, 50)
-CHEEK_R = (346, 347, 330, 280)
-NOSE_SIDE_L = (129, 49, 48, 64, 98)
-NOSE_SIDE_R = (358, 279, 278, 294, 327)
-NOSE_TIP = (1, 4)
-UPPER_LIP = (0, 37, 267, 39, 269, 13, 82, 312)
-LOWER_LIP = (17, 84, 314, 14, 87, 317, 181, 405)
-CORNER_L = (61, 146, 185)
-CORNER_R = (291, 375, 409)
-CHIN = (152, 148, 377, 175, 199, 200)
-FOREHEAD = (10, 151, 109, 338)
-
-ACTION_UNITS: dict[str, ActionUnit] = {
-    au.name: au
-    for au in (
-        ActionUnit(
-            "AU1_inner_brow_raise",
-            (Group(BROW_L_INNER, (0.0, -1.0)), Group(BROW_R_INNER, (0.0, -1.0))),
-            EYE_CORNERS + LOWER_LID_L + LOWER_LID_R + FOREHEAD,
-            0.16,
-        ),
-        ActionUnit(
-            "AU2_outer_brow_raise",
-            (
-                Group(BROW_L_OUTER, (0.0, -1.0)),
-                Group(BROW_R_OUTER, (0.0, -1.0)),
-                Group(BROW_L_MID, (0.0, -0.7)),
-                Group(BROW_R_MID, (0.0, -0.7)),
-            ),
-            EYE_CORNERS + LOWER_LID_L + LOWER_LID_R + FOREHEAD,
-            0.18,
-        ),
-        ActionUnit(
-            "AU4_brow_lower",
-            (
-                Group(BROW_L_INNER, (0.6, 0.8)),
-                Group(BROW_R_INNER, (-0.6, 0.8)),
-                Group(BROW_L_MID + BROW_L_OUTER, (0.2, 0.6)),
-                Group(BROW_R_MID + BROW_R_OUTER, (-0.2, 0.6)),
-            ),
-            LOWER_LID_L + LOWER_LID_R + FOREHEAD + NOSE_TIP,
-            0.16,
-        ),
-        ActionUnit(
-            "AU5_upper_lid_raise",
-            (Group(UPPER_LID_L, (0.0, -1.0)), Group(UPPER_LID_R, (0.0, -1.0))),
-            LOWER_LID_L + LOWER_LID_R + BROW_L_MID + BROW_R_MID,
-            0.08,
-        ),
-        ActionUnit(
-            "AU6_cheek_raise",
-            (
-                Group(CHEEK_L, (0.0, -1.0)),
-                Group(CHEEK_R, (0.0, -1.0)),
-                Group(LOWER_LID_L, (0.0, -0.5)),
-                Group(LOWER_LID_R, (0.0, -0.5)),
-            ),
-            UPPER_LID_L + UPPER_LID_R + NOSE_TIP + CHIN,
-            0.2,
-        ),
-        ActionUnit(
-            "AU7_lid_tighten",
-            (
-                Group(LOWER_LID_L, (0.0, -1.0)),
-                Group(LOWER_LID_R, (0.0, -1.0)),
-                Group(UPPER_LID_L, (0.0, 0.35)),
-                Group(UPPER_LID_R, (0.0, 0.35)),
-            ),
-            BROW_L_MID + BROW_R_MID + CHEEK_L + CHEEK_R,
-            0.08,
-        ),
-        ActionUnit(
-            "AU9_nose_wrinkle",
-            (
-                Group(NOSE_SIDE_L, (0.15, -1.0)),
-                Group(NOSE_SIDE_R, (-0.15, -1.0)),
-                Group(BROW_L_INNER, (0.0, 0.4)),
-                Group(BROW_R_INNER, (0.0, 0.4)),
-            ),
-            NOSE_TIP + EYE_CORNERS + CHIN,
-            0.13,
-        ),
-        ActionUnit(
-            "AU10_upper_lip_raise",
-            (Group(UPPER_LIP, (0.0, -1.0)), Group(CORNER_L + CORNER_R, (0.0, -0.4))),
-            LOWER_LIP + NOSE_TIP + CHIN,
-            0.13,
-        ),
-        ActionUnit(
-            "AU12_lip_corner_pull",
-            (Group(CORNER_L, (-0.6, -0.8)), Group(CORNER_R, (0.6, -0.8))),
-            (0, 17, *NOSE_TIP, 152),
-            0.14,
-        ),
-        ActionUnit(
-            "AU12U_unilateral_corner_pull",
-            (Group(CORNER_R, (0.6, -0.8)),),
-            (0, 17, *NOSE_TIP, 152, 61),
-            0.14,
-        ),
-        ActionUnit(
-            "AU15_lip_corner_depress",
-            (Group(CORNER_L, (-0.2, 1.0)), Group(CORNER_R, (0.2, 1.0))),
-            (0, 17, *NOSE_TIP),
-            0.14,
-        ),
-        ActionUnit(
-            "AU17_chin_raise",
-            (Group(CHIN, (0.0, -1.0)), Group(LOWER_LIP, (0.0, -0.6))),
-            (0, 37, 267, *NOSE_TIP),
-            0.18,
-        ),
-        ActionUnit(
-            "AU20_lip_stretch",
-            (Group(CORNER_L, (-1.0, 0.2)), Group(CORNER_R, (1.0, 0.2))),
-            (0, 17, *NOSE_TIP),
-            0.14,
-        ),
-        ActionUnit(
-            "AU24_lip_press",
-            (
-                Group(UPPER_LIP, (0.0, 0.6)),
-                Group(LOWER_LIP, (0.0, -0.6)),
-                Group(CORNER_L, (0.4, 0.0)),
-                Group(CORNER_R, (-0.4, 0.0)),
-            ),
-            (*NOSE_TIP, 152),
-            0.12,
-        ),
-        ActionUnit(
-            "AU26_jaw_drop",
-            (Group(LOWER_LIP, (0.0, 1.0)), Group(CHIN, (0.0, 1.0))),
-            UPPER_LIP + NOSE_TIP + CORNER_L[:1] + CORNER_R[:1],
-            0.2,
-        ),
-    )
-}
-
-# AU combinations an event draws from (prototype expressions and single AUs).
-AU_COMBOS: tuple[tuple[str, ...], ...] = (
-    ("AU6_cheek_raise", "AU12_lip_corner_pull"),
-    ("AU12_lip_corner_pull",),
-    ("AU12U_unilateral_corner_pull",),
-    ("AU1_inner_brow_raise", "AU2_outer_brow_raise", "AU5_upper_lid_raise"),
-    ("AU1_inner_brow_raise", "AU2_outer_brow_raise"),
-    ("AU4_brow_lower", "AU7_lid_tighten"),
-    ("AU4_brow_lower", "AU7_lid_tighten", "AU24_lip_press"),
-    ("AU4_brow_lower",),
-    ("AU9_nose_wrinkle", "AU10_upper_lip_raise"),
-    ("AU9_nose_wrinkle",),
-    ("AU1_inner_brow_raise", "AU4_brow_lower", "AU15_lip_corner_depress"),
-    ("AU15_lip_corner_depress", "AU17_chin_raise"),
-    ("AU17_chin_raise", "AU24_lip_press"),
-    ("AU20_lip_stretch",),
-    ("AU7_lid_tighten",),
-    ("AU2_outer_brow_raise",),
-    ("AU26_jaw_drop",),
-)
-
-BLINK_PAIRS: tuple[tuple[int, int], ...] = (
-    *zip(UPPER_LID_L, LOWER_LID_L, strict=True),
-    *zip(UPPER_LID_R, LOWER_LID_R, strict=True),
-)
+__all__ = ["MAE", "ME", "NEUTRAL", "SyntheticSpec", "SyntheticStream", "SyntheticVideo",
+           "generate_video", "iter_frames", "random_framing", "random_look"]
 
 
 @dataclass(frozen=True)
@@ -306,6 +106,10 @@ class SyntheticSpec:
     light_side: float = 0.0
     """Constant horizontal lighting slope (side light): the gain changes by +-light_side from the
     frame's centre to its left/right edge."""
+    warp: str = "shepard"
+    """How an AU's motion spreads over the face (action_units.WARPS)."""
+    profiles: tuple[str, ...] = ("smooth",)
+    """Temporal profile families; each event draws one (plan.PROFILES)."""
 
     def __post_init__(self) -> None:
         if self.duration_s <= 0 or self.fps <= 0:
@@ -321,6 +125,10 @@ class SyntheticSpec:
                 raise ValueError(f"rest_aus: unknown AU {name!r}; known: {sorted(ACTION_UNITS)}")
         if self.face_aspect <= 0 or self.light_gain <= 0:
             raise ValueError("face_aspect and light_gain must be positive")
+        if self.warp not in WARPS:
+            raise ValueError(f"unknown warp {self.warp!r}; choose one of {WARPS}")
+        if not self.profiles or not set(self.profiles) <= set(PROFILES):
+            raise ValueError(f"profiles must be a non-empty subset of {PROFILES}")
 
     @property
     def n_frames(self) -> int:
@@ -329,25 +137,18 @@ class SyntheticSpec:
     def digest(self) -> str:
         """Short stable hash of the spec and generator version (for cache keys and video ids)."""
         fields = asdict(self)
-        for name, default in _NEUTRAL_LOOK_DEFAULTS.items():
+        for name, default in _DEFAULTS_OUTSIDE_DIGEST.items():
             if fields[name] == default:
                 del fields[name]  # absent at defaults: older videos keep their ids and caches
         payload = json.dumps({"v": GENERATOR_VERSION, **fields}, sort_keys=True)
         return hashlib.sha1(payload.encode()).hexdigest()[:10]
 
 
-_NEUTRAL_LOOK_DEFAULTS = {"rest_aus": (), "face_aspect": 1.0, "light_gain": 1.0, "light_side": 0.0}
-
-# Resting offsets a neutral face can carry: one-sided or partial AUs (px on the 256 px image).
-REST_AUS = (
-    "AU12U_unilateral_corner_pull",
-    "AU4_brow_lower",
-    "AU15_lip_corner_depress",
-    "AU2_outer_brow_raise",
-    "AU7_lid_tighten",
-    "AU24_lip_press",
-)
-
+# Fields added after videos were first cached: absent from the digest at their defaults.
+_DEFAULTS_OUTSIDE_DIGEST = {
+    "rest_aus": (), "face_aspect": 1.0, "light_gain": 1.0, "light_side": 0.0,
+    "warp": "shepard", "profiles": ("smooth",),
+}
 
 def random_look(rng: np.random.Generator) -> dict:
     """SyntheticSpec fields of one random neutral look (drawn once, constant over a video):
@@ -365,295 +166,15 @@ def random_look(rng: np.random.Generator) -> dict:
     }
 
 
-@dataclass(frozen=True)
-class Identity:
-    """A real face: a 256x256 BGR image and its FaceMesh landmarks (468, 2) in image pixels."""
-
-    name: str
-    image: np.ndarray
-    landmarks: np.ndarray
-
-    @property
-    def iod_px(self) -> float:
-        left = self.landmarks[list(EYE_CORNERS[:2])].mean(axis=0)
-        right = self.landmarks[list(EYE_CORNERS[2:])].mean(axis=0)
-        return float(np.linalg.norm(right - left))
-
-
-def available_identities(faces_dir: Path = FACES_DIR) -> list[str]:
-    """Names of the shipped identity images (file stems), sorted."""
-    return sorted(p.stem for p in faces_dir.glob("*.jpg"))
-
-
-def load_identities(
-    names: Sequence[str] | None = None, faces_dir: Path = FACES_DIR
-) -> list[Identity]:
-    """Load identity images and detect their landmarks with FaceMesh (about 20 ms each)."""
-    import cv2
-
-    from .align import FaceAligner
-
-    names = list(names) if names is not None else available_identities(faces_dir)
-    identities = []
-    with FaceAligner(static_image_mode=True, max_faces=1) as aligner:
-        for name in names:
-            path = faces_dir / f"{name}.jpg"
-            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if image is None:
-                raise FileNotFoundError(f"identity image not found or unreadable: {path}")
-            if image.shape[:2] != (IDENTITY_SIZE, IDENTITY_SIZE):
-                size = (IDENTITY_SIZE, IDENTITY_SIZE)
-                image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-            faces = aligner.detect(image)
-            if not faces:
-                raise ValueError(f"no face found in identity image {path}")
-            identities.append(Identity(name=name, image=image, landmarks=faces[0]))
-    return identities
-
-
-def train_test_identities() -> tuple[list[str], list[str]]:
-    """Fixed, disjoint (train, test) identity names; a person never appears in both."""
-    assert not set(TRAIN_IDENTITIES) & set(TEST_IDENTITIES)
-    return list(TRAIN_IDENTITIES), list(TEST_IDENTITIES)
-
-
-# ----------------------------------------------------------------------------------------------
-# Displacement fields
-
-
-def _shepard_field(
-    moving: np.ndarray, vectors: np.ndarray, anchors: np.ndarray, sigma: float, size: int
-) -> np.ndarray:
-    """Smooth field (size, size, 2): ~vectors near moving points, 0 near anchors and far away.
-
-    d(x) = sum_m w_m(x) v_m / (sum_m w_m(x) + sum_a w_a(x) + eps), w = Gaussian of distance. The
-    eps term makes the field fall off over about one sigma away from the moving points.
-    """
-    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
-
-    def weights(points: np.ndarray) -> np.ndarray:
-        if len(points) == 0:
-            return np.zeros((0, size, size), np.float32)
-        dx = xs[None] - points[:, 0, None, None]
-        dy = ys[None] - points[:, 1, None, None]
-        return np.exp(-(dx * dx + dy * dy) / (2.0 * sigma * sigma)).astype(np.float32)
-
-    w_move = weights(moving)
-    w_anchor = weights(anchors)
-    den = w_move.sum(axis=0) + w_anchor.sum(axis=0) + 0.3
-    num = np.einsum("khw,kc->hwc", w_move, vectors.astype(np.float32))
-    return (num / den[..., None]).astype(np.float32)
-
-
-def au_unit_field(identity: Identity, au: ActionUnit) -> np.ndarray:
-    """The AU's displacement field (256, 256, 2) scaled so its largest displacement is 1 px."""
-    iod = identity.iod_px
-    moving, vectors = [], []
-    for group in au.groups:
-        for idx in group.indices:
-            moving.append(identity.landmarks[idx])
-            vectors.append(group.vector)
-    anchors = identity.landmarks[list(au.anchors)] if au.anchors else np.zeros((0, 2))
-    fld = _shepard_field(
-        np.asarray(moving, np.float32), np.asarray(vectors, np.float32),
-        np.asarray(anchors, np.float32), au.sigma_iod * iod, IDENTITY_SIZE,
-    )
-    peak = float(np.linalg.norm(fld, axis=-1).max())
-    return fld / max(peak, 1e-6)
-
-
-def blink_field(identity: Identity) -> np.ndarray:
-    """Field (256, 256, 2) that, at amplitude 1, moves the upper lids onto the lower lids."""
-    lm = identity.landmarks
-    moving = np.array([lm[u] for u, _ in BLINK_PAIRS], np.float32)
-    vectors = np.array([lm[lo] - lm[u] for u, lo in BLINK_PAIRS], np.float32)
-    anchors_idx = LOWER_LID_L + LOWER_LID_R + EYE_CORNERS + BROW_L_MID + BROW_R_MID
-    anchors = lm[list(anchors_idx)].astype(np.float32)
-    fld = _shepard_field(moving, vectors, anchors, 0.07 * identity.iod_px, IDENTITY_SIZE)
-    # The normalised Shepard sum reaches only part of each vector at the lid; rescale so the
-    # lid centre travels the full lid gap at amplitude 1.
-    centre = lm[[UPPER_LID_L[2], UPPER_LID_R[2]]].round().astype(int)
-    reached = np.mean([np.linalg.norm(fld[y, x]) for x, y in centre])
-    gap = np.mean([np.linalg.norm(v) for v in vectors[[2, 7]]])
-    return fld * float(gap / max(reached, 1e-6))
-
-
-# ----------------------------------------------------------------------------------------------
-# Schedule
-
-
-@dataclass(frozen=True)
-class ExpressionEvent:
-    """One labelled expression: inclusive frames [onset, offset], its AUs and peak amplitude."""
-
-    onset: int
-    offset: int
-    label: int
-    aus: tuple[str, ...]
-    amplitude_px: float
-
-
-@dataclass
-class _Plan:
-    """Per-frame parameters of a whole video (cheap arrays; frames are rendered on demand)."""
-
-    n_frames: int
-    events: list[ExpressionEvent]
-    au_amplitude: dict[str, np.ndarray]  # AU name -> (N,) px
-    blink: np.ndarray  # (N,) closure 0..1
-    pose: np.ndarray  # (N, 4) tx_px, ty_px, rot_deg, log_scale
-    gain: np.ndarray  # (N,)
-    gradient: np.ndarray  # (N, 2) horizontal / vertical relative gain slope
-    noise_sigma: float
-    jpeg_quality: int | None
-    blink_frames: list[tuple[int, int]] = field(default_factory=list)
-
-
-def _smoothstep(x: np.ndarray) -> np.ndarray:
-    x = np.clip(x, 0.0, 1.0)
-    return x * x * (3.0 - 2.0 * x)
-
-
-def expression_profile(n_frames: int, onset_frac: float, hold_frac: float) -> np.ndarray:
-    """Amplitude (n,) in (0, 1]: smooth rise, hold at 1, smooth fall; sampled at frame centres."""
-    t = (np.arange(n_frames) + 0.5) / n_frames
-    rise_end = onset_frac
-    fall_start = min(onset_frac + hold_frac, 1.0)
-    rise = _smoothstep(t / max(rise_end, 1e-6))
-    fall = _smoothstep((1.0 - t) / max(1.0 - fall_start, 1e-6))
-    return np.minimum(rise, fall)
-
-
-def _event_lengths(spec: SyntheticSpec, rng: np.random.Generator) -> list[tuple[int, int]]:
-    """(label, n_frames) for every event, in random order; ME <= 0.5 s and MaE >= 0.5 s hold."""
-    fps = spec.fps
-    max_me = int(np.floor(0.5 * fps + 1e-9))
-    min_mae = int(np.ceil(0.5 * fps - 1e-9)) + 1
-    events = []
-    for _ in range(spec.n_me):
-        n = round(rng.uniform(*spec.me_duration_s) * fps)
-        events.append((ME, int(np.clip(n, 2, max_me))))
-    for _ in range(spec.n_mae):
-        n = round(rng.uniform(*spec.mae_duration_s) * fps)
-        events.append((MAE, max(n, min_mae)))
-    order = rng.permutation(len(events))
-    return [events[i] for i in order]
-
-
-def _place(
-    lengths: Sequence[int], n_frames: int, min_gap: int, rng: np.random.Generator
-) -> list[int]:
-    """Start frames for consecutive blocks with >= min_gap free frames around each block."""
-    slack = n_frames - sum(lengths) - min_gap * (len(lengths) + 1)
-    if slack < 0:
-        raise ValueError(
-            f"{len(lengths)} events of {sum(lengths)} frames with {min_gap}-frame gaps do not fit "
-            f"in {n_frames} frames: lengthen duration_s or reduce n_me/n_mae"
-        )
-    shares = rng.dirichlet(np.ones(len(lengths) + 1)) * slack
-    extra = np.floor(shares).astype(int)
-    starts, pos = [], 0
-    for length, ext in zip(lengths, extra[:-1], strict=True):
-        pos += min_gap + int(ext)
-        starts.append(pos)
-        pos += length
-    return starts
-
-
-def _smooth_noise(rng: np.random.Generator, n: int, fps: float, n_waves: int = 3) -> np.ndarray:
-    """Unit-amplitude smooth drift (n,): a sum of slow sinusoids (0.03-0.3 Hz)."""
-    t = np.arange(n) / fps
-    out = np.zeros(n)
-    for _ in range(n_waves):
-        f = rng.uniform(0.03, 0.3)
-        out += rng.uniform(0.3, 1.0) * np.sin(2 * np.pi * f * t + rng.uniform(0, 2 * np.pi))
-    return out / n_waves
-
-
-def _steps(
-    rng: np.random.Generator, n: int, fps: float, count: int, size: tuple[float, float],
-    duration_s: tuple[float, float],
-) -> np.ndarray:
-    """Sum of ``count`` smooth random steps (n,) of magnitude in ``size`` and random sign."""
-    out = np.zeros(n)
-    for _ in range(count):
-        start = rng.integers(0, max(n - 1, 1))
-        length = max(int(rng.uniform(*duration_s) * fps), 1)
-        ramp = _smoothstep((np.arange(n) - start) / length)
-        out += rng.choice([-1.0, 1.0]) * rng.uniform(*size) * ramp
-    return out
-
-
-def plan_video(spec: SyntheticSpec, seed: int) -> _Plan:
-    """Draw the whole schedule (events, blinks, pose, lighting) from ``seed``."""
-    rng = np.random.default_rng([seed, 0])
-    n, fps = spec.n_frames, spec.fps
-    min_gap = int(np.ceil(spec.min_gap_s * fps))
-
-    lengths = _event_lengths(spec, rng)
-    starts = _place([ln for _, ln in lengths], n, min_gap, rng)
-    au_amp: dict[str, np.ndarray] = {}
-    events: list[ExpressionEvent] = []
-    me_combos: list[tuple[str, ...]] = []
-    for (label, length), start in zip(lengths, starts, strict=True):
-        if label == MAE and me_combos and rng.random() < spec.reuse_me_combo_prob:
-            combo = me_combos[int(rng.integers(len(me_combos)))]
-        else:
-            combo = AU_COMBOS[int(rng.integers(len(AU_COMBOS)))]
-        if label == ME:
-            me_combos.append(combo)
-            amp = rng.uniform(*spec.me_amplitude_px)
-            prof = expression_profile(length, rng.uniform(0.3, 0.5), rng.uniform(0.0, 0.2))
-        else:
-            amp = rng.uniform(*spec.mae_amplitude_px)
-            prof = expression_profile(length, rng.uniform(0.15, 0.4), rng.uniform(0.1, 0.5))
-        for au in combo:
-            track = au_amp.setdefault(au, np.zeros(n))
-            track[start : start + length] += amp * rng.uniform(0.6, 1.0) * prof
-        events.append(ExpressionEvent(start, start + length - 1, label, combo, float(amp)))
-
-    # Blinks: Poisson-ish times, kept clear of MEs (a blink inside an ME would dominate it).
-    blink = np.zeros(n)
-    blink_frames: list[tuple[int, int]] = []
-    me_busy = np.zeros(n, bool)
-    guard = int(0.1 * fps)
-    for ev in events:
-        if ev.label == ME:
-            me_busy[max(ev.onset - guard, 0) : ev.offset + guard + 1] = True
-    t = rng.exponential(1.0 / spec.blink_rate_hz) if spec.blink_rate_hz > 0 else np.inf
-    while t < spec.duration_s:
-        length = max(round(rng.uniform(*spec.blink_duration_s) * fps), 2)
-        start = int(t * fps)
-        end = min(start + length, n)
-        if end > start and not me_busy[start:end].any():
-            closure = rng.uniform(0.8, 1.0) * expression_profile(length, 0.4, 0.1)
-            blink[start:end] = np.maximum(blink[start:end], closure[: end - start])
-            blink_frames.append((start, end - 1))
-        t += rng.exponential(1.0 / spec.blink_rate_hz)
-
-    pose = np.zeros((n, 4))
-    drifts = (spec.head_drift_px, spec.head_drift_px, spec.head_drift_deg, spec.head_drift_scale)
-    for k, amount in enumerate(drifts):
-        pose[:, k] = amount * _smooth_noise(rng, n, fps)
-    moves = (spec.n_head_moves, spec.head_move_px, spec.head_move_duration_s)
-    pose[:, 0] += _steps(rng, n, fps, *moves)
-    pose[:, 1] += _steps(rng, n, fps, moves[0], (moves[1][0] / 2, moves[1][1] / 2), moves[2])
-    pose[:, 2] += _steps(rng, n, fps, spec.n_head_moves, (1.0, 4.0), spec.head_move_duration_s)
-    jitter = rng.normal(0.0, spec.jitter_px, size=(n, 2))
-    pose[:, :2] += jitter
-
-    gain = 1.0 + spec.lighting_drift * _smooth_noise(rng, n, fps)
-    gain += _steps(rng, n, fps, spec.n_light_changes, spec.light_change, (0.1, 0.5))
-    gain *= spec.light_gain
-    gradient = np.stack(
-        [0.5 * spec.lighting_drift * _smooth_noise(rng, n, fps) for _ in range(2)], axis=1
-    )
-    gradient[:, 0] += spec.light_side
-    noise_sigma = float(rng.uniform(*spec.noise_sigma))
-    quality = None
-    if spec.jpeg_quality is not None:
-        quality = int(rng.integers(*spec.jpeg_quality, endpoint=True))
-    return _Plan(n, events, au_amp, blink, pose, gain, gradient, noise_sigma, quality, blink_frames)
+def random_framing(rng: np.random.Generator) -> dict:
+    """SyntheticSpec fields of a random camera framing: a 640x480 or 480x360 frame with the
+    face image 150-300 px wide (a webcam at arm's length), or the face filling a 256 px frame.
+    Smaller faces give FaceMesh fewer pixels, so landmarks and crops are noisier."""
+    kind = int(rng.integers(3))
+    if kind == 2:
+        return {}
+    frame = ((640, 480), (480, 360))[kind]
+    return {"frame_size": frame, "face_size_px": int(rng.integers(150, 301))}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -685,12 +206,13 @@ class SyntheticStream:
         self.timestamps_s = np.arange(self.n_frames, dtype=np.float64) / self.fps
         self.video_id = synthetic_video_id(identity.name, spec, self.seed)
         self._fields = {
-            name: au_unit_field(identity, ACTION_UNITS[name]) for name in self.plan.au_amplitude
+            name: au_unit_field(identity, ACTION_UNITS[name], spec.warp)
+            for name in self.plan.au_amplitude
         }
         self._blink = blink_field(identity)
         self._rest: np.ndarray | None = None
         for name, px in spec.rest_aus:
-            term = au_unit_field(identity, ACTION_UNITS[name]) * np.float32(px)
+            term = au_unit_field(identity, ACTION_UNITS[name], spec.warp) * np.float32(px)
             self._rest = term if self._rest is None else self._rest + term
         s = IDENTITY_SIZE
         ys, xs = np.mgrid[0:s, 0:s].astype(np.float32)
