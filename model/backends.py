@@ -5,7 +5,10 @@ windows from several streams can share one call (and so the model tier can later
 inference server as just another backend):
 
     encode(frames_u8 (N,112,112,3) uint8) -> (x_prime (N,...), x_atten (N,...)) float32
-    window(x_prime (B,T,...), x_atten (B,T,...)) -> probs (B,T,3) float32 (softmax)
+    window(x_prime (B,T,...), x_atten (B,T,...), geom (B,T,G) or None) -> probs (B,T,3) float32
+
+``geom`` is the geometry channel (model/geometry.py); a checkpoint whose config has
+``geometry_dims > 0`` needs it, others must not get it.
 
 Offline evaluation, training-time validation and the streaming engine all call these, so every
 path shares the same model functions.
@@ -36,7 +39,9 @@ class Backend(Protocol):
 
     def encode(self, frames_u8: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
-    def window(self, x_prime: np.ndarray, x_atten: np.ndarray) -> np.ndarray: ...
+    def window(
+        self, x_prime: np.ndarray, x_atten: np.ndarray, geom: np.ndarray | None = None
+    ) -> np.ndarray: ...
 
 
 class TorchBackend:
@@ -63,10 +68,15 @@ class TorchBackend:
         return f.x_prime.float().cpu().numpy(), f.x_atten.float().cpu().numpy()
 
     @torch.inference_mode()
-    def window(self, x_prime: np.ndarray, x_atten: np.ndarray) -> np.ndarray:
+    def window(
+        self, x_prime: np.ndarray, x_atten: np.ndarray, geom: np.ndarray | None = None
+    ) -> np.ndarray:
         xp = torch.from_numpy(np.ascontiguousarray(x_prime)).to(self.device)
         xa = torch.from_numpy(np.ascontiguousarray(x_atten)).to(self.device)
-        logits = self._window(xp, xa)
+        g = None
+        if geom is not None:
+            g = torch.from_numpy(np.ascontiguousarray(geom, dtype=np.float32)).to(self.device)
+        logits = self._window(xp, xa, g)
         return torch.softmax(logits.float(), dim=-1).cpu().numpy()
 
 

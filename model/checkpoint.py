@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from .fesnet import MODEL_FPS, FESNet, FESNetConfig
+from .geometry import GeometryConfig
 
 FORMAT_VERSION = 1
 DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "fesnet_small_synthetic.pt"
@@ -44,6 +45,13 @@ class Checkpoint:
     def merger(self) -> dict[str, Any]:
         """Default merger settings shipped with the weights (fitted on validation data)."""
         return dict(self.meta.get("merger", {}))
+
+    @property
+    def geometry(self) -> GeometryConfig | None:
+        """The geometry channel's settings the weights were trained with (None: pixels only)."""
+        if not self.config.geometry_dims:
+            return None
+        return GeometryConfig.from_dict(self.meta.get("geometry", {}))
 
 
 def sidecar(path: Path) -> Path:

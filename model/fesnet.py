@@ -9,6 +9,9 @@ The forward is split in two so that streaming, training and evaluation share one
 - ``encode_frames``: per frame, independent of the window -> ``FrameFeatures(x_prime, x_atten)``.
   The streaming ring buffer caches it once per frame.
 - ``forward_window``: per window of cached features; the window's first frame is the reference.
+  With ``geometry_dims > 0`` it also reads each frame's geometry vector (model/geometry.py): the
+  face's expressive points against its running neutral shape, computed from landmarks outside
+  the network, cached per slot like the pixel features.
 - ``forward`` = both, for training on raw windows.
 """
 
@@ -22,6 +25,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .geometry import GEOMETRY_DIMS, RMS_ALL
 
 CLASS_NAMES = ("neutral", "ME", "MaE")
 MODEL_FPS = 60.0
@@ -48,6 +53,10 @@ class FESNetConfig:
     refine_stages: int = 2  # S
     refine_layers: int = 5  # l = 0..4, dilation 2**l
     dropout: float = 0.1
+    # Geometry channel: per-frame vector width (0 = pixels only, as the paper) and the width of
+    # the small MLP that reads it (vs the running neutral and vs the window's reference frame).
+    geometry_dims: int = 0
+    geometry_hidden: int = 32
     # RGB normalisation applied inside encode_frames, so every caller feeds raw uint8 crops.
     pixel_mean: float = 0.5
     pixel_std: float = 0.25
@@ -293,6 +302,30 @@ class MTAM(nn.Module):
         return temporal, refine
 
 
+class GeometryBranch(nn.Module):
+    """Per-frame MLP over the geometry channel, against the running neutral (the vector as
+    given) and against the window's reference frame (vector minus frame 0's), the same first-
+    frame discrepancy Eq. 1 takes of the pixel features. Fixed input scaling: displacements and
+    RMS are in inter-ocular distances (~0.01-0.1), z-scores are unbounded, so displacements are
+    multiplied by 20 and z-scores compressed by asinh."""
+
+    def __init__(self, dims: int, hidden: int) -> None:
+        super().__init__()
+        if dims != GEOMETRY_DIMS:
+            raise ValueError(f"geometry_dims {dims} != the geometry channel's {GEOMETRY_DIMS}")
+        self.n_metric = RMS_ALL + 1  # displacements and RMS come first, z-scores last
+        self.mlp = nn.Sequential(
+            nn.Linear(2 * dims, hidden), nn.ReLU(inplace=True),
+            nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
+        )
+
+    def forward(self, geom: torch.Tensor) -> torch.Tensor:
+        """(B, T, G) -> (B, T, hidden)."""
+        g = torch.cat([20.0 * geom[..., : self.n_metric], torch.asinh(geom[..., self.n_metric :])],
+                      dim=-1)
+        return self.mlp(torch.cat([g, g - g[:, :1]], dim=-1))  # (B, T, 2G) -> (B, T, hidden)
+
+
 class FESNet(nn.Module):
     def __init__(self, cfg: FESNetConfig) -> None:
         super().__init__()
@@ -306,7 +339,12 @@ class FESNet(nn.Module):
         # Reading: the frame-wise spatial proposal is a linear head on x'' pooled over space
         # (average and max pooling concatenated: the discrepancy is local, max keeps it).
         self.spatial_head = nn.Linear(2 * c_att, cfg.num_classes)
-        self.mtam = MTAM(cfg, 2 * c_att)
+        self.geometry: GeometryBranch | None = None
+        c_seq = 2 * c_att
+        if cfg.geometry_dims:
+            self.geometry = GeometryBranch(cfg.geometry_dims, cfg.geometry_hidden)
+            c_seq += cfg.geometry_hidden
+        self.mtam = MTAM(cfg, c_seq)
         if cfg.attn_hw % cfg.deep_hw:
             raise ValueError(
                 f"attention map {cfg.attn_hw} must be a multiple of the deep map {cfg.deep_hw}"
@@ -322,17 +360,30 @@ class FESNet(nn.Module):
         return self.encoder(frames_u8)
 
     def forward_window(
-        self, x_prime: torch.Tensor, x_atten: torch.Tensor, return_all: bool = False
+        self,
+        x_prime: torch.Tensor,
+        x_atten: torch.Tensor,
+        geom: torch.Tensor | None = None,
+        return_all: bool = False,
     ) -> torch.Tensor | WindowOutput:
-        """(B, T, ...) cached features of T frames, position 0 the reference -> (B, T, 3) logits."""
+        """(B, T, ...) cached features of T frames, position 0 the reference -> (B, T, 3) logits.
+        ``geom`` (B, T, geometry_dims) is required exactly when the config has a geometry
+        channel."""
         b, t = x_prime.shape[:2]
+        if (geom is None) != (self.geometry is None):
+            need = "needs a" if self.geometry is not None else "has no"
+            raise ValueError(f"this FESNet {need} geometry channel (geometry_dims="
+                             f"{self.cfg.geometry_dims}), got geom={geom is not None}")
         # Eq. 1: x'' = ReLU(BN(DeConv(x' - x'_base)) + X_Atten), x'_base = f'_0 repeated T times.
         diff = (x_prime - x_prime[:, :1]).flatten(0, 1)  # (B*T, C', s', s')
         up = self.deconv_bn(self.deconv(diff))  # (B*T, C, s, s)
         x_dd = F.relu(up + x_atten.flatten(0, 1))  # (B*T, C, s, s)
         pooled = torch.cat([x_dd.mean(dim=(2, 3)), x_dd.amax(dim=(2, 3))], dim=1)  # (B*T, 2C)
         spatial = self.spatial_head(pooled).reshape(b, t, -1)  # (B, T, 3)
-        seq = pooled.reshape(b, t, -1).transpose(1, 2)  # (B, 2C, T)
+        seq = pooled.reshape(b, t, -1)  # (B, T, 2C)
+        if self.geometry is not None:
+            seq = torch.cat([seq, self.geometry(geom)], dim=-1)  # (B, T, 2C + H)
+        seq = seq.transpose(1, 2)  # (B, C_seq, T)
         temporal, refine = self.mtam(seq, spatial.transpose(1, 2))
         logits = refine[-1].transpose(1, 2)  # (B, T, 3)
         if not return_all:
@@ -344,10 +395,12 @@ class FESNet(nn.Module):
             x_dd=x_dd.reshape(b, t, *x_dd.shape[1:]),
         )
 
-    def forward(self, frames_u8: torch.Tensor, return_all: bool = False):
+    def forward(
+        self, frames_u8: torch.Tensor, geom: torch.Tensor | None = None, return_all: bool = False
+    ):
         """(B, T, 112, 112, 3) uint8 windows -> (B, T, 3) logits (or WindowOutput)."""
         b, t = frames_u8.shape[:2]
         feats = self.encode_frames(frames_u8.flatten(0, 1))
         x_prime = feats.x_prime.reshape(b, t, *feats.x_prime.shape[1:])
         x_atten = feats.x_atten.reshape(b, t, *feats.x_atten.shape[1:])
-        return self.forward_window(x_prime, x_atten, return_all=return_all)
+        return self.forward_window(x_prime, x_atten, geom, return_all=return_all)

@@ -44,31 +44,52 @@ class VideoPrediction:
     intervals: list[tuple[int, int, int]]  # final (onset, offset, label) in slots
 
 
+def encode_video(
+    backend: Backend, crops: np.ndarray, batch: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame features of every crop, each encoded once: (x_prime (N, ...), x_atten (N, ...))."""
+    parts = [backend.encode(crops[i : i + batch]) for i in range(0, len(crops), batch)]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def score_windows(
+    backend: Backend,
+    x_prime: np.ndarray,
+    x_atten: np.ndarray,
+    geom: np.ndarray | None,
+    starts: list[int],
+    window_frames: int,
+    batch: int = 16,
+) -> np.ndarray:
+    """Window probabilities (W, T, 3) for the windows starting at ``starts`` over per-frame
+    features (and geometry vectors, for a model or peer that reads them)."""
+    probs = []
+    for i in range(0, len(starts), batch):
+        s = starts[i : i + batch]
+        xp = gather_windows(x_prime, s, window_frames)
+        xa = gather_windows(x_atten, s, window_frames)
+        if geom is None:
+            probs.append(backend.window(xp, xa))
+        else:
+            probs.append(backend.window(xp, xa, gather_windows(geom, s, window_frames)))
+    if not probs:
+        return np.zeros((0, window_frames, 3), np.float32)
+    return np.concatenate(probs).astype(np.float32)
+
+
 def predict_windows(
     backend: Backend,
     crops: np.ndarray,
     window_frames: int = 32,
     stride_frames: int = 8,
-    encode_batch: int = 64,
-    window_batch: int = 16,
+    geom: np.ndarray | None = None,
 ) -> tuple[list[int], np.ndarray]:
     """Encode every frame once, then score every window. Returns (starts, probs (W, T, 3))."""
     starts = window_starts(len(crops), window_frames, stride_frames)
     if not starts:
         return [], np.zeros((0, window_frames, 3), np.float32)
-    chunks = range(0, len(crops), encode_batch)
-    parts = [backend.encode(crops[i : i + encode_batch]) for i in chunks]
-    x_prime = np.concatenate([p[0] for p in parts])
-    x_atten = np.concatenate([p[1] for p in parts])
-    probs = []
-    for i in range(0, len(starts), window_batch):
-        s = starts[i : i + window_batch]
-        probs.append(
-            backend.window(
-                gather_windows(x_prime, s, window_frames), gather_windows(x_atten, s, window_frames)
-            )
-        )
-    return starts, np.concatenate(probs).astype(np.float32)
+    x_prime, x_atten = encode_video(backend, crops)
+    return starts, score_windows(backend, x_prime, x_atten, geom, starts, window_frames)
 
 
 def spot_video(
@@ -76,9 +97,18 @@ def spot_video(
     crops: np.ndarray,
     merger_cfg: MergerConfig,
     stride_frames: int = 8,
+    geom: np.ndarray | None = None,
 ) -> VideoPrediction:
-    """Aligned 60 Hz crops (N, 112, 112, 3) -> events and intervals on the slot timeline."""
-    starts, probs = predict_windows(backend, crops, merger_cfg.window_frames, stride_frames)
+    """Aligned 60 Hz crops (N, 112, 112, 3) -> events and intervals on the slot timeline.
+    ``geom`` (N, GEOMETRY_DIMS): the video's geometry vectors, for backends that read them."""
+    starts, probs = predict_windows(backend, crops, merger_cfg.window_frames, stride_frames, geom)
+    return prediction_from_windows(starts, probs, merger_cfg)
+
+
+def prediction_from_windows(
+    starts: list[int], probs: np.ndarray, merger_cfg: MergerConfig
+) -> VideoPrediction:
+    """Merge scored windows into events, as the streaming spotter does."""
     events, fused = merge_offline(starts, list(probs), merger_cfg)
     return VideoPrediction(
         starts=starts,

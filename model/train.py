@@ -20,21 +20,23 @@ import logging
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
 
 from . import checkpoint
-from .backends import TorchBackend
 from .data.preprocess import AlignedVideo
 from .datasets import SyntheticSetConfig, real_split, synthetic_split
 from .fesnet import FESNet, FESNetConfig
-from .inference import predict_windows, window_starts
+from .geometry import GeometryConfig, geometry_features
+from .inference import window_starts
 from .losses import LossConfig, fesnet_loss
-from .merger import MergerConfig, events_to_intervals, merge_offline
-from .metrics import MetricTable, evaluate_videos, labels_to_intervals
+from .merger import MergerConfig
+from .metrics import MetricTable, labels_to_intervals
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +82,12 @@ def build_dataset(
     return train[n_val:], train[:n_val], desc
 
 
+class Labelled(Protocol):
+    labels: np.ndarray
+
+
 def class_weights(
-    videos: list[AlignedVideo],
+    videos: Sequence[Labelled],
     num_classes: int = 3,
     *,
     clip_frames: int | None = None,
@@ -113,13 +119,20 @@ def class_weights(
 
 
 def sample_clip(
-    videos: list[AlignedVideo], clip_frames: int, expression_fraction: float, rng: random.Random
-) -> tuple[np.ndarray, np.ndarray]:
-    """One random clip (crops (L,112,112,3), labels (L,)); with probability
-    ``expression_fraction`` it is placed so that it overlaps an expression interval."""
+    videos: list[AlignedVideo],
+    clip_frames: int,
+    expression_fraction: float,
+    rng: random.Random,
+    geoms: dict[str, np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """One random clip (crops (L,112,112,3), labels (L,), geometry (L, G) or None); with
+    probability ``expression_fraction`` it is placed so that it overlaps an expression interval.
+    ``geoms``: each video's geometry vectors by video id (computed over the whole video, as a
+    stream computes them, then sliced)."""
     v = rng.choice([v for v in videos if len(v.labels) >= clip_frames])
     start = _clip_start(v.labels, len(v.labels), clip_frames, expression_fraction, rng)
-    return v.crops[start : start + clip_frames], v.labels[start : start + clip_frames]
+    sl = slice(start, start + clip_frames)
+    return v.crops[sl], v.labels[sl], None if geoms is None else geoms[v.video_id][sl]
 
 
 def _clip_start(
@@ -151,11 +164,16 @@ def augment(crops: np.ndarray, rng: random.Random) -> np.ndarray:
 
 
 def clip_batch(
-    videos: list[AlignedVideo], cfg: TrainConfig, window_frames: int, rng: random.Random
-) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-    crops, labels = zip(
+    videos: list[AlignedVideo],
+    cfg: TrainConfig,
+    window_frames: int,
+    rng: random.Random,
+    geoms: dict[str, np.ndarray] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, list[int], torch.Tensor | None]:
+    """(crops (C, L, 112, 112, 3), labels (C, L), window starts, geometry (C, L, G) or None)."""
+    crops, labels, gs = zip(
         *[
-            sample_clip(videos, cfg.clip_frames, cfg.expression_clip_fraction, rng)
+            sample_clip(videos, cfg.clip_frames, cfg.expression_clip_fraction, rng, geoms)
             for _ in range(cfg.clips_per_step)
         ],
         strict=True,
@@ -163,7 +181,8 @@ def clip_batch(
     starts = window_starts(cfg.clip_frames, window_frames, cfg.stride_frames)
     x = torch.from_numpy(np.stack([augment(c, rng) for c in crops]))  # (C, L, 112, 112, 3)
     y = torch.from_numpy(np.stack(labels).astype(np.int64))  # (C, L)
-    return x, y, starts
+    g = None if geoms is None else torch.from_numpy(np.stack(gs))  # (C, L, G)
+    return x, y, starts, g
 
 
 # --------------------------------------------------------------------------- steps
@@ -176,8 +195,10 @@ def train_step(
     starts: list[int],
     weights: torch.Tensor,
     loss_cfg: LossConfig,
+    geom: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Encode each clip's frames once, score all windows inside the clips, return the loss."""
+    """Encode each clip's frames once, score all windows inside the clips, return the loss.
+    ``geom`` (C, L, G): the clips' geometry vectors, for a network with a geometry channel."""
     c, L = x.shape[:2]
     t = net.cfg.window_frames
     feats = net.encode_frames(x.flatten(0, 1))  # (C*L, ...)
@@ -187,7 +208,8 @@ def train_step(
     xp_w = xp[:, idx].flatten(0, 1)  # (C*W, T, ...)
     xa_w = xa[:, idx].flatten(0, 1)
     y_w = y[:, idx].flatten(0, 1)  # (C*W, T)
-    out = net.forward_window(xp_w, xa_w, return_all=True)
+    g_w = None if geom is None else geom[:, idx].flatten(0, 1)  # (C*W, T, G)
+    out = net.forward_window(xp_w, xa_w, g_w, return_all=True)
     return fesnet_loss(out, y_w, weights, loss_cfg)
 
 
@@ -203,30 +225,19 @@ def lr_at(step: int, cfg: TrainConfig, elapsed_s: float) -> float:
 
 
 def choose_merger(
-    net: FESNet, videos: list[AlignedVideo], base: MergerConfig, stride_frames: int
+    net: FESNet,
+    videos: list[AlignedVideo],
+    base: MergerConfig,
+    stride_frames: int,
+    geometry: GeometryConfig | None = None,
 ) -> tuple[MergerConfig, MetricTable]:
-    """Pick the hysteresis threshold with the best overall F1 on validation videos. Window
-    scores are computed once; only the (cheap) merger is re-run per candidate."""
-    backend = TorchBackend(net)
-    scored = [
-        (predict_windows(backend, v.crops, base.window_frames, stride_frames), v) for v in videos
-    ]
-    best: tuple[float, MergerConfig, MetricTable] | None = None
-    # Inverse-frequency class weights shift p_expr up, so high thresholds are candidates too.
-    for on in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98):
-        cfg = replace(base, on_threshold=on, off_threshold=round(on * 0.8, 3))
-        rows = []
-        for (starts, probs), v in scored:
-            events, _ = merge_offline(starts, list(probs), cfg)
-            rows.append(
-                (events_to_intervals(events), labels_to_intervals(v.labels), len(v.labels))
-            )
-        table = evaluate_videos(rows)
-        if best is None or table.f1_overall > best[0]:
-            best = (table.f1_overall, cfg, table)
-    net.train()
-    assert best is not None
-    return best[1], best[2]
+    """Pick the merger thresholds with the best overall F1 on validation videos: encode them
+    with the current weights, then :func:`head.choose_merger_on_features` (windows scored once,
+    only the merger re-run per candidate)."""
+    from .head import choose_merger_on_features, feature_videos
+
+    fvideos = feature_videos(net, videos, geometry if net.cfg.geometry_dims else None)
+    return choose_merger_on_features(net, fvideos, base, stride_frames)
 
 
 def save_best(
@@ -251,6 +262,7 @@ def save_best(
             "stride_frames": cfg.stride_frames,
             "merger": merger_cfg.to_dict(),
             "validation": table.to_dict(),
+            **({"geometry": GeometryConfig().to_dict()} if net.cfg.geometry_dims else {}),
         },
     )
 
@@ -268,6 +280,10 @@ def train(
     rng = random.Random(cfg.seed)
     net = checkpoint.load(init).net if init else FESNet(FESNetConfig.named(cfg.model))
     net.train()
+    geometry = GeometryConfig() if net.cfg.geometry_dims else None
+    geoms = None
+    if geometry is not None:
+        geoms = {v.video_id: geometry_features(_landmarks(v), geometry) for v in train_videos}
     weights = class_weights(train_videos, clip_frames=cfg.clip_frames,
                             expression_fraction=cfg.expression_clip_fraction, seed=cfg.seed)
     log.info("class weights (neutral, ME, MaE): %s", weights.tolist())
@@ -281,8 +297,8 @@ def train(
     for step in bar:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg, time.monotonic() - t0)
-        x, y, starts = clip_batch(train_videos, cfg, net.cfg.window_frames, rng)
-        loss, parts = train_step(net, x, y, starts, weights, cfg.loss)
+        x, y, starts, g = clip_batch(train_videos, cfg, net.cfg.window_frames, rng, geoms)
+        loss, parts = train_step(net, x, y, starts, weights, cfg.loss, g)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
@@ -292,7 +308,9 @@ def train(
         out_of_time = cfg.minutes is not None and time.monotonic() - t0 > cfg.minutes * 60
         last = step == cfg.steps - 1 or out_of_time
         if val_videos and ((step + 1) % cfg.eval_every == 0 or last):
-            merger_cfg, table = choose_merger(net, val_videos, merger_base, cfg.stride_frames)
+            merger_cfg, table = choose_merger(net, val_videos, merger_base, cfg.stride_frames,
+                                              geometry)
+            net.train()
             log.info("step %d validation:\n%s", step + 1, table.to_markdown())
             history[-1]["val_f1"] = table.f1_overall
             if table.f1_overall > best_f1:
@@ -306,56 +324,14 @@ def train(
     return out / "best.pt"
 
 
-# --------------------------------------------------------------------------- stage 2: head
+def _landmarks(v: AlignedVideo) -> np.ndarray:
+    if v.landmarks is None:
+        raise SystemExit(f"{v.video_id}: no landmarks in the aligned cache; delete the cache "
+                         "file so preprocessing runs again")
+    return v.landmarks
 
 
-def encode_videos(
-    net: FESNet, videos: list[AlignedVideo], batch: int = 64
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per-frame features of every video, once (float16 to halve memory): the same
-    encode_frames the streaming ring caches."""
-    from tqdm import tqdm
-
-    backend = TorchBackend(net)
-    feats = []
-    for v in tqdm(videos, desc="encode", unit="video"):
-        parts = [backend.encode(v.crops[i : i + batch]) for i in range(0, len(v), batch)]
-        feats.append(
-            (
-                np.concatenate([p[0] for p in parts]).astype(np.float16),
-                np.concatenate([p[1] for p in parts]).astype(np.float16),
-            )
-        )
-    return feats
-
-
-def sample_feature_windows(
-    videos: list[AlignedVideo],
-    feats: list[tuple[np.ndarray, np.ndarray]],
-    n: int,
-    window_frames: int,
-    expression_fraction: float,
-    rng: random.Random,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """n windows of cached features (B,T,...) and labels (B,T), expression windows oversampled
-    exactly as sample_clip does for frames."""
-    xp, xa, ys = [], [], []
-    for _ in range(n):
-        k = rng.randrange(len(videos))
-        v = videos[k]
-        start = _clip_start(v.labels, len(v), window_frames, expression_fraction, rng)
-        sl = slice(start, start + window_frames)
-        xp.append(feats[k][0][sl])
-        xa.append(feats[k][1][sl])
-        ys.append(v.labels[sl])
-    return (
-        torch.from_numpy(np.stack(xp)).float(),
-        torch.from_numpy(np.stack(xa)).float(),
-        torch.from_numpy(np.stack(ys).astype(np.int64)),
-    )
-
-
-def train_head(
+def run_head_stage(
     net: FESNet,
     cfg: TrainConfig,
     train_videos: list[AlignedVideo],
@@ -363,58 +339,36 @@ def train_head(
     out: Path,
     data_desc: dict,
     minutes: float,
-    windows_per_step: int = 32,
+    geometry: bool,
+    feature_cache: Path | None,
     best_f1: float = -1.0,
 ) -> Path:
-    """Stage 2: freeze the per-frame encoder, encode every training frame ONCE, then train the
-    window head (DeConv/BN of Eq. 1, spatial head, MTAM) on many cheap windows. On a 2-core CPU
-    an end-to-end step costs ~13 ms per frame; a head step on cached features costs ~100x less,
-    so the head sees ~40x more windows in the same time. OUT/best.pt is only replaced when the
-    head beats ``best_f1`` (the validation F1 of whatever best.pt already holds)."""
-    from tqdm import tqdm
+    """Stage 2 (model/head.py): the window head on cached encoder features, with the geometry
+    channel added first when ``geometry`` and the network has none. OUT/best.pt is replaced only
+    when the head beats ``best_f1``."""
+    from .head import feature_videos, train_head, with_geometry
 
     torch.set_num_threads(cfg.threads)
-    rng = random.Random(cfg.seed + 1)
-    feats = encode_videos(net, train_videos)
-    for p in net.encoder.parameters():
-        p.requires_grad_(False)
-    params = [p for p in net.parameters() if p.requires_grad]
-    weights = class_weights(train_videos, clip_frames=net.cfg.window_frames,
-                            expression_fraction=cfg.expression_clip_fraction, seed=cfg.seed)
-    log.info("head class weights (neutral, ME, MaE): %s", weights.tolist())
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    merger_base = MergerConfig(window_frames=net.cfg.window_frames)
-    head_cfg = replace(cfg, minutes=minutes, steps=10**9, warmup_steps=50)
-    t0, step = time.monotonic(), 0
-    evals = [0.5 * minutes * 60, minutes * 60]
-    bar = tqdm(desc="head", unit="step")
-    net.train()
-    while evals:
-        elapsed = time.monotonic() - t0
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, head_cfg, elapsed)
-        xp, xa, y = sample_feature_windows(
-            train_videos, feats, windows_per_step, net.cfg.window_frames,
-            cfg.expression_clip_fraction, rng,
-        )
-        loss, parts = fesnet_loss(net.forward_window(xp, xa, return_all=True), y, weights, cfg.loss)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 5.0)
-        opt.step()
-        step += 1
-        bar.update()
-        bar.set_postfix(loss=f"{parts['loss']:.3f}", ce=f"{parts['ce']:.3f}")
-        if val_videos and time.monotonic() - t0 >= evals[0]:
-            evals.pop(0)
-            merger_cfg, table = choose_merger(net, val_videos, merger_base, cfg.stride_frames)
-            log.info("head step %d validation:\n%s", step, table.to_markdown())
-            if table.f1_overall > best_f1:
-                best_f1 = table.f1_overall
-                stages = {"head_steps": step, "head_windows_per_step": windows_per_step,
-                          "head_minutes": minutes}
-                save_best(out, net, cfg, data_desc, merger_cfg, table, stages=stages)
-            net.train()
+    if geometry and not net.cfg.geometry_dims:
+        net = with_geometry(net)
+    gcfg = GeometryConfig() if net.cfg.geometry_dims else None
+    train_f = feature_videos(net, train_videos, gcfg, feature_cache)
+    val_f = feature_videos(net, val_videos, gcfg, feature_cache)
+    best = {"f1": best_f1}
+
+    def on_best(head_net: FESNet, merger_cfg: MergerConfig, table: MetricTable, step: int):
+        if table.f1_overall > best["f1"]:
+            best["f1"] = table.f1_overall
+            stages = {"head_steps": step, "head_minutes": minutes}
+            save_best(out, head_net, cfg, data_desc, merger_cfg, table, stages=stages)
+
+    _net, _merger, _table, history = train_head(
+        net, train_f, val_f, minutes=minutes, lr=cfg.lr, weight_decay=cfg.weight_decay,
+        expression_fraction=cfg.expression_clip_fraction, stride_frames=cfg.stride_frames,
+        seed=cfg.seed, loss_cfg=cfg.loss, on_best=on_best,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "head_history.json").write_text(json.dumps(history, indent=1))
     return out / "best.pt"
 
 
@@ -434,6 +388,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--minutes", type=float, help="stop after this much training time")
     p.add_argument("--head-minutes", type=float, default=0.0,
                    help="stage 2: then train only the window head on cached encoder features")
+    p.add_argument("--no-geometry", dest="geometry", action="store_false",
+                   help="stage 2 without the geometry channel (pixels only, as the paper)")
+    p.add_argument("--feature-cache", type=Path, default=Path(".cache/features"),
+                   help="where stage 2 keeps encoder features (keyed by the encoder weights)")
     p.add_argument("--init", type=Path, help="start from this checkpoint's weights")
     p.add_argument("--lr", type=float, default=TrainConfig.lr)
     p.add_argument("--clips-per-step", type=int, default=TrainConfig.clips_per_step)
@@ -465,8 +423,8 @@ def main(argv: list[str] | None = None) -> None:
         best_f1 = -1.0
         if (a.out / "best.pt").exists():
             best_f1 = checkpoint.read_meta(a.out / "best.pt")["validation"]["f1"]["overall"]
-        path = train_head(checkpoint.load(last).net, cfg, train_v, val_v, a.out, desc,
-                          a.head_minutes, best_f1=best_f1)
+        path = run_head_stage(checkpoint.load(last).net, cfg, train_v, val_v, a.out, desc,
+                              a.head_minutes, a.geometry, a.feature_cache, best_f1=best_f1)
     print(f"best checkpoint: {path}")
 
 

@@ -87,3 +87,33 @@ def test_config_json_round_trip() -> None:
     for name in ("paper", "small", "tiny"):
         cfg = FESNetConfig.named(name)
         assert FESNetConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_geometry_channel_contract() -> None:
+    """With a geometry channel: it is required, it reaches the output, gradients reach its MLP,
+    and a pixel-only net extended by head.with_geometry scores exactly as before training."""
+    from dataclasses import replace
+
+    from fesnet.model.geometry import GEOMETRY_DIMS
+    from fesnet.model.head import with_geometry
+
+    torch.manual_seed(0)
+    base = FESNet(FESNetConfig.tiny()).eval()
+    net = with_geometry(base).eval()
+    assert net.cfg == replace(base.cfg, geometry_dims=GEOMETRY_DIMS, geometry_hidden=32)
+    x = frames(2, 32)
+    g = torch.randn(2, 32, GEOMETRY_DIMS)
+    with torch.no_grad():
+        np_ = base(x)
+        assert torch.equal(net(x, g), np_)  # new input channels start at zero
+        with pytest.raises(ValueError, match="needs a geometry channel"):
+            net(x)
+        with pytest.raises(ValueError, match="has no geometry channel"):
+            base(x, g)
+    net.train()
+    torch.nn.init.normal_(net.mtam.inp.weight)
+    out = net(x, g, return_all=True)
+    out.logits.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.geometry.parameters())
+    with torch.no_grad():
+        assert not torch.equal(net.eval()(x, g), net(x, g + 1.0))

@@ -40,7 +40,7 @@ def test_predict_windows_matches_per_window_forward() -> None:
     torch.manual_seed(0)
     net = FESNet(FESNetConfig.tiny()).eval()
     crops = np.random.default_rng(0).integers(0, 256, (50, 112, 112, 3), dtype=np.uint8)
-    starts, probs = predict_windows(TorchBackend(net), crops, 32, 8, encode_batch=7)
+    starts, probs = predict_windows(TorchBackend(net), crops, 32, 8)
     assert starts == [0, 8, 16, 18]
     with torch.no_grad():
         ref = torch.softmax(net(torch.from_numpy(crops[16:48])[None]), -1)[0].numpy()

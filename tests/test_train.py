@@ -81,7 +81,7 @@ def test_short_training_run_lowers_the_loss() -> None:
     weights = class_weights(videos)
     opt = torch.optim.AdamW(net.parameters(), lr=3e-3)
     rng = random.Random(0)
-    fixed = [clip_batch(videos, cfg, 32, rng) for _ in range(3)]
+    fixed = [clip_batch(videos, cfg, 32, rng)[:3] for _ in range(3)]
     losses = []
     for step in range(60):
         x, y, starts = fixed[step % 3]
@@ -94,21 +94,44 @@ def test_short_training_run_lowers_the_loss() -> None:
     assert np.mean(losses[-6:]) < 0.8 * np.mean(losses[:6]), losses
 
 
-@pytest.mark.slow
-def test_head_stage_freezes_the_encoder_and_trains_the_head(tmp_path) -> None:
-    from fesnet.model import checkpoint
-    from fesnet.model.train import train_head
+def with_landmarks(video: AlignedVideo, base: np.ndarray, seed: int) -> AlignedVideo:
+    """The toy video with landmarks: a face shape with 0.2 px jitter whose lip corners move
+    by 3 px during the expressions."""
+    import dataclasses
 
+    from fesnet.model.data.landmarks import CORNER_L, CORNER_R
+
+    rng = np.random.default_rng(seed)
+    pts = np.repeat(base[None], len(video), axis=0) + rng.normal(0, 0.2, (len(video), *base.shape))
+    moving = video.labels > 0
+    pts[np.ix_(moving, list(CORNER_L))] += (-2.0, -2.0)
+    pts[np.ix_(moving, list(CORNER_R))] += (2.0, -2.0)
+    return dataclasses.replace(video, landmarks=pts.astype(np.float32))
+
+
+@pytest.mark.slow
+def test_head_stage_adds_geometry_freezes_the_encoder_and_trains_the_head(
+    tmp_path, two_identities
+) -> None:
+    from fesnet.model import checkpoint
+    from fesnet.model.geometry import GEOMETRY_DIMS
+    from fesnet.model.train import run_head_stage
+
+    base = two_identities[0].landmarks * (112 / 256)  # a real face shape at crop scale
     torch.manual_seed(0)
     net = FESNet(FESNetConfig.tiny())
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    videos = [toy_video(0), toy_video(1)]
+    videos = [with_landmarks(toy_video(i), base, i) for i in range(3)]
     cfg = TrainConfig(model="tiny", threads=1)
-    path = train_head(net, cfg, videos, [toy_video(2)], tmp_path, {"data": "toy"}, minutes=0.05,
-                      windows_per_step=4)
-    after = checkpoint.load(path).net.state_dict()
+    path = run_head_stage(net, cfg, videos[:2], videos[2:], tmp_path, {"data": "toy"},
+                          minutes=0.05, geometry=True, feature_cache=tmp_path / "features")
+    loaded = checkpoint.load(path)
+    after = loaded.net.state_dict()
+    assert loaded.config.geometry_dims == GEOMETRY_DIMS and "geometry" in loaded.meta
     enc = [k for k in before if k.startswith("encoder.") and before[k].is_floating_point()]
-    head = [k for k in before if k.startswith("mtam.") and k.endswith("weight")]
+    head = [k for k in before if k.startswith("mtam.stages") and k.endswith("weight")]
     assert all(torch.equal(before[k], after[k]) for k in enc)
     assert any(not torch.equal(before[k], after[k]) for k in head)
-    assert checkpoint.load(path).meta["stages"]["head_steps"] > 0
+    assert any(after[k].abs().sum() > 0 for k in after if k.startswith("geometry."))
+    assert loaded.meta["stages"]["head_steps"] > 0
+    assert list((tmp_path / "features").glob("*.npz"))  # encoder features cached for reruns
