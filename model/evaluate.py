@@ -1,11 +1,14 @@
-"""Evaluate a checkpoint: metric table + per-video predictions as MEGC-style CSV.
+"""Evaluate a checkpoint beside the training-free peer, on the same videos, in one run.
 
-    fesnet-eval        # shipped checkpoint on the held-out synthetic identities
+    fesnet-eval        # shipped checkpoint and the landmark peer on the held-out test split
+    fesnet-eval --method fesnet --checkpoint runs/x/best.pt --csv out/pred.csv
     fesnet-eval --data casme2 --root /data/CASME2 --fold 0 --checkpoint runs/x/best.pt
 
 Predictions come from ``inference.spot_video``: the streaming spotter's model functions and
-merger, run offline. Metrics are computed on the 60 Hz slot timeline; the CSV maps slots back
-to source frame indices.
+merger, run offline. The peer (model/peer.py) runs through the same function and merger. Metrics
+are computed on the 60 Hz slot timeline; the CSV maps slots back to source frame indices. On the
+synthetic test split the tables are also given per motion family, so the family held out of
+training is reported apart from the ones trained on.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import argparse
 import csv
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
@@ -21,31 +25,52 @@ from tqdm import tqdm
 from . import checkpoint
 from .backends import Backend, TorchBackend
 from .data.preprocess import AlignedVideo
-from .datasets import SyntheticSetConfig, real_split, synthetic_split
+from .datasets import SyntheticSetConfig, real_split, synthetic_families, synthetic_split
 from .fesnet import CLASS_NAMES, MODEL_FPS
+from .geometry import GeometryConfig, geometry_features
 from .inference import spot_video
 from .merger import MergerConfig
 from .metrics import MetricTable, evaluate_videos, labels_to_intervals
+from .peer import LandmarkPeer, PeerConfig
 
 log = logging.getLogger(__name__)
 
+CSV_FIELDS = ["method", "vid", "pred_onset", "pred_offset", "type", "score", "onset_s", "offset_s"]
+
+
+@dataclass
+class Method:
+    """One spotter to evaluate: a backend, its merger settings, and whether it reads the
+    geometry channel (with which settings)."""
+
+    name: str
+    backend: Backend
+    merger: MergerConfig
+    stride_frames: int
+    geometry: GeometryConfig | None
+
 
 def evaluate(
-    backend: Backend,
-    videos: list[AlignedVideo],
-    merger_cfg: MergerConfig,
-    stride_frames: int,
-    csv_path: Path | None = None,
-) -> MetricTable:
-    rows, csv_rows = [], []
-    for v in tqdm(videos, desc="evaluate", unit="video"):
-        pred = spot_video(backend, v.crops, merger_cfg, stride_frames)
+    method: Method, videos: list[AlignedVideo], csv_rows: list[dict] | None = None
+) -> list[tuple[list, list, int]]:
+    """Spot every video; returns one (predicted, true intervals, n slots) row per video (for
+    ``metrics.evaluate_videos``) and appends the final events to ``csv_rows``."""
+    rows = []
+    for v in tqdm(videos, desc=method.name, unit="video", disable=len(videos) < 2):
+        geom = None
+        if method.geometry is not None:
+            if v.landmarks is None:
+                raise SystemExit(f"error: {v.video_id} has no cached landmarks (delete its "
+                                 "aligned cache file so preprocessing runs again)")
+            geom = geometry_features(v.landmarks, method.geometry)
+        pred = spot_video(method.backend, v.crops, method.merger, method.stride_frames, geom)
         rows.append((pred.intervals, labels_to_intervals(v.labels), len(v.labels)))
+        if csv_rows is None:
+            continue
         for ev in pred.events:
-            if ev.state not in ("final", "interrupted"):
-                continue
-            csv_rows.append(
-                {
+            if ev.state in ("final", "interrupted"):
+                csv_rows.append({
+                    "method": method.name,
                     "vid": v.video_id,
                     "pred_onset": int(v.source_index[ev.onset_slot]),
                     "pred_offset": int(v.source_index[ev.offset_slot]),
@@ -53,58 +78,99 @@ def evaluate(
                     "score": round(float(ev.score), 4),
                     "onset_s": round(ev.onset_slot / MODEL_FPS, 3),
                     "offset_s": round(ev.offset_slot / MODEL_FPS, 3),
-                }
-            )
-    if csv_path is not None:
-        csv_path.parent.mkdir(parents=True, exist_ok=True)
-        fields = ["vid", "pred_onset", "pred_offset", "type", "score", "onset_s", "offset_s"]
-        with csv_path.open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=fields)
-            w.writeheader()
-            w.writerows(csv_rows)
-    return evaluate_videos(rows)
+                })
+    return rows
+
+
+def grouped_tables(
+    rows: list[tuple[list, list, int]], groups: dict[str, list[int]]
+) -> dict[str, MetricTable]:
+    return {g: evaluate_videos([rows[i] for i in idx]) for g, idx in groups.items() if idx}
+
+
+def side_by_side(tables: dict[str, dict[str, MetricTable]]) -> str:
+    """One markdown table: every method x every video group, ME / MaE / overall F1 and counts."""
+    lines = ["| method | videos | ME F1 | MaE F1 | overall F1 | TP / FP / FN | Edit | Acc |",
+             "|---|---|---:|---:|---:|---|---:|---:|"]
+    for name, by_group in tables.items():
+        for group, t in by_group.items():
+            c = t.counts["overall"]
+            lines.append(f"| {name} | {group} ({t.n_videos}) | {t.f1['ME']:.1f} | "
+                         f"{t.f1['MaE']:.1f} | **{t.f1_overall:.1f}** | {c.tp} / {c.fp} / {c.fn} "
+                         f"| {t.edit:.1f} | {t.acc:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def methods_for(a: argparse.Namespace) -> list[Method]:
+    out = []
+    if a.method in ("fesnet", "both"):
+        try:
+            ck = checkpoint.load(a.checkpoint)
+        except checkpoint.CheckpointError as e:
+            raise SystemExit(f"error: {e}") from None
+        merger = (MergerConfig.from_json(a.merger_config) if a.merger_config
+                  else MergerConfig.from_dict(ck.merger))  # fmt: skip
+        stride = a.stride or int(ck.meta.get("stride_frames", 8))
+        out.append(Method("fesnet", TorchBackend(ck.net), merger, stride, ck.geometry))
+    if a.method in ("landmarks", "both"):
+        pc = PeerConfig(k=a.peer_k) if a.peer_k is not None else PeerConfig()
+        out.append(Method("landmarks", LandmarkPeer(pc), pc.merger_config(), a.stride or 8,
+                          GeometryConfig()))
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(
         prog="fesnet-eval",
-        description="Evaluate a FESNet checkpoint: interval F1 (IoU >= 0.5, MEGC), Edit, Acc; "
-        "writes per-video predictions as CSV (vid, pred_onset, pred_offset, type, ...).",
+        description="Evaluate FESNet and the training-free landmark peer on the same videos: "
+        "interval F1 (IoU >= 0.5, MEGC), Edit, Acc, per motion family on the synthetic test "
+        "split; writes per-video predictions as CSV (method, vid, pred_onset, pred_offset, ...).",
     )
+    p.add_argument("--method", choices=["both", "fesnet", "landmarks"], default="both",
+                   help="which spotter(s) to evaluate (default: both, side by side)")
     p.add_argument("--checkpoint", type=Path, default=checkpoint.DEFAULT_CHECKPOINT)
     p.add_argument("--data", default="synthetic", choices=["synthetic", "casme2", "sammlv"])
+    p.add_argument("--split", default="test", choices=["test", "val"],
+                   help="synthetic split (val: the training people; thresholds are chosen there)")
     p.add_argument("--root", type=Path, help="dataset folder for casme2 / sammlv")
     p.add_argument("--fold", type=int, default=0)
     p.add_argument("--folds", type=int, default=5, help="0 = leave-one-subject-out")
     p.add_argument("--cache-dir", type=Path, default=Path(".cache/aligned"))
     p.add_argument("--merger-config", type=Path, help="merger JSON (default: the checkpoint's)")
     p.add_argument("--stride", type=int, help="window stride in 60 Hz frames")
+    p.add_argument("--peer-k", type=float, help="the peer's z threshold (default: PeerConfig)")
     p.add_argument("--csv", type=Path, default=Path("out/predictions.csv"))
-    p.add_argument("--json", type=Path, help="also write the metric table as JSON")
+    p.add_argument("--json", type=Path, help="also write the metric tables as JSON")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    try:
-        ck = checkpoint.load(a.checkpoint)
-    except checkpoint.CheckpointError as e:
-        raise SystemExit(f"error: {e}") from None
-    merger_cfg = (
-        MergerConfig.from_json(a.merger_config)
-        if a.merger_config
-        else MergerConfig.from_dict(ck.merger) if ck.merger else MergerConfig()
-    )
-    stride = a.stride or int(ck.meta.get("stride_frames", 8))
+    methods = methods_for(a)
+    groups: dict[str, list[int]]
     if a.data == "synthetic":
-        seed = int(ck.meta.get("trained_on", {}).get("seed", 0))
-        videos = synthetic_split("test", a.cache_dir, SyntheticSetConfig(seed=seed))
+        cfg = SyntheticSetConfig()
+        videos = synthetic_split(a.split, a.cache_dir, cfg, workers=2)
+        families = synthetic_families(a.split, cfg)
+        groups = {"all": list(range(len(videos)))}
+        for i, v in enumerate(videos):
+            groups.setdefault(families[v.video_id], []).append(i)
     else:
         if a.root is None:
             raise SystemExit(f"error: --root is required for --data {a.data}")
         _train, videos = real_split(a.data, a.root, a.cache_dir, a.fold, a.folds, 0)
-    table = evaluate(TorchBackend(ck.net), videos, merger_cfg, stride, a.csv)
-    print(table.to_markdown())
+        groups = {"all": list(range(len(videos)))}
+    csv_rows: list[dict] = []
+    tables = {m.name: grouped_tables(evaluate(m, videos, csv_rows), groups) for m in methods}
+    for name, by_group in tables.items():
+        print(f"\n{name}, all videos:\n{by_group['all'].to_markdown()}")
+    print(side_by_side(tables))
+    a.csv.parent.mkdir(parents=True, exist_ok=True)
+    with a.csv.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        w.writeheader()
+        w.writerows(csv_rows)
     print(f"predictions: {a.csv}")
     if a.json:
-        a.json.write_text(json.dumps(table.to_dict(), indent=2))
+        doc = {m: {g: t.to_dict() for g, t in by.items()} for m, by in tables.items()}
+        a.json.write_text(json.dumps(doc, indent=2))
 
 
 if __name__ == "__main__":

@@ -57,6 +57,9 @@ class FESNetConfig:
     # the small MLP that reads it (vs the running neutral and vs the window's reference frame).
     geometry_dims: int = 0
     geometry_hidden: int = 32
+    # "both": the MLP reads the vector against the running neutral and against the window's
+    # first frame; "window": only against the first frame (the ablation of the neutral anchor).
+    geometry_reference: str = "both"
     # RGB normalisation applied inside encode_frames, so every caller feeds raw uint8 crops.
     pixel_mean: float = 0.5
     pixel_std: float = 0.25
@@ -69,6 +72,9 @@ class FESNetConfig:
             )
         if len(self.mtam_dilations) < 1 or self.refine_stages < 1 or self.refine_layers < 1:
             raise ValueError("MTAM needs at least one temporal conv, stage and layer")
+        if self.geometry_reference not in ("both", "window"):
+            raise ValueError(f"geometry_reference must be 'both' or 'window', "
+                             f"got {self.geometry_reference!r}")
 
     @property
     def attn_hw(self) -> int:
@@ -309,13 +315,14 @@ class GeometryBranch(nn.Module):
     RMS are in inter-ocular distances (~0.01-0.1), z-scores are unbounded, so displacements are
     multiplied by 20 and z-scores compressed by asinh."""
 
-    def __init__(self, dims: int, hidden: int) -> None:
+    def __init__(self, dims: int, hidden: int, reference: str = "both") -> None:
         super().__init__()
         if dims != GEOMETRY_DIMS:
             raise ValueError(f"geometry_dims {dims} != the geometry channel's {GEOMETRY_DIMS}")
         self.n_metric = RMS_ALL + 1  # displacements and RMS come first, z-scores last
+        self.neutral = reference == "both"
         self.mlp = nn.Sequential(
-            nn.Linear(2 * dims, hidden), nn.ReLU(inplace=True),
+            nn.Linear((2 if self.neutral else 1) * dims, hidden), nn.ReLU(inplace=True),
             nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
         )
 
@@ -323,6 +330,8 @@ class GeometryBranch(nn.Module):
         """(B, T, G) -> (B, T, hidden)."""
         g = torch.cat([20.0 * geom[..., : self.n_metric], torch.asinh(geom[..., self.n_metric :])],
                       dim=-1)
+        if not self.neutral:
+            return self.mlp(g - g[:, :1])  # (B, T, G) -> (B, T, hidden)
         return self.mlp(torch.cat([g, g - g[:, :1]], dim=-1))  # (B, T, 2G) -> (B, T, hidden)
 
 
@@ -342,7 +351,8 @@ class FESNet(nn.Module):
         self.geometry: GeometryBranch | None = None
         c_seq = 2 * c_att
         if cfg.geometry_dims:
-            self.geometry = GeometryBranch(cfg.geometry_dims, cfg.geometry_hidden)
+            self.geometry = GeometryBranch(cfg.geometry_dims, cfg.geometry_hidden,
+                                           cfg.geometry_reference)
             c_seq += cfg.geometry_hidden
         self.mtam = MTAM(cfg, c_seq)
         if cfg.attn_hw % cfg.deep_hw:

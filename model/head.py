@@ -94,12 +94,13 @@ def feature_videos(
     return out
 
 
-def with_geometry(net: FESNet, hidden: int = 32) -> FESNet:
+def with_geometry(net: FESNet, hidden: int = 32, reference: str = "both") -> FESNet:
     """A copy of a pixel-only ``net`` with a geometry channel; every shared weight is kept and
     the MTAM's new input channels start at zero, so it scores exactly as ``net`` until trained."""
     if net.cfg.geometry_dims:
         raise ValueError("this network already has a geometry channel")
-    cfg = replace(net.cfg, geometry_dims=GEOMETRY_DIMS, geometry_hidden=hidden)
+    cfg = replace(net.cfg, geometry_dims=GEOMETRY_DIMS, geometry_hidden=hidden,
+                  geometry_reference=reference)
     new = FESNet(cfg)
     state = net.state_dict()
     own = new.state_dict()

@@ -5,29 +5,13 @@ import random
 import numpy as np
 import pytest
 import torch
+from toy_videos import toy_video, with_landmarks
 
-from fesnet.model.data.preprocess import AlignedVideo
 from fesnet.model.fesnet import FESNet, FESNetConfig
 from fesnet.model.losses import LossConfig
 from fesnet.model.train import TrainConfig, augment, class_weights, clip_batch, train_step
 
 torch.set_num_threads(1)
-
-
-def toy_video(seed: int, n: int = 160) -> AlignedVideo:
-    """A still textured 'face' with a bright patch that appears during an expression: short
-    (ME, 20 frames) or long (MaE, 50 frames)."""
-    rng = np.random.default_rng(seed)
-    base = rng.integers(60, 120, (112, 112, 3), dtype=np.uint8)
-    crops = np.repeat(base[None], n, axis=0)
-    labels = np.zeros(n, np.int64)
-    for on, length, label in ((30, 20, 1), (90, 50, 2)):
-        crops[on : on + length, 60:80, 30:80] = 230
-        labels[on : on + length] = label
-    return AlignedVideo(
-        video_id=f"toy{seed}", subject="toy", crops=crops, labels=labels,
-        source_index=np.arange(n), fps_source=60.0,
-    )
 
 
 def test_class_weights_are_inverse_frequency() -> None:
@@ -92,21 +76,6 @@ def test_short_training_run_lowers_the_loss() -> None:
         losses.append(parts["ce"])
     assert all(np.isfinite(losses))
     assert np.mean(losses[-6:]) < 0.8 * np.mean(losses[:6]), losses
-
-
-def with_landmarks(video: AlignedVideo, base: np.ndarray, seed: int) -> AlignedVideo:
-    """The toy video with landmarks: a face shape with 0.2 px jitter whose lip corners move
-    by 3 px during the expressions."""
-    import dataclasses
-
-    from fesnet.model.data.landmarks import CORNER_L, CORNER_R
-
-    rng = np.random.default_rng(seed)
-    pts = np.repeat(base[None], len(video), axis=0) + rng.normal(0, 0.2, (len(video), *base.shape))
-    moving = video.labels > 0
-    pts[np.ix_(moving, list(CORNER_L))] += (-2.0, -2.0)
-    pts[np.ix_(moving, list(CORNER_R))] += (2.0, -2.0)
-    return dataclasses.replace(video, landmarks=pts.astype(np.float32))
 
 
 @pytest.mark.slow
