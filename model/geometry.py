@@ -84,10 +84,17 @@ Z = slice(RMS_ALL + 1, RMS_ALL + 1 + N_REGIONS)
 Z_ALL = GEOMETRY_DIMS - 1
 
 _RIGID = np.array(lm.RIGID)
-_GROUP_INDEX = [np.array(idx) for _, idx in GROUPS]
-_REGION_GROUPS = [np.array([GROUP_NAMES.index(g) for g in groups]) for _, groups in REGIONS]
 _EYE_L = np.array(lm.EYE_CORNERS[:2])
 _EYE_R = np.array(lm.EYE_CORNERS[2:])
+_POINTS = np.array(sorted({i for _, idx in GROUPS for i in idx}))  # every expressive point
+# Group centroids as one matrix product over the expressive points: (G, P) rows of 1/n.
+_CENTROID = np.zeros((len(GROUPS), len(_POINTS)))
+for _g, (_, _idx) in enumerate(GROUPS):
+    _CENTROID[_g, np.searchsorted(_POINTS, _idx)] = 1.0 / len(_idx)
+# Region means of squared group displacements, also one matrix: (R, G).
+_REGION_MEAN = np.zeros((len(REGIONS), len(GROUPS)))
+for _r, (_, _groups) in enumerate(REGIONS):
+    _REGION_MEAN[_r, [GROUP_NAMES.index(g) for g in _groups]] = 1.0 / len(_groups)
 
 
 @dataclass(frozen=True)
@@ -174,8 +181,8 @@ class GeometryTracker:
             eye_l, eye_r = pts[_EYE_L].mean(axis=0), pts[_EYE_R].mean(axis=0)
             self._iod = max(float(np.linalg.norm(eye_r - eye_l)), 1e-6)
         A, t = similarity_fit(pts[_RIGID], self._ref)
-        fitted = pts @ A.T + t
-        return np.stack([fitted[idx].mean(axis=0) for idx in _GROUP_INDEX]) / self._iod
+        # The fit is affine, so it commutes with averaging: transform the 19 centroids only.
+        return ((_CENTROID @ pts[_POINTS]) @ A.T + t) / self._iod
 
     def update(self, landmarks: np.ndarray) -> np.ndarray:
         """One slot's (468, 2) crop-pixel landmarks -> its float32 vector (GEOMETRY_DIMS,)."""
@@ -190,7 +197,7 @@ class GeometryTracker:
         disp = shape - self._neutral  # (G, 2)
         sq = (disp**2).sum(axis=1)  # (G,)
         top3 = np.sqrt(np.partition(sq, -3)[-3:]).mean()
-        rms = np.array([np.sqrt(sq[g].mean()) for g in _REGION_GROUPS] + [top3])
+        rms = np.append(np.sqrt(_REGION_MEAN @ sq), top3)
         self._rms[k % cfg.scale_slots] = rms
         if self._baseline is None or k % cfg.update_every == 0:
             held = self._rms[: min(k + 1, cfg.scale_slots)]
