@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fesnet.model.backends import Backend
-from fesnet.model.inference import predict_windows
+from fesnet.model.inference import predict_windows, video_geometry
 from fesnet.model.merger import MergerConfig
 from fesnet.model.metrics import MetricTable, evaluate_videos
 
@@ -142,7 +142,8 @@ def run_neutral_experiment(
     preds.update({name: [] for name in rules})
     per_session = []
     for session, video in zip(sessions, scored, strict=True):
-        starts, probs = predict_windows(backend, session.neutral.crops, t, stride_frames)
+        starts, probs = predict_windows(backend, session.neutral.crops, t, stride_frames,
+                                        video_geometry(backend, session.neutral))
         row: dict[str, Any] = {"identity": session.identity, "look": session.look}
         uncalibrated = (predict_intervals(video, base), video.intervals, video.n_slots)
         preds["none"].append(uncalibrated)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from fesnet.model.backends import Backend
-from fesnet.model.inference import predict_windows
+from fesnet.model.inference import predict_windows, video_geometry
 from fesnet.model.merger import ConfigError, MergerConfig, events_to_intervals, merge_offline
 from fesnet.model.metrics import Interval, MetricTable, evaluate_videos, labels_to_intervals
 
@@ -57,7 +57,8 @@ def score_videos(
 
     out = []
     for v in tqdm(videos, desc="scoring", unit="clip", disable=len(videos) < 3):
-        starts, probs = predict_windows(backend, v.crops, window_frames, stride_frames)
+        starts, probs = predict_windows(backend, v.crops, window_frames, stride_frames,
+                                        video_geometry(backend, v))
         out.append(
             ScoredVideo(
                 video_id=v.video_id,

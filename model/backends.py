@@ -30,6 +30,7 @@ import torch
 
 from .checkpoint import Checkpoint
 from .fesnet import FESNet
+from .geometry import GeometryConfig
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +46,21 @@ class Backend(Protocol):
 
 
 class TorchBackend:
-    """Eager (or torch.compile'd) PyTorch on CPU or CUDA."""
+    """Eager (or torch.compile'd) PyTorch on CPU or CUDA. ``geometry``: the settings of the
+    geometry channel the network reads (None for a pixel-only network; the defaults when the
+    network has one and none is given)."""
 
     def __init__(
-        self, net: FESNet, device: str = "cpu", compile: bool = False, threads: int | None = None
+        self,
+        net: FESNet,
+        device: str = "cpu",
+        compile: bool = False,
+        threads: int | None = None,
+        geometry: GeometryConfig | None = None,
     ) -> None:
         if threads is not None:
             torch.set_num_threads(threads)
+        self.geometry = (geometry or GeometryConfig()) if net.cfg.geometry_dims else None
         self.name = "torch-compile" if compile else "torch"
         self.net = net.to(device).eval()
         self.device = device
@@ -233,9 +242,9 @@ def make_backend(name: str, checkpoint: Checkpoint, **opts: Any) -> Backend:
     """
     net = checkpoint.net
     if name == "torch":
-        return TorchBackend(net, **opts)
+        return TorchBackend(net, geometry=checkpoint.geometry, **opts)
     if name == "torch-compile":
-        return TorchBackend(net, compile=True, **opts)
+        return TorchBackend(net, compile=True, geometry=checkpoint.geometry, **opts)
     if name == "onnx":
         return OnnxBackend.from_net(net, **opts)
     if name == "tensorrt":

@@ -27,8 +27,7 @@ from .backends import Backend, TorchBackend
 from .data.preprocess import AlignedVideo
 from .datasets import SyntheticSetConfig, real_split, synthetic_families, synthetic_split
 from .fesnet import CLASS_NAMES, MODEL_FPS
-from .geometry import GeometryConfig, geometry_features
-from .inference import spot_video
+from .inference import spot_video, video_geometry
 from .merger import MergerConfig
 from .metrics import MetricTable, evaluate_videos, labels_to_intervals
 from .peer import LandmarkPeer, PeerConfig
@@ -40,14 +39,13 @@ CSV_FIELDS = ["method", "vid", "pred_onset", "pred_offset", "type", "score", "on
 
 @dataclass
 class Method:
-    """One spotter to evaluate: a backend, its merger settings, and whether it reads the
-    geometry channel (with which settings)."""
+    """One spotter to evaluate: a backend (which says whether it reads the geometry channel)
+    and its merger settings."""
 
     name: str
     backend: Backend
     merger: MergerConfig
     stride_frames: int
-    geometry: GeometryConfig | None
 
 
 def evaluate(
@@ -57,12 +55,7 @@ def evaluate(
     ``metrics.evaluate_videos``) and appends the final events to ``csv_rows``."""
     rows = []
     for v in tqdm(videos, desc=method.name, unit="video", disable=len(videos) < 2):
-        geom = None
-        if method.geometry is not None:
-            if v.landmarks is None:
-                raise SystemExit(f"error: {v.video_id} has no cached landmarks (delete its "
-                                 "aligned cache file so preprocessing runs again)")
-            geom = geometry_features(v.landmarks, method.geometry)
+        geom = video_geometry(method.backend, v)
         pred = spot_video(method.backend, v.crops, method.merger, method.stride_frames, geom)
         rows.append((pred.intervals, labels_to_intervals(v.labels), len(v.labels)))
         if csv_rows is None:
@@ -111,11 +104,10 @@ def methods_for(a: argparse.Namespace) -> list[Method]:
         merger = (MergerConfig.from_json(a.merger_config) if a.merger_config
                   else MergerConfig.from_dict(ck.merger))  # fmt: skip
         stride = a.stride or int(ck.meta.get("stride_frames", 8))
-        out.append(Method("fesnet", TorchBackend(ck.net), merger, stride, ck.geometry))
+        out.append(Method("fesnet", TorchBackend(ck.net, geometry=ck.geometry), merger, stride))
     if a.method in ("landmarks", "both"):
         pc = PeerConfig(k=a.peer_k) if a.peer_k is not None else PeerConfig()
-        out.append(Method("landmarks", LandmarkPeer(pc), pc.merger_config(), a.stride or 8,
-                          GeometryConfig()))
+        out.append(Method("landmarks", LandmarkPeer(pc), pc.merger_config(), a.stride or 8))
     return out
 
 

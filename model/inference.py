@@ -9,10 +9,12 @@ streaming pipeline gives the same events.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from .backends import Backend
+from .geometry import geometry_features
 from .merger import MergerConfig, MergerEvent, events_to_intervals, merge_offline
 
 
@@ -75,6 +77,18 @@ def score_windows(
     if not probs:
         return np.zeros((0, window_frames, 3), np.float32)
     return np.concatenate(probs).astype(np.float32)
+
+
+def video_geometry(backend: Backend, video: Any) -> np.ndarray | None:
+    """The geometry vectors a backend reads for an aligned video (``AlignedVideo``-like:
+    ``landmarks``, ``video_id``), or None when the backend reads no geometry channel."""
+    cfg = getattr(backend, "geometry", None)
+    if cfg is None:
+        return None
+    if getattr(video, "landmarks", None) is None:
+        raise ValueError(f"{video.video_id}: no landmarks cached for the geometry channel; "
+                         "delete its aligned cache file so preprocessing runs again")
+    return geometry_features(video.landmarks, cfg)
 
 
 def predict_windows(

@@ -126,8 +126,8 @@ def main(argv: list[str] | None = None) -> None:
         results["shipped"] = report("shipped", scored, feats["test"], mcfg, groups)
 
     candidates = {
-        "head": lambda net: net,
         "head+geom": lambda net: with_geometry(net),
+        "head": lambda net: net,
         "head+geom(window)": lambda net: with_geometry(net, reference="window"),
     }
     for name, make in candidates.items():

@@ -9,7 +9,6 @@ from toy_videos import toy_video, with_landmarks
 from fesnet.model.backends import TorchBackend
 from fesnet.model.evaluate import Method, evaluate, grouped_tables, side_by_side
 from fesnet.model.fesnet import FESNet, FESNetConfig
-from fesnet.model.geometry import GeometryConfig
 from fesnet.model.head import with_geometry
 from fesnet.model.merger import MergerConfig
 from fesnet.model.peer import LandmarkPeer, PeerConfig
@@ -22,8 +21,8 @@ def test_both_methods_score_the_same_videos_and_write_csv_rows(two_identities) -
     net = with_geometry(FESNet(FESNetConfig.tiny())).eval()
     peer_cfg = PeerConfig(k=3.0)
     methods = [
-        Method("fesnet", TorchBackend(net), MergerConfig(), 8, GeometryConfig()),
-        Method("landmarks", LandmarkPeer(peer_cfg), peer_cfg.merger_config(), 8, GeometryConfig()),
+        Method("fesnet", TorchBackend(net), MergerConfig(), 8),
+        Method("landmarks", LandmarkPeer(peer_cfg), peer_cfg.merger_config(), 8),
     ]
     csv_rows: list[dict] = []
     tables = {}
