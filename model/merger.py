@@ -93,6 +93,11 @@ class MergerConfig:
     gap_merge_s: float = 0.1
     """A dip (p_expr below ``off_threshold`` until it is back at ``on_threshold``) shorter than
     this inside an expression does not split it; the dip becomes part of the interval."""
+    mae_gap_merge_s: float = 0.1
+    """The gap merging of an interval that has already lasted ``mae_min_s`` (a macro-expression
+    under way): its score can sag in the middle (a long expression differs less from a window's
+    first frame than its onset does), so a longer dip may be bridged. At ``gap_merge_s`` (the
+    default) nothing changes."""
     max_expression_s: float = 5.0
     """Longer intervals are force-closed; a new one can open only after p_expr has dropped below
     ``off_threshold`` (a stuck score yields one interval, not a train of them)."""
@@ -141,6 +146,11 @@ class MergerConfig:
             ),
             (self.gap_merge_s >= 0, f"gap_merge_s must be >= 0, got {self.gap_merge_s}"),
             (
+                self.mae_gap_merge_s >= self.gap_merge_s,
+                f"mae_gap_merge_s ({self.mae_gap_merge_s}) must be >= gap_merge_s "
+                f"({self.gap_merge_s})",
+            ),
+            (
                 self.max_expression_frames >= max(self.min_expression_frames, 1),
                 f"max_expression_s ({self.max_expression_s}) must allow at least "
                 f"min_expression_frames ({self.min_expression_frames}) frames",
@@ -164,6 +174,11 @@ class MergerConfig:
     def gap_merge_frames(self) -> int:
         """A dip of this many slots or more splits an expression."""
         return math.ceil(self.gap_merge_s * self.fps - _EPS)
+
+    @property
+    def mae_gap_merge_frames(self) -> int:
+        """A dip of this many slots or more splits an interval that has lasted ``mae_min_s``."""
+        return math.ceil(self.mae_gap_merge_s * self.fps - _EPS)
 
     @property
     def max_expression_frames(self) -> int:
@@ -593,7 +608,9 @@ class IntervalMerger:
                 return [ev]
             return None
         self._dip.add(slot, p_me, p_mae)
-        if slot - self._dip_start + 1 >= cfg.gap_merge_frames:
+        long = self._last_active - self._onset + 1 >= cfg.mae_min_frames
+        gap = cfg.mae_gap_merge_frames if long else cfg.gap_merge_frames
+        if slot - self._dip_start + 1 >= gap:
             return [self._close("final")]
         return None
 

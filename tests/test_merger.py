@@ -117,6 +117,21 @@ def test_gap_merging() -> None:
     assert events_to_intervals(spot(one_frame_dip, cfg0)) == [(10, 29, 1), (31, 49, 1)]
 
 
+def test_a_long_expression_bridges_a_longer_dip() -> None:
+    """mae_gap_merge_s: once an interval has lasted mae_min_s (30 frames) a dip of up to
+    0.3 s (18 frames) is bridged; a younger interval still splits at gap_merge_s (6 frames)."""
+    cfg = replace(CFG, min_expression_frames=3, mae_gap_merge_s=0.3)
+    sag = track(200, [(10, 49, 0.0, 0.9), (60, 99, 0.0, 0.9)])  # 40 frames, dip 10, 40 frames
+    assert events_to_intervals(spot(sag, cfg)) == [(10, 99, 2)]
+    assert events_to_intervals(spot(sag, CFG)) == [(10, 49, 2), (60, 99, 2)]  # the default
+    young = track(200, [(10, 29, 0.9, 0.0), (40, 49, 0.9, 0.0)])  # 20 frames, then a dip of 10
+    assert events_to_intervals(spot(young, cfg)) == [(10, 29, 1), (40, 49, 1)]
+    too_long = track(200, [(10, 49, 0.0, 0.9), (68, 99, 0.0, 0.9)])  # a dip of 18: split
+    assert events_to_intervals(spot(too_long, cfg)) == [(10, 49, 2), (68, 99, 2)]
+    with pytest.raises(ConfigError, match="mae_gap_merge_s"):
+        replace(CFG, mae_gap_merge_s=0.05)
+
+
 @pytest.mark.parametrize(
     ("n_frames", "p_me", "p_mae", "label"),
     [
