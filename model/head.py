@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .backends import TorchBackend
+from .backends import Backend, TorchBackend
 from .data.preprocess import AlignedVideo
 from .fesnet import FESNet
 from .geometry import GEOMETRY_DIMS, GeometryConfig, geometry_features
@@ -65,12 +65,15 @@ def feature_videos(
     videos: list[AlignedVideo],
     geometry: GeometryConfig | None,
     cache_dir: Path | None = None,
+    encoder: Backend | None = None,
 ) -> list[FeatureVideo]:
     """Encode every frame of every video once (float16, cached under ``cache_dir``) and compute
-    its geometry vectors (``geometry=None``: none)."""
+    its geometry vectors (``geometry=None``: none). ``encoder``: the backend that runs
+    ``net``'s encoder (default torch eager; ONNX Runtime is ~2x faster on a CPU and agrees to
+    ~1e-5, far below the float16 storage)."""
     from tqdm import tqdm
 
-    backend = TorchBackend(net)
+    backend = encoder or TorchBackend(net)
     digest = encoder_digest(net)
     out = []
     for v in tqdm(videos, desc="encode", unit="video", disable=len(videos) < 2):

@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from fesnet.model import checkpoint
+from fesnet.model.backends import OnnxBackend
 from fesnet.model.datasets import SyntheticSetConfig, synthetic_families, synthetic_split
 from fesnet.model.geometry import GeometryConfig
 from fesnet.model.head import (
@@ -96,7 +97,8 @@ def main(argv: list[str] | None = None) -> None:
     cfg = SyntheticSetConfig()
     splits = {s: synthetic_split(s, a.cache_dir, cfg, workers=2) for s in ("train", "val", "test")}
     shipped = checkpoint.load(checkpoint.DEFAULT_CHECKPOINT)
-    feats = {s: feature_videos(shipped.net, v, GeometryConfig(), a.feature_cache)
+    encoder = OnnxBackend.from_net(shipped.net, threads=a.threads)
+    feats = {s: feature_videos(shipped.net, v, GeometryConfig(), a.feature_cache, encoder)
              for s, v in splits.items()}  # fmt: skip
     groups = subsets(feats["test"], synthetic_families("test", cfg))
     stride = int(shipped.meta.get("stride_frames", 8))
