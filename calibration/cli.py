@@ -294,7 +294,7 @@ def cmd_int8(args: argparse.Namespace) -> int:
     path = write_windows(args.out, windows, names)
     n_videos = len({n.rsplit("@", 1)[0] for n in names})
     print(f"{len(windows)} windows {windows.shape[1:]} uint8 from {n_videos} clips -> {path} "
-          f"(fesnet.model.export: precision int8/fp8, calibration={path})")  # fmt: skip
+          f"(the TensorRT backend: precision int8/fp8, calibration={path})")  # fmt: skip
     return 0
 
 

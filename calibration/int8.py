@@ -8,8 +8,9 @@ frame is part of what is calibrated), many identities, and both resting and expr
 
 :func:`sample_windows` draws windows from aligned videos (the training split), balanced over
 videos and with a chosen fraction that overlap a labelled expression; :func:`write_windows`
-stores them in the one format ``fesnet.model.export`` reads (``write_calibration_windows``:
-``.npz`` with ``windows`` uint8 (N, T, 112, 112, 3) and ``source`` names).
+stores them in the one format ``fesnet.model.calibration_data`` defines
+(``write_calibration_windows``: ``.npz`` with ``windows`` uint8 (N, T, 112, 112, 3) and
+``source`` names).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from fesnet.model.export import read_calibration_windows, write_calibration_windows
+from fesnet.model.calibration_data import read_calibration_windows, write_calibration_windows
 
 
 def sample_windows(

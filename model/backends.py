@@ -14,7 +14,7 @@ Offline evaluation, training-time validation and the streaming engine all call t
 path shares the same model functions.
 
 ``make_backend(name, checkpoint, **opts)`` builds one by name: "torch" (eager), "torch-compile",
-"onnx" (ONNX Runtime on CPU; the exported graphs are cached, see export.py) and "tensorrt"
+"onnx" (ONNX Runtime on CPU; the exported graphs are cached, see onnx_export.py) and "tensorrt"
 (optional extra; raises ``BackendUnavailable`` saying what is missing). docs/BENCHMARKS.md has
 their measured speeds.
 """
@@ -140,7 +140,7 @@ class OnnxBackend:
         threads: int = 1,
     ) -> OnnxBackend:
         """Export (or reuse the cached export of) ``net`` and open sessions on it."""
-        from .export import DEFAULT_OPSET, cached_onnx
+        from .onnx_export import DEFAULT_OPSET, cached_onnx
 
         files = cached_onnx(net, cache_dir, opset if opset is not None else DEFAULT_OPSET)
         return cls(files.encoder, files.window, threads, net.cfg.window_frames)
@@ -189,7 +189,7 @@ class TensorRTBackend:
         max_frames: int = 64,
         max_batch: int = 8,
     ) -> None:
-        from .export import cached_tensorrt, load_tensorrt, tensorrt_unavailable_reason
+        from .tensorrt_export import cached_tensorrt, load_tensorrt, tensorrt_unavailable_reason
 
         reason = tensorrt_unavailable_reason(precision)
         if reason is not None:
@@ -255,7 +255,7 @@ def make_backend(name: str, checkpoint: Checkpoint, **opts: Any) -> Backend:
 def available_backends(include_compile: bool = False) -> list[str]:
     """The backends this machine can run (torch.compile only on request: it needs a C++
     toolchain and compiles for minutes on a small CPU)."""
-    from .export import tensorrt_unavailable_reason
+    from .tensorrt_export import tensorrt_unavailable_reason
 
     names = ["torch"]
     if include_compile:

@@ -243,7 +243,7 @@ def _load_avg() -> float | None:
 def run_model_benchmarks(args: argparse.Namespace, report: dict[str, Any]) -> Any:
     """Backends, cached vs naive and optical flow into ``report``; returns the Checkpoint."""
     from fesnet.model.backends import BackendUnavailable
-    from fesnet.model.export import tensorrt_unavailable_reason
+    from fesnet.model.tensorrt_export import tensorrt_unavailable_reason
 
     ck, model_info = load_model(args.checkpoint, args.config)
     cfg = ck.config

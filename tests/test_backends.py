@@ -61,9 +61,9 @@ def test_onnx_backend_checks_its_inputs(onnx_backend) -> None:
 
 
 def test_onnx_restart_reuses_the_cached_export(ckpt, onnx_backend, monkeypatch) -> None:
-    from fesnet.model import export
+    from fesnet.model import onnx_export
 
-    monkeypatch.setattr(export, "export_onnx", lambda *a, **k: pytest.fail("exported again"))
+    monkeypatch.setattr(onnx_export, "export_onnx", lambda *a, **k: pytest.fail("exported again"))
     cache = onnx_backend.encoder_path.parents[1]
     again = make_backend("onnx", ckpt, cache_dir=cache)
     assert again.encoder_path == onnx_backend.encoder_path

@@ -10,7 +10,7 @@ from calibration_helpers import make_clip
 
 from fesnet.calibration import cli
 from fesnet.calibration.int8 import sample_windows, write_windows
-from fesnet.model.export import read_calibration_windows
+from fesnet.model.calibration_data import read_calibration_windows
 
 
 def test_windows_are_balanced_distinct_and_readable_by_the_export_path(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from fesnet.model import export
+from fesnet.model import calibration_data, graphs, onnx_export, tensorrt_export
 from fesnet.model.fesnet import FESNet, FESNetConfig
 
 ATOL = 1e-4
@@ -35,12 +35,12 @@ def net() -> FESNet:
 
 
 @pytest.fixture(scope="module")
-def onnx_files(net: FESNet, tmp_path_factory) -> export.OnnxFiles:
-    return export.cached_onnx(net, tmp_path_factory.mktemp("onnx-cache"))
+def onnx_files(net: FESNet, tmp_path_factory) -> onnx_export.OnnxFiles:
+    return onnx_export.cached_onnx(net, tmp_path_factory.mktemp("onnx-cache"))
 
 
 @pytest.fixture(scope="module")
-def sessions(onnx_files: export.OnnxFiles):
+def sessions(onnx_files: onnx_export.OnnxFiles):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -98,18 +98,18 @@ def test_window_length_is_static(sessions, net) -> None:
 
 
 def test_verify_reports_disagreement(net, onnx_files) -> None:
-    assert export.verify_onnx(net, onnx_files) <= ATOL
+    assert onnx_export.verify_onnx(net, onnx_files) <= ATOL
     other = FESNet(net.cfg).eval()  # other weights, same shapes
-    with pytest.raises(export.ExportError, match="disagree"):
-        export.verify_onnx(other, onnx_files)
+    with pytest.raises(graphs.ExportError, match="disagree"):
+        onnx_export.verify_onnx(other, onnx_files)
 
 
 def test_cache_hit_does_not_export_again(net, onnx_files, monkeypatch) -> None:
     def no_export(*args, **kwargs):
         raise AssertionError("re-exported although the cache holds the graphs")
 
-    monkeypatch.setattr(export, "export_onnx", no_export)
-    again = export.cached_onnx(net, onnx_files.encoder.parents[1])
+    monkeypatch.setattr(onnx_export, "export_onnx", no_export)
+    again = onnx_export.cached_onnx(net, onnx_files.encoder.parents[1])
     assert again == onnx_files
 
 
@@ -117,61 +117,63 @@ def test_cache_key_follows_weights_and_opset(net) -> None:
     other = FESNet(net.cfg)
     with torch.no_grad():
         other.load_state_dict(net.state_dict())
-        assert export.cache_key(other, 18) == export.cache_key(net, 18)
+        assert onnx_export.cache_key(other, 18) == onnx_export.cache_key(net, 18)
         next(other.parameters()).add_(1e-3)
-    assert export.cache_key(other, 18) != export.cache_key(net, 18)
-    assert export.cache_key(net, 19) != export.cache_key(net, 18)
+    assert onnx_export.cache_key(other, 18) != onnx_export.cache_key(net, 18)
+    assert onnx_export.cache_key(net, 19) != onnx_export.cache_key(net, 18)
 
 
 def test_calibration_file_round_trip_and_errors(tmp_path) -> None:
     windows = np.random.default_rng(0).integers(0, 256, (3, 32, 112, 112, 3), dtype=np.uint8)
-    path = export.write_calibration_windows(tmp_path / "calib.npz", windows, ["a", "b", "c"])
-    assert np.array_equal(export.read_calibration_windows(path, window_frames=32), windows)
-    with pytest.raises(export.CalibrationError, match="want"):
-        export.read_calibration_windows(path, window_frames=16)
-    with pytest.raises(export.CalibrationError, match="not found"):
-        export.read_calibration_windows(tmp_path / "nope.npz")
+    write = calibration_data.write_calibration_windows
+    read = calibration_data.read_calibration_windows
+    path = write(tmp_path / "calib.npz", windows, ["a", "b", "c"])
+    assert np.array_equal(read(path, window_frames=32), windows)
+    with pytest.raises(calibration_data.CalibrationError, match="want"):
+        calibration_data.read_calibration_windows(path, window_frames=16)
+    with pytest.raises(calibration_data.CalibrationError, match="not found"):
+        calibration_data.read_calibration_windows(tmp_path / "nope.npz")
     np.savez(tmp_path / "wrong_key.npz", frames=windows)
-    with pytest.raises(export.CalibrationError, match="expected 'windows'"):
-        export.read_calibration_windows(tmp_path / "wrong_key.npz")
+    with pytest.raises(calibration_data.CalibrationError, match="expected 'windows'"):
+        calibration_data.read_calibration_windows(tmp_path / "wrong_key.npz")
     np.savez(tmp_path / "float.npz", windows=windows.astype(np.float32))
-    with pytest.raises(export.CalibrationError, match="uint8"):
-        export.read_calibration_windows(tmp_path / "float.npz")
+    with pytest.raises(calibration_data.CalibrationError, match="uint8"):
+        calibration_data.read_calibration_windows(tmp_path / "float.npz")
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
-    with pytest.raises(export.CalibrationError, match="cannot read"):
-        export.read_calibration_windows(tmp_path / "junk.npz")
+    with pytest.raises(calibration_data.CalibrationError, match="cannot read"):
+        calibration_data.read_calibration_windows(tmp_path / "junk.npz")
 
 
 @pytest.mark.skipif(
     torch.cuda.is_available(), reason="checks the message on a machine without CUDA"
 )
 def test_tensorrt_reason_names_what_is_missing(net, tmp_path) -> None:
-    reason = export.tensorrt_unavailable_reason("fp16")
+    reason = tensorrt_export.tensorrt_unavailable_reason("fp16")
     assert reason is not None
     assert "CUDA" in reason
     assert "torch_tensorrt" in reason
-    assert "nvidia-modelopt" in export.tensorrt_unavailable_reason("int8")
-    assert "unknown precision" in export.tensorrt_unavailable_reason("int4")
-    with pytest.raises(export.ExportError, match="CUDA"):
-        export.compile_tensorrt(net, tmp_path)
+    assert "nvidia-modelopt" in tensorrt_export.tensorrt_unavailable_reason("int8")
+    assert "unknown precision" in tensorrt_export.tensorrt_unavailable_reason("int4")
+    with pytest.raises(graphs.ExportError, match="CUDA"):
+        tensorrt_export.compile_tensorrt(net, tmp_path)
 
 
 def test_tensorrt_graphs_export_with_dynamic_batch_on_cpu(net) -> None:
     """What torch_tensorrt.dynamo.compile receives: torch.export of both typed graphs at fp32 and
     fp16 (model.half()), float32 at their boundaries, with a dynamic frame/window batch."""
     for precision in ("fp32", "fp16"):
-        dep, dtype = export.precision_net(net, precision)
-        frames, x_prime, x_atten = export.example_inputs(dep)
+        dep, dtype = tensorrt_export.precision_net(net, precision)
+        frames, x_prime, x_atten = graphs.example_inputs(dep)
         n = torch.export.Dim("n_frames", min=1, max=64)
         b = torch.export.Dim("batch", min=1, max=8)
         enc = torch.export.export(
-            export.TypedEncoderGraph(dep),
+            tensorrt_export.TypedEncoderGraph(dep),
             (frames,),
             dynamic_shapes={"frames_u8": {0: n}},
             strict=False,
         ).module()
         win = torch.export.export(
-            export.TypedWindowGraph(dep, dtype),
+            tensorrt_export.TypedWindowGraph(dep, dtype),
             (x_prime, x_atten),
             dynamic_shapes={"x_prime": {0: b}, "x_atten": {0: b}},
             strict=False,
