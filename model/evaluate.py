@@ -22,8 +22,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from . import checkpoint
-from .backends import Backend, TorchBackend
+from .backends import Backend
 from .data.preprocess import AlignedVideo
 from .datasets import SyntheticSetConfig, real_split, synthetic_families, synthetic_split
 from .fesnet import CLASS_NAMES, MODEL_FPS
@@ -31,6 +30,7 @@ from .inference import spot_video, video_geometry
 from .merger import MergerConfig
 from .metrics import MetricTable, evaluate_videos, labels_to_intervals
 from .peer import LandmarkPeer, PeerConfig
+from .runtime import LoadError, add_runtime_arguments, load_runtime, runtime_config
 
 log = logging.getLogger(__name__)
 
@@ -98,13 +98,10 @@ def methods_for(a: argparse.Namespace) -> list[Method]:
     out = []
     if a.method in ("fesnet", "both"):
         try:
-            ck = checkpoint.load(a.checkpoint)
-        except checkpoint.CheckpointError as e:
+            rt = load_runtime(runtime_config(a))
+        except LoadError as e:
             raise SystemExit(f"error: {e}") from None
-        merger = (MergerConfig.from_json(a.merger_config) if a.merger_config
-                  else MergerConfig.from_dict(ck.merger))  # fmt: skip
-        stride = a.stride or int(ck.meta.get("stride_frames", 8))
-        out.append(Method("fesnet", TorchBackend(ck.net, geometry=ck.geometry), merger, stride))
+        out.append(Method("fesnet", rt.backend, rt.merger, rt.stride_frames))
     if a.method in ("landmarks", "both"):
         pc = PeerConfig(k=a.peer_k) if a.peer_k is not None else PeerConfig()
         out.append(Method("landmarks", LandmarkPeer(pc), pc.merger_config(), a.stride or 8))
@@ -120,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--method", choices=["both", "fesnet", "landmarks"], default="both",
                    help="which spotter(s) to evaluate (default: both, side by side)")
-    p.add_argument("--checkpoint", type=Path, default=checkpoint.DEFAULT_CHECKPOINT)
+    add_runtime_arguments(p, backend="torch", threads=None)
     p.add_argument("--data", default="synthetic", choices=["synthetic", "casme2", "sammlv"])
     p.add_argument("--split", default="test", choices=["test", "val"],
                    help="synthetic split (val: the training people; thresholds are chosen there)")
@@ -128,8 +125,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--fold", type=int, default=0)
     p.add_argument("--folds", type=int, default=5, help="0 = leave-one-subject-out")
     p.add_argument("--cache-dir", type=Path, default=Path(".cache/aligned"))
-    p.add_argument("--merger-config", type=Path, help="merger JSON (default: the checkpoint's)")
-    p.add_argument("--stride", type=int, help="window stride in 60 Hz frames")
     p.add_argument("--peer-k", type=float, help="the peer's z threshold (default: PeerConfig)")
     p.add_argument("--csv", type=Path, default=Path("out/predictions.csv"))
     p.add_argument("--json", type=Path, help="also write the metric tables as JSON")

@@ -20,10 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from fesnet.calibration.fit import calm_p_expr, score_videos
-from fesnet.model import checkpoint
-from fesnet.model.backends import make_backend
 from fesnet.model.datasets import synthetic_split
 from fesnet.model.merger import MergerConfig
+from fesnet.model.runtime import RuntimeConfig, load_runtime
 
 PARTS = ("MaE first third", "MaE middle third", "MaE last third", "ME", "neutral")
 
@@ -52,9 +51,9 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     videos = synthetic_split("test", a.cache_dir)
     for path in a.checkpoints:
-        ck = checkpoint.load(path)
-        cfg = MergerConfig.from_dict(ck.merger) if ck.merger else MergerConfig()
-        scored = score_videos(make_backend("torch", ck, threads=a.threads), videos)
+        runtime = load_runtime(RuntimeConfig(path, "torch", a.threads))
+        cfg = runtime.merger
+        scored = score_videos(runtime.backend, videos)
         result = {"on_threshold": cfg.on_threshold, **profile(scored, cfg)}
         print(json.dumps({"checkpoint": str(path), "mean fused p_expr": result}))
 

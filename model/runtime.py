@@ -1,0 +1,200 @@
+"""One runtime config and one loader: checkpoint -> backend -> merger config -> optional profile.
+
+Every program that runs the model loads it here (``fesnet-spot``, the viewers, ``fesnet-eval``,
+``fesnet-calibrate``, ``fesnet-bench``), so they agree on every default and fallback:
+
+- **checkpoint**: the given path, else the shipped one (``checkpoint.DEFAULT_CHECKPOINT``);
+- **backend**: by name (``backends.BACKENDS``). ``"auto"`` is ONNX Runtime, and torch (with a
+  warning naming why) where ONNX Runtime cannot be built; a backend asked for by name is never
+  replaced by another one: if it cannot run here, loading fails and says so;
+- **merger config**: the given JSON, else the settings stored in the checkpoint's JSON, else the
+  defaults;
+- **window length**: ``window_frames`` has one owner, the model config in the checkpoint. The
+  merger's copy is set from it; a merger JSON that names another length is refused;
+- **stride**: the given one, else the checkpoint's ``stride_frames``, else 8;
+- **profile** (optional): any object with ``apply(MergerConfig) -> MergerConfig`` (a
+  :class:`fesnet.calibration.profile.NeutralProfile`) moves the thresholds last. The profile is
+  passed in loaded: finding it by name is calibration's business, not the model's.
+
+Anything that cannot be loaded is a :class:`LoadError` whose message says what to do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .merger import ConfigError, MergerConfig
+
+if TYPE_CHECKING:
+    from .backends import Backend
+    from .checkpoint import Checkpoint
+
+log = logging.getLogger(__name__)
+
+AUTO = "auto"
+# backends.BACKENDS with "auto" first; spelled out so that defining command-line options does
+# not import torch (tests/test_runtime.py checks that the two lists agree).
+BACKEND_CHOICES = (AUTO, "torch", "torch-compile", "onnx", "tensorrt")
+DEFAULT_STRIDE_FRAMES = 8
+_THREADED = ("torch", "torch-compile", "onnx")  # the backends that take a thread count
+
+
+class LoadError(RuntimeError):
+    """The model cannot be loaded as configured; the message says what to change."""
+
+
+class ThresholdProfile(Protocol):
+    name: str
+
+    def apply(self, base: MergerConfig) -> MergerConfig: ...
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """What to load. Every field has the default all programs share (module docstring)."""
+
+    checkpoint: Path | None = None
+    backend: str = AUTO
+    threads: int | None = None
+    """Intra-op threads of the torch and ONNX backends (None: the backend's own default)."""
+    merger_config: Path | None = None
+    stride_frames: int | None = None
+    backend_options: dict[str, Any] = field(default_factory=dict)
+    """Further ``make_backend`` options (cache_dir, device, precision, calibration, ...)."""
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """A loaded model: weights, the backend that runs them, and how its windows are merged."""
+
+    checkpoint: Checkpoint
+    backend: Backend
+    merger: MergerConfig
+    stride_frames: int
+    base_merger: MergerConfig
+    """The merger config before the profile moved its thresholds (``merger`` without one)."""
+    profile: ThresholdProfile | None = None
+
+    @property
+    def window_frames(self) -> int:
+        return self.checkpoint.config.window_frames
+
+    @classmethod
+    def from_checkpoint(
+        cls, ckpt: Checkpoint, config: RuntimeConfig, profile: ThresholdProfile | None = None
+    ) -> Runtime:
+        """The rest of :func:`load_runtime` for weights already in memory (benchmarks of
+        random weights)."""
+        stride = config.stride_frames
+        if stride is None:
+            stride = int(ckpt.meta.get("stride_frames", DEFAULT_STRIDE_FRAMES))
+        if stride < 1:
+            raise LoadError(f"the window stride must be >= 1 slot, got {stride}")
+        base = merger_config(ckpt, config.merger_config)
+        backend = build_backend(config.backend, ckpt, config.threads, **config.backend_options)
+        merger = base if profile is None else profile.apply(base)
+        return cls(ckpt, backend, merger, stride, base, profile)
+
+
+def load_runtime(config: RuntimeConfig, profile: ThresholdProfile | None = None) -> Runtime:
+    """Checkpoint -> backend -> merger config -> profile, with the shared defaults."""
+    return Runtime.from_checkpoint(load_checkpoint(config.checkpoint), config, profile)
+
+
+def load_checkpoint(path: Path | str | None = None) -> Checkpoint:
+    """The checkpoint at ``path`` (the shipped one if None)."""
+    from . import checkpoint as ckpt_mod
+
+    try:
+        return ckpt_mod.load(path)
+    except ckpt_mod.CheckpointError as e:
+        hint = " (pass --checkpoint, or train one with fesnet-train)" if path is None else ""
+        raise LoadError(f"{e}{hint}") from e
+
+
+def build_backend(
+    name: str, ckpt: Checkpoint, threads: int | None = None, **options: Any
+) -> Backend:
+    """The backend ``name`` (or ``"auto"``) over ``ckpt``'s network."""
+    from .backends import make_backend
+
+    if name not in BACKEND_CHOICES:
+        raise LoadError(f"unknown backend {name!r}; choose one of {', '.join(BACKEND_CHOICES)}")
+    wanted = "onnx" if name == AUTO else name
+    opts = dict(options)
+    if threads is not None and wanted in _THREADED:
+        opts["threads"] = threads
+    try:
+        return make_backend(wanted, ckpt, **opts)
+    except Exception as e:  # a runtime that cannot load raises import/runtime errors of many kinds
+        if name != AUTO:
+            if isinstance(e, (ValueError, RuntimeError, ImportError)):
+                raise LoadError(f"backend {name}: {e} (try --backend torch)") from e
+            raise
+        log.warning("ONNX Runtime backend unavailable (%s: %s); using torch", type(e).__name__, e)
+    fallback = {k: v for k, v in opts.items() if k in ("threads", "device")}
+    return make_backend("torch", ckpt, **fallback)
+
+
+def merger_config(ckpt: Checkpoint, path: Path | str | None = None) -> MergerConfig:
+    """The merger settings: ``path`` (JSON) if given, else the checkpoint's, else the defaults;
+    ``window_frames`` always the model's."""
+    t = ckpt.config.window_frames
+    if path is None:
+        data: Any = ckpt.merger
+        where = f"the merger settings in {ckpt.path or 'the checkpoint'}"
+    else:
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise LoadError(f"cannot read merger config {path}: {e}") from e
+        where = f"merger config {path}"
+    if isinstance(data, dict) and data.get("window_frames", t) != t:
+        raise LoadError(
+            f"{where} sets window_frames {data['window_frames']}, but the model's windows are "
+            f"{t} frames (the checkpoint owns the window length: remove the key)"
+        )
+    try:
+        return MergerConfig.from_dict({**data, "window_frames": t} if isinstance(data, dict)
+                                      else data)  # fmt: skip
+    except ConfigError as e:
+        raise LoadError(f"{where}: {e}") from e
+
+
+def add_runtime_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    backend: str = AUTO,
+    backends: tuple[str, ...] = BACKEND_CHOICES,
+    threads: int | None = 1,
+) -> None:
+    """The command-line spelling of :class:`RuntimeConfig`, the same in every program."""
+    parser.add_argument("--checkpoint", type=Path,
+                        help="weights .pt, its .json beside it (default: the shipped checkpoint)")
+    parser.add_argument("--backend", choices=backends, default=backend,
+                        help="inference backend (auto: ONNX Runtime, or torch where it cannot "
+                        "run)")
+    parser.add_argument("--threads", type=int, default=threads,
+                        help="intra-op threads of the torch / ONNX Runtime backend")
+    parser.add_argument("--merger-config", type=Path,
+                        help="merger settings JSON (default: the checkpoint's settings)")
+    parser.add_argument("--stride", type=int, default=None,
+                        help="score a window every STRIDE 60 Hz slots (default: the "
+                        f"checkpoint's, else {DEFAULT_STRIDE_FRAMES})")  # fmt: skip
+
+
+def runtime_config(args: argparse.Namespace, **backend_options: Any) -> RuntimeConfig:
+    """The :class:`RuntimeConfig` of arguments added by :func:`add_runtime_arguments`."""
+    return RuntimeConfig(
+        checkpoint=args.checkpoint,
+        backend=args.backend,
+        threads=args.threads,
+        merger_config=args.merger_config,
+        stride_frames=args.stride,
+        backend_options=backend_options,
+    )

@@ -1,0 +1,121 @@
+"""The one loader: every program gets the same checkpoint, backend, merger config, stride and
+profile from the same settings, and ``window_frames`` has one owner (the model config)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from fesnet.model import checkpoint
+from fesnet.model.backends import BACKENDS
+from fesnet.model.fesnet import FESNet, FESNetConfig
+from fesnet.model.merger import MergerConfig
+from fesnet.model.runtime import (
+    AUTO,
+    BACKEND_CHOICES,
+    LoadError,
+    RuntimeConfig,
+    add_runtime_arguments,
+    load_runtime,
+    merger_config,
+    runtime_config,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    meta = {"merger": {"on_threshold": 0.7, "off_threshold": 0.4}, "stride_frames": 4}
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    return checkpoint.save(path, FESNet(FESNetConfig.tiny()), meta)
+
+
+class Stricter:
+    """A stand-in profile: raises both thresholds by 0.1."""
+
+    name = "stricter"
+
+    def apply(self, base: MergerConfig) -> MergerConfig:
+        return replace(base, on_threshold=base.on_threshold + 0.1,
+                       off_threshold=base.off_threshold + 0.1)  # fmt: skip
+
+
+def test_the_checkpoint_gives_merger_stride_and_window_length(tiny_ckpt: Path) -> None:
+    rt = load_runtime(RuntimeConfig(tiny_ckpt, "torch"))
+    assert rt.backend.name == "torch"
+    assert (rt.merger.on_threshold, rt.merger.off_threshold) == (0.7, 0.4)
+    assert rt.stride_frames == 4 and rt.merger == rt.base_merger and rt.profile is None
+    assert rt.window_frames == rt.merger.window_frames == FESNetConfig.tiny().window_frames
+    assert load_runtime(RuntimeConfig(tiny_ckpt, "torch", stride_frames=16)).stride_frames == 16
+
+
+def test_a_merger_json_and_a_profile_come_after_the_checkpoint(
+    tiny_ckpt: Path, tmp_path: Path
+) -> None:
+    path = tmp_path / "merger.json"
+    path.write_text(json.dumps({"on_threshold": 0.8, "off_threshold": 0.5}))
+    rt = load_runtime(RuntimeConfig(tiny_ckpt, "torch", merger_config=path), Stricter())
+    assert rt.base_merger.on_threshold == 0.8
+    assert rt.merger.on_threshold == pytest.approx(0.9)
+    assert rt.merger.off_threshold == pytest.approx(0.6)
+
+
+def test_window_frames_has_one_owner(tiny_ckpt: Path, tmp_path: Path) -> None:
+    ck = checkpoint.load(tiny_ckpt)
+    t = ck.config.window_frames
+    bad = tmp_path / "merger.json"
+    bad.write_text(json.dumps({"window_frames": t // 2}))
+    with pytest.raises(LoadError, match="the checkpoint owns the window length"):
+        merger_config(ck, bad)
+    ok = tmp_path / "ok.json"
+    ok.write_text(json.dumps({"window_frames": t, "on_threshold": 0.6}))
+    assert merger_config(ck, ok).window_frames == t
+    short = replace(ck, config=FESNetConfig.from_dict({**ck.config.to_dict(), "window_frames": 16}))
+    assert merger_config(short).window_frames == 16  # set from the model, not the default 32
+
+
+def test_loading_errors_say_what_to_do(tiny_ckpt: Path, tmp_path: Path) -> None:
+    with pytest.raises(LoadError, match=r"missing\.pt not found"):
+        load_runtime(RuntimeConfig(tmp_path / "missing.pt"))
+    typo = tmp_path / "typo.json"
+    typo.write_text('{"on_treshold": 0.5}')
+    with pytest.raises(LoadError, match="on_treshold"):
+        load_runtime(RuntimeConfig(tiny_ckpt, "torch", merger_config=typo))
+    with pytest.raises(LoadError, match="unknown backend"):
+        load_runtime(RuntimeConfig(tiny_ckpt, "jax"))
+    with pytest.raises(LoadError, match=">= 1"):
+        load_runtime(RuntimeConfig(tiny_ckpt, "torch", stride_frames=0))
+    if not torch.cuda.is_available():  # asked for by name, never replaced by another backend
+        with pytest.raises(LoadError, match="try --backend torch"):
+            load_runtime(RuntimeConfig(tiny_ckpt, "tensorrt"))
+
+
+def test_auto_falls_back_to_torch_only_when_onnx_cannot_run(
+    tiny_ckpt: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from fesnet.model import backends
+
+    def no_onnx(*args, **kwargs):
+        raise backends.BackendUnavailable("onnx backend needs onnxruntime: not installed")
+
+    monkeypatch.setattr(backends.OnnxBackend, "from_net", no_onnx)
+    rt = load_runtime(RuntimeConfig(tiny_ckpt, AUTO, threads=1))
+    assert rt.backend.name == "torch"
+    assert "ONNX Runtime backend unavailable" in caplog.text
+    with pytest.raises(LoadError, match="needs onnxruntime"):
+        load_runtime(RuntimeConfig(tiny_ckpt, "onnx"))
+
+
+def test_every_command_line_spells_the_config_the_same_way(tiny_ckpt: Path) -> None:
+    assert (AUTO, *BACKENDS) == BACKEND_CHOICES
+    parser = argparse.ArgumentParser()
+    add_runtime_arguments(parser)
+    args = parser.parse_args(["--checkpoint", str(tiny_ckpt), "--backend", "torch",
+                              "--stride", "2"])  # fmt: skip
+    assert runtime_config(args) == RuntimeConfig(tiny_ckpt, "torch", 1, None, 2)
+    assert parser.parse_args([]).backend == AUTO
