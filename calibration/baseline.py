@@ -1,25 +1,27 @@
 """The neutral-baseline phase at the start of a live session.
 
 For the first ``duration_s`` seconds *with a face* the person is asked to keep a neutral face.
-:class:`CalibratingSpotter` (a :class:`~fesnet.realtime.pipeline.Spotter`) runs the whole
-pipeline as usual meanwhile, but reports no expressions; it records every scored window. When
-enough resting slots are scored it ends the segment, fuses the recorded windows exactly as the
-merger does (``merge_offline``: the committed fused scores), turns their statistics into a
-:class:`~fesnet.calibration.profile.NeutralProfile`, switches its merger to the thresholds the
-profile implies, and spotting starts on a fresh timeline.
+:class:`CalibrationPhase` is a :class:`~fesnet.realtime.spotter.Phase` composed onto any
+:class:`~fesnet.realtime.spotter.Spotter` (:func:`attach_calibration`): the spotter runs as usual
+meanwhile, with all its settings, but the phase holds back its expressions and records every
+scored window (an observer). When enough resting slots are scored it ends the spotter's segment,
+fuses the recorded windows exactly as the merger does (``merge_offline``: the committed fused
+scores), turns their statistics into a :class:`~fesnet.calibration.profile.NeutralProfile`,
+switches the spotter's merger to the thresholds the profile implies, and spotting starts on a
+fresh timeline.
 
 What holds:
 
 - Only slots that carry an aligned face are scored (the tracker feeds nothing else), and the
   phase needs ``duration_s`` seconds of *scored* slots, so it never calibrates on nothing. With
   no face for ``timeout_s`` source seconds it fails: a ``status`` event with
-  ``state="calibration_failed"``, then :class:`CalibrationError` from the next ``process`` call
-  (the pipeline stops with it). A stream that ends before the phase is done fails the same way.
+  ``state="calibration_failed"``, then :class:`CalibrationError` from the next frame (the
+  pipeline stops with it). A stream that ends before the phase is done fails the same way.
 - The phase is skippable (``skip()``, thread-safe; e.g. a viewer's button): spotting continues
   with the base thresholds and ``state="calibration_skipped"``.
 - Viewers see the phase as ``status`` events (``state`` "calibrating", "calibrated",
   "calibration_skipped", "calibration_failed"; the thresholds and resting quantiles in extra
-  keys) and can poll :meth:`CalibratingSpotter.calibration_state`.
+  keys) and can poll :meth:`CalibrationPhase.state`.
 """
 
 from __future__ import annotations
@@ -32,10 +34,9 @@ from typing import Any
 
 import numpy as np
 
-from fesnet.model.merger import IntervalMerger, MergerConfig, merge_offline
-from fesnet.realtime.engine import Engine
-from fesnet.realtime.pipeline import Pipeline, Spotter
-from fesnet.realtime.tracking import TrackResult
+from fesnet.model.merger import MergerConfig, merge_offline
+from fesnet.realtime.observers import Observer
+from fesnet.realtime.spotter import Spotter
 from fesnet.realtime.types import Frame, SpotEvent
 
 from .profile import BaselineStats, NeutralProfile, ThresholdRule, now_iso
@@ -91,35 +92,33 @@ def profile_from_windows(
     return NeutralProfile(name=name, stats=stats, rule=rule, created=now_iso(), source=source)
 
 
-class CalibratingSpotter(Spotter):
-    """A Spotter whose session starts with a neutral-baseline phase (module docstring)."""
+class CalibrationPhase:
+    """The neutral-baseline phase (module docstring), composed onto a spotter with
+    :func:`attach_calibration`. Its hooks run on the spotter's infer thread; ``skip`` and
+    ``state`` are safe from any thread."""
 
     def __init__(
         self,
-        engine: Engine,
-        merger_cfg: MergerConfig,
-        stride_frames: int = 8,
-        *,
+        spotter: Spotter,
         baseline: BaselineConfig | None = None,
         profile_name: str = "session",
         on_profile: Callable[[NeutralProfile], Any] | None = None,
         source_name: str = "",
-        **spotter_kwargs: Any,
     ) -> None:
-        super().__init__(engine, merger_cfg, stride_frames, **spotter_kwargs)
         self.baseline = baseline or BaselineConfig()
-        self.base_cfg = merger_cfg
+        self.base_cfg = spotter.merger_config
+        self.fps = spotter.fps
         self.profile_name = profile_name
         self.on_profile = on_profile
         self.source_name = source_name
         self.phase = "calibrating"
         self.profile: NeutralProfile | None = None
-        self._windows: dict[int, list[tuple[int, np.ndarray]]] = {}
-        self._covered: dict[int, int] = {}
+        self.recorder = spotter.add_observer(_WindowRecorder(spotter.window_frames))
         self._t0: float | None = None
         self._skip = threading.Event()
         self._failure: CalibrationError | None = None
         self._need_slots = int(np.ceil(self.baseline.duration_s * self.fps))
+        self._lock = threading.Lock()
 
     # -- control --------------------------------------------------------------------------------
     def skip(self) -> None:
@@ -127,47 +126,51 @@ class CalibratingSpotter(Spotter):
         self._skip.set()
 
     @property
-    def scored_slots(self) -> int:
-        return sum(self._covered.values())
+    def running(self) -> bool:
+        return self.phase == "calibrating"
 
-    def calibration_state(self) -> dict[str, Any]:
+    def state(self) -> dict[str, Any]:
         """What a viewer shows: phase, progress in [0, 1], the profile's thresholds when done."""
         with self._lock:
             out: dict[str, Any] = {
                 "phase": self.phase,
-                "progress": min(self.scored_slots / self._need_slots, 1.0),
+                "progress": min(self.recorder.scored_slots / self._need_slots, 1.0),
                 "profile": self.profile_name,
             }
             if self.profile is not None:
-                out["on_threshold"] = self.cfg.on_threshold
-                out["off_threshold"] = self.cfg.off_threshold
+                cfg = self.profile.apply(self.base_cfg)
+                out["on_threshold"] = cfg.on_threshold
+                out["off_threshold"] = cfg.off_threshold
             return out
 
-    def snapshot_state(self) -> dict[str, Any]:
-        state = super().snapshot_state()
-        state["calibration"] = self.calibration_state()
-        return state
-
-    # -- Spotter overrides --------------------------------------------------------------------
-    def consume(self, frame: Frame, tr: TrackResult) -> list[SpotEvent]:
+    # -- Phase hooks ---------------------------------------------------------------------------
+    def before(self, spotter: Spotter, frame: Frame) -> list[SpotEvent]:
         if self._failure is not None:
             raise self._failure
-        if self.phase != "calibrating":
-            return super().consume(frame, tr)
+        if not self.running:
+            return []
         events: list[SpotEvent] = []
         if self._t0 is None:
             self._t0 = frame.pts_s
             message = f"calibrating: keep a neutral face for {self.baseline.duration_s:g} s"
-            events.append(self._phase_event(frame, "calibrating", message))
+            events.append(spotter.events.status(frame, message, state="calibrating"))
         if self._skip.is_set():
-            events += self._leave_phase(frame, "calibration_skipped",
-                                        "calibration skipped: base thresholds")  # fmt: skip
-            return events + super().consume(frame, tr)
-        events += _no_expressions(super().consume(frame, tr))
-        if self.scored_slots >= self._need_slots:
-            events += self._complete(frame)
+            events += _no_expressions(spotter.end_segment())
+            self.recorder.stop()
+            self._set_phase("skipped")
+            message = "calibration skipped: base thresholds"
+            events.append(spotter.events.status(frame, message, state="calibration_skipped"))
+        return events
+
+    def after(self, spotter: Spotter, frame: Frame, events: list[SpotEvent]) -> list[SpotEvent]:
+        if not self.running:
+            return events
+        events = _no_expressions(events)  # the person was asked to rest
+        assert self._t0 is not None
+        if self.recorder.scored_slots >= self._need_slots:
+            events += self._complete(spotter, frame)
         elif frame.pts_s - self._t0 >= self.baseline.timeout_s:
-            have = self.scored_slots / self.fps
+            have = self.recorder.scored_slots / self.fps
             message = (
                 f"calibration failed: only {have:.1f} s of face in {self.baseline.timeout_s:g} s "
                 f"(needs {self.baseline.duration_s:g} s of a neutral face in view); nothing was "
@@ -175,43 +178,35 @@ class CalibratingSpotter(Spotter):
             )
             self._set_phase("failed")
             self._failure = CalibrationError(message)
-            events.append(self._phase_event(frame, "calibration_failed", message))
+            events.append(spotter.events.status(frame, message, state="calibration_failed"))
         return events
 
-    def apply(self, start_slot: int, probs: np.ndarray) -> list[SpotEvent]:
-        if self.phase == "calibrating":
-            self._windows.setdefault(self.segment, []).append((int(start_slot), probs.copy()))
-            self._covered[self.segment] = int(start_slot) + self.window_frames
-        return super().apply(start_slot, probs)
-
-    def finish(self) -> list[SpotEvent]:
-        if self._failure is not None:
+    def at_end(
+        self, spotter: Spotter, events: list[SpotEvent], interrupted: bool
+    ) -> list[SpotEvent]:
+        if self._failure is not None and not interrupted:
             raise self._failure
-        if self.phase == "calibrating":
-            have = self.scored_slots / self.fps
-            raise CalibrationError(
-                f"the stream ended during calibration after {have:.1f} s of face "
-                f"(needs {self.baseline.duration_s:g} s); nothing was calibrated"
-            )
-        return super().finish()
-
-    def interrupt(self) -> list[SpotEvent]:
-        events = super().interrupt()
-        return _no_expressions(events) if self.phase == "calibrating" else events
+        if not self.running:
+            return events
+        if interrupted:
+            return _no_expressions(events)
+        have = self.recorder.scored_slots / self.fps
+        raise CalibrationError(
+            f"the stream ended during calibration after {have:.1f} s of face "
+            f"(needs {self.baseline.duration_s:g} s); nothing was calibrated"
+        )
 
     # -- phase changes ------------------------------------------------------------------------
-    def _complete(self, frame: Frame) -> list[SpotEvent]:
-        events = _no_expressions(self.end_segment())  # tail windows are still recorded
-        segments = [self._windows[k] for k in sorted(self._windows)]
+    def _complete(self, spotter: Spotter, frame: Frame) -> list[SpotEvent]:
+        events = _no_expressions(spotter.end_segment())  # tail windows are still recorded
+        windows = self.recorder.stop()
         profile = profile_from_windows(
-            segments, self.base_cfg, self.profile_name, self.baseline.rule, self.source_name
+            windows, self.base_cfg, self.profile_name, self.baseline.rule, self.source_name
         )
         cfg = profile.apply(self.base_cfg)
+        spotter.use_merger_config(cfg)
         with self._lock:
             self.profile = profile
-            self.cfg = cfg
-            self.merger = IntervalMerger(cfg)
-        self._windows.clear()
         self._set_phase("calibrated")
         stats = profile.stats
         message = (
@@ -219,7 +214,7 @@ class CalibratingSpotter(Spotter):
             f"on {cfg.on_threshold:.3f} / off {cfg.off_threshold:.3f} (base "
             f"{self.base_cfg.on_threshold:.3f} / {self.base_cfg.off_threshold:.3f})"
         )
-        logger.info("stream %s: %s", self.stream, message)
+        logger.info("stream %s: %s", spotter.stream, message)
         if self.on_profile is not None:
             self.on_profile(profile)
         extra = {
@@ -230,32 +225,38 @@ class CalibratingSpotter(Spotter):
             "rest_p_expr_q99": round(stats.quantile(0.99), 6),
             "rest_slots": stats.n_slots,
         }
-        events.append(self._phase_event(frame, "calibrated", message, extra))
+        events.append(spotter.events.status(frame, message, state="calibrated", extra=extra))
         return events
-
-    def _leave_phase(self, frame: Frame, state: str, message: str) -> list[SpotEvent]:
-        events = _no_expressions(self.end_segment())
-        self._windows.clear()
-        self._set_phase("skipped")
-        return [*events, self._phase_event(frame, state, message)]
 
     def _set_phase(self, phase: str) -> None:
         with self._lock:
             self.phase = phase
 
-    def _phase_event(
-        self, frame: Frame, state: str, message: str, extra: dict[str, Any] | None = None
-    ) -> SpotEvent:
-        return SpotEvent(
-            type="status",
-            stream=self.stream,
-            t_s=frame.pts_s,
-            state=state,  # type: ignore[arg-type]  # the status states of docs/EVENTS.md
-            onset_frame=frame.index,
-            message=message,
-            extra=dict(extra or {}),
-            t_trigger_ns=frame.t_capture_ns,
-        )
+
+class _WindowRecorder(Observer):
+    """Every window scored during the phase, per segment: what the profile is computed from."""
+
+    def __init__(self, window_frames: int) -> None:
+        self.window_frames = window_frames
+        self._windows: dict[int, list[tuple[int, np.ndarray]]] = {}
+        self._covered: dict[int, int] = {}
+        self._recording = True
+
+    @property
+    def scored_slots(self) -> int:
+        return sum(self._covered.values())
+
+    def on_window(self, segment: int, start_slot: int, probs: np.ndarray) -> None:
+        if self._recording:
+            self._windows.setdefault(segment, []).append((int(start_slot), probs.copy()))
+            self._covered[segment] = int(start_slot) + self.window_frames
+
+    def stop(self) -> list[list[tuple[int, np.ndarray]]]:
+        """Stop recording; the windows recorded, per segment in order."""
+        self._recording = False
+        windows = [self._windows[k] for k in sorted(self._windows)]
+        self._windows.clear()
+        return windows
 
 
 def _no_expressions(events: list[SpotEvent]) -> list[SpotEvent]:
@@ -264,27 +265,24 @@ def _no_expressions(events: list[SpotEvent]) -> list[SpotEvent]:
 
 
 def attach_calibration(
-    pipe: Pipeline,
+    spotter: Spotter,
     baseline: BaselineConfig | None = None,
     profile_name: str = "session",
     on_profile: Callable[[NeutralProfile], Any] | None = None,
-) -> CalibratingSpotter:
-    """Give a not-yet-started Pipeline a calibration phase (replaces its Spotter)."""
-    if pipe.running or pipe._thread is not None:
-        raise RuntimeError("attach the calibration phase before starting the pipeline")
-    old = pipe.spotter
-    spotter = CalibratingSpotter(
-        pipe.engine,
-        pipe.merger_cfg,
-        pipe.stride_frames,
-        baseline=baseline,
-        profile_name=profile_name,
-        on_profile=on_profile,
-        source_name=pipe.source.describe(),
-        stream=old.stream,
-        max_gap_s=old.max_gap_s,
-        record_scores=old.score_log is not None,
-        stats=pipe.stats,
-    )
-    pipe.spotter = spotter
-    return spotter
+    source_name: str = "",
+) -> CalibrationPhase:
+    """Start ``spotter``'s session with a neutral-baseline phase (before its first frame). The
+    spotter is not rebuilt: every setting it has (shedding, gaps, observers) stays in force."""
+    phase = CalibrationPhase(spotter, baseline, profile_name, on_profile, source_name)
+    spotter.start_phase(phase)
+    return phase
+
+
+def session_phase(baseline: BaselineConfig) -> Callable[[Spotter, str], CalibrationPhase]:
+    """A phase factory for the viewers' hub (``HubConfig.camera_phase``): each camera session
+    calibrates, its profile named after the session."""
+
+    def make(spotter: Spotter, session_id: str) -> CalibrationPhase:
+        return CalibrationPhase(spotter, baseline, session_id)
+
+    return make

@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from fesnet.model.runtime import add_runtime_arguments
+
 DEFAULT_CACHE = Path(".cache/aligned")
 
 
@@ -26,12 +28,7 @@ class UsageError(Exception):
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", type=Path, help="weights .pt (default: the shipped one)")
-    p.add_argument("--backend", choices=("torch", "onnx"), default="torch")
-    p.add_argument("--threads", type=int, default=1, help="intra-op threads of the backend")
-    p.add_argument("--stride", type=int, default=8, help="window stride (60 Hz slots)")
-    p.add_argument("--merger-config", type=Path,
-                   help="base merger JSON (default: the checkpoint's settings)")  # fmt: skip
+    add_runtime_arguments(p, backend="torch", backends=("torch", "onnx"))
 
 
 def _add_data_args(p: argparse.ArgumentParser, default_split: str) -> None:
@@ -102,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="write INT8/FP8 calibration windows for TensorRT")  # fmt: skip
     _add_data_args(int8, "train")
     int8.add_argument("--n", type=int, default=128, help="number of windows")
-    int8.add_argument("--window-frames", type=int, default=32)
+    int8.add_argument("--checkpoint", type=Path,
+                      help="the model the windows are for: its window length (default: shipped)")
     int8.add_argument("--expression-fraction", type=float, default=0.5)
     int8.add_argument("--out", type=Path, default=Path("calibration_windows.npz"))
 
@@ -120,29 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _checkpoint_and_backend(args: argparse.Namespace) -> tuple[Any, Any, Any]:
-    from fesnet.model import checkpoint as ckpt_mod
-    from fesnet.model.backends import make_backend
-    from fesnet.model.merger import ConfigError, MergerConfig
+def _runtime(args: argparse.Namespace) -> Any:
+    """The model, loaded as every program loads it (fesnet.model.runtime)."""
+    from fesnet.model.runtime import LoadError, load_runtime, runtime_config
 
     try:
-        ckpt = ckpt_mod.load(args.checkpoint)
-    except ckpt_mod.CheckpointError as e:
-        raise UsageError(f"{e} (pass --checkpoint)") from e
-    try:
-        backend = make_backend(args.backend, ckpt, threads=args.threads)
-    except (ValueError, RuntimeError) as e:
-        raise UsageError(f"backend {args.backend}: {e} (try --backend torch)") from e
-    try:
-        if args.merger_config is not None:
-            cfg = MergerConfig.from_json(args.merger_config)
-        else:
-            cfg = MergerConfig.from_dict(ckpt.merger) if ckpt.merger else MergerConfig()
-    except ConfigError as e:
+        return load_runtime(runtime_config(args))
+    except LoadError as e:
         raise UsageError(str(e)) from e
-    if args.stride < 1:
-        raise UsageError("--stride must be >= 1")
-    return ckpt, backend, cfg
 
 
 def _videos(args: argparse.Namespace) -> list[Any]:
@@ -173,12 +156,13 @@ def _videos(args: argparse.Namespace) -> list[Any]:
 def cmd_fit(args: argparse.Namespace) -> int:
     from .fit import SearchSpace, fit_merger, neutral_reference, score_videos, tradeoff_png
 
-    ckpt, backend, base = _checkpoint_and_backend(args)
+    runtime = _runtime(args)
+    ckpt, base, stride = runtime.checkpoint, runtime.merger, runtime.stride_frames
     videos = _videos(args)
     if not videos:
         raise UsageError("no videos to fit on")
-    print(f"scoring {len(videos)} clips once (stride {args.stride}) ...")
-    scored = score_videos(backend, videos, base.window_frames, args.stride)
+    print(f"scoring {len(videos)} clips once (stride {stride}) ...")
+    scored = score_videos(runtime.backend, videos, runtime.window_frames, stride)
     space = SearchSpace.small() if args.quick else SearchSpace()
     result = fit_merger(scored, base, space, args.metric)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -217,14 +201,17 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
+    from fesnet.realtime.engine import Engine
     from fesnet.realtime.events import ConsoleSink
     from fesnet.realtime.pipeline import Pipeline, PipelineError
     from fesnet.realtime.sources import SourceError, open_source
+    from fesnet.realtime.spotter import Spotter
 
     from .baseline import BaselineConfig, CalibrationError, attach_calibration
     from .profile import ProfileError, ThresholdRule, check_name, checkpoint_rule, save_profile
 
-    ckpt, backend, cfg = _checkpoint_and_backend(args)
+    runtime = _runtime(args)
+    ckpt = runtime.checkpoint
     try:
         check_name(args.name)
         rule = ThresholdRule(args.quantile, args.margin, args.allow_lower)
@@ -242,15 +229,18 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     except SourceError as e:
         raise UsageError(str(e)) from e
     saved: list[Path] = []
-    pipe = Pipeline(source, backend, cfg, args.stride, [ConsoleSink()])
-    spotter = attach_calibration(
-        pipe, phase, args.name, lambda p: saved.append(save_profile(p, args.profiles_dir))
-    )
+    engine = Engine(runtime.backend, runtime.window_frames)
+    spotter = Spotter(engine, runtime.merger, runtime.stride_frames, stream=source.stream)
+    calibration = attach_calibration(
+        spotter, phase, args.name, lambda p: saved.append(save_profile(p, args.profiles_dir)),
+        source.describe(),
+    )  # fmt: skip
+    pipe = Pipeline(source, spotter, [ConsoleSink()])
     print(f"keep a neutral face towards the camera for {args.duration_s:g} s ...")
     pipe.start()
     try:
         while not pipe.join(timeout=0.1):
-            if spotter.phase != "calibrating":
+            if not calibration.running:
                 pipe.request_stop()
     except PipelineError as e:
         cause = e.__cause__ or e
@@ -283,11 +273,17 @@ def cmd_profiles(args: argparse.Namespace) -> int:
 
 
 def cmd_int8(args: argparse.Namespace) -> int:
+    from fesnet.model.runtime import LoadError, load_checkpoint
+
     from .int8 import sample_windows, write_windows
 
+    try:
+        window_frames = load_checkpoint(args.checkpoint).config.window_frames
+    except LoadError as e:
+        raise UsageError(str(e)) from e
     videos = _videos(args)
     try:
-        windows, names = sample_windows(videos, args.n, args.window_frames,
+        windows, names = sample_windows(videos, args.n, window_frames,
                                         args.expression_fraction, args.seed)  # fmt: skip
     except ValueError as e:
         raise UsageError(str(e)) from e
@@ -305,7 +301,8 @@ def cmd_neutral(args: argparse.Namespace) -> int:
     from .fit import REFERENCE_QUANTILES
     from .profile import checkpoint_rule
 
-    ckpt, backend, base = _checkpoint_and_backend(args)
+    runtime = _runtime(args)
+    ckpt, base = runtime.checkpoint, runtime.merger
     train_ids, test_ids = train_test_identities()
     ids = test_ids if args.identities == "test" else train_ids
     sessions = make_sessions(ids, args.sessions, args.cache_dir, args.duration_s,
@@ -318,7 +315,8 @@ def cmd_neutral(args: argparse.Namespace) -> int:
     if len(rules) == len(DEFAULT_RULES):
         print("the checkpoint has no neutral_reference: the relative rule is not measured "
               "(fesnet-calibrate fit --update-checkpoint)")  # fmt: skip
-    result = run_neutral_experiment(backend, sessions, base, rules, stride_frames=args.stride)
+    result = run_neutral_experiment(runtime.backend, sessions, base, rules,
+                                    stride_frames=runtime.stride_frames)  # fmt: skip
     print(f"{len(sessions)} sessions ({args.identities} identities), base thresholds on "
           f"{base.on_threshold:.3f} / off {base.off_threshold:.3f}")  # fmt: skip
     print(result.to_markdown())

@@ -20,14 +20,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from fesnet.model.runtime import add_runtime_arguments
 
+from .observers import Observer
+from .tracking import TrackResult
+from .types import Frame
 from .viewers import commands as viewer_commands
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 SAMPLE_CLIP = ASSETS / "sample.mp4"
 SAMPLE_TRUTH = ASSETS / "sample_truth.json"
-BACKEND_CHOICES = ("onnx", "torch", "tensorrt")
 
 
 class UsageError(Exception):
@@ -55,14 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the bundled sample clip; a webcam is never opened unless asked for)",
     )
     run.add_argument("--events", type=Path, help="append events to this JSONL file")
-    run.add_argument("--backend", choices=BACKEND_CHOICES, default="onnx",
-                     help="inference backend (onnx: ONNX Runtime on CPU)")  # fmt: skip
-    run.add_argument("--checkpoint", type=Path,
-                     help="weights .pt (its .json beside it); default: shipped")  # fmt: skip
-    run.add_argument("--merger-config", type=Path,
-                     help="merger settings JSON (default: the checkpoint's settings)")  # fmt: skip
-    run.add_argument("--stride", type=int, default=8,
-                     help="score a 32-slot window every STRIDE slots (60 Hz slots)")  # fmt: skip
+    add_runtime_arguments(run)
     run.add_argument("--pace", choices=("live", "fast"), default="fast",
                      help="files only: 'live' replays at real time and drops frames like a "
                      "camera if processing falls behind; 'fast' processes every frame as fast "
@@ -73,7 +68,6 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--plot", type=Path, help="write a timeline PNG of per-frame scores here")
     run.add_argument("--truth", type=Path,
                      help="ground-truth JSON (intervals in source frames) to compare")  # fmt: skip
-    run.add_argument("--threads", type=int, default=1, help="intra-op threads of the backend")
     run.add_argument("--profile", metavar="NAME",
                      help="per-person neutral profile: adapt the thresholds to NAME's resting "
                      "face (with --calibrate: record it first and save it as NAME)")  # fmt: skip
@@ -91,66 +85,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load_backend(args: argparse.Namespace) -> tuple[Any, Any]:
-    from fesnet.model import checkpoint as ckpt_mod
+def _load_runtime(args: argparse.Namespace) -> Any:
+    """The model, loaded as every program loads it; ``--profile NAME`` without ``--calibrate``
+    moves the thresholds to NAME's saved profile."""
+    from fesnet.model.runtime import LoadError, load_runtime, runtime_config
 
-    path = args.checkpoint or ckpt_mod.DEFAULT_CHECKPOINT
+    profile = None
+    if args.profile is not None and not args.calibrate:
+        # The CLI is an entry point: it may compose calibration/ (the realtime library does not).
+        from fesnet.calibration.profile import ProfileError, load_profile
+
+        try:
+            profile = load_profile(args.profile, args.profiles_dir)
+        except ProfileError as e:
+            raise UsageError(str(e)) from e
     try:
-        ckpt = ckpt_mod.load(path)
-    except ckpt_mod.CheckpointError as e:
-        hint = (
-            " (no trained model is shipped at the default path yet: train one with fesnet-train "
-            "or pass --checkpoint)"
-            if args.checkpoint is None
-            else ""
-        )
-        raise UsageError(f"{e}{hint}") from e
-    from fesnet.model import backends
-
-    opts: dict[str, Any] = {"threads": args.threads} if args.backend in ("onnx", "torch") else {}
-    make = getattr(backends, "make_backend", None)
-    try:
-        if make is not None:
-            backend = make(args.backend, ckpt, **opts)
-        elif args.backend == "torch":
-            backend = backends.TorchBackend(ckpt.net, **opts)
-        else:
-            raise UsageError(f"backend {args.backend!r} is not available in this build")
-    except (ValueError, RuntimeError) as e:
-        raise UsageError(f"backend {args.backend}: {e} (try --backend torch)") from e
-    return ckpt, backend
-
-
-def _merger_config(args: argparse.Namespace, ckpt: Any) -> Any:
-    from fesnet.model.merger import ConfigError, MergerConfig
-
-    try:
-        if args.merger_config is not None:
-            return MergerConfig.from_json(args.merger_config)
-        return MergerConfig.from_dict(ckpt.merger) if ckpt.merger else MergerConfig()
-    except ConfigError as e:
+        runtime = load_runtime(runtime_config(args), profile)
+    except LoadError as e:
         raise UsageError(str(e)) from e
+    if profile is not None:
+        cfg, base = runtime.merger, runtime.base_merger
+        print(f"profile {profile.name!r}: thresholds on {cfg.on_threshold:.3f} / off "
+              f"{cfg.off_threshold:.3f} (base {base.on_threshold:.3f} / "
+              f"{base.off_threshold:.3f})")  # fmt: skip
+    return runtime
 
 
-def _apply_profile(args: argparse.Namespace, cfg: Any) -> Any:
-    """``--profile NAME`` without ``--calibrate``: the saved profile's thresholds."""
-    if args.profile is None or args.calibrate:
-        return cfg
-    # The CLI is an entry point: it may compose calibration/ (the realtime library does not).
-    from fesnet.calibration.profile import ProfileError, load_profile
-
-    try:
-        profile = load_profile(args.profile, args.profiles_dir)
-    except ProfileError as e:
-        raise UsageError(str(e)) from e
-    adapted = profile.apply(cfg)
-    print(f"profile {profile.name!r}: thresholds on {adapted.on_threshold:.3f} / off "
-          f"{adapted.off_threshold:.3f} (base {cfg.on_threshold:.3f} / "
-          f"{cfg.off_threshold:.3f})")  # fmt: skip
-    return adapted
-
-
-def _attach_calibration(args: argparse.Namespace, pipe: Any, ckpt: Any) -> None:
+def _attach_calibration(args: argparse.Namespace, spotter: Any, runtime: Any, source: Any) -> None:
     """``--calibrate``: a neutral-baseline phase first (saved as ``--profile`` NAME if given).
     The relative rule applies when the checkpoint has a neutral reference."""
     from fesnet.calibration.baseline import BaselineConfig, attach_calibration
@@ -163,7 +124,7 @@ def _attach_calibration(args: argparse.Namespace, pipe: Any, ckpt: Any) -> None:
     )
 
     try:
-        rule = checkpoint_rule(ckpt.meta) or ThresholdRule()
+        rule = checkpoint_rule(runtime.checkpoint.meta) or ThresholdRule()
         phase = BaselineConfig(args.calibrate_s, args.calibration_timeout_s, rule)
         if args.profile is not None:
             check_name(args.profile)
@@ -174,7 +135,7 @@ def _attach_calibration(args: argparse.Namespace, pipe: Any, ckpt: Any) -> None:
         if args.profile is not None:
             print(f"profile {profile.name!r} saved to {save_profile(profile, args.profiles_dir)}")
 
-    attach_calibration(pipe, phase, args.profile or "session", save)
+    attach_calibration(spotter, phase, args.profile or "session", save, source.describe())
     print(f"calibrating first: keep a neutral face for {args.calibrate_s:g} s")
 
 
@@ -208,8 +169,9 @@ def format_comparison(counts: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-class AnnotatedVideo:
-    """Frame sink: writes each processed frame with the tracking state and current expression."""
+class AnnotatedVideo(Observer):
+    """Writes each processed frame with its tracking state, its aligned crop and the expression
+    currently open (an observer of the spotter; ``on_event`` is its event sink)."""
 
     def __init__(self, path: Path, fps: float) -> None:
         self.path, self.fps = path, fps
@@ -220,7 +182,7 @@ class AnnotatedVideo:
         if event.type == "expression":
             self.active = event.label if event.state == "onset" else None
 
-    def __call__(self, frame: Any, track: Any, spotter: Any) -> None:
+    def on_frame(self, frame: Frame, track: TrackResult) -> None:
         import cv2
 
         img = frame.image.copy()
@@ -273,15 +235,14 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from fesnet.model.merger import MergerConfig
-
+    from .engine import Engine
     from .events import ConsoleSink, JsonlSink, ListSink
+    from .observers import ScoreLog
     from .pipeline import Pipeline
     from .plots import timeline_png
     from .sources import SourceError, open_source
+    from .spotter import Spotter
 
-    if args.stride < 1:
-        raise UsageError("--stride must be >= 1")
     truth_path = args.truth
     spec = args.source
     if spec is None:
@@ -292,13 +253,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"no --source: running on the bundled sample clip {SAMPLE_CLIP.name} "
               "(use --source webcam:0 for a camera)")  # fmt: skip
     truth = _read_truth(truth_path) if truth_path is not None else None
-    ckpt, backend = _load_backend(args)
-    cfg: MergerConfig = _apply_profile(args, _merger_config(args, ckpt))
+    runtime = _load_runtime(args)
     try:
         source = open_source(spec, pace=args.pace)
     except SourceError as e:
         raise UsageError(str(e)) from e
 
+    engine = Engine(runtime.backend, runtime.window_frames, mode=args.engine)
+    spotter = Spotter(engine, runtime.merger, runtime.stride_frames, stream=source.stream)
     collected = ListSink()
     sinks: list[Any] = [collected]
     jsonl = JsonlSink(args.events) if args.events else None
@@ -306,19 +268,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         sinks.append(jsonl)
     if not args.quiet:
         sinks.append(ConsoleSink())
+    score_log = spotter.add_observer(ScoreLog()) if args.plot is not None else None
     video = AnnotatedVideo(args.video_out, source.fps or 30.0) if args.video_out else None
     if video is not None:
+        spotter.add_observer(video)
         sinks.append(video.on_event)
-    pipe = Pipeline(
-        source, backend, cfg, args.stride, sinks,
-        engine_mode=args.engine,
-        frame_sinks=[video] if video is not None else [],
-        record_scores=args.plot is not None,
-    )  # fmt: skip
     if args.calibrate:
-        _attach_calibration(args, pipe, ckpt)
-    print(f"spotting {source.describe()} with {getattr(backend, 'name', args.backend)} "
-          f"(stride {args.stride}); Ctrl-C stops and closes open intervals")  # fmt: skip
+        _attach_calibration(args, spotter, runtime, source)
+    pipe = Pipeline(source, spotter, sinks)
+    print(f"spotting {source.describe()} with {getattr(runtime.backend, 'name', args.backend)} "
+          f"(stride {runtime.stride_frames}); Ctrl-C stops and closes open intervals")  # fmt: skip
 
     def on_signal(signum: int, _frame: Any) -> None:
         pipe.request_stop()
@@ -345,8 +304,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     print("\n" + format_summary(summary))
     if args.events:
         print(f"events      {args.events}")
-    if args.plot is not None and pipe.spotter.score_log is not None:
-        pts, scores, _ = pipe.spotter.score_log.arrays()
+    if score_log is not None:
+        pts, scores, _ = score_log.arrays()
         detected = [
             (e.onset_s, e.offset_s, e.label)
             for e in collected.events
@@ -357,7 +316,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             fps = source.fps or 30.0
             truth_s = [(a / fps, (b + 1) / fps, "ME" if c == 1 else "MaE") for a, b, c in truth]
         timeline_png(args.plot, pts, scores, detected, truth_s,
-                     on_threshold=pipe.spotter.cfg.on_threshold)  # fmt: skip
+                     on_threshold=spotter.merger_config.on_threshold)  # fmt: skip
         print(f"plot        {args.plot}")
     if video is not None:
         print(f"video       {args.video_out}")
@@ -388,7 +347,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command in viewer_commands.COMMANDS:
         return viewer_commands.run(args)
-    np.set_printoptions(precision=3)
     try:
         return cmd_run(args)
     except UsageError as e:

@@ -10,21 +10,29 @@ takes ready windows from any number of streams and scores them in one ``backend.
 so several cameras can share the model (and the model tier can move to a batching server as
 just another backend). ``mode="naive"`` re-encodes all 32 crops of every window, the baseline of
 the cached-vs-naive benchmark.
+
+Per-slot arrays are named: the encoder's outputs (``ENCODER_OUTPUTS``) are what the ring caches,
+and ``WINDOW_INPUTS`` lists the ring arrays the window head takes, in ``backend.window``'s order.
+The engine keeps counts, not timings: timings are per stream (``Spotter.stats``), and one engine
+serves many streams.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from fesnet.model.backends import Backend
 
+from .ring import SlotArray
 from .types import WindowRequest
 
 ENGINE_MODES = ("cached", "naive")
+ENCODER_OUTPUTS = ("x_prime", "x_atten")
+WINDOW_INPUTS = ("x_prime", "x_atten")
+CROPS = "crops"
+CROP_SHAPE = (112, 112, 3)
 
 
 class WindowScheduler:
@@ -62,14 +70,6 @@ class WindowScheduler:
         return [tail]
 
 
-@dataclass
-class EngineTimings:
-    encode_s: float = 0.0
-    window_s: float = 0.0
-    encoded_frames: int = 0
-    windows: int = 0
-
-
 class Engine:
     def __init__(self, backend: Backend, window_frames: int = 32, mode: str = "cached") -> None:
         if mode not in ENGINE_MODES:
@@ -77,53 +77,54 @@ class Engine:
         self.backend = backend
         self.window_frames = window_frames
         self.mode = mode
-        self.timings = EngineTimings()
-        self.feature_shapes: tuple[tuple[int, ...], tuple[int, ...]] | None = None
+        self.encoded_frames = 0  # frames through the encoder (naive mode: 32 per window)
+        self.windows = 0
+        self._encoder_shapes: tuple[tuple[int, ...], ...] | None = None
 
     @property
     def needs_crops(self) -> bool:
         return self.mode == "naive"
 
-    def encode(self, crops_u8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(N, 112, 112, 3) uint8 RGB crops -> per-frame (x_prime (N, ...), x_atten (N, ...))."""
-        t0 = time.perf_counter()
-        xp, xa = self.backend.encode(crops_u8)
-        self.timings.encode_s += time.perf_counter() - t0
-        self.timings.encoded_frames += len(crops_u8)
-        return xp, xa
+    def encode(self, crops_u8: np.ndarray) -> dict[str, np.ndarray]:
+        """(N, 112, 112, 3) uint8 RGB crops -> per-frame features by name, each (N, ...)."""
+        outputs = self.backend.encode(crops_u8)
+        self.encoded_frames += len(crops_u8)
+        return dict(zip(ENCODER_OUTPUTS, outputs, strict=True))
 
-    def probe_shapes(self, crop_shape: tuple[int, int, int] = (112, 112, 3)) -> tuple:
-        """Feature shapes per frame (to pre-allocate a ring), from one encode of a blank crop."""
-        if self.feature_shapes is None:
-            xp, xa = self.backend.encode(np.zeros((1, *crop_shape), np.uint8))
-            self.feature_shapes = (tuple(xp.shape[1:]), tuple(xa.shape[1:]))
-        return self.feature_shapes
+    def slot_arrays(self) -> dict[str, SlotArray]:
+        """What the ring stores per slot for this engine: the encoder's per-frame outputs (shapes
+        from one encode of a blank crop), plus the crop itself in naive mode."""
+        if self._encoder_shapes is None:
+            outputs = self.backend.encode(np.zeros((1, *CROP_SHAPE), np.uint8))
+            self._encoder_shapes = tuple(tuple(o.shape[1:]) for o in outputs)
+        arrays = {
+            name: SlotArray(shape) for name, shape in zip(ENCODER_OUTPUTS, self._encoder_shapes,
+                                                          strict=True)
+        }  # fmt: skip
+        if self.needs_crops:
+            arrays[CROPS] = SlotArray(CROP_SHAPE, np.uint8)
+        return arrays
 
     def step(self, requests: Sequence[WindowRequest]) -> list[np.ndarray]:
         """Score ready windows from any streams in one backend call -> one (T, 3) per request."""
         if not requests:
             return []
-        t0 = time.perf_counter()
         if self.mode == "naive":
-            crops = np.stack([_need_crops(r) for r in requests])  # (B, T, 112, 112, 3)
+            crops = np.stack([_need_crops(r.features) for r in requests])  # (B, T, 112, 112, 3)
             b, t = crops.shape[:2]
-            xp, xa = self.backend.encode(crops.reshape(b * t, *crops.shape[2:]))
-            self.timings.encoded_frames += b * t
-            x_prime = xp.reshape(b, t, *xp.shape[1:])  # (B, T, C', h', w')
-            x_atten = xa.reshape(b, t, *xa.shape[1:])  # (B, T, C, h, w)
+            encoded = self.encode(crops.reshape(b * t, *crops.shape[2:]))
+            inputs = [encoded[k].reshape(b, t, *encoded[k].shape[1:]) for k in WINDOW_INPUTS]
         elif len(requests) == 1:
-            x_prime = requests[0].x_prime[None]  # (1, T, ...) view, no copy
-            x_atten = requests[0].x_atten[None]
+            inputs = [requests[0].features[k][None] for k in WINDOW_INPUTS]  # (1, T, ...) views
         else:
-            x_prime = np.stack([r.x_prime for r in requests])  # (B, T, ...)
-            x_atten = np.stack([r.x_atten for r in requests])
-        probs = self.backend.window(x_prime, x_atten)  # (B, T, 3)
-        self.timings.window_s += time.perf_counter() - t0
-        self.timings.windows += len(requests)
+            inputs = [np.stack([r.features[k] for r in requests]) for k in WINDOW_INPUTS]
+        probs = self.backend.window(*inputs)  # (B, T, 3)
+        self.windows += len(requests)
         return [np.asarray(p, np.float32) for p in probs]
 
 
-def _need_crops(r: WindowRequest) -> np.ndarray:
-    if r.crops is None:
+def _need_crops(features: Mapping[str, np.ndarray]) -> np.ndarray:
+    crops = features.get(CROPS)
+    if crops is None:
         raise ValueError("naive engine mode needs the window's crops in the request")
-    return r.crops
+    return crops

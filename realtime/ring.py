@@ -1,75 +1,78 @@
-"""Pre-allocated ring of aligned crops, their cached per-frame encoder features, and slot metadata.
+"""Pre-allocated ring of per-slot features, and the slot -> source timeline.
 
 The decisive streaming fact (DESIGN.md): everything in LSDM up to x' and X_Atten is per frame, so
 the encoder runs once when a slot enters the ring and a window only gathers cached features.
 
+:class:`FeatureRing` holds named per-slot arrays (``x_prime``, ``x_atten``, and the crops when
+the naive engine re-encodes them): what a slot needs is declared once as a ``{name: SlotArray}``
+spec, so a new per-slot feature is one more entry, stored and windowed like the others.
+
 Storage is *mirrored*: slot ``s`` is written at ``s % C`` and at ``s % C + C`` of a ``2C``
 buffer, so every window of up to ``C`` consecutive slots is one contiguous block and
-:meth:`window` returns views with no copy. Writing twice costs two small memcpy per slot;
-gathering would cost a ``(T, ...)`` copy per window.
+:meth:`FeatureRing.window` returns views with no copy. Writing twice costs two small memcpy per
+slot; gathering would cost a ``(T, ...)`` copy per window.
 
-Slot numbers grow monotonically from 0 after :meth:`reset`; only the newest ``capacity_slots``
-slots are held.
+:class:`SlotTimeline` is the one record of where each slot came from (source time, source frame,
+capture time), kept far longer than the ring's features: an event may refer to an onset seconds
+back.
+
+Slot numbers grow monotonically from 0 after ``reset``; the ring holds the newest
+``capacity_slots`` slots.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from .types import SlotMeta
 
 
+@dataclass(frozen=True)
+class SlotArray:
+    """Shape and dtype of one per-slot feature."""
+
+    shape: tuple[int, ...]
+    dtype: Any = np.float32
+
+
 class FeatureRing:
-    def __init__(
-        self,
-        capacity_slots: int,
-        x_prime_shape: tuple[int, ...],
-        x_atten_shape: tuple[int, ...],
-        crop_shape: tuple[int, int, int] = (112, 112, 3),
-        keep_crops: bool = True,
-    ) -> None:
+    def __init__(self, capacity_slots: int, arrays: Mapping[str, SlotArray]) -> None:
         if capacity_slots < 1:
             raise ValueError(f"capacity_slots must be >= 1, got {capacity_slots}")
+        if not arrays:
+            raise ValueError("a feature ring needs at least one per-slot array")
         c = capacity_slots
         self.capacity_slots = c
-        self.x_prime = np.zeros((2 * c, *x_prime_shape), np.float32)
-        self.x_atten = np.zeros((2 * c, *x_atten_shape), np.float32)
-        self.crops = np.zeros((2 * c, *crop_shape), np.uint8) if keep_crops else None
-        self.pts_s = np.zeros(2 * c, np.float64)
-        self.source_index = np.zeros(2 * c, np.int64)
-        self.t_capture_ns = np.zeros(2 * c, np.int64)
+        self.arrays = {
+            name: np.zeros((2 * c, *spec.shape), spec.dtype) for name, spec in arrays.items()
+        }
         self.n_slots = 0  # slots written since the last reset; the next slot number
 
     def reset(self) -> None:
-        """Forget every slot (after a face loss): the next slot is slot 0 again."""
+        """Forget every slot (a new segment): the next slot is slot 0 again."""
         self.n_slots = 0
 
     @property
     def oldest_slot(self) -> int:
         return max(0, self.n_slots - self.capacity_slots)
 
-    def append(
-        self,
-        meta: SlotMeta,
-        x_prime: np.ndarray,
-        x_atten: np.ndarray,
-        crop: np.ndarray | None = None,
-    ) -> int:
-        """Store one slot; returns its slot number."""
+    def append(self, values: Mapping[str, np.ndarray]) -> int:
+        """Store one slot (a value for every array of the spec); returns its slot number."""
+        if values.keys() != self.arrays.keys():
+            raise KeyError(f"slot values {sorted(values)} != ring arrays {sorted(self.arrays)}")
         slot = self.n_slots
         i = slot % self.capacity_slots
-        for j in (i, i + self.capacity_slots):
-            self.x_prime[j] = x_prime
-            self.x_atten[j] = x_atten
-            if self.crops is not None and crop is not None:
-                self.crops[j] = crop
-            self.pts_s[j] = meta.pts_s
-            self.source_index[j] = meta.source_index
-            self.t_capture_ns[j] = meta.t_capture_ns
+        for name, buf in self.arrays.items():
+            buf[i] = buf[i + self.capacity_slots] = values[name]
         self.n_slots += 1
         return slot
 
-    def _check(self, start_slot: int, n: int) -> int:
+    def window(self, start_slot: int, n: int) -> dict[str, np.ndarray]:
+        """(n, ...) views of every array for slots [start_slot, start_slot + n)."""
         if n > self.capacity_slots:
             raise ValueError(f"window of {n} slots exceeds ring capacity {self.capacity_slots}")
         if start_slot < self.oldest_slot or start_slot + n > self.n_slots:
@@ -77,32 +80,8 @@ class FeatureRing:
                 f"slots [{start_slot}, {start_slot + n}) not held (have "
                 f"[{self.oldest_slot}, {self.n_slots}))"
             )
-        return start_slot % self.capacity_slots
-
-    def window(self, start_slot: int, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """(1, n, ...) views of x_prime and x_atten for slots [start_slot, start_slot + n)."""
-        i = self._check(start_slot, n)
-        return self.x_prime[None, i : i + n], self.x_atten[None, i : i + n]
-
-    def window_crops(self, start_slot: int, n: int) -> np.ndarray:
-        """(n, 112, 112, 3) view of the crops (naive mode re-encodes them)."""
-        if self.crops is None:
-            raise RuntimeError("this ring does not keep crops")
-        i = self._check(start_slot, n)
-        return self.crops[i : i + n]
-
-    def meta(self, slot: int) -> SlotMeta:
-        i = self._check(slot, 1)
-        return SlotMeta(
-            pts_s=float(self.pts_s[i]),
-            source_index=int(self.source_index[i]),
-            t_capture_ns=int(self.t_capture_ns[i]),
-        )
-
-    def latest_crop(self) -> np.ndarray | None:
-        if self.crops is None or self.n_slots == 0:
-            return None
-        return self.crops[(self.n_slots - 1) % self.capacity_slots]
+        i = start_slot % self.capacity_slots
+        return {name: buf[i : i + n] for name, buf in self.arrays.items()}
 
 
 class SlotTimeline:

@@ -1,13 +1,10 @@
 """Frame sources with capture timestamps and a named drop policy.
 
-Every source hands frames to its consumer through a :class:`FrameChannel`:
-
-- ``EVERY_FRAME`` (video files read as fast as possible): a bounded queue; the reader waits for the
-  consumer, so nothing is ever dropped and memory stays bounded.
-- ``LATEST_ONLY`` (webcams, RTSP/HTTP streams, WebRTC pushes, files replayed at live pace): a
-  slot of ``capacity`` frames (1 by default) where a new frame evicts the oldest one; each eviction
-  is counted as a drop. A slow consumer therefore sees fresh frames with bounded memory, never a
-  growing backlog.
+Every source hands frames to its consumer through a :class:`~fesnet.realtime.channel.FrameChannel`:
+``EVERY_FRAME`` for video files read as fast as possible (nothing is ever dropped), ``LATEST_ONLY``
+for webcams, RTSP/HTTP streams, WebRTC pushes and files replayed at live pace (a new frame evicts
+an unread one and the eviction is counted). Frames of a live source say so (``Frame.live``): only
+their staleness may make the spotter shed windows.
 
 A worker thread stores its first exception; :meth:`Source.stop` re-raises it. The channel is always
 closed on the worker's way out (normal end, error or stop), so a consumer blocked in
@@ -16,100 +13,26 @@ closed on the worker's way out (normal end, error or stop), so a consumer blocke
 
 from __future__ import annotations
 
-import collections
 import logging
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .channel import EVERY_FRAME, LATEST_ONLY, FrameChannel
 from .types import Frame
 
 logger = logging.getLogger(__name__)
 
-EVERY_FRAME = "every_frame"
-LATEST_ONLY = "latest_only"
-
 
 class SourceError(RuntimeError):
     """A source cannot be opened or failed while reading."""
-
-
-class FrameChannel:
-    """Hand-off between one producer thread and one consumer, with a named drop policy."""
-
-    def __init__(self, policy: str, capacity: int) -> None:
-        if policy not in (EVERY_FRAME, LATEST_ONLY):
-            raise ValueError(f"unknown drop policy {policy!r}")
-        if capacity < 1:
-            raise ValueError(f"capacity must be >= 1, got {capacity}")
-        self.policy = policy
-        self.capacity = capacity
-        self._items: collections.deque[Frame] = collections.deque()
-        self._cond = threading.Condition()
-        self._closed = False
-        self._cancelled = False
-        self.dropped = 0
-        self.delivered = 0
-        self.high_water = 0
-
-    def put(self, frame: Frame) -> bool:
-        """Queue a frame. EVERY_FRAME waits for room; returns False if the channel was cancelled
-        or closed meanwhile (the frame is discarded, not counted as a drop)."""
-        with self._cond:
-            if self.policy == EVERY_FRAME:
-                while len(self._items) >= self.capacity and not (self._closed or self._cancelled):
-                    self._cond.wait()
-            if self._closed or self._cancelled:
-                return False
-            if len(self._items) >= self.capacity:
-                self._items.popleft()
-                self.dropped += 1
-            self._items.append(frame)
-            self.high_water = max(self.high_water, len(self._items))
-            self._cond.notify_all()
-            return True
-
-    def get(self, timeout: float | None = None) -> Frame | None:
-        """The next frame; None once the channel is closed and empty. Raises TimeoutError."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while not self._items:
-                if self._closed or self._cancelled:
-                    return None
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise TimeoutError("no frame within timeout")
-                self._cond.wait(remaining)
-            frame = self._items.popleft()
-            self.delivered += 1
-            self._cond.notify_all()
-            return frame
-
-    def close(self) -> None:
-        """End of stream: the consumer still gets the queued frames, then None."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-    def cancel(self) -> None:
-        """Stop now: queued frames are discarded and a waiting producer is released."""
-        with self._cond:
-            self._cancelled = True
-            self._items.clear()
-            self._cond.notify_all()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed or self._cancelled
-
-    def __len__(self) -> int:
-        with self._cond:
-            return len(self._items)
 
 
 class Source:
@@ -135,7 +58,6 @@ class Source:
         self.on_status = on_status
         self.fps: float | None = None  # nominal frame rate when the source knows it
         self.frames_read = 0
-        self.decode_s: collections.deque[float] = collections.deque(maxlen=100_000)
         self._stop_event = threading.Event()
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -145,14 +67,15 @@ class Source:
     def _run(self) -> None:
         raise NotImplementedError
 
-    def _emit(self, image: np.ndarray, pts_s: float, t_capture_ns: int | None = None) -> bool:
-        frame = Frame(
-            image=image,
-            index=self.frames_read,
-            pts_s=float(pts_s),
-            t_capture_ns=time.monotonic_ns() if t_capture_ns is None else t_capture_ns,
-            stream=self.stream,
-        )
+    def _emit(
+        self,
+        image: np.ndarray,
+        pts_s: float,
+        t_capture_ns: int | None = None,
+        decode_s: float | None = None,
+    ) -> bool:
+        t_ns = time.monotonic_ns() if t_capture_ns is None else t_capture_ns
+        frame = Frame(image, self.frames_read, float(pts_s), t_ns, self.stream, self.live, decode_s)
         self.frames_read += 1
         return self.channel.put(frame)
 
@@ -196,6 +119,11 @@ class Source:
     @property
     def dropped(self) -> int:
         return self.channel.dropped
+
+    @property
+    def alive(self) -> bool:
+        """Whether the source's worker thread (if it has one) is still running."""
+        return self._thread is not None and self._thread.is_alive()
 
     @property
     def error(self) -> BaseException | None:
@@ -294,7 +222,7 @@ class FileSource(Source):
                 break
             t_read = time.perf_counter()
             ok, image = self._cap.read()
-            self.decode_s.append(time.perf_counter() - t_read)
+            decode_s = time.perf_counter() - t_read
             if not ok:
                 if index == 0:
                     raise SourceError(f"{self.path}: no frame could be decoded")
@@ -307,7 +235,7 @@ class FileSource(Source):
                 delay_s = (t0_ns + pts * 1e9 - time.monotonic_ns()) / 1e9
                 if delay_s > 0 and self._stop_event.wait(delay_s):
                     break
-            if not self._emit(image, pts):
+            if not self._emit(image, pts, decode_s=decode_s):
                 break
             index += 1
 
@@ -353,12 +281,12 @@ class _CaptureSource(Source):
             t_read = time.perf_counter()
             ok, image = self._cap.read()
             t_ns = time.monotonic_ns()
-            self.decode_s.append(time.perf_counter() - t_read)
+            decode_s = time.perf_counter() - t_read
             if ok and image is not None:
                 failures = 0
                 # Live sources carry no reliable PTS through OpenCV: the capture clock is the
                 # source timeline (seconds since the source started).
-                self._emit(image, (t_ns - t0_ns) / 1e9, t_ns)
+                self._emit(image, (t_ns - t0_ns) / 1e9, t_ns, decode_s)
                 continue
             failures += 1
             if failures > self.reconnect_attempts:
@@ -405,7 +333,8 @@ class WebcamSource(_CaptureSource):
     def _open(self) -> Any:
         import cv2
 
-        if not Path(f"/dev/video{self.device}").exists() and not _is_macos_or_windows():
+        no_device = not Path(f"/dev/video{self.device}").exists()
+        if no_device and sys.platform not in ("darwin", "win32"):
             return None
         cap = _open_capture(self.device)
         if not cap.isOpened():
@@ -461,11 +390,24 @@ class UrlSource(_CaptureSource):
         return f"{self.url} ({self.drop_policy})"
 
 
+@dataclass(frozen=True, slots=True)
+class _Undecoded:
+    """A pushed frame still in its transport form (see :meth:`PushSource.push_undecoded`)."""
+
+    decode: Callable[[], np.ndarray]
+    index: int
+    pts_s: float
+    t_capture_ns: int
+
+
 class PushSource(Source):
     """Frames pushed from outside (a WebRTC track handler), from any thread; newest frame only.
 
     There is no worker thread: :meth:`push` stores the frame (evicting an unread one, counted as a
     drop) and :meth:`close` ends the stream. ``fail(exc)`` ends it with an error that stop() raises.
+    :meth:`push_undecoded` hands over a frame that still has to be converted to an image: the
+    consumer converts it when it reads it (on its own thread), so a producer on an event loop
+    does no pixel work, and a frame evicted unread is never converted at all.
     """
 
     drop_policy = LATEST_ONLY
@@ -483,12 +425,35 @@ class PushSource(Source):
         """Offer one frame; False once the source is closed. A frame that is not a BGR uint8
         (H, W, 3) image (H, W >= 2) raises ValueError here, at the producer, instead of failing
         the spotter's worker later."""
-        if not isinstance(image_bgr, np.ndarray) or image_bgr.dtype != np.uint8:
-            raise ValueError("push() takes a BGR uint8 numpy image")
-        if image_bgr.ndim != 3 or image_bgr.shape[2] != 3 or min(image_bgr.shape[:2]) < 2:
-            raise ValueError(f"push() takes an (H, W, 3) image, got shape {image_bgr.shape}")
+        _check_image(image_bgr, "push()")
         with self._lock:
             return self._emit(image_bgr, pts_s, t_capture_ns)
+
+    def push_undecoded(
+        self, decode: Callable[[], np.ndarray], pts_s: float, t_capture_ns: int | None = None
+    ) -> bool:
+        """Offer one frame as ``decode() -> BGR uint8 (H, W, 3)``, called by the reader; False
+        once the source is closed. The reader gets a ValueError if ``decode`` returns no image."""
+        with self._lock:
+            item = _Undecoded(
+                decode,
+                self.frames_read,
+                float(pts_s),
+                time.monotonic_ns() if t_capture_ns is None else t_capture_ns,
+            )
+            self.frames_read += 1
+            return self.channel.put(item)  # type: ignore[arg-type]
+
+    def read(self, timeout: float | None = None) -> Frame | None:
+        item: Frame | _Undecoded | None = self.channel.get(timeout)  # type: ignore[assignment]
+        if not isinstance(item, _Undecoded):
+            return item
+        t0 = time.perf_counter()
+        image = item.decode()
+        decode_s = time.perf_counter() - t0
+        _check_image(image, "a pushed frame's decode()")
+        return Frame(image, item.index, item.pts_s, item.t_capture_ns, self.stream, self.live,
+                     decode_s)  # fmt: skip
 
     def close(self) -> None:
         self.channel.close()
@@ -502,10 +467,11 @@ class PushSource(Source):
         self.raise_error()
 
 
-def _is_macos_or_windows() -> bool:
-    import sys
-
-    return sys.platform in ("darwin", "win32")
+def _check_image(image: Any, where: str) -> None:
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
+        raise ValueError(f"{where} takes a BGR uint8 numpy image")
+    if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 2:
+        raise ValueError(f"{where} takes an (H, W, 3) image, got shape {image.shape}")
 
 
 _WEBCAM = re.compile(r"^(?:webcam|camera|cam):(\d+)$")

@@ -12,20 +12,28 @@ missed detection does not spam:
 - several faces are reported after ``several_after_frames`` consecutive frames with more than one.
 
 Policy for a loss (documented in docs/EVENTS.md): crops are not fed to the model while the face is
-lost; the stream's segment ends (``TrackResult.segment_ended``): the pipeline flushes the merger
+lost; the stream's segment ends (``TrackResult.segment_ended``): the spotter flushes the merger
 (open intervals are closed at the last good slot), and resets the ring and the resampler, so no
 window ever spans a gap. A re-acquired face starts a new segment (its first window comes 32 slots
 later).
+
+The tracker reports what happened (:class:`FaceChange`); the spotter turns that into events, in
+the one place events are assembled. Every crop it feeds carries the face's landmarks in frame
+pixels and the frame -> crop transform, for per-slot features computed from geometry.
+
+The aligner (mediapipe FaceMesh) is made by :meth:`FaceTracker.open` on the thread that tracks,
+unless one is given: loading it takes a moment, and a live source should start only after that.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from .types import Frame, SpotEvent
+from .types import Frame
 
 NO_FACE = "no_face"
 TRACKING = "tracking"
@@ -33,9 +41,19 @@ SEVERAL_FACES = "several_faces"
 
 
 class Aligner(Protocol):
-    def align(self, frame_bgr: np.ndarray): ...  # -> AlignResult (crop, n_faces, landmarks)
+    def align(self, frame_bgr: np.ndarray) -> Any: ...  # AlignResult: crop, n_faces, landmarks,
+    # transform (fesnet.model.data.align)
 
     def reset(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def mediapipe_aligner() -> Aligner:
+    """The project's aligner (fesnet.model.data.align): FaceMesh, 112 px crops, 2 faces seen."""
+    from fesnet.model.data.align import FaceAligner
+
+    return FaceAligner(crop_size=112, max_faces=2)
 
 
 @dataclass(frozen=True)
@@ -57,6 +75,18 @@ class Feed:
     frame: Frame
     crop: np.ndarray  # (112, 112, 3) RGB uint8
     crop_index: int  # source index of the frame the crop was aligned from (bridging repeats it)
+    landmarks: np.ndarray | None = None  # (468, 2) float32, frame pixels of the crop's frame
+    transform: np.ndarray | None = None  # (2, 3) frame pixels -> crop pixels
+
+
+@dataclass(frozen=True)
+class FaceChange:
+    """A change of the face state, as the tracker saw it; the spotter makes it an event."""
+
+    kind: Literal["face_found", "face_lost", "status"]
+    frame: Frame  # the frame it refers to (a found face: the first frame of the confirmation)
+    message: str
+    n_faces: int
 
 
 @dataclass
@@ -64,15 +94,26 @@ class TrackResult:
     feed: list[Feed]  # crops to feed the model now, in source order (empty: feed nothing)
     state: str
     n_faces: int
-    events: list[SpotEvent] = field(default_factory=list)
+    changes: list[FaceChange] = field(default_factory=list)
     segment_ended: bool = False  # the face was lost: flush the merger, reset ring + resampler
-    landmarks: np.ndarray | None = None
     crop: np.ndarray | None = None  # this frame's own aligned crop, if any (for viewers)
+    landmarks: np.ndarray | None = None  # this frame's tracked face, frame pixels (468, 2)
+    transform: np.ndarray | None = None  # this frame's frame -> crop transform (2, 3)
 
 
 class FaceTracker:
-    def __init__(self, aligner: Aligner, config: TrackerConfig | None = None) -> None:
+    """Face states over an aligner. ``aligner=None``: :meth:`open` makes one with
+    ``make_aligner`` (mediapipe by default) and :meth:`close` releases it; a given aligner
+    belongs to the caller."""
+
+    def __init__(
+        self,
+        aligner: Aligner | None = None,
+        config: TrackerConfig | None = None,
+        make_aligner: Callable[[], Aligner] = mediapipe_aligner,
+    ) -> None:
         self.aligner = aligner
+        self._make_aligner = make_aligner if aligner is None else None
         self.config = config or TrackerConfig()
         self.state = NO_FACE
         self.faces_lost = 0
@@ -84,29 +125,33 @@ class FaceTracker:
         self._last: Feed | None = None
         self._pending: list[Feed] = []
 
+    def open(self) -> FaceTracker:
+        """Make the aligner now (on the tracking thread) if this tracker owns one."""
+        if self.aligner is None:
+            assert self._make_aligner is not None
+            self.aligner = self._make_aligner()
+        return self
+
+    def close(self) -> None:
+        """Release an aligner this tracker made (a given one is left to its owner)."""
+        if self._make_aligner is not None and self.aligner is not None:
+            self.aligner.close()
+            self.aligner = None
+
     def reset(self) -> None:
         self.state = NO_FACE
         self._hits = self._misses = self._several = 0
         self._several_reported = False
         self._last = None
         self._pending = []
-        self.aligner.reset()
-
-    def _event(self, kind: str, frame: Frame, message: str, n_faces: int) -> SpotEvent:
-        return SpotEvent(
-            type=kind,  # type: ignore[arg-type]
-            stream=frame.stream,
-            t_s=frame.pts_s,
-            onset_frame=frame.index,
-            message=message,
-            n_faces=n_faces,
-        )
+        if self.aligner is not None:
+            self.aligner.reset()
 
     def update(self, frame: Frame) -> TrackResult:
-        res = self.aligner.align(frame.image)
+        res = self.open().aligner.align(frame.image)  # type: ignore[union-attr]
         n = int(res.n_faces)
         cfg = self.config
-        events: list[SpotEvent] = []
+        changes: list[FaceChange] = []
         if res.crop is None:
             self._hits = 0
             self._several = 0
@@ -115,27 +160,29 @@ class FaceTracker:
                 return TrackResult([], self.state, n)
             self._misses += 1
             if self._misses < cfg.lost_after_misses:
-                assert self._last is not None
-                bridge = Feed(frame, self._last.crop, self._last.crop_index)
+                last = self._last
+                assert last is not None
+                bridge = Feed(frame, last.crop, last.crop_index, last.landmarks, last.transform)
                 return TrackResult([bridge], self.state, n)
             self.state = NO_FACE
             self.faces_lost += 1
             self._last = None
             self._several_reported = False
-            events.append(self._event("face_lost", frame, "face lost", n))
-            return TrackResult([], self.state, n, events, segment_ended=True)
+            changes.append(FaceChange("face_lost", frame, "face lost", n))
+            return TrackResult([], self.state, n, changes, segment_ended=True)
 
         self._misses = 0
-        own = Feed(frame, res.crop, frame.index)
+        own = Feed(frame, res.crop, frame.index, res.landmarks, res.transform)
+        seen = {"crop": res.crop, "landmarks": res.landmarks, "transform": res.transform}
         if self.state == NO_FACE:
             self._hits += 1
             self._pending.append(own)
             if self._hits < cfg.found_after_hits:
-                return TrackResult([], self.state, n, landmarks=res.landmarks, crop=res.crop)
+                return TrackResult([], self.state, n, **seen)
             self.state = TRACKING
             self.faces_found += 1
             what = "face found" if self.faces_found == 1 else "face re-acquired"
-            events.append(self._event("face_found", self._pending[0].frame, what, n))
+            changes.append(FaceChange("face_found", self._pending[0].frame, what, n))
             feed, self._pending = self._pending, []
         else:
             feed = [own]
@@ -144,12 +191,11 @@ class FaceTracker:
         if self._several >= cfg.several_after_frames and not self._several_reported:
             self._several_reported = True
             self.state = SEVERAL_FACES
-            events.append(
-                self._event("status", frame, f"{n} faces in view; tracking the same one", n)
-            )
+            message = f"{n} faces in view; tracking the same one"
+            changes.append(FaceChange("status", frame, message, n))
         elif n == 1 and self._several_reported:
             self._several_reported = False
             self.state = TRACKING
-            events.append(self._event("status", frame, "one face in view again", n))
+            changes.append(FaceChange("status", frame, "one face in view again", n))
         self._last = own
-        return TrackResult(feed, self.state, n, events, landmarks=res.landmarks, crop=res.crop)
+        return TrackResult(feed, self.state, n, changes, **seen)

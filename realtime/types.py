@@ -12,7 +12,8 @@ from it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 import numpy as np
@@ -31,6 +32,8 @@ class Frame:
     pts_s: float  # presentation time on the source timeline, seconds
     t_capture_ns: int  # time.monotonic_ns() when the frame was captured / decoded
     stream: str = "0"
+    live: bool = False  # from a real-time source (camera, push, paced replay): may go stale
+    decode_s: float | None = None  # what decoding this frame cost (None: not measured)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,15 +49,14 @@ class SlotMeta:
 class WindowRequest:
     """A 32-slot window ready for the window head, from one stream.
 
-    ``x_prime`` / ``x_atten`` are (T, ...) cached per-frame features; ``crops`` (T, 112, 112, 3) is
-    only filled for the naive engine mode that re-encodes every window.
+    ``features`` maps each per-slot array the ring holds to its (T, ...) view for this window:
+    the cached encoder features ``x_prime`` / ``x_atten`` (and ``crops`` (T, 112, 112, 3) for the
+    naive engine mode that re-encodes every window).
     """
 
     stream: str
     start_slot: int
-    x_prime: np.ndarray
-    x_atten: np.ndarray
-    crops: np.ndarray | None = None
+    features: Mapping[str, np.ndarray]
 
 
 @dataclass(slots=True)
@@ -87,16 +89,17 @@ class SpotEvent:
     t_trigger_ns: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        keys = (
-            "type", "state", "label", "onset_s", "apex_s", "offset_s", "onset_frame",
-            "apex_frame", "offset_frame", "score", "stream", "latency_ms", "event_id", "t_s",
-            "message", "n_faces",
-        )  # fmt: skip
+        """The JSON object: every field that is set, in declaration order, then ``extra``."""
         d: dict[str, Any] = {}
-        for k in keys:
-            v = getattr(self, k)
+        for f in fields(self):
+            if f.name in _NOT_IN_JSON:
+                continue
+            v = getattr(self, f.name)
             if v is None:
                 continue
-            d[k] = round(v, 6) if isinstance(v, float) else v
+            d[f.name] = round(v, 6) if isinstance(v, float) else v
         d.update(self.extra)
         return d
+
+
+_NOT_IN_JSON = ("extra", "t_trigger_ns")

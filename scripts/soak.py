@@ -38,11 +38,12 @@ import numpy as np
 import psutil
 
 from fesnet.model import checkpoint as ckpt_mod
-from fesnet.model.backends import TorchBackend
-from fesnet.model.merger import MergerConfig
+from fesnet.model.runtime import Runtime, RuntimeConfig, load_runtime
+from fesnet.realtime.engine import Engine
 from fesnet.realtime.events import JsonlSink, read_events
 from fesnet.realtime.pipeline import Pipeline
 from fesnet.realtime.sources import PushSource
+from fesnet.realtime.spotter import Spotter
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "realtime" / "assets" / "sample.mp4"
@@ -66,23 +67,23 @@ def load_jpegs(path: Path, size: tuple[int, int]) -> tuple[list[bytes], float]:
     return out, fps
 
 
-def build_backend(path: str | None, threads: int) -> tuple[Any, dict[str, Any], str]:
-    import torch
+def load_model(path: str | None, threads: int) -> tuple[Runtime, str]:
+    """The checkpoint at ``path`` (default: the shipped one) on torch, else a tiny random network
+    whose merger thresholds are low enough that intervals open in every face segment."""
+    if path is None and not ckpt_mod.DEFAULT_CHECKPOINT.is_file():
+        import torch
 
-    torch.set_num_threads(threads)
-    if path is None and ckpt_mod.DEFAULT_CHECKPOINT.is_file():
-        path = str(ckpt_mod.DEFAULT_CHECKPOINT)
-    if path is None:
         from fesnet.model.fesnet import FESNet, FESNetConfig
 
         torch.manual_seed(0)
         tmp = Path(tempfile.mkdtemp(prefix="soak-ckpt-")) / "tiny.pt"
-        path = str(ckpt_mod.save(tmp, FESNet(FESNetConfig.tiny())))
+        merger = {"on_threshold": 0.05, "off_threshold": 0.05}
+        path = str(ckpt_mod.save(tmp, FESNet(FESNetConfig.tiny()), {"merger": merger}))
         kind = "tiny random network (no shipped checkpoint)"
     else:
-        kind = path
-    ckpt = ckpt_mod.load(path)
-    return TorchBackend(ckpt.net.eval()), ckpt.merger, kind
+        kind = path or str(ckpt_mod.DEFAULT_CHECKPOINT)
+    runtime = load_runtime(RuntimeConfig(Path(path) if path else None, "torch", threads))
+    return runtime, kind
 
 
 class Producer(threading.Thread):
@@ -154,16 +155,14 @@ def main(argv: list[str] | None = None) -> int:
 
     size = (args.width, args.height)
     jpegs, clip_fps = load_jpegs(SAMPLE, size)
-    backend, merger, kind = build_backend(args.checkpoint, args.threads)
-    if ckpt_mod.DEFAULT_CHECKPOINT.is_file() or args.checkpoint:
-        cfg = MergerConfig.from_dict(merger) if merger else MergerConfig()
-    else:
-        cfg = MergerConfig(on_threshold=0.05, off_threshold=0.05)
+    runtime, kind = load_model(args.checkpoint, args.threads)
     events_path = args.events or Path(tempfile.mkdtemp(prefix="soak-")) / "events.jsonl"
     events_path.unlink(missing_ok=True)
     jsonl = JsonlSink(events_path)
     source = PushSource(stream="soak")
-    pipe = Pipeline(source, backend, cfg, 8, [jsonl])
+    engine = Engine(runtime.backend, runtime.window_frames)
+    spotter = Spotter(engine, runtime.merger, runtime.stride_frames, stream=source.stream)
+    pipe = Pipeline(source, spotter, [jsonl])
     proc = psutil.Process()
     pipe.start()
     if not pipe.wait_ready(120):

@@ -66,17 +66,18 @@ def rng() -> np.random.Generator:
 
 
 @pytest.fixture(scope="module")
-def tiny_engine(tmp_path_factory: pytest.TempPathFactory):
-    """A shared (engine, merger config) over a tiny random FESNet, as the WebRTC hub uses."""
+def tiny_runtime(tmp_path_factory: pytest.TempPathFactory):
+    """A tiny random FESNet on torch, loaded as every program loads a model (the viewers' hub
+    is made from it: ``SpotHub.from_runtime``)."""
     import torch
 
     from fesnet.model import checkpoint
     from fesnet.model.fesnet import FESNet, FESNetConfig
-    from fesnet.realtime.viewers.hub import build_engine
+    from fesnet.model.runtime import RuntimeConfig, load_runtime
 
     torch.manual_seed(0)
     path = checkpoint.save(tmp_path_factory.mktemp("ckpt") / "tiny.pt", FESNet(FESNetConfig.tiny()))
-    return build_engine(path, "torch")
+    return load_runtime(RuntimeConfig(path, "torch"))
 
 
 @pytest.fixture()

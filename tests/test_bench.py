@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fesnet.realtime import bench
+from fesnet.realtime.bench import cli as bench
+from fesnet.realtime.bench.end_to_end import camera_60fps_ms_per_frame
+from fesnet.realtime.bench.timing import face_crops, percentiles_ms
 from fesnet.realtime.optical_flow import (
     FLOW_METHODS,
     OpticalFlowBaseline,
@@ -25,7 +27,7 @@ def short_clip(tmp_path_factory) -> Path:
     """1.3 s at 30 FPS: a shipped real face, gently moving, on a larger frame."""
     import cv2
 
-    crops = bench.face_crops(40, size=240)
+    crops = face_crops(40, size=240)
     path = tmp_path_factory.mktemp("clip") / "face.mp4"
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (320, 320))
     assert writer.isOpened()
@@ -96,14 +98,14 @@ def test_bench_without_video_skips_end_to_end(tmp_path) -> None:
 
 
 def test_percentiles_and_bad_arguments(capsys) -> None:
-    p = bench.percentiles_ms([0.001] * 99 + [0.1])
+    p = percentiles_ms([0.001] * 99 + [0.1])
     assert p["p50_ms"] == pytest.approx(1.0) and p["p99_ms"] > 1.0 and p["n"] == 100
-    assert bench.percentiles_ms([]) == {"n": 0}
+    assert percentiles_ms([]) == {"n": 0}
     assert bench.main(["--stride", "0", "--config", "tiny"]) == 2
 
 
 def test_optical_flow_baseline_tracks_a_shift() -> None:
-    crops = bench.face_crops(3)
+    crops = face_crops(3)
     shifted = np.roll(crops[0], 2, axis=1)  # content moves 2 px right
     for method in FLOW_METHODS:
         base = OpticalFlowBaseline(method)
@@ -122,6 +124,6 @@ def test_60fps_estimate_is_the_slowest_thread_or_the_work_over_the_cores() -> No
     + emit 0 = 4 ms; decode 1 ms. Serial sum 11 ms. On 2 cores the bound is max(6, 4, 1, 5.5)."""
     stages = {"decode": {"p50_ms": 1.0}, "align": {"p50_ms": 6.0}, "encode": {"p50_ms": 3.0},
               "window": {"p50_ms": 8.0}, "merge": {"p50_ms": 0.0}}  # fmt: skip
-    assert bench.camera_60fps_ms_per_frame(stages, 8, cores=2) == (6.0, 11.0)
+    assert camera_60fps_ms_per_frame(stages, 8, cores=2) == (6.0, 11.0)
     # One core: the threads cannot overlap, the serial sum is the cost.
-    assert bench.camera_60fps_ms_per_frame(stages, 8, cores=1) == (11.0, 11.0)
+    assert camera_60fps_ms_per_frame(stages, 8, cores=1) == (11.0, 11.0)

@@ -7,21 +7,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 from calibration_helpers import FrameIsCropAligner, LevelBackend, make_clip, write_video
+from spot_helpers import make_pipeline, make_spotter
 
 from fesnet.calibration.baseline import (
     BaselineConfig,
-    CalibratingSpotter,
     CalibrationError,
+    CalibrationPhase,
     attach_calibration,
 )
 from fesnet.calibration.profile import load_profile, save_profile
 from fesnet.model.merger import MergerConfig
 from fesnet.model.metrics import match_intervals, spotting_f1
-from fesnet.realtime.engine import Engine
 from fesnet.realtime.events import JsonlSink, ListSink, read_events
-from fesnet.realtime.pipeline import Pipeline, Spotter
 from fesnet.realtime.sources import FileSource
-from fesnet.realtime.tracking import FaceTracker
+from fesnet.realtime.spotter import Spotter
 from fesnet.realtime.types import Frame
 
 BASE = MergerConfig(on_threshold=0.5, off_threshold=0.3)
@@ -46,9 +45,13 @@ def run(spotter: Spotter, frames: list[Frame]) -> list:
     return events + spotter.finish()
 
 
-def calibrating(**kw) -> CalibratingSpotter:
-    return CalibratingSpotter(Engine(LevelBackend()), BASE, 8,
-                              tracker=FaceTracker(FrameIsCropAligner()), **kw)  # fmt: skip
+def plain() -> Spotter:
+    return make_spotter(LevelBackend(), BASE, 8, aligner=FrameIsCropAligner())
+
+
+def calibrating(**kw) -> tuple[Spotter, CalibrationPhase]:
+    spotter = plain()
+    return spotter, attach_calibration(spotter, **kw)
 
 
 def truth_and_frames(seed: int = 1) -> tuple[list[tuple[int, int, int]], list[Frame]]:
@@ -69,13 +72,12 @@ def final_intervals(events: list) -> list[tuple[int, int, int]]:
 
 def test_calibration_raises_thresholds_and_removes_false_positives(tmp_path: Path) -> None:
     truth, frames = truth_and_frames()
-    plain = Spotter(Engine(LevelBackend()), BASE, 8, tracker=FaceTracker(FrameIsCropAligner()))
-    before = spotting_f1([match_intervals(final_intervals(run(plain, frames)), truth)])
+    before = spotting_f1([match_intervals(final_intervals(run(plain(), frames)), truth)])
     assert before["overall"].fp > 0  # the resting face crosses the base threshold
 
     saved = []
-    spotter = calibrating(baseline=BaselineConfig(duration_s=1.0), profile_name="alice",
-                          on_profile=lambda p: saved.append(save_profile(p, tmp_path)))  # fmt: skip
+    spotter, phase = calibrating(baseline=BaselineConfig(duration_s=1.0), profile_name="alice",
+                                 on_profile=lambda p: saved.append(save_profile(p, tmp_path)))
     events = run(spotter, frames)
     status = [e for e in events if e.type == "status"]
     assert [e.state for e in status] == ["calibrating", "calibrated"]
@@ -86,18 +88,19 @@ def test_calibration_raises_thresholds_and_removes_false_positives(tmp_path: Pat
     assert all(e.onset_frame > status[1].onset_frame for e in events if e.type == "expression")
     after = spotting_f1([match_intervals(final_intervals(events), truth)])
     assert after["overall"].fp == 0 and after["overall"].tp == 3
-    assert spotter.calibration_state()["phase"] == "calibrated"
-    assert spotter.snapshot_state()["calibration"]["progress"] == 1.0
+    state = phase.state()
+    assert state["phase"] == "calibrated" and state["progress"] == 1.0 and not phase.running
+    assert state["on_threshold"] == spotter.merger_config.on_threshold
     # The saved profile gives the same thresholds when reused (fesnet-spot run --profile alice).
     assert saved == [tmp_path / "alice.json"]
     reused = load_profile("alice", tmp_path).apply(BASE)
-    assert reused == spotter.cfg
+    assert reused == spotter.merger_config
 
 
 def test_no_face_waits_then_fails_clearly_and_never_calibrates_on_nothing() -> None:
     saved = []
-    spotter = calibrating(baseline=BaselineConfig(duration_s=1.0, timeout_s=2.0),
-                          on_profile=saved.append)  # fmt: skip
+    spotter, phase = calibrating(baseline=BaselineConfig(duration_s=1.0, timeout_s=2.0),
+                                 on_profile=saved.append)  # fmt: skip
     events = []
     frames = frames_of(dark(62))  # frame 60 is 2.0 s after the first one
     for f in frames[:-1]:
@@ -107,24 +110,24 @@ def test_no_face_waits_then_fails_clearly_and_never_calibrates_on_nothing() -> N
     assert states == ["calibrating", "calibration_failed"]
     failed = next(e for e in events if e.state == "calibration_failed")
     assert "0.0 s of face" in failed.message and "nothing was calibrated" in failed.message
-    assert spotter.phase == "failed" and spotter.profile is None and not saved
+    assert phase.phase == "failed" and phase.profile is None and not saved
     with pytest.raises(CalibrationError, match="nothing was calibrated"):
         spotter.process(frames[-1])
 
 
 def test_a_face_that_arrives_late_is_waited_for() -> None:
     face = make_clip(60, [], rest=0.2, rest_noise=0.05, seed=3).crops
-    spotter = calibrating(baseline=BaselineConfig(duration_s=0.5, timeout_s=5.0))
+    spotter, _ = calibrating(baseline=BaselineConfig(duration_s=0.5, timeout_s=5.0))
     events = []
     for f in frames_of(np.concatenate([dark(45), face])):
         events += spotter.process(f)
     assert [e.state for e in events if e.type == "status"] == ["calibrating", "calibrated"]
     assert [e.type for e in events if e.type.startswith("face")] == ["face_found"]
-    assert spotter.cfg == BASE  # a quiet resting face keeps the base thresholds
+    assert spotter.merger_config == BASE  # a quiet resting face keeps the base thresholds
 
 
 def test_stream_ending_during_calibration_is_an_error() -> None:
-    spotter = calibrating(baseline=BaselineConfig(duration_s=3.0))
+    spotter, _ = calibrating(baseline=BaselineConfig(duration_s=3.0))
     face = make_clip(30, [], rest=0.2, rest_noise=0.05, seed=4).crops
     with pytest.raises(CalibrationError, match="ended during calibration"):
         run(spotter, frames_of(face))
@@ -132,13 +135,13 @@ def test_stream_ending_during_calibration_is_an_error() -> None:
 
 def test_skip_keeps_the_base_thresholds() -> None:
     _, frames = truth_and_frames()
-    spotter = calibrating(baseline=BaselineConfig(duration_s=1.0))
+    spotter, phase = calibrating(baseline=BaselineConfig(duration_s=1.0))
     events = spotter.process(frames[0])
-    spotter.skip()
+    phase.skip()
     events += run(spotter, frames[1:])
     assert [e.state for e in events if e.type == "status"] == ["calibrating",
                                                               "calibration_skipped"]  # fmt: skip
-    assert spotter.cfg == BASE and spotter.profile is None
+    assert spotter.merger_config == BASE and phase.profile is None
     assert any(e.type == "expression" for e in events)
 
 
@@ -147,13 +150,14 @@ def test_pipeline_with_a_calibration_phase_writes_status_events(tmp_path: Path) 
     video = write_video(tmp_path / "clip.mp4", np.stack([f.image[:, :, ::-1] for f in frames]),
                         fps=FPS)  # fmt: skip
     sink, jsonl = ListSink(), JsonlSink(tmp_path / "events.jsonl")
-    pipe = Pipeline(FileSource(video), LevelBackend(), BASE, 8, [sink, jsonl],
-                    aligner=FrameIsCropAligner())  # fmt: skip
+    pipe = make_pipeline(FileSource(video), LevelBackend(), BASE, 8, [sink, jsonl],
+                         aligner=FrameIsCropAligner())  # fmt: skip
     profiles: list = []
-    spotter = attach_calibration(pipe, BaselineConfig(duration_s=1.0), "bob", profiles.append)
+    phase = attach_calibration(pipe.spotter, BaselineConfig(duration_s=1.0), "bob",
+                               profiles.append)  # fmt: skip
     pipe.run()
     jsonl.close()
-    assert pipe.spotter is spotter and spotter.phase == "calibrated" and len(profiles) == 1
+    assert pipe.spotter.phase is phase and phase.phase == "calibrated" and len(profiles) == 1
     lines = [d for d in read_events(tmp_path / "events.jsonl") if d["type"] == "status"]
     assert [d["state"] for d in lines] == ["calibrating", "calibrated"]
     assert lines[1]["profile"] == "bob" and "on_threshold" in lines[1]
@@ -212,3 +216,54 @@ def test_neutral_clip_keeps_the_look_and_the_rate_of_head_moves() -> None:
     assert short.blink_rate_hz == session.blink_rate_hz
     long = neutral_clip_spec(SyntheticSpec(duration_s=30.0, n_head_moves=4), 15.0)
     assert long.n_head_moves == 2
+
+
+class LateClock:
+    """A live stream far behind: every frame is consumed ``late_s`` after its capture."""
+
+    def __init__(self, late_s: float) -> None:
+        self.late_ns = int(late_s * 1e9)
+        self.now_ns = 0
+
+    def __call__(self) -> int:
+        return self.now_ns
+
+
+def run_late(spotter: Spotter, clock: LateClock, frames: list[Frame]) -> list:
+    events = []
+    for f in frames:
+        clock.now_ns = f.t_capture_ns + clock.late_ns
+        events += spotter.process(f)
+    return events
+
+
+def test_a_calibrated_live_session_sheds_stale_windows_like_an_uncalibrated_one() -> None:
+    """The shed rule belongs to the spotter; a calibration phase composes with it and cannot
+    switch it off (it once did: the phase rebuilt the spotter without ``shed_after_s``). Live
+    frames 0.25 s apart make 15 slots, so two windows ready at once; consumed 1 s after capture,
+    the older one is stale and skipped, during the phase and after it."""
+    crops = make_clip(120, [], rest=0.2, rest_noise=0.05, seed=9).crops
+    frames = [
+        Frame(np.ascontiguousarray(c[:, :, ::-1]), i, i * 0.25, i * 250_000_000, live=True)
+        for i, c in enumerate(crops)
+    ]
+    counts = {}
+    for calibrated in (False, True):
+        clock = LateClock(1.0)
+        spotter = make_spotter(LevelBackend(), BASE, 8, aligner=FrameIsCropAligner(), clock=clock)
+        phase = attach_calibration(spotter, BaselineConfig(duration_s=1.0)) if calibrated else None
+        half = len(frames) // 2
+        run_late(spotter, clock, frames[:half])
+        if phase is not None:
+            assert phase.phase == "calibrated"  # the phase ended inside the first half ...
+        before = spotter.counters["windows_skipped"]
+        run_late(spotter, clock, frames[half:])
+        assert spotter.counters["windows_skipped"] > before  # ... and shedding went on after it
+        counts[calibrated] = spotter.counters
+    assert counts[True]["windows_skipped"] > 0 and counts[False]["windows_skipped"] > 0
+    # Not behind: the same live frames consumed at once are all scored.
+    clock = LateClock(0.0)
+    spotter = make_spotter(LevelBackend(), BASE, 8, aligner=FrameIsCropAligner(), clock=clock)
+    attach_calibration(spotter, BaselineConfig(duration_s=1.0))
+    run_late(spotter, clock, frames)
+    assert spotter.counters["windows_skipped"] == 0

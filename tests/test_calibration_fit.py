@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from calibration_helpers import FrameIsCropAligner, LevelBackend, make_clip, write_video
+from spot_helpers import make_pipeline, make_spotter
 
 from fesnet.calibration.fit import (
     SearchSpace,
@@ -21,9 +22,7 @@ from fesnet.calibration.fit import (
 )
 from fesnet.model.merger import MergerConfig
 from fesnet.model.metrics import MetricTable, evaluate_videos
-from fesnet.realtime.engine import Engine
 from fesnet.realtime.events import ListSink
-from fesnet.realtime.pipeline import Pipeline, Spotter
 from fesnet.realtime.sources import FileSource
 from fesnet.realtime.types import Frame
 
@@ -52,7 +51,7 @@ def final_intervals(events: list) -> list[tuple[int, int, int]]:
 def spotter_table(backend, cfg: MergerConfig, videos: list) -> MetricTable:
     rows = []
     for v in videos:
-        spotter = Spotter(Engine(backend), cfg, 8)
+        spotter = make_spotter(backend, cfg, 8)
         events = []
         for i, crop in enumerate(v.crops):
             events += spotter.push_crop(Frame(crop[:, :, ::-1], i, i / FPS, 0), crop)
@@ -102,8 +101,8 @@ def test_fitted_config_reproduces_its_f1_in_the_threaded_pipeline(fitted, tmp_pa
     for k, v in enumerate(videos):
         clip = write_video(tmp_path / f"clip{k}.mp4", v.crops, fps=FPS)
         sink = ListSink()
-        pipe = Pipeline(FileSource(clip), LevelBackend(), result.best, 8, [sink],
-                        aligner=FrameIsCropAligner())  # fmt: skip
+        pipe = make_pipeline(FileSource(clip), LevelBackend(), result.best, 8, [sink],
+                             aligner=FrameIsCropAligner())  # fmt: skip
         pipe.run()
         rows.append((final_intervals(sink.events), v.intervals_true, len(v.crops)))
     table = evaluate_videos(rows)

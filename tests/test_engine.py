@@ -12,7 +12,7 @@ from fesnet.model.fesnet import FESNet, FESNetConfig
 from fesnet.model.inference import window_starts
 from fesnet.realtime.engine import Engine, WindowScheduler
 from fesnet.realtime.ring import FeatureRing
-from fesnet.realtime.types import SlotMeta, WindowRequest
+from fesnet.realtime.types import WindowRequest
 
 
 @pytest.mark.parametrize("stride", [1, 3, 8, 16, 32, 40])
@@ -37,20 +37,19 @@ def test_batched_cached_and_naive_agree(backend: TorchBackend) -> None:
     rng = np.random.default_rng(0)
     crops = rng.integers(0, 255, (48, 112, 112, 3), dtype=np.uint8)
     cached, naive = Engine(backend), Engine(backend, mode="naive")
-    xp_shape, xa_shape = cached.probe_shapes()
-    ring = FeatureRing(40, xp_shape, xa_shape)
+    ring = FeatureRing(40, naive.slot_arrays())  # the naive spec: the features and the crops
+    assert set(ring.arrays) == {"x_prime", "x_atten", "crops"}
+    assert set(cached.slot_arrays()) == {"x_prime", "x_atten"}
     for s in range(48):
-        xp, xa = cached.encode(crops[s : s + 1])
-        ring.append(SlotMeta(s / 60, s, s), xp[0], xa[0], crops[s])
-    assert cached.timings.encoded_frames == 48  # once per frame
-    reqs = []
-    for start in (8, 16):
-        xp, xa = ring.window(start, 32)
-        reqs.append(WindowRequest("a", start, xp[0], xa[0], ring.window_crops(start, 32)))
+        features = cached.encode(crops[s : s + 1])
+        ring.append({"x_prime": features["x_prime"][0], "x_atten": features["x_atten"][0],
+                     "crops": crops[s]})  # fmt: skip
+    assert cached.encoded_frames == 48  # once per frame
+    reqs = [WindowRequest("a", start, ring.window(start, 32)) for start in (8, 16)]
     one_by_one = [cached.step([r])[0] for r in reqs]
     batched = cached.step(reqs)
     by_naive = naive.step(reqs)
-    assert naive.timings.encoded_frames == 64  # re-encodes every window's 32 crops
+    assert naive.encoded_frames == 64  # re-encodes every window's 32 crops
     for a, b, c in zip(one_by_one, batched, by_naive, strict=True):
         assert a.shape == (32, 3) and a.dtype == np.float32
         np.testing.assert_allclose(a, b, atol=1e-5)
@@ -62,6 +61,6 @@ def test_naive_mode_needs_crops(backend: TorchBackend) -> None:
     eng = Engine(backend, mode="naive")
     z = np.zeros((32, 1), np.float32)
     with pytest.raises(ValueError, match="crops"):
-        eng.step([WindowRequest("a", 0, z, z)])
+        eng.step([WindowRequest("a", 0, {"x_prime": z, "x_atten": z})])
     with pytest.raises(ValueError):
         Engine(backend, mode="fast")

@@ -12,13 +12,16 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from spot_helpers import make_pipeline
 
 from fesnet.model.backends import TorchBackend
 from fesnet.model.fesnet import FESNet, FESNetConfig
 from fesnet.model.merger import MergerConfig
 from fesnet.realtime.events import JsonlSink, ListSink, read_events
-from fesnet.realtime.pipeline import Pipeline, PipelineError, StageStats
+from fesnet.realtime.observers import Observer, ScoreLog
+from fesnet.realtime.pipeline import PipelineError
 from fesnet.realtime.sources import FileSource, PushSource
+from fesnet.realtime.stats import StageStats
 
 FACES = Path(__file__).resolve().parents[1] / "model" / "data" / "faces"
 
@@ -73,8 +76,8 @@ def write_clip(path: Path, pattern: list[bool], fps: float = 30.0) -> Path:
 def test_slow_engine_keeps_memory_bounded_and_counts_drops(tiny: TorchBackend) -> None:
     src = PushSource(stream="cam")
     sink = ListSink()
-    pipe = Pipeline(src, SlowBackend(tiny, 0.15), MergerConfig(), stride_frames=8, sinks=[sink])
-    ring_buffer = pipe.spotter.ring.x_prime
+    pipe = make_pipeline(src, SlowBackend(tiny, 0.15), MergerConfig(), 8, [sink])
+    ring_buffer = pipe.spotter.ring.arrays["x_prime"]
     pipe.start()
     assert pipe.wait_ready(timeout=30)
     frames = [face_canvas(i) for i in range(8)]
@@ -89,7 +92,7 @@ def test_slow_engine_keeps_memory_bounded_and_counts_drops(tiny: TorchBackend) -
     s = pipe.summary()
     assert s["dropped"] > 0 and s["frames"] + s["dropped"] == n
     assert src.channel.high_water <= 1
-    assert pipe.spotter.ring.x_prime is ring_buffer  # pre-allocated, never grown
+    assert pipe.spotter.ring.arrays["x_prime"] is ring_buffer  # pre-allocated, never grown
     assert pipe.spotter.merger.tail_slots <= 32
     assert s["windows"] >= 1 and s["stages"]["window"]["p50_ms"] >= 150
 
@@ -98,39 +101,48 @@ def test_worker_exception_surfaces_from_stop_instead_of_hanging(
     tiny: TorchBackend, tmp_path: Path
 ) -> None:
     clip = write_clip(tmp_path / "c.mp4", [True] * 60)
-    pipe = Pipeline(FileSource(clip, capacity=2), BrokenBackend(tiny, 0), MergerConfig())
+    pipe = make_pipeline(FileSource(clip, capacity=2), BrokenBackend(tiny, 0), MergerConfig())
     pipe.start()
     t0 = time.monotonic()
     with pytest.raises(PipelineError, match="backend exploded"):
         while not pipe.join(timeout=0.2):
             assert time.monotonic() - t0 < 20
     assert not pipe.running
-    assert not pipe.source._thread.is_alive()
+    assert not pipe.source.alive
 
 
 def test_pipeline_counts_and_stage_timings_on_a_file(tiny: TorchBackend, tmp_path: Path) -> None:
     """A 30 FPS file: every frame read, 2 slots per frame, the encoder once per frame."""
     clip = write_clip(tmp_path / "c.mp4", [True] * 45)
     sink = ListSink()
-    pipe = Pipeline(FileSource(clip), tiny, MergerConfig(), stride_frames=8, sinks=[sink],
-                    record_scores=True)  # fmt: skip
+    scores = ScoreLog()
+    pipe = make_pipeline(FileSource(clip), tiny, MergerConfig(), 8, [sink], observers=[scores])
     pipe.run()
     s = pipe.summary()
     assert s["frames"] == 45 and s["slots"] == 90 and s["encoded"] == 45
     assert s["windows"] == len(range(0, 90 - 32 + 1, 8)) + 1
     assert set(s["stages"]) >= {"decode", "align", "encode", "window", "merge"}
     assert sink.events[0].type == "face_found"
+    _, committed, source_index = scores.arrays()
+    assert len(committed) == 90 and np.array_equal(source_index, np.arange(90) // 2)
+
+
+class Crops(Observer):
+    """Every consumed frame's own aligned crop, from the real tracking result."""
+
+    def __init__(self) -> None:
+        self.crops: list[np.ndarray | None] = []
+
+    def on_frame(self, frame, tracked) -> None:
+        self.crops.append(tracked.crop)
 
 
 @pytest.mark.slow
 def test_face_lost_and_found_with_real_mediapipe(tiny: TorchBackend, tmp_path: Path) -> None:
     clip = write_clip(tmp_path / "away.mp4", [True] * 40 + [False] * 20 + [True] * 40)
     sink = ListSink()
-    crops = []
-    pipe = Pipeline(
-        FileSource(clip), tiny, MergerConfig(), stride_frames=8, sinks=[sink],
-        frame_sinks=[lambda f, tr, sp: crops.append(tr.crop)],
-    )  # fmt: skip
+    seen = Crops()
+    pipe = make_pipeline(FileSource(clip), tiny, MergerConfig(), 8, [sink], observers=[seen])
     pipe.run()
     kinds = [e.type for e in sink.events if e.type != "expression"]
     assert kinds == ["face_found", "face_lost", "face_found"]
@@ -140,7 +152,8 @@ def test_face_lost_and_found_with_real_mediapipe(tiny: TorchBackend, tmp_path: P
     assert 60 <= found[1].onset_frame <= 62 and found[1].message == "face re-acquired"
     s = pipe.summary()
     assert s["faces_lost"] == 1 and s["segments"] == 2
-    got = [c for c in crops if c is not None]
+    assert len(seen.crops) == 100
+    got = [c for c in seen.crops if c is not None]
     assert len(got) >= 75
     assert all(c.shape == (112, 112, 3) and c.dtype == np.uint8 for c in got)
     assert np.mean([c.std() for c in got]) > 20  # real face texture, not blank crops
@@ -154,7 +167,7 @@ def test_stop_closes_open_interval_as_interrupted_and_writes_jsonl(
     jsonl = JsonlSink(out)
     # Thresholds an untrained net always exceeds: an interval opens and is still open at stop().
     cfg = MergerConfig(on_threshold=0.05, off_threshold=0.05, max_expression_s=60.0)
-    pipe = Pipeline(FileSource(clip, pace="live"), tiny, cfg, stride_frames=8, sinks=[jsonl])
+    pipe = make_pipeline(FileSource(clip, pace="live"), tiny, cfg, 8, [jsonl])
     pipe.start()
     deadline = time.monotonic() + 20
     while pipe.spotter.counters["expression_onset"] == 0:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from spot_helpers import make_pipeline
 from test_reliability_media import BUSY, MarkedAligner, assert_paired, frame, marked
 
 from fesnet.model import checkpoint
@@ -28,8 +29,9 @@ from fesnet.model.fesnet import FESNet, FESNetConfig
 from fesnet.model.merger import MergerConfig
 from fesnet.realtime.engine import Engine
 from fesnet.realtime.events import JsonlSink, ListSink, read_events
-from fesnet.realtime.pipeline import Pipeline, PipelineError, Spotter
+from fesnet.realtime.pipeline import Pipeline, PipelineError
 from fesnet.realtime.sources import EVERY_FRAME, PushSource, Source
+from fesnet.realtime.spotter import Spotter
 from fesnet.realtime.tracking import FaceTracker, TrackerConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,13 +116,13 @@ def test_a_raising_worker_surfaces_and_keeps_the_events_so_far(
     be: Any = FailingEngineBackend(backend, 12) if where == "engine" else backend
     aligner = CrashingAligner(120) if where == "aligner" else MarkedAligner()
     src = MarkedFrames(600)
-    pipe = Pipeline(src, be, BUSY, 8, [sink, jsonl], aligner=aligner)
+    pipe = make_pipeline(src, be, BUSY, 8, [sink, jsonl], aligner=aligner)
     pipe.start()
     err = _join_or_error(pipe)
     jsonl.close()
     assert isinstance(err, PipelineError)
     assert ("illegal memory access" if where == "engine" else "mediapipe graph") in str(err)
-    assert not pipe.running and not src._thread.is_alive()  # the reader was released too
+    assert not pipe.running and not src.alive  # the reader was released too
     written = read_events(out)
     assert len(written) == len(sink.events) == pipe.events_emitted >= 2  # nothing lost
     assert written[0]["type"] == "face_found" and written[1]["state"] == "onset"
@@ -135,8 +137,8 @@ def test_a_raising_sink_does_not_stop_the_stream_or_starve_the_others(
 
     out = tmp_path / "ev.jsonl"
     jsonl, sink = JsonlSink(out), ListSink()
-    pipe = Pipeline(MarkedFrames(150), backend, BUSY, 8, [viewer_gone, sink, jsonl],
-                    aligner=MarkedAligner())  # fmt: skip
+    pipe = make_pipeline(MarkedFrames(150), backend, BUSY, 8, [viewer_gone, sink, jsonl],
+                         aligner=MarkedAligner())  # fmt: skip
     pipe.run()
     jsonl.close()
     s = pipe.summary()
@@ -153,7 +155,8 @@ def test_slow_engine_drops_stale_frames_instead_of_growing_latency(backend: Torc
     run, not a growing backlog (it grew from 0.1 s to 1.1 s in 5 s before windows were shed)."""
     src = PushSource(stream="cam")
     sink = ListSink()
-    pipe = Pipeline(src, SlowBackend(backend, 0.08), BUSY, 4, [sink], aligner=MarkedAligner())
+    pipe = make_pipeline(src, SlowBackend(backend, 0.08), BUSY, 4, [sink],
+                         aligner=MarkedAligner())  # fmt: skip
     pipe.start()
     assert pipe.wait_ready(10)
     n, t0 = 300, time.monotonic()
@@ -256,7 +259,7 @@ def test_sigkill_leaves_only_complete_lines(cli_files: dict[str, Path], tmp_path
 def test_stop_while_waiting_for_a_silent_camera_returns_promptly(backend: TorchBackend) -> None:
     """A camera that delivers nothing (unplugged without an error): stop() still returns."""
     src = PushSource(stream="silent")
-    pipe = Pipeline(src, backend, MergerConfig(), 8, [], aligner=MarkedAligner())
+    pipe = make_pipeline(src, backend, MergerConfig(), 8, [], aligner=MarkedAligner())
     pipe.start()
     assert pipe.wait_ready(10)
     time.sleep(0.3)
@@ -270,9 +273,10 @@ def test_engine_shared_by_streams_survives_one_stream_failing(backend: TorchBack
     stream is spotted to its end."""
     engine = Engine(backend, 32)
     good_sink = ListSink()
-    bad = Pipeline(MarkedFrames(300, "bad"), engine, BUSY, 8, [], aligner=CrashingAligner(40))
-    good = Pipeline(MarkedFrames(150, "good"), engine, BUSY, 8, [good_sink],
-                    aligner=MarkedAligner())  # fmt: skip
+    bad = make_pipeline(MarkedFrames(300, "bad"), engine, BUSY, 8, [],
+                        aligner=CrashingAligner(40))  # fmt: skip
+    good = make_pipeline(MarkedFrames(150, "good"), engine, BUSY, 8, [good_sink],
+                         aligner=MarkedAligner())  # fmt: skip
     bad.start()
     good.start()
     assert isinstance(_join_or_error(bad), PipelineError)
@@ -324,8 +328,8 @@ def test_alignment_runs_on_its_own_thread_beside_the_encoder(backend: TorchBacke
     those of a single-threaded run (order kept through the hand-over queue)."""
     rec = _Overlap()
     threaded = ListSink()
-    pipe = Pipeline(MarkedFrames(120), OverlapBackend(backend, rec), BUSY, 8, [threaded],
-                    aligner=OverlapAligner(rec))  # fmt: skip
+    pipe = make_pipeline(MarkedFrames(120), OverlapBackend(backend, rec), BUSY, 8, [threaded],
+                         aligner=OverlapAligner(rec))  # fmt: skip
     pipe.run()
     assert rec.align_threads == {"align-0"}
     assert "spot-0" in rec.encode_threads and "align-0" not in rec.encode_threads

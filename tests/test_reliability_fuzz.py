@@ -32,14 +32,10 @@ pytest.importorskip("aiohttp")
 
 import psutil
 
+from fesnet.realtime.viewers.access import is_loopback, resolve_token
 from fesnet.realtime.viewers.hub import HubConfig, SpotHub
 from fesnet.realtime.viewers.remote_client import RemoteCamera, SourceTrack
-from fesnet.realtime.viewers.webrtc_server import (
-    ServerConfig,
-    WebRtcServer,
-    is_loopback,
-    resolve_token,
-)
+from fesnet.realtime.viewers.webrtc_server import ServerConfig, WebRtcServer
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "realtime" / "assets" / "sample.mp4"
@@ -85,9 +81,8 @@ class LightHub(SpotHub):
 pytestmark = pytest.mark.usefixtures("loopback_ice")
 
 
-def make_hub(tiny_engine: Any, max_sessions: int = 8) -> LightHub:
-    engine, merger = tiny_engine
-    return LightHub(engine, HubConfig(max_sessions=max_sessions), merger)
+def make_hub(tiny_runtime: Any, max_sessions: int = 8) -> LightHub:
+    return LightHub.from_runtime(tiny_runtime, HubConfig(max_sessions=max_sessions))
 
 
 async def start_server(hub: SpotHub, **cfg: Any) -> tuple[WebRtcServer, Any, str]:
@@ -274,9 +269,9 @@ async def _fuzz(
     return statuses
 
 
-def test_offer_fuzz_never_crashes_the_server(tiny_engine: Any) -> None:
+def test_offer_fuzz_never_crashes_the_server(tiny_runtime: Any) -> None:
     """250 generated cases against a fresh server; then a real offer is still answered."""
-    hub = make_hub(tiny_engine)
+    hub = make_hub(tiny_runtime)
 
     async def main() -> tuple[Counter, int, dict]:
         import aiohttp
@@ -309,13 +304,13 @@ def test_offer_fuzz_never_crashes_the_server(tiny_engine: Any) -> None:
 
 
 @pytest.mark.slow
-def test_offer_fuzz_while_a_real_peer_streams(tiny_engine: Any) -> None:
+def test_offer_fuzz_while_a_real_peer_streams(tiny_runtime: Any) -> None:
     """500 more cases (other seeds) while one camera streams: it keeps getting frames through and
     stats back, and the server's memory levels off (RSS after each batch of 100 following a warm-up
     batch; the first batches grow the heap, the last 200 cases must not)."""
     import gc
 
-    hub = make_hub(tiny_engine)
+    hub = make_hub(tiny_runtime)
 
     async def main() -> dict[str, Any]:
         server, runner, url = await start_server(hub, max_sdp_bytes=MAX_SDP, max_peers=8)
@@ -368,8 +363,8 @@ def test_auth_is_on_by_default_beyond_loopback() -> None:
         assert resolve_token(host, None) is None
 
 
-def test_token_fuzz_only_the_exact_token_opens(tiny_engine: Any) -> None:
-    hub = make_hub(tiny_engine)
+def test_token_fuzz_only_the_exact_token_opens(tiny_runtime: Any) -> None:
+    hub = make_hub(tiny_runtime)
     token = "s3cret-Token_0123456789"
     rng = random.Random(FUZZ_SEED)
     wrong = [
@@ -433,8 +428,8 @@ def garbage_messages(n: int, seed: int = FUZZ_SEED) -> list[str | bytes]:
 
 
 @pytest.mark.slow
-def test_garbage_on_the_data_channel_is_ignored(tiny_engine: Any) -> None:
-    hub = make_hub(tiny_engine)
+def test_garbage_on_the_data_channel_is_ignored(tiny_runtime: Any) -> None:
+    hub = make_hub(tiny_runtime)
     messages = garbage_messages(300)
 
     async def main() -> dict[str, Any]:
@@ -466,14 +461,14 @@ def test_garbage_on_the_data_channel_is_ignored(tiny_engine: Any) -> None:
 
 
 @pytest.mark.slow
-def test_many_connects_and_disconnects_leave_nothing_behind(tiny_engine: Any) -> None:
+def test_many_connects_and_disconnects_leave_nothing_behind(tiny_runtime: Any) -> None:
     """20 peers one after the other, half leaving without a word. No peer, session, pipeline or
     peer connection object survives them. RSS climbs over the first ~10 (allocator arenas, codec
     and TLS state warming up; measured over 30 cycles: 360 -> 423 MB by cycle 11, then 427-435 MB
     to cycle 30), so memory is compared over the later cycles only."""
     import gc
 
-    hub = make_hub(tiny_engine, max_sessions=4)
+    hub = make_hub(tiny_runtime, max_sessions=4)
     cycles, warmup = 20, 10
 
     async def main() -> dict[str, Any]:
@@ -534,13 +529,13 @@ with mock.patch.object(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ip
 
 
 @pytest.mark.slow
-def test_a_peer_that_vanishes_without_closing_is_dropped(tiny_engine: Any) -> None:
+def test_a_peer_that_vanishes_without_closing_is_dropped(tiny_runtime: Any) -> None:
     """The client process is SIGKILLed mid-stream: no BYE, no DTLS close. ICE consent checks
     (RFC 7675; 5 s x 6 in aioice, shortened here) fail and the server frees the peer's session;
     a second peer streaming meanwhile is unaffected."""
     import aioice.ice
 
-    hub = make_hub(tiny_engine)
+    hub = make_hub(tiny_runtime)
 
     async def main() -> dict[str, Any]:
         server, runner, url = await start_server(hub)
@@ -588,10 +583,10 @@ def test_a_peer_that_vanishes_without_closing_is_dropped(tiny_engine: Any) -> No
     assert hub.sessions() == []
 
 
-def test_an_answered_offer_that_never_connects_frees_its_slot(tiny_engine: Any) -> None:
+def test_an_answered_offer_that_never_connects_frees_its_slot(tiny_runtime: Any) -> None:
     """Without a connect timeout such a peer held its slot and session ~58 s (until aiortc's ICE
     gave up): max_peers such offers a minute would lock every camera out."""
-    hub = make_hub(tiny_engine)
+    hub = make_hub(tiny_runtime)
 
     async def main() -> tuple[list[int], float, int]:
         import aiohttp

@@ -47,9 +47,8 @@ def _last(cam: RemoteCamera) -> dict[str, Any]:
 
 
 @pytest.mark.slow
-def test_cameras_until_the_cpu_saturates_degrade_by_dropping(tiny_engine: Any) -> None:
-    engine, merger = tiny_engine
-    hub = SpotHub(engine, HubConfig(max_sessions=max(LEVELS)), merger)
+def test_cameras_until_the_cpu_saturates_degrade_by_dropping(tiny_runtime: Any) -> None:
+    hub = SpotHub.from_runtime(tiny_runtime, HubConfig(max_sessions=max(LEVELS)))
     proc = psutil.Process()
 
     async def main() -> list[dict[str, Any]]:

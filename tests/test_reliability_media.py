@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from spot_helpers import make_pipeline
 
 from fesnet.model.backends import TorchBackend
 from fesnet.model.data.align import FaceAligner
@@ -38,8 +39,10 @@ from fesnet.model.fesnet import FESNet, FESNetConfig
 from fesnet.model.merger import MergerConfig
 from fesnet.realtime.engine import Engine
 from fesnet.realtime.events import ListSink
-from fesnet.realtime.pipeline import Pipeline, PipelineError, Spotter
+from fesnet.realtime.observers import LiveView, Observer
+from fesnet.realtime.pipeline import Pipeline, PipelineError
 from fesnet.realtime.sources import FileSource, PushSource, SourceError, _CaptureSource
+from fesnet.realtime.spotter import Spotter
 from fesnet.realtime.tracking import FaceTracker
 from fesnet.realtime.types import Frame, SpotEvent
 
@@ -304,12 +307,20 @@ class FlakyCamera(_CaptureSource):
         return "camera is not present"
 
 
+class FrameIndices(Observer):
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+
+    def on_frame(self, frame: Frame, tracked: Any) -> None:
+        self.seen.append(frame.index)
+
+
 def _run_fake_pipeline(
-    engine: Engine, source: Any, frame_sink: Any = None, timeout: float = 20
+    engine: Engine, source: Any, observer: Observer | None = None, timeout: float = 20
 ) -> tuple[Pipeline, Any]:
     sink = ListSink()
-    pipe = Pipeline(source, engine, BUSY, 8, [sink], aligner=MarkedAligner(),
-                    frame_sinks=[frame_sink] if frame_sink else [])  # fmt: skip
+    pipe = make_pipeline(source, engine, BUSY, 8, [sink], aligner=MarkedAligner(),
+                         observers=[observer] if observer else [])  # fmt: skip
     pipe.start()
     deadline = time.monotonic() + timeout
     err = None
@@ -335,8 +346,9 @@ def test_camera_unplugged_and_replugged_reconnects(engine: Engine) -> None:
         original_run()
 
     cam._run = run_then_stop  # type: ignore[method-assign]
-    seen: list[int] = []
-    pipe, (sink, err) = _run_fake_pipeline(engine, cam, lambda f, tr, sp: seen.append(f.index))
+    indices = FrameIndices()
+    pipe, (sink, err) = _run_fake_pipeline(engine, cam, indices)
+    seen = indices.seen
     assert err is None
     msgs = [e.message for e in sink.events if e.type == "status"]
     assert "source: read failed; reconnecting (attempt 1)" in msgs
@@ -389,7 +401,7 @@ def test_face_leaving_and_returning_closes_and_reopens_cleanly(engine: Engine) -
 def test_malformed_pushed_frames_are_rejected_at_the_producer(engine: Engine) -> None:
     src = PushSource(stream="p")
     sink = ListSink()
-    pipe = Pipeline(src, engine, BUSY, 8, [sink], aligner=MarkedAligner())
+    pipe = make_pipeline(src, engine, BUSY, 8, [sink], aligner=MarkedAligner())
     pipe.start()
     assert pipe.wait_ready(10)
     bad = [
@@ -433,9 +445,10 @@ def video_aligner() -> Any:
         yield aligner
 
 
-def real_spotter(engine: Engine, aligner: FaceAligner) -> Spotter:
+def real_spotter(engine: Engine, aligner: FaceAligner) -> tuple[Spotter, LiveView]:
     aligner.reset()
-    return Spotter(engine, BUSY, 8, stream="s", tracker=FaceTracker(aligner))
+    spotter = Spotter(engine, BUSY, 8, stream="s", tracker=FaceTracker(aligner))
+    return spotter, spotter.add_observer(LiveView())
 
 
 @pytest.mark.slow
@@ -443,13 +456,13 @@ def test_several_faces_are_reported_and_the_same_face_stays_tracked(
     engine: Engine, video_aligner: FaceAligner
 ) -> None:
     left, right = _face("wolfgang.jpg", 200), _face("door-man.jpg", 200)
-    sp = real_spotter(engine, video_aligner)
+    sp, view = real_spotter(engine, video_aligner)
     events, crops = [], []
     for i in range(14):
         faces = [(left, 20 + i % 2)] + ([(right, 250)] if i >= 4 else [])
         image = _on_canvas(faces)
         events += sp.process(frame(image, i, i / 30))
-        crops.append(sp.snapshot_state()["latest_crop"])
+        crops.append(view.view().latest_crop)
     events += sp.finish()
     status = [e for e in events if e.type == "status"]
     assert status and status[0].message == "2 faces in view; tracking the same one"
@@ -468,13 +481,13 @@ def test_resolution_changing_mid_stream_keeps_tracking(
     face = _face("wolfgang.jpg", 200)
     base = _on_canvas([(face, 60)], (320, 240))
     sizes = [(320, 240), (640, 480), (160, 120), (1280, 720), (320, 180), (320, 240)]
-    sp = real_spotter(engine, video_aligner)
+    sp, view = real_spotter(engine, video_aligner)
     events = []
     i = 0
     for size in sizes:
         for _ in range(4):
             events += sp.process(frame(cv2.resize(base, size), i, i / 30))
-            crop = sp.snapshot_state()["latest_crop"]
+            crop = view.view().latest_crop
             assert crop is not None and crop.shape == (112, 112, 3)
             i += 1
     events += sp.finish()
@@ -494,7 +507,7 @@ def test_extreme_lighting_loses_or_tracks_the_face_but_never_breaks(
         "saturated": base * 4.0 + 60,
         "white": base * 0 + 255,
     }
-    sp = real_spotter(engine, video_aligner)
+    sp, _ = real_spotter(engine, video_aligner)
     events: list[SpotEvent] = []
     i = 0
     for name in ["normal", "near_black", "normal", "saturated", "normal", "black", "white"]:
@@ -515,8 +528,8 @@ def test_extreme_lighting_loses_or_tracks_the_face_but_never_breaks(
     dark = np.clip(looks["near_black"], 0, 255).astype(np.uint8)
     aligned = video_aligner.align(dark)
     if aligned.crop is not None:  # if FaceMesh still sees it, the model must stay finite on it
-        xp, xa = engine.encode(aligned.crop[None])
-        assert np.isfinite(xp).all() and np.isfinite(xa).all()
+        features = engine.encode(aligned.crop[None])
+        assert all(np.isfinite(f).all() for f in features.values())
 
 
 @pytest.mark.slow
@@ -540,6 +553,6 @@ def test_real_clip_truncated_mid_stream_spots_what_it_has(engine: Engine, tmp_pa
         assert "cut.mp4" in str(e)
         return
     sink = ListSink()
-    pipe = Pipeline(source, engine, BUSY, 8, [sink])
+    pipe = make_pipeline(source, engine, BUSY, 8, [sink])
     pipe.run()
     assert_paired(sink.events)

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from spot_helpers import make_pipeline
 
 from fesnet.model.backends import TorchBackend
 from fesnet.model.data.resample import resample_indices
@@ -21,8 +22,9 @@ from fesnet.model.inference import predict_windows, spot_video
 from fesnet.model.merger import MergerConfig
 from fesnet.realtime.engine import Engine
 from fesnet.realtime.events import ListSink
-from fesnet.realtime.pipeline import Pipeline, Spotter
+from fesnet.realtime.observers import ScoreLog
 from fesnet.realtime.sources import FileSource
+from fesnet.realtime.spotter import Spotter
 from fesnet.realtime.types import Frame
 
 FACES = Path(__file__).resolve().parents[1] / "model" / "data" / "faces"
@@ -86,13 +88,14 @@ def streaming_tuples(events) -> list[tuple]:
 
 def run_streaming(backend, crops, fps_source: float, cfg: MergerConfig, stride: int):
     engine = Engine(backend, cfg.window_frames)
-    spotter = Spotter(engine, cfg, stride, stream="s", record_scores=True)
+    spotter = Spotter(engine, cfg, stride, stream="s")
+    scores = spotter.add_observer(ScoreLog())
     events = []
     for i, crop in enumerate(crops):
         frame = Frame(np.zeros((1, 1, 3), np.uint8), i, i / fps_source, 0, "s")
         events += spotter.push_crop(frame, crop)
     events += spotter.finish()
-    return spotter, engine, events
+    return spotter, engine, scores, events
 
 
 CFG = MergerConfig(min_expression_frames=3, gap_merge_s=0.02, commit_lag_frames=12)
@@ -108,15 +111,15 @@ def test_streaming_equals_offline_at_60fps(backend: TorchBackend, stride: int) -
     n = 301  # not a multiple of the stride: the tail window is exercised
     crops = make_crops(n)
     offline = spot_video(backend, crops, CFG, stride_frames=stride)
-    spotter, engine, events = run_streaming(backend, crops, 60.0, CFG, stride)
+    spotter, engine, score_log, events = run_streaming(backend, crops, 60.0, CFG, stride)
 
     assert spotter.counters["windows"] == len(offline.starts)
-    assert engine.timings.encoded_frames == n  # the encoder ran once per frame
+    assert engine.encoded_frames == n  # the encoder ran once per frame
     want = offline_tuples(offline, np.arange(n))
     assert streaming_tuples(events) == want
     if stride == 32:
         assert len([w for w in want if w[0] == "final"]) >= 3  # the comparison is not vacuous
-    _, scores, src = spotter.score_log.arrays()
+    _, scores, src = score_log.arrays()
     np.testing.assert_array_equal(src, np.arange(n))
     np.testing.assert_allclose(scores, offline.fused_scores, atol=1e-5)
     onsets = {e.event_id for e in events if e.state == "onset"}
@@ -131,13 +134,13 @@ def test_streaming_equals_offline_for_a_30fps_source(backend: TorchBackend) -> N
     source_index = np.asarray(resample_indices(timestamps, 60.0))
     slot_crops = src_crops[source_index]
     offline = spot_video(backend, slot_crops, CFG, stride_frames=32)
-    spotter, engine, events = run_streaming(backend, src_crops, 30.0, CFG, 32)
+    spotter, engine, score_log, events = run_streaming(backend, src_crops, 30.0, CFG, 32)
 
-    assert engine.timings.encoded_frames == n_src  # duplicated slots reuse cached features
+    assert engine.encoded_frames == n_src  # duplicated slots reuse cached features
     assert spotter.counters["slots"] == len(source_index)
     assert streaming_tuples(events) == offline_tuples(offline, source_index)
     assert len(events) > 0
-    _, scores, src = spotter.score_log.arrays()
+    _, scores, src = score_log.arrays()
     np.testing.assert_array_equal(src, source_index)
     np.testing.assert_allclose(scores, offline.fused_scores, atol=1e-5)
 
@@ -181,15 +184,14 @@ def test_pipeline_on_a_real_face_video_equals_offline(tmp_path: Path) -> None:
     backend = sharpened_tiny_backend(slot_crops)
     offline = spot_video(backend, slot_crops, CFG, stride_frames=32)
 
-    sink = ListSink()
-    pipe = Pipeline(FileSource(clip), backend, CFG, stride_frames=32, sinks=[sink],
-                    record_scores=True)  # fmt: skip
+    sink, score_log = ListSink(), ScoreLog()
+    pipe = make_pipeline(FileSource(clip), backend, CFG, 32, [sink], observers=[score_log])
     pipe.run()
     summary = pipe.summary()
     assert summary["frames"] == len(frames) and summary["dropped"] == 0
     assert sink.events[0].type == "face_found"
     assert streaming_tuples(sink.events) == offline_tuples(offline, source_index)
-    _, scores, src = pipe.spotter.score_log.arrays()
+    _, scores, src = score_log.arrays()
     np.testing.assert_array_equal(src, source_index)
     np.testing.assert_allclose(scores, offline.fused_scores, atol=1e-4)
     assert all(e.latency_ms is not None and e.latency_ms >= 0 for e in sink.events)

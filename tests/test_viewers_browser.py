@@ -19,8 +19,9 @@ import pytest
 pytest.importorskip("playwright.sync_api")
 pytest.importorskip("aiortc")
 
+from fesnet.calibration.baseline import BaselineConfig, session_phase
 from fesnet.realtime.viewers import measure
-from fesnet.realtime.viewers.hub import HubConfig, SpotHub, build_engine
+from fesnet.realtime.viewers.hub import HubConfig, SpotHub
 
 pytestmark = [
     pytest.mark.browser,
@@ -33,16 +34,9 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SpotHub]:
-    import torch
-
-    from fesnet.model import checkpoint
-    from fesnet.model.fesnet import FESNet, FESNetConfig
-
-    torch.manual_seed(0)
-    path = checkpoint.save(tmp_path_factory.mktemp("ckpt") / "tiny.pt", FESNet(FESNetConfig.tiny()))
-    engine, merger = build_engine(path, "torch")
-    hub = SpotHub(engine, HubConfig(calibrate_s=1.0), merger)  # cameras calibrate for 1 s
+def hub(tiny_runtime) -> Iterator[SpotHub]:
+    camera_phase = session_phase(BaselineConfig(duration_s=1.0))  # cameras calibrate for 1 s
+    hub = SpotHub.from_runtime(tiny_runtime, HubConfig(camera_phase=camera_phase))
     yield hub
     hub.close_all()
 

@@ -17,17 +17,13 @@ import pytest
 pytest.importorskip("aiortc")
 pytest.importorskip("aiohttp")
 
+from fesnet.calibration.baseline import BaselineConfig, session_phase
+from fesnet.realtime.viewers.access import is_loopback, resolve_token, token_ok
 from fesnet.realtime.viewers.fakecam import SAMPLE_CLIP, real_face_frames
 from fesnet.realtime.viewers.hub import HubConfig, SpotHub
 from fesnet.realtime.viewers.remote_client import RemoteCamera, SourceTrack
 from fesnet.realtime.viewers.rtc import OfferError, RtpClock, parse_offer
-from fesnet.realtime.viewers.webrtc_server import (
-    ServerConfig,
-    WebRtcServer,
-    is_loopback,
-    resolve_token,
-    token_ok,
-)
+from fesnet.realtime.viewers.webrtc_server import ServerConfig, WebRtcServer
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +44,12 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 pytestmark = pytest.mark.usefixtures("loopback_ice")
 
 
-def make_hub(tiny_engine, **config) -> SpotHub:
-    engine, merger = tiny_engine
-    return SpotHub(engine, HubConfig(**{"max_sessions": 4, **config}), merger)
+def make_hub(tiny_runtime, calibrate_s: float = 0.0, **config) -> SpotHub:
+    """The viewers' hub; ``calibrate_s`` > 0: camera sessions calibrate first, as with
+    ``fesnet-spot webrtc-server --calibrate-s``."""
+    if calibrate_s > 0:
+        config["camera_phase"] = session_phase(BaselineConfig(calibrate_s))
+    return SpotHub.from_runtime(tiny_runtime, HubConfig(**{"max_sessions": 4, **config}))
 
 
 async def start_server(hub: SpotHub, **cfg) -> tuple[WebRtcServer, object, str]:
@@ -120,8 +119,8 @@ def test_token_rules() -> None:
 
 # -- loopback servers ------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_remote_camera_streams_and_receives_events(tiny_engine, clip: Path) -> None:
-    hub = make_hub(tiny_engine)
+def test_remote_camera_streams_and_receives_events(tiny_runtime, clip: Path) -> None:
+    hub = make_hub(tiny_runtime)
 
     async def main():
         server, runner, url = await start_server(hub)
@@ -147,11 +146,11 @@ def test_remote_camera_streams_and_receives_events(tiny_engine, clip: Path) -> N
 
 
 @pytest.mark.slow
-def test_camera_sessions_calibrate_first_and_can_skip_it(tiny_engine, clip: Path) -> None:
+def test_camera_sessions_calibrate_first_and_can_skip_it(tiny_runtime, clip: Path) -> None:
     """With a calibration phase, a camera's events start with calibrating -> calibrated (and
     the stats carry the phase and the person's thresholds); a camera that asks to skip gets
     calibration_skipped instead."""
-    hub = make_hub(tiny_engine, calibrate_s=1.0)
+    hub = make_hub(tiny_runtime, calibrate_s=1.0)
 
     async def main():
         _server, runner, url = await start_server(hub)
@@ -183,8 +182,8 @@ def test_camera_sessions_calibrate_first_and_can_skip_it(tiny_engine, clip: Path
 
 
 @pytest.mark.slow
-def test_several_peers_one_leaving_does_not_disturb_the_others(tiny_engine, clip: Path) -> None:
-    hub = make_hub(tiny_engine)
+def test_several_peers_one_leaving_does_not_disturb_the_others(tiny_runtime, clip: Path) -> None:
+    hub = make_hub(tiny_runtime)
 
     async def main():
         server, runner, url = await start_server(hub, max_peers=3)
@@ -219,8 +218,8 @@ def test_several_peers_one_leaving_does_not_disturb_the_others(tiny_engine, clip
     assert hub.sessions() == []
 
 
-def test_malformed_and_oversized_offers_get_400_and_server_stays_healthy(tiny_engine) -> None:
-    hub = make_hub(tiny_engine)
+def test_malformed_and_oversized_offers_get_400_and_server_stays_healthy(tiny_runtime) -> None:
+    hub = make_hub(tiny_runtime)
 
     async def main():
         import aiohttp
@@ -258,8 +257,8 @@ def test_malformed_and_oversized_offers_get_400_and_server_stays_healthy(tiny_en
     assert hub.sessions() == []
 
 
-def test_token_is_required_when_configured(tiny_engine) -> None:
-    hub = make_hub(tiny_engine)
+def test_token_is_required_when_configured(tiny_runtime) -> None:
+    hub = make_hub(tiny_runtime)
 
     async def main():
         server, runner, url = await start_server(hub, token="s3cret")
@@ -284,14 +283,14 @@ def test_token_is_required_when_configured(tiny_engine) -> None:
     assert page_url.endswith("/?token=s3cret")
 
 
-def test_bound_beyond_loopback_without_token_generates_one(tiny_engine) -> None:
-    server = WebRtcServer(make_hub(tiny_engine), ServerConfig(host="0.0.0.0", port=0))
+def test_bound_beyond_loopback_without_token_generates_one(tiny_runtime) -> None:
+    server = WebRtcServer(make_hub(tiny_runtime), ServerConfig(host="0.0.0.0", port=0))
     assert server.token and len(server.token) >= 16
-    assert WebRtcServer(make_hub(tiny_engine), ServerConfig()).token is None
+    assert WebRtcServer(make_hub(tiny_runtime), ServerConfig()).token is None
 
 
-def test_peer_limit_returns_503(tiny_engine) -> None:
-    hub = make_hub(tiny_engine)
+def test_peer_limit_returns_503(tiny_runtime) -> None:
+    hub = make_hub(tiny_runtime)
 
     async def main():
         _server, runner, url = await start_server(hub, max_peers=1)

@@ -1,7 +1,10 @@
-"""The viewers' CLI subcommands, registered by ``fesnet-spot`` (realtime/cli.py).
+"""The viewers' CLI subcommands, registered by ``fesnet-spot`` (realtime/cli.py): an entry point.
 
 Light on purpose: defining the options imports neither gradio nor aiortc (``fesnet-spot run``
-must start fast); the chosen command's module is imported only when it runs.
+must start fast); the chosen command's module is imported only when it runs. This module only
+dispatches: it loads the model (``fesnet.model.runtime``), builds the hub (with the camera
+sessions' calibration phase from calibration/ when asked for) and hands both to a server; no
+server imports anything from here.
 
 - ``fesnet-spot serve``: the Gradio live viewer (webcam over WebRTC, replays, timeline, export);
 - ``fesnet-spot webrtc-server``: the standalone WebRTC server for remote cameras;
@@ -13,10 +16,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from fesnet.model.runtime import add_runtime_arguments
+
+from .access import GRADIO_PORT, MAX_SDP_BYTES, WEBRTC_PORT
+
 COMMANDS = ("serve", "webrtc-server", "remote-camera")
-GRADIO_PORT = 7860
-WEBRTC_PORT = 8765
-MAX_SDP_BYTES = 64 * 1024
 
 
 def _access_arguments(parser: argparse.ArgumentParser, port: int) -> None:
@@ -34,24 +38,13 @@ def _access_arguments(parser: argparse.ArgumentParser, port: int) -> None:
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", default=None, help="FESNet checkpoint (default: shipped)")
-    parser.add_argument("--backend", default="onnx", help="torch | onnx | tensorrt")
-    parser.add_argument("--stride", type=int, default=8, help="window stride in 60 Hz slots")
+    add_runtime_arguments(parser)
     parser.add_argument(
         "--calibrate-s", type=float, default=0.0,
         help="each camera starts with this many seconds of neutral face to calibrate the "
         "thresholds to the person (e.g. 3; skippable in the page; replays never calibrate). "
         "Off by default: with the shipped checkpoint it lowered F1 (docs/CALIBRATION.md)",
     )  # fmt: skip
-
-
-def hub_config(args: argparse.Namespace, max_sessions: int) -> Any:
-    from .hub import HubConfig
-
-    if args.calibrate_s < 0:
-        raise SystemExit("--calibrate-s must be >= 0")
-    return HubConfig(stride_frames=args.stride, max_sessions=max_sessions,
-                     calibrate_s=args.calibrate_s)  # fmt: skip
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -99,6 +92,30 @@ def register(subparsers: Any) -> None:
     )
 
 
+def make_hub(args: argparse.Namespace, max_sessions: int) -> Any:
+    """The model loaded as every program loads it, in a hub whose camera sessions calibrate
+    first when ``--calibrate-s`` > 0 (the relative rule where the checkpoint allows it)."""
+    from fesnet.model.runtime import LoadError, load_runtime, runtime_config
+
+    from .hub import HubConfig, SpotHub
+
+    if args.calibrate_s < 0:
+        raise SystemExit("--calibrate-s must be >= 0")
+    try:
+        runtime = load_runtime(runtime_config(args))
+    except LoadError as e:
+        raise SystemExit(f"error: {e}") from e
+    camera_phase = None
+    if args.calibrate_s > 0:
+        from fesnet.calibration.baseline import BaselineConfig, session_phase
+        from fesnet.calibration.profile import ThresholdRule, checkpoint_rule
+
+        rule = checkpoint_rule(runtime.checkpoint.meta) or ThresholdRule()
+        camera_phase = session_phase(BaselineConfig(args.calibrate_s, rule=rule))
+    config = HubConfig(max_sessions=max_sessions, camera_phase=camera_phase)
+    return SpotHub.from_runtime(runtime, config)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the subcommand ``args.command`` (one of COMMANDS)."""
     import logging
@@ -107,11 +124,14 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "serve":
         from .gradio_app import serve_gradio
 
-        return serve_gradio(args)
+        return serve_gradio(make_hub(args, args.max_sessions), args.host, args.port, args.token)
     if args.command == "webrtc-server":
-        from .webrtc_server import serve_webrtc
+        from .webrtc_server import ServerConfig, serve_webrtc
 
-        return serve_webrtc(args)
+        config = ServerConfig(host=args.host, port=args.port, token=args.token,
+                              max_peers=args.max_peers,
+                              max_sdp_bytes=args.max_sdp_bytes)  # fmt: skip
+        return serve_webrtc(make_hub(args, args.max_peers), config)
     if args.command == "remote-camera":
         logging.getLogger().setLevel(logging.WARNING)
         from .remote_client import remote_camera

@@ -18,7 +18,6 @@ Access: bound to 127.0.0.1 by default; bound elsewhere, the app asks for the acc
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import tempfile
@@ -30,11 +29,10 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
-from .commands import GRADIO_PORT, hub_config
+from .access import GRADIO_PORT, resolve_token, token_ok
 from .fakecam import SAMPLE_CLIP
 from .hub import HubFull, LiveSession, SpotHub
 from .rtc import OfferError, RtcPeer, parse_offer
-from .webrtc_server import resolve_token, token_ok
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +150,7 @@ class GradioViewer:
 
     def skip_calibration(self, request: Any) -> str:
         tab = self.tab(request.session_hash if request is not None else None)
-        if tab.live is not None and tab.live.skip_calibration():
+        if tab.live is not None and tab.live.skip_phase():
             return "calibration skipped: the base thresholds apply"
         return "no calibration running"
 
@@ -170,8 +168,8 @@ class GradioViewer:
         live = tab.live
         if live is None:
             return None, "no stream: start the webcam, upload a video, or play the sample clip", ""
-        snap = live.snapshot()
-        return _crop_image(snap.latest_crop), _stats_markdown(live), _event_log(live.events())
+        view = live.view()
+        return _crop_image(view.latest_crop), _stats_markdown(live), _event_log(live.events())
 
     def tick_plot(self, request: Any) -> Any:
         tab = self.tab(request.session_hash if request is not None else None)
@@ -258,8 +256,9 @@ class GradioViewer:
                     )  # fmt: skip
                     stats = gr.Markdown(elem_id="fesnet-stats")
                     skip_btn = gr.Button(
-                        "Skip calibration", size="sm", visible=self.hub.config.calibrate_s > 0
-                    )
+                        "Skip calibration", size="sm",
+                        visible=self.hub.config.camera_phase is not None,
+                    )  # fmt: skip
                     export_btn = gr.Button("Export events (JSONL)")
                     export_file = gr.File(label="Session events", elem_id="fesnet-export")
             plot = gr.Plot(label="Live timeline", elem_id="fesnet-timeline")
@@ -360,7 +359,7 @@ def timeline_figure(live: LiveSession | None, window_s: float = TIMELINE_S) -> A
     t_end = window_s
     plotted = False
     if live is not None:
-        snap = live.snapshot()
+        snap = live.view()
         t = snap.recent_pts_s
         if len(t):
             t_end = max(float(t[-1]), window_s)
@@ -416,15 +415,15 @@ def launch(
     return demo, viewer, token
 
 
-def serve_gradio(args: argparse.Namespace) -> int:
-    hub = SpotHub.from_checkpoint(
-        args.checkpoint, args.backend, hub_config(args, args.max_sessions)
-    )
-    token = resolve_token(args.host, args.token)
-    if token and not args.token:
-        print(f"access token (generated; the login password): {token}")
+def serve_gradio(
+    hub: SpotHub, host: str = "127.0.0.1", port: int = DEFAULT_PORT, token: str | None = None
+) -> int:
+    """Run the Gradio app until interrupted (the hub's sessions are closed at the end)."""
+    resolved = resolve_token(host, token)
+    if resolved and not token:
+        print(f"access token (generated; the login password): {resolved}")
     try:
-        launch(hub, args.host, args.port, token, block=True)
+        launch(hub, host, port, resolved, block=True)
     finally:
         hub.close_all()
     return 0

@@ -1,10 +1,16 @@
-"""Live spotting sessions for the viewers: one shared engine, one spotter state per camera.
+"""Live spotting sessions for the viewers: one shared engine, one spotter per camera.
 
-A :class:`SpotHub` owns the model (one :class:`~fesnet.realtime.engine.Engine` over one backend)
-and hands out :class:`LiveSession` objects, one per camera / peer / replay. Each session is its
-own :class:`~fesnet.realtime.pipeline.Pipeline` (own face tracker, ring, merger and worker
-thread), so streams never mix state; all of them call the same engine, which is what lets several
-cameras share one model (and later one batching inference server).
+A :class:`SpotHub` owns the model (one :class:`~fesnet.realtime.engine.Engine` over one backend,
+with the merger config and stride the runtime loader gave it) and hands out
+:class:`LiveSession` objects, one per camera / peer / replay. Each session is its own
+:class:`~fesnet.realtime.spotter.Spotter` driven by its own
+:class:`~fesnet.realtime.pipeline.Pipeline` (own face tracker, ring, merger and threads), so
+streams never mix state; all of them call the same engine, which is what lets several cameras
+share one model (and later one batching inference server).
+
+Camera sessions may start with a phase (``HubConfig.camera_phase``: the entry point passes the
+neutral-baseline calibration of calibration/baseline.py); the hub only sees the
+:class:`~fesnet.realtime.spotter.Phase` protocol, so viewers import nothing from calibration/.
 
 Threads: a session's events are produced on its pipeline thread. Listeners registered with
 :meth:`LiveSession.add_listener` are called there and must not block; an asyncio viewer hands each
@@ -26,15 +32,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from fesnet.model.merger import MergerConfig
+from fesnet.model.runtime import Runtime
 from fesnet.realtime.engine import Engine
 from fesnet.realtime.events import event_to_json
-from fesnet.realtime.pipeline import Pipeline, Snapshot
+from fesnet.realtime.observers import LiveView, ViewState
+from fesnet.realtime.pipeline import Pipeline
 from fesnet.realtime.sources import FileSource, PushSource, Source
+from fesnet.realtime.spotter import Phase, Spotter, SpotterConfig
+from fesnet.realtime.stats import RateMeter
+from fesnet.realtime.tracking import Aligner, FaceTracker
 from fesnet.realtime.types import SpotEvent
 
 logger = logging.getLogger(__name__)
 
 Listener = Callable[[SpotEvent], None]
+PhaseFactory = Callable[[Spotter, str], Phase]
+"""(the session's spotter, session id) -> the phase a camera session starts with."""
 
 
 class HubFull(RuntimeError):
@@ -44,47 +60,26 @@ class HubFull(RuntimeError):
 @dataclass(frozen=True)
 class HubConfig:
     """How sessions are run. ``max_sessions`` bounds concurrent cameras (each costs a face
-    tracker and a thread); ``max_events_kept`` bounds each session's downloadable event log."""
+    tracker and two threads); ``max_events_kept`` bounds each session's downloadable event log."""
 
-    stride_frames: int = 8
     max_sessions: int = 4
     max_events_kept: int = 100_000
-    merger: dict[str, Any] = field(default_factory=dict)
-    calibrate_s: float = 0.0
-    """> 0: every camera session (push source) starts with a neutral-baseline phase of this many
-    seconds of face (calibration/baseline.py); replays of files do not calibrate."""
-    calibration_timeout_s: float = 20.0
-
-
-def build_engine(
-    checkpoint: str | Path | None = None, backend: str = "onnx", threads: int | None = None
-) -> tuple[Engine, dict[str, Any]]:
-    """Load a checkpoint (the shipped one by default) into one backend -> (engine, merger
-    settings shipped with the weights). ONNX falls back to torch when it cannot be built."""
-    from fesnet.model import checkpoint as ckpt_mod
-    from fesnet.model.backends import make_backend
-
-    ckpt = ckpt_mod.load(checkpoint)
-    opts: dict[str, Any] = {} if threads is None else {"threads": threads}
-    try:
-        be = make_backend(backend, ckpt, **opts)
-    except Exception as e:  # a missing runtime raises import/runtime errors of many kinds
-        if backend == "torch":
-            raise
-        logger.warning("backend %s unavailable (%s); using torch", backend, e)
-        be = make_backend("torch", ckpt, **opts)
-    return Engine(be, ckpt.config.window_frames), ckpt.merger
+    spotter: SpotterConfig = field(default_factory=SpotterConfig)
+    camera_phase: PhaseFactory | None = None
+    """Every camera session (push source) starts with the phase this makes; replays of files
+    never do."""
 
 
 class LiveSession:
-    """One camera (a WebRTC peer, a replayed file): a pipeline plus its event log and listeners."""
+    """One camera (a WebRTC peer, a replayed file): a spotter, its pipeline, its event log and
+    listeners, and what a viewer shows of it."""
 
     def __init__(
         self,
         hub: SpotHub,
         source: Source,
         session_id: str,
-        aligner: Any = None,
+        aligner: Aligner | None = None,
     ) -> None:
         self.hub = hub
         self.id = session_id
@@ -95,54 +90,47 @@ class LiveSession:
         self._events: collections.deque[dict[str, Any]] = collections.deque(
             maxlen=hub.config.max_events_kept
         )
-        self.frames_in = 0
-        self._in_times: collections.deque[float] = collections.deque(maxlen=120)
+        self.input_rate = RateMeter()
         self.error: BaseException | None = None
-        self.pipeline = Pipeline(
-            source,
+        self.spotter = Spotter(
             hub.engine,
             hub.merger_cfg,
-            hub.config.stride_frames,
-            sinks=[self._on_event],
-            aligner=aligner,
+            hub.stride_frames,
+            config=hub.config.spotter,
+            stream=session_id,
+            tracker=FaceTracker(aligner) if aligner is not None else None,
         )
-        self.calibration: Any = None  # the CalibratingSpotter of a calibrating session
-        if hub.config.calibrate_s > 0 and isinstance(source, PushSource):
-            from fesnet.calibration.baseline import BaselineConfig, attach_calibration
-            from fesnet.calibration.profile import ThresholdRule
-
-            cfg = hub.config
-            rule = hub.neutral_rule or ThresholdRule()  # relative if the checkpoint allows
-            phase = BaselineConfig(cfg.calibrate_s, cfg.calibration_timeout_s, rule)
-            self.calibration = attach_calibration(self.pipeline, phase, session_id)
+        self.live_view = self.spotter.add_observer(LiveView())
+        self.phase: Phase | None = None
+        if hub.config.camera_phase is not None and isinstance(source, PushSource):
+            self.phase = self.spotter.start_phase(hub.config.camera_phase(self.spotter, self.id))
+        self.pipeline = Pipeline(source, self.spotter, sinks=[self._on_event])
         self._closed = False
 
-    def skip_calibration(self) -> bool:
-        """Skip a running neutral-baseline phase (a viewer's button); False if none runs."""
-        if self.calibration is None or self.calibration.phase != "calibrating":
+    def skip_phase(self) -> bool:
+        """Skip a running phase (the page's "Skip calibration" button); False if none runs."""
+        if self.phase is None or not self.phase.running:
             return False
-        self.calibration.skip()
+        self.phase.skip()
         return True
 
     # -- producer side (PushSource sessions) --------------------------------------------------
+    def _push_source(self) -> PushSource:
+        if not isinstance(self.source, PushSource):
+            raise TypeError("pushing frames needs a session over a PushSource")
+        self.input_rate.tick(time.monotonic())
+        return self.source
+
     def push(self, image_bgr: Any, pts_s: float, t_capture_ns: int | None = None) -> bool:
         """Offer one frame (latest-only: an unread frame is replaced and counted as dropped)."""
-        if not isinstance(self.source, PushSource):
-            raise TypeError("push() needs a session over a PushSource")
-        now = time.monotonic()
-        with self._lock:
-            self.frames_in += 1
-            self._in_times.append(now)
-        return self.source.push(image_bgr, pts_s, t_capture_ns)
+        return self._push_source().push(image_bgr, pts_s, t_capture_ns)
 
-    @property
-    def input_fps(self) -> float:
-        """Frames per second arriving from the camera (before the latest-only slot)."""
-        with self._lock:
-            t = list(self._in_times)
-        if len(t) < 2 or time.monotonic() - t[-1] > 2.0:
-            return 0.0
-        return (len(t) - 1) / (t[-1] - t[0])
+    def push_undecoded(
+        self, decode: Callable[[], np.ndarray], pts_s: float, t_capture_ns: int | None = None
+    ) -> bool:
+        """Offer one frame still to be converted to an image (``decode()``, run by the
+        session's align thread, and only for a frame that is not dropped)."""
+        return self._push_source().push_undecoded(decode, pts_s, t_capture_ns)
 
     # -- events --------------------------------------------------------------------------------
     def _on_event(self, event: SpotEvent) -> None:
@@ -205,34 +193,34 @@ class LiveSession:
         finally:
             self.hub._forget(self)
 
-    def snapshot(self) -> Snapshot:
-        return self.pipeline.snapshot()
+    def view(self) -> ViewState:
+        """What a viewer draws: face state, newest crop, recent scores, thresholds in force."""
+        return self.live_view.view()
 
     def stats(self) -> dict[str, Any]:
         """Numbers a viewer shows: frame rates, drops, latency, counts (JSON-ready)."""
-        snap = self.snapshot()
-        lat = self.pipeline.stats.values_ms("event_latency")
+        now = time.monotonic()
+        view = self.view()
+        timings = self.pipeline.stats
+        score_p50 = timings.median_ms("frame_score_latency", last=200)
+        event_p50 = timings.median_ms("event_latency")
         return {
             "type": "stats",
             "stream": self.id,
-            "state": snap.state,
-            "frames_in": self.frames_in,
-            "input_fps": round(self.input_fps, 2),
-            "frames": snap.frames,
-            "fps": round(snap.fps, 2),
-            "dropped": snap.dropped,
-            "windows_skipped": self.pipeline.spotter.counters["windows_skipped"],
-            "score_latency_p50_ms": (
-                None if snap.latency_p50_ms is None else round(snap.latency_p50_ms, 1)
-            ),
-            "event_latency_p50_ms": round(float(sorted(lat)[len(lat) // 2]), 1)
-            if len(lat)
-            else None,
+            "state": view.state,
+            "frames_in": self.input_rate.count,
+            "input_fps": round(self.input_rate.rate(now), 2),
+            "frames": self.spotter.counters["frames"],
+            "fps": round(self.pipeline.frame_rate.rate(now), 2),
+            "dropped": self.source.dropped,
+            "windows_skipped": self.spotter.counters["windows_skipped"],
+            "score_latency_p50_ms": None if score_p50 is None else round(score_p50, 1),
+            "event_latency_p50_ms": None if event_p50 is None else round(event_p50, 1),
             "events": self.pipeline.events_emitted,
-            "running": snap.running,
-            "calibration": (
-                None if self.calibration is None else self.calibration.calibration_state()
-            ),
+            "running": self.pipeline.running,
+            "on_threshold": view.on_threshold,
+            "off_threshold": view.off_threshold,
+            "calibration": None if self.phase is None else self.phase.state(),
         }
 
 
@@ -242,35 +230,23 @@ class SpotHub:
     def __init__(
         self,
         engine: Engine,
+        merger_cfg: MergerConfig,
+        stride_frames: int = 8,
         config: HubConfig | None = None,
-        merger_defaults: dict[str, Any] | None = None,
-        neutral_rule: Any = None,
     ) -> None:
-        from fesnet.model.merger import MergerConfig
-
         self.engine = engine
-        self.neutral_rule = neutral_rule  # the checkpoint's relative ThresholdRule, if any
+        self.merger_cfg = merger_cfg
+        self.stride_frames = stride_frames
         self.config = config or HubConfig()
-        settings = {**(merger_defaults or {}), **self.config.merger}
-        settings.setdefault("window_frames", engine.window_frames)
-        self.merger_cfg = MergerConfig(**settings)
         self._sessions: dict[str, LiveSession] = {}
         self._lock = threading.Lock()
         self._ids = itertools.count()
 
     @classmethod
-    def from_checkpoint(
-        cls,
-        checkpoint: str | Path | None = None,
-        backend: str = "onnx",
-        config: HubConfig | None = None,
-    ) -> SpotHub:
-        from fesnet.calibration.profile import checkpoint_rule
-        from fesnet.model import checkpoint as ckpt_mod
-
-        engine, merger = build_engine(checkpoint, backend)
-        meta = ckpt_mod.read_meta(checkpoint or ckpt_mod.DEFAULT_CHECKPOINT)
-        return cls(engine, config, merger, checkpoint_rule(meta))
+    def from_runtime(cls, runtime: Runtime, config: HubConfig | None = None) -> SpotHub:
+        """A hub over a model loaded by ``fesnet.model.runtime.load_runtime``."""
+        engine = Engine(runtime.backend, runtime.window_frames)
+        return cls(engine, runtime.merger, runtime.stride_frames, config)
 
     def _new_id(self, prefix: str) -> str:
         return f"{prefix}{next(self._ids)}"

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .fakecam import SAMPLE_CLIP, real_face_frames, write_y4m
-from .hub import HubConfig, SpotHub
+from .hub import SpotHub
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -196,12 +196,11 @@ def measure_python_client(hub: SpotHub, clip: Path, seconds: float) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .commands import add_model_arguments, make_hub
+
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--checkpoint", default=None)
-    parser.add_argument("--backend", default="onnx")
+    add_model_arguments(parser)  # the viewers' own options: the same model, stride, calibration
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--calibrate-s", type=float, default=0.0,
-                        help="camera sessions' neutral-baseline phase (0 = off), as the viewers")
     parser.add_argument("--screenshots", type=Path, default=None, help="folder for PNGs")
     parser.add_argument("--paths", default="gradio,client-page,python-client")
     parser.add_argument("--workdir", type=Path, default=Path("runs/viewers"))
@@ -214,8 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     args.workdir.mkdir(parents=True, exist_ok=True)
     y4m = make_fake_camera(args.workdir / "camera.y4m", seconds=10.0)
-    hub = SpotHub.from_checkpoint(args.checkpoint, args.backend,
-                                  HubConfig(calibrate_s=args.calibrate_s))  # fmt: skip
+    hub = make_hub(args, max_sessions=4)
     shots = args.screenshots
     if shots is not None:
         shots.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,9 @@ One :class:`RtcPeer` is one browser/phone/Python client: its video track is read
 backlog) and pushed into its own :class:`~fesnet.realtime.viewers.hub.LiveSession`; the session's
 events go back as JSON on the peer's data channel, with a ``{"type": "stats"}`` message every
 ``stats_every_s``. Everything here runs on the event loop it was created on; the model runs on the
-session's pipeline thread, and blocking waits (joining that thread) go to the default executor.
+session's pipeline threads, and so does the conversion of each received frame to an image (the
+loop hands the decoded video frame over as it is); blocking waits (joining those threads) go to
+the default executor.
 
 Timestamps: a frame's source time is its RTP timestamp (``frame.pts`` in ``frame.time_base``),
 unwrapped across the 32-bit wrap and counted from the peer's first frame, so events are reported
@@ -17,17 +19,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from .access import MAX_SDP_BYTES
 from .hub import HubFull, LiveSession, SpotHub, event_json
 
 logger = logging.getLogger(__name__)
-
-MAX_SDP_BYTES = 64 * 1024  # the same default as commands.MAX_SDP_BYTES
 
 
 class OfferError(ValueError):
@@ -197,8 +199,10 @@ class RtcPeer:
                 if self.first_frame_s is None:
                     self.first_frame_s = time.monotonic()
                 self.frames_received += 1
-                image = frame.to_ndarray(format="bgr24")  # (H, W, 3) uint8
-                if not session.push(image, pts_s, t_ns):
+                # Converted to an image on the session's align thread, not on this loop (and
+                # never, if the latest-only slot replaces it first).
+                decode = functools.partial(frame.to_ndarray, format="bgr24")  # (H, W, 3) uint8
+                if not session.push_undecoded(decode, pts_s, t_ns):
                     break
         except MediaStreamError:
             logger.info("peer %s: video track ended", self.id)
@@ -214,7 +218,7 @@ class RtcPeer:
         if msg.get("type") == "end":
             self._spawn(self.finish_stream())
         elif msg.get("type") == "skip_calibration" and self.session is not None:
-            self.session.skip_calibration()
+            self.session.skip_phase()
 
     async def finish_stream(self) -> None:
         """The camera says its stream is over: end the session like the end of a file (open

@@ -19,50 +19,21 @@ bound elsewhere it requires a token (generated and printed if none is given), pa
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import hmac
-import ipaddress
 import json
 import logging
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .commands import WEBRTC_PORT, hub_config
+from .access import MAX_SDP_BYTES, WEBRTC_PORT, resolve_token, token_ok
 from .hub import HubFull, SpotHub
-from .rtc import MAX_SDP_BYTES, OfferError, RtcPeer, parse_offer
+from .rtc import OfferError, RtcPeer, parse_offer
 
 logger = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
 DEFAULT_PORT = WEBRTC_PORT
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def resolve_token(host: str, token: str | None) -> str | None:
-    """The token a server bound to ``host`` requires: the given one; a fresh random one when
-    bound beyond loopback without one; None (open) on loopback without one."""
-    if token:
-        return token
-    if is_loopback(host):
-        return None
-    return secrets.token_urlsafe(18)
-
-
-def token_ok(expected: str | None, given: str | None) -> bool:
-    if expected is None:
-        return True
-    return given is not None and hmac.compare_digest(expected.encode(), given.encode())
 
 
 @dataclass(frozen=True)
@@ -118,9 +89,7 @@ class WebRtcServer:
                 "max_peers": self.config.max_peers,
                 "rss_mb": round(psutil.Process().memory_info().rss / 2**20, 1),
                 "frames_dropped": sum(s.source.dropped for s in sessions),
-                "windows_skipped": sum(
-                    s.pipeline.spotter.counters["windows_skipped"] for s in sessions
-                ),
+                "windows_skipped": sum(s.spotter.counters["windows_skipped"] for s in sessions),
                 "offers_rejected": self.offers_rejected,
             }
         )
@@ -211,23 +180,16 @@ class WebRtcServer:
         return f"http://{h}:{getattr(self, 'port', self.config.port)}/{q}"
 
 
-def serve_webrtc(args: argparse.Namespace) -> int:
-    """Run the WebRTC server until interrupted."""
+def serve_webrtc(hub: SpotHub, config: ServerConfig) -> int:
+    """Run the WebRTC server until interrupted (the hub's sessions are closed at the end)."""
     from aiohttp import web
 
-    hub = SpotHub.from_checkpoint(args.checkpoint, args.backend, hub_config(args, args.max_peers))
-    server = WebRtcServer(
-        hub,
-        ServerConfig(
-            host=args.host, port=args.port, token=args.token, max_peers=args.max_peers,
-            max_sdp_bytes=args.max_sdp_bytes,
-        ),
-    )  # fmt: skip
+    server = WebRtcServer(hub, config)
     print(f"FESNet WebRTC server on {server.url()}")
-    if server.token and not args.token:
+    if server.token and not config.token:
         print(f"access token (generated): {server.token}")
     try:
-        web.run_app(server.app(), host=args.host, port=args.port, print=None)
+        web.run_app(server.app(), host=config.host, port=config.port, print=None)
     finally:
         hub.close_all()
     return 0

@@ -1,0 +1,172 @@
+"""``fesnet-bench``: the command line, the run and its report (see the package docstring)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .backends import run_model_benchmarks
+from .config import BenchConfig
+from .end_to_end import pipeline_vs_flow, run_end_to_end
+from .plot import plot
+from .timing import load_avg, machine_info
+
+SCHEMA = "fesnet-bench/1"
+
+
+def _csv(kind: Callable[[str], Any]) -> Callable[[str], list[Any]]:
+    return lambda s: [kind(x) for x in s.split(",") if x]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from fesnet.model.runtime import BACKEND_CHOICES
+
+    p = argparse.ArgumentParser(
+        prog="fesnet-bench",
+        description="Latency and throughput of the FESNet spotter on this machine (JSON + PNG).",
+    )
+    p.add_argument("--checkpoint", help="weights to load (default: the shipped checkpoint)")
+    p.add_argument(
+        "--config",
+        choices=["tiny", "small", "paper"],
+        help="benchmark random weights of this config instead of a checkpoint",
+    )
+    p.add_argument(
+        "--backends",
+        type=_csv(str),
+        default=None,
+        help=f"comma list from {','.join(BACKEND_CHOICES[1:])} (default: all available here)",
+    )
+    p.add_argument("--compile", action="store_true", help="also torch.compile (slow to build)")
+    p.add_argument("--threads", type=_csv(int), default=[1], help="comma list, e.g. 1,2")
+    p.add_argument("--streams", type=_csv(int), default=[1, 2], help="concurrent streams, 1,2,4")
+    p.add_argument("--stride", type=int, default=8, help="window stride in frames (default 8)")
+    p.add_argument("--seconds", type=float, default=2.0, help="time per measured item")
+    p.add_argument(
+        "--flow",
+        type=_csv(str),
+        default=["farneback", "tvl1"],
+        help="optical-flow baselines to time ('' for none)",
+    )
+    p.add_argument("--video", help="clip for the end-to-end pipeline runs")
+    p.add_argument("--pace", choices=["live", "fast"], default="fast")
+    p.add_argument(
+        "--e2e-backends",
+        type=_csv(str),
+        default=None,
+        help="backends for the pipeline runs (default: onnx if benchmarked, else torch)",
+    )
+    p.add_argument("--device", default="cpu", help="device of the torch backends (cpu, cuda)")
+    p.add_argument("--precision", default="fp16", help="TensorRT precision: fp32|fp16|int8|fp8")
+    p.add_argument("--calibration", help="TensorRT int8/fp8 calibration windows (.npz)")
+    p.add_argument("--cache-dir", help="where exported/compiled graphs are cached")
+    p.add_argument("--out", default="bench.json", help="JSON report path")
+    p.add_argument("--plot", default=None, help="PNG path (default: next to --out)")
+    p.add_argument("--no-plot", action="store_true")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> BenchConfig:
+    """The settings of a parsed command line; backends default to all this machine runs, and
+    torch is always measured (the reference every ratio is relative to)."""
+    from fesnet.model.backends import available_backends
+
+    backends = args.backends or available_backends(include_compile=args.compile)
+    if "torch" not in backends:
+        backends = ["torch", *backends]
+    return BenchConfig(
+        checkpoint=args.checkpoint,
+        model_config=args.config,
+        backends=tuple(backends),
+        threads=tuple(args.threads),
+        streams=tuple(args.streams),
+        stride_frames=args.stride,
+        seconds=args.seconds,
+        flow=tuple(args.flow),
+        video=args.video,
+        pace=args.pace,
+        e2e_backends=tuple(args.e2e_backends) if args.e2e_backends else None,
+        device=args.device,
+        precision=args.precision,
+        calibration=args.calibration,
+        cache_dir=args.cache_dir,
+    )
+
+
+def run(config: BenchConfig, command: str) -> dict[str, Any]:
+    """Every benchmark ``config`` asks for -> the report (schema ``SCHEMA``)."""
+    report: dict[str, Any] = {
+        "schema": SCHEMA,
+        "command": command,
+        "started": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "machine": machine_info(),
+        "settings": {
+            "backends": list(config.backends),
+            "threads": list(config.threads),
+            "streams": list(config.streams),
+            "seconds_per_item": config.seconds,
+            "pace": config.pace,
+            "video": config.video,
+            "device": config.device,
+            "stride_frames": config.stride_frames,
+        },
+    }
+    ck = run_model_benchmarks(config, report)
+    run_end_to_end(config, report, ck)
+    report["pipeline_vs_flow"] = pipeline_vs_flow(report)
+    report["machine"]["load_avg_1m_at_end"] = load_avg()
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        config = config_from_args(args)
+    except ValueError as e:
+        print(f"fesnet-bench: {e}", file=sys.stderr)
+        return 2
+    command = " ".join(["fesnet-bench", *(argv if argv is not None else sys.argv[1:])])
+    report = run(config, command)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(summary(report))
+    print(f"wrote {out}")
+    if not args.no_plot:
+        png = plot(report, Path(args.plot) if args.plot else out.with_suffix(".png"))
+        print(f"wrote {png}")
+    return 0
+
+
+def summary(report: dict[str, Any]) -> str:
+    lines = ["backend         thr  enc f/s  win/s(B=1)  stream f/s  x torch  cached/naive"]
+    ratios = {(r["backend"], r["threads"]): r for r in report.get("ratios_vs_torch", [])}
+    for r in report.get("backends", []):
+        k = (r["backend"], r["threads"])
+        lines.append(
+            f"{r['backend']:<15} {r['threads']:>3}  {r['encoder_frames_per_s']:>7.1f}  "
+            f"{r['windows_per_s']['1']:>10.1f}  {r['stream_frames_per_s']:>10.1f}  "
+            f"{ratios.get(k, {}).get('stream_per_frame', float('nan')):>7.2f}  "
+            f"{r['cached_vs_naive']:>12.2f}"
+        )
+    for f in report.get("optical_flow", []):
+        lines.append(f"{f['method'] + ' flow':<20} {f['frames_per_s']:>7.1f} frames/s")
+    for v in report.get("pipeline_vs_flow", []):
+        lines.append(
+            f"pipeline ({v['backend']}) {v['ours_frames_per_s']:.1f} frames/s vs {v['flow']} "
+            f"pipeline <= {v['flow_pipeline_frames_per_s_upper_bound']:.1f} ({v['speedup']:.2f}x)"
+        )
+    for name, why in report.get("unavailable", {}).items():
+        lines.append(f"{name}: {why}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

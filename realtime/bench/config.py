@@ -1,0 +1,36 @@
+"""What one benchmark run measures (the command line's settings, as one frozen dataclass)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    checkpoint: str | None = None
+    """Weights to load (None: the shipped checkpoint, unless ``model_config`` is set)."""
+    model_config: str | None = None
+    """Benchmark random weights of this FESNet config ("tiny", "small", "paper") instead."""
+    backends: tuple[str, ...] = ("torch",)
+    threads: tuple[int, ...] = (1,)
+    streams: tuple[int, ...] = (1, 2)
+    stride_frames: int = 8
+    seconds: float = 2.0
+    """Time per measured item (interleaved items share it)."""
+    flow: tuple[str, ...] = ("farneback", "tvl1")
+    video: str | None = None
+    """Clip for the end-to-end pipeline runs (None: skip them)."""
+    pace: str = "fast"
+    e2e_backends: tuple[str, ...] | None = None
+    device: str = "cpu"
+    precision: str = "fp16"
+    calibration: str | None = None
+    cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.stride_frames < 1 or min(self.streams) < 1 or min(self.threads) < 1:
+            raise ValueError("--stride, --streams and --threads must be >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

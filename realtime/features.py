@@ -1,0 +1,61 @@
+"""What a stream stores per slot: :class:`SlotFeatures` computes it from the crop fed for the slot.
+
+The ring holds one value per slot of every array :meth:`SlotFeatures.arrays` declares; today
+those are the encoder's per-frame outputs (``x_prime``, ``x_atten``: the decisive streaming fact
+of DESIGN.md), plus the crop itself in the naive engine mode. The encoder runs once per distinct
+crop: a 30 FPS frame fills two 60 Hz slots and a bridged missed detection repeats the last crop,
+and both reuse the features already computed.
+
+A per-slot feature computed from the tracked face's geometry belongs here too: every
+:class:`~fesnet.realtime.tracking.Feed` carries the face's landmarks (frame pixels) and the
+frame -> crop transform. A stateful feature is reset with :meth:`SlotFeatures.reset`, which the
+spotter calls whenever its slot timeline restarts.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+
+import numpy as np
+
+from .engine import CROPS, Engine
+from .ring import SlotArray
+from .stats import StageStats
+from .tracking import Feed
+
+
+class SlotFeatures:
+    """One stream's per-slot features. Not thread-safe: the spotter's infer thread owns it."""
+
+    def __init__(
+        self, engine: Engine, stats: StageStats, counters: collections.Counter[str]
+    ) -> None:
+        self.engine = engine
+        self.stats = stats
+        self.counters = counters
+        self._arrays = engine.slot_arrays()
+        self._last_crop_index: int | None = None
+        self._last: dict[str, np.ndarray] | None = None
+
+    def arrays(self) -> dict[str, SlotArray]:
+        """The ring's per-slot arrays: name -> shape and dtype."""
+        return dict(self._arrays)
+
+    def reset(self) -> None:
+        """The slot timeline restarted: nothing computed before may be reused."""
+        self._last_crop_index = None
+        self._last = None
+
+    def compute(self, feed: Feed) -> dict[str, np.ndarray]:
+        """The values of every array for one slot standing for ``feed``."""
+        if self._last is None or feed.crop_index != self._last_crop_index:
+            t0 = time.perf_counter()
+            encoded = self.engine.encode(feed.crop[None])
+            self.stats.add("encode", time.perf_counter() - t0)
+            self.counters["encoded"] += 1
+            values = {name: out[0] for name, out in encoded.items()}
+            if CROPS in self._arrays:
+                values[CROPS] = feed.crop
+            self._last_crop_index, self._last = feed.crop_index, values
+        return self._last
