@@ -244,16 +244,3 @@ def remote_camera(args: argparse.Namespace) -> int:
         return 130
     print(f"# sent {result.frames_sent} frames, got {len(result.events)} events", file=sys.stderr)
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    from .commands import add_remote_arguments
-
-    parser = argparse.ArgumentParser(prog="fesnet-remote-camera", description=__doc__)
-    add_remote_arguments(parser)
-    logging.basicConfig(level=logging.WARNING)
-    return remote_camera(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
