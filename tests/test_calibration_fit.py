@@ -85,8 +85,15 @@ def test_fit_improves_on_the_base_and_records_every_trial(fitted) -> None:
     json.dumps(result.to_dict())  # the report is plain JSON
 
 
+def found_both_classes(counts) -> bool:
+    """True positives of both labels: the counts compared below are not empty ones."""
+    return counts["ME"].tp > 0 and counts["MaE"].tp > 0
+
+
 def test_fitted_config_reproduces_its_f1_in_the_spotter(fitted, tmp_path: Path) -> None:
     videos, _, result = fitted
+    # The fit found expressions of both kinds: reproducing it is not reproducing nothing.
+    assert found_both_classes(result.table.counts)
     path = result.best.to_json(tmp_path / "merger.json")
     loaded = MergerConfig.from_json(path)
     assert loaded == result.best
@@ -105,7 +112,9 @@ def test_fitted_config_reproduces_its_f1_in_the_threaded_pipeline(fitted, tmp_pa
                              aligner=FrameIsCropAligner())  # fmt: skip
         pipe.run()
         rows.append((final_intervals(sink.events), v.intervals_true, len(v.crops)))
+    assert all(r[0] for r in rows)  # every clip yields final intervals
     table = evaluate_videos(rows)
+    assert found_both_classes(table.counts)
     assert table.counts == result.table.counts
 
 

@@ -190,7 +190,9 @@ def test_pipeline_on_a_real_face_video_equals_offline(tmp_path: Path) -> None:
     summary = pipe.summary()
     assert summary["frames"] == len(frames) and summary["dropped"] == 0
     assert sink.events[0].type == "face_found"
-    assert streaming_tuples(sink.events) == offline_tuples(offline, source_index)
+    want = offline_tuples(offline, source_index)
+    assert len([w for w in want if w[0] == "final"]) >= 2  # the comparison is not vacuous
+    assert streaming_tuples(sink.events) == want
     _, scores, src = score_log.arrays()
     np.testing.assert_array_equal(src, source_index)
     np.testing.assert_allclose(scores, offline.fused_scores, atol=1e-4)
