@@ -9,9 +9,11 @@ inference run on separate threads, the four senders (in this same process, encod
 the first to fall behind and deliver ~75 of 120 frames/s, which the sessions then process in
 full (0 dropped, latency p50 ~70 ms); with a slower spotter (the serial worker before) frames
 were dropped at each session's latest-only slot and reported. So the test holds both cases:
-what arrives is processed or dropped (no backlog), the slot drops agree with /health, latency
-and memory stay bounded and every camera keeps being served. Slot drops themselves are forced
-and checked in tests/test_pipeline.py (a slow engine).
+what arrives is processed or dropped (no backlog: at no moment does a session hold more frames
+than its slot, its threads and its hand-over can), the slot drops appear in /health, memory stays
+bounded and every camera keeps being served. Nothing is measured against the clock: a busy
+machine only drops more. Slot drops themselves are forced and checked in tests/test_pipeline.py
+(a slow engine).
 """
 
 from __future__ import annotations
@@ -42,8 +44,26 @@ LEVEL_S = 5.0
 pytestmark = pytest.mark.usefixtures("loopback_ice")
 
 
-def _last(cam: RemoteCamera) -> dict[str, Any]:
-    return cam.result.stats[-1] if cam.result.stats else {"frames": 0, "dropped": 0}
+IN_FLIGHT = 5
+"""Frames a session can hold between arrival and being spotted: 1 in the latest-only slot, 1
+being aligned, 2 in the align -> infer hand-over, 1 being spotted. More would be a backlog."""
+
+
+def in_flight(session: Any) -> int:
+    """Pushed - spotted - dropped, read in that order (a frame spotted or dropped meanwhile only
+    lowers the count, so it never overstates the backlog)."""
+    pushed = session.source.frames_read
+    spotted = session.spotter.counters["frames"]
+    return pushed - spotted - session.source.dropped
+
+
+async def _wait_served(sessions: list[Any], before: list[int], timeout_s: float = 120.0) -> None:
+    """Until every session spotted more frames than ``before`` (a generous timeout, not a speed
+    gate: a loaded machine is slow, but a camera that is never served is a failure)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while any(s.spotter.counters["frames"] <= b for s, b in zip(sessions, before, strict=True)):
+        assert asyncio.get_running_loop().time() < deadline, "a camera is not being served"
+        await asyncio.sleep(0.2)
 
 
 @pytest.mark.slow
@@ -65,30 +85,27 @@ def test_cameras_until_the_cpu_saturates_degrade_by_dropping(tiny_runtime: Any) 
                     cam = RemoteCamera(url, SourceTrack(str(SAMPLE), loop=True))
                     await cam.connect()
                     cams.append(cam)
-                await asyncio.sleep(1.5)  # settle: sessions load FaceMesh
-                start = [_last(c) for c in cams]
-                sent0 = sum(c.track.frames_sent for c in cams)
-                await asyncio.sleep(LEVEL_S)
-                end = [_last(c) for c in cams]
-                sent = sum(c.track.frames_sent for c in cams) - sent0
+                sessions = hub.sessions()
+                assert len(sessions) == level
+                before = [s.spotter.counters["frames"] for s in sessions]
+                peak = 0
+                for _ in range(int(LEVEL_S / 0.1)):  # sample the backlog while streaming
+                    peak = max(peak, *(in_flight(s) for s in sessions))
+                    await asyncio.sleep(0.1)
+                await _wait_served(sessions, before)
                 gc.collect()
                 async with aiohttp.ClientSession() as http, http.get(f"{url}/health") as resp:
                     health = await resp.json()
-                frames = [e["frames"] - s["frames"] for s, e in zip(start, end, strict=True)]
-                dropped = [e["dropped"] - s["dropped"] for s, e in zip(start, end, strict=True)]
-                lat = [e.get("score_latency_p50_ms") or 0.0 for e in end]
                 rows.append({
                     "cameras": level, "peers": len(server.peers),
-                    "input_fps": round(sum(e.get("input_fps", 0.0) for e in end), 1),
-                    "processed_fps": round(sum(frames) / LEVEL_S, 1),
-                    "dropped_fps": round(sum(dropped) / LEVEL_S, 1),
-                    "sent_fps": round(sent / LEVEL_S, 1),
-                    "min_processed_per_camera": min(frames),
-                    "latency_p50_ms_max": round(max(lat), 1),
+                    "spotted": [s.spotter.counters["frames"] - b
+                                for s, b in zip(sessions, before, strict=True)],
+                    "dropped": sum(s.source.dropped for s in sessions),
+                    "peak_in_flight": peak,
+                    "slot_high_water": max(s.source.channel.high_water for s in sessions),
                     "rss_mb": round(proc.memory_info().rss / 2**20, 1),
                     "health": health,
-                    "cpu_percent": psutil.cpu_percent(interval=None),
-                    "running": all(e.get("running") for e in end),
+                    "running": all(s.running for s in sessions),
                     "behind_events": sum(
                         1 for c in cams for ev in c.result.events
                         if str(ev.get("message", "")).startswith("falling behind")
@@ -99,21 +116,17 @@ def test_cameras_until_the_cpu_saturates_degrade_by_dropping(tiny_runtime: Any) 
             await asyncio.gather(*(c.run(duration_s=0.1) for c in cams), return_exceptions=True)
             await runner.cleanup()
 
-    psutil.cpu_percent(interval=None)
     rows = asyncio.run(main())
     for r in rows:
         print(r)
-    top = rows[-1]
     assert [r["peers"] for r in rows] == list(LEVELS)
-    assert all(r["running"] for r in rows)
     for r in rows:
-        # No backlog: what arrives is processed or dropped at the latest-only slot ...
-        assert r["processed_fps"] + r["dropped_fps"] >= 0.85 * r["input_fps"], r
-        # ... slot drops are reported in the stats and in /health alike ...
-        assert r["health"]["ok"]
-        assert (r["dropped_fps"] > 0) <= (r["health"]["frames_dropped"] > 0), r
-    assert top["min_processed_per_camera"] > 0  # ... and every camera is still being served
-    for r in rows:
-        assert r["latency_p50_ms_max"] < 2000, r  # bounded, not a growing backlog
-    assert top["rss_mb"] - rows[0]["rss_mb"] < 300  # 3 more sessions (FaceMesh, codec, rings)
+        assert r["running"], r  # every camera still served (each spotted more frames) ...
+        assert min(r["spotted"]) > 0, r
+        # ... and nothing queues: what arrives is spotted or dropped at the latest-only slot,
+        # whatever the machine's speed (a slow one drops more, it never builds a backlog) ...
+        assert r["peak_in_flight"] <= IN_FLIGHT and r["slot_high_water"] <= 1, r
+        # ... and the slot drops are reported in /health.
+        assert r["health"]["ok"] and r["health"]["frames_dropped"] >= r["dropped"], r
+    assert rows[-1]["rss_mb"] - rows[0]["rss_mb"] < 300  # 3 more sessions (FaceMesh, codec, rings)
     assert hub.sessions() == []
