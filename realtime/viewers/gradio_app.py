@@ -9,8 +9,9 @@ session's pipeline thread, never on the loop.
 
 The page also replays an uploaded video or the bundled sample clip as if it were a camera (no
 webcam needed), and shows for the current session of this browser tab: the aligned face crop, a
-timeline of per-slot ME/MaE probabilities with the detected intervals (a ``gr.Timer`` redraws it),
-the event log, frame rate and latency, and an export of the session's events as JSONL.
+timeline of the committed scores with the detected intervals shaded and the merger thresholds in
+force (a ``gr.Timer`` redraws it), the event log read as a result (each expression once; see
+:func:`event_log`), frame rate and latency, and an export of every event as JSONL.
 
 Access: bound to 127.0.0.1 by default; bound elsewhere, the app asks for the access token
 (Gradio's login form: any user name, the token as password), which also guards ``offer``.
@@ -169,7 +170,7 @@ class GradioViewer:
         if live is None:
             return None, "no stream: start the webcam, upload a video, or play the sample clip", ""
         view = live.view()
-        return _crop_image(view.latest_crop), _stats_markdown(live), _event_log(live.events())
+        return _crop_image(view.latest_crop), _stats_markdown(live), event_log(live.events())
 
     def tick_plot(self, request: Any) -> Any:
         tab = self.tab(request.session_hash if request is not None else None)
@@ -317,17 +318,40 @@ def _calibration_line(c: dict[str, Any] | None) -> str:
 
 
 def _describe(e: dict[str, Any]) -> str:
-    if e.get("type") == "expression":
-        span = f"{e['onset_s']:.2f}" + (f"-{e['offset_s']:.2f}" if "offset_s" in e else "")
-        return (
-            f"{e['t_s']:8.2f} s  {e['label']:<3} {e['state']:<11} {span} s  "
-            f"p={e.get('score', 0):.2f}  ({e.get('latency_ms', 0):.0f} ms)"
-        )
-    return f"{e.get('t_s', 0):8.2f} s  {e['type']}: {e.get('message', '')}"
+    """One line of the log: an expression as a result, anything else as it happened."""
+    t = f"{e.get('t_s', 0.0):8.2f} s  "
+    if e.get("type") != "expression":
+        return f"{t}{e['type']}: {e.get('message', '')}"
+    label, score = f"{e.get('label', '?'):<3}", f"p={e.get('score', 0.0):.2f}"
+    if e["state"] == "onset":
+        return f"{t}{label} open since {e['onset_s']:.2f} s  {score}"
+    span = f"{e['onset_s']:.2f}-{e.get('offset_s', e['onset_s']):.2f} s"
+    apex = f"apex {e['apex_s']:.2f} s  " if "apex_s" in e else ""
+    how = "  (stream stopped)" if e["state"] == "interrupted" else ""
+    return f"{t}{label} {span}  {apex}{score}{how}"
 
 
-def _event_log(events: list[dict[str, Any]], n: int = 200) -> str:
-    return "\n".join(_describe(e) for e in reversed(events[-n:]))
+def event_log(events: list[dict[str, Any]], n: int = 200) -> str:
+    """The session's events as a result, newest first: each expression once (its final line,
+    with label, times and score, in the place its onset had), an onset only while its interval
+    is open, cancelled onsets not at all (every state stays in the JSONL export); face and status
+    events as they came."""
+    rows: list[dict[str, Any] | None] = []
+    row_of: dict[Any, int] = {}  # event_id of an expression -> its row
+    for e in events:
+        if e.get("type") != "expression":
+            rows.append(e)
+            continue
+        key = e.get("event_id")
+        if e["state"] == "onset":
+            row_of[key] = len(rows)
+            rows.append(e)
+        elif key in row_of:
+            rows[row_of.pop(key)] = None if e["state"] == "cancelled" else e
+        elif e["state"] != "cancelled":
+            rows.append(e)
+    shown = [r for r in rows if r is not None][-n:]
+    return "\n".join(_describe(e) for e in reversed(shown))
 
 
 def intervals_of(events: list[dict[str, Any]]) -> list[tuple[float, float | None, str]]:
@@ -347,8 +371,10 @@ def intervals_of(events: list[dict[str, Any]]) -> list[tuple[float, float | None
 
 
 def timeline_figure(live: LiveSession | None, window_s: float = TIMELINE_S) -> Any:
-    """The last ``window_s`` of per-slot p(ME), p(MaE) with the detected intervals shaded.
-    Object-oriented matplotlib (no pyplot state), so concurrent tabs can draw at once."""
+    """The last ``window_s`` of committed scores: p_expr = p(ME) + p(MaE), which the merger
+    compares with its thresholds (the thresholds in force drawn across: after a calibration phase
+    they are the person's), with p(ME) and p(MaE) thin below it, and the detected intervals
+    shaded. Object-oriented matplotlib (no pyplot state), so concurrent tabs can draw at once."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(12, 2.6), dpi=80)
@@ -359,14 +385,21 @@ def timeline_figure(live: LiveSession | None, window_s: float = TIMELINE_S) -> A
     t_end = window_s
     plotted = False
     if live is not None:
-        snap = live.view()
-        t = snap.recent_pts_s
+        view = live.view()
+        t = view.recent_pts_s
         if len(t):
             t_end = max(float(t[-1]), window_s)
             keep = t >= t_end - window_s
-            ax.plot(t[keep], snap.recent_me[keep], color="tab:orange", lw=1.4, label="p(ME)")
-            ax.plot(t[keep], snap.recent_mae[keep], color="tab:blue", lw=1.4, label="p(MaE)")
+            ax.plot(t[keep], view.recent_p_expr[keep], color="0.15", lw=1.6, label="p(expr)")
+            ax.plot(t[keep], view.recent_me[keep], color="tab:orange", lw=0.8, label="p(ME)")
+            ax.plot(t[keep], view.recent_mae[keep], color="tab:blue", lw=0.8, label="p(MaE)")
             plotted = True
+        if view.on_threshold is not None:
+            ax.axhline(view.on_threshold, color="tab:red", lw=0.9, ls="--",
+                       label=f"on {view.on_threshold:.2f}")  # fmt: skip
+        if view.off_threshold is not None and view.off_threshold != view.on_threshold:
+            ax.axhline(view.off_threshold, color="tab:red", lw=0.7, ls=":",
+                       label=f"off {view.off_threshold:.2f}")  # fmt: skip
         for start, end, label in intervals_of(live.events()):
             color = "tab:orange" if label == "ME" else "tab:blue"
             end_s = t_end if end is None else end
@@ -377,9 +410,8 @@ def timeline_figure(live: LiveSession | None, window_s: float = TIMELINE_S) -> A
             ax.text(x, 0.97, f" {label}", color=color, fontsize=8, va="top", clip_on=True)
         ax.set_title(f"{live.id}: last {window_s:.0f} s", fontsize=9)
     ax.set_xlim(t_end - window_s, t_end)
-    ax.axhline(0.5, color="0.6", lw=0.6, ls=":")
     if plotted:
-        ax.legend(loc="upper left", fontsize=8)
+        ax.legend(loc="upper left", fontsize=8, ncol=5)
     fig.tight_layout()
     return fig
 

@@ -1,0 +1,140 @@
+"""What the viewers show: the event log reads like a result, the timeline draws the thresholds in
+force, camera sessions start with the phase the entry point gives them, and a pushed frame is
+converted to an image on the session's own thread (never on the event loop that pushed it)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from calibration_helpers import FrameIsCropAligner, LevelBackend, make_clip, write_video
+
+from fesnet.calibration.baseline import BaselineConfig, session_phase
+from fesnet.model.merger import MergerConfig
+from fesnet.realtime.engine import Engine
+from fesnet.realtime.observers import ViewState
+from fesnet.realtime.sources import PushSource
+from fesnet.realtime.viewers.hub import HubConfig, SpotHub
+
+gradio_app = pytest.importorskip("fesnet.realtime.viewers.gradio_app")
+
+
+def expr(state: str, event_id: int, onset: float, offset: float | None = None, **kw) -> dict:
+    e = {"type": "expression", "state": state, "label": kw.get("label", "ME"), "t_s": onset,
+         "event_id": event_id, "onset_s": onset, "score": kw.get("score", 0.8)}  # fmt: skip
+    if offset is not None:
+        e |= {"offset_s": offset, "apex_s": (onset + offset) / 2}
+    return e
+
+
+def test_the_event_log_shows_each_expression_once() -> None:
+    events = [
+        {"type": "face_found", "t_s": 0.5, "message": "face found"},
+        expr("onset", 0, 1.0),
+        expr("cancelled", 0, 1.0, 1.05),  # withdrawn: not shown (it stays in the JSONL)
+        expr("onset", 1, 2.0, label="MaE"),
+        {"type": "status", "t_s": 2.5, "message": "camera frozen"},
+        expr("final", 1, 2.0, 3.1, label="MaE", score=0.91),
+        expr("onset", 2, 4.0),  # still open
+    ]
+    lines = gradio_app.event_log(events).splitlines()
+    assert len(lines) == 4  # newest first: the open ME, the status, the MaE, the face
+    assert "ME  open since 4.00 s" in lines[0]
+    assert "camera frozen" in lines[1]
+    assert "MaE 2.00-3.10 s" in lines[2] and "p=0.91" in lines[2] and "apex 2.55 s" in lines[2]
+    assert "face found" in lines[3]
+    assert not any("1.00" in line or "cancelled" in line or "onset" in line for line in lines)
+    # Once the open one closes, its onset line becomes its result, in the same place.
+    closed = gradio_app.event_log([*events, expr("final", 2, 4.0, 4.3)]).splitlines()
+    assert len(closed) == 4 and "ME  4.00-4.30 s" in closed[0] and "open" not in closed[0]
+    stopped = gradio_app.event_log([*events, expr("interrupted", 2, 4.0, 4.2)])
+    assert "4.00-4.20 s" in stopped and "stream stopped" in stopped
+
+
+class FakeLive:
+    id = "cam0"
+
+    def __init__(self, on: float, off: float, events: list[dict]) -> None:
+        t = np.arange(0, 6, 1 / 60)
+        self._view = ViewState("tracking", 1, None, t, np.full_like(t, 0.3), np.full_like(t, 0.2),
+                               on, off)  # fmt: skip
+        self._events = events
+
+    def view(self) -> ViewState:
+        return self._view
+
+    def events(self) -> list[dict]:
+        return self._events
+
+
+def test_the_timeline_draws_the_thresholds_in_force_and_shades_intervals() -> None:
+    events = [expr("onset", 0, 1.0), expr("final", 0, 1.0, 1.4), expr("onset", 1, 5.0)]
+    fig = gradio_app.timeline_figure(FakeLive(0.9, 0.75, events))
+    ax = fig.axes[0]
+    flat = {round(float(line.get_ydata()[0]), 3) for line in ax.lines
+            if len(set(np.asarray(line.get_ydata(), float))) == 1 and len(line.get_ydata()) == 2}
+    assert flat == {0.9, 0.75}  # the merger's thresholds, not a fixed 0.5
+    p_expr = [line for line in ax.lines if line.get_label() == "p(expr)"]
+    assert len(p_expr) == 1 and np.allclose(p_expr[0].get_ydata(), 0.5)  # what they apply to
+    assert len(ax.patches) == 2  # the final interval and the one still open
+
+
+def test_a_pushed_frame_is_converted_by_the_reader_and_only_if_read() -> None:
+    src = PushSource(stream="cam").start()
+    threads: list[str] = []
+
+    def decoder(value: int):
+        def decode() -> np.ndarray:
+            threads.append(threading.current_thread().name)
+            return np.full((4, 4, 3), value, np.uint8)
+
+        return decode
+
+    for i in range(3):  # the latest-only slot keeps the newest: two are replaced unconverted
+        assert src.push_undecoded(decoder(i), pts_s=i / 30)
+    frame = None
+
+    def read() -> None:
+        nonlocal frame
+        frame = src.read(timeout=5)
+
+    reader = threading.Thread(target=read, name="align-cam")
+    reader.start()
+    reader.join(10)
+    assert frame is not None and int(frame.image[0, 0, 0]) == 2 and frame.index == 2
+    assert threads == ["align-cam"] and src.dropped == 2
+    assert frame.live and frame.decode_s is not None and frame.decode_s >= 0
+    src.push_undecoded(lambda: np.zeros((1, 5), np.uint8), pts_s=1.0)
+    with pytest.raises(ValueError, match="decode"):
+        src.read(timeout=5)
+
+
+def test_camera_sessions_start_with_the_given_phase_and_replays_do_not(tmp_path: Path) -> None:
+    base = MergerConfig(on_threshold=0.5, off_threshold=0.3)
+    config = HubConfig(camera_phase=session_phase(BaselineConfig(duration_s=0.5)))
+    hub = SpotHub(Engine(LevelBackend()), base, 8, config)
+    crops = make_clip(90, [], rest=0.45, rest_noise=0.08, seed=3).crops
+    try:
+        cam = hub.open_push("cam", aligner=FrameIsCropAligner())
+        assert cam.phase is not None and cam.stats()["calibration"]["phase"] == "calibrating"
+        assert cam.stats()["on_threshold"] == 0.5  # the thresholds in force, for the timeline
+        for i, c in enumerate(crops):
+            cam.push(np.ascontiguousarray(c[:, :, ::-1]), i / 30)
+            time.sleep(1 / 60)  # a camera's pace (the slot keeps the newest frame only)
+        deadline = time.monotonic() + 30
+        while cam.phase.running and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stats = cam.stats()
+        assert stats["calibration"]["phase"] == "calibrated", stats
+        assert stats["on_threshold"] == stats["calibration"]["on_threshold"] > 0.5
+        assert not cam.skip_phase()  # nothing left to skip
+        cam.close()
+        replay = hub.open_file(write_video(tmp_path / "c.mp4", crops, fps=30.0), pace="fast",
+                               aligner=FrameIsCropAligner())  # fmt: skip
+        assert replay.phase is None and replay.stats()["calibration"] is None
+        replay.close()
+    finally:
+        hub.close_all()
