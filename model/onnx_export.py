@@ -43,6 +43,7 @@ from .graphs import (
     example_inputs,
     weights_hash,
 )
+from .noise import quiet_onnx_export
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +176,7 @@ def cached_onnx(
         log.debug("ONNX graphs from cache %s", out)
         return files
     log.info("exporting FESNet to ONNX (opset %d) into %s", opset, out)
-    with tempfile.TemporaryDirectory(dir=ensure_dir(root)) as tmp:
+    with tempfile.TemporaryDirectory(dir=ensure_dir(root)) as tmp, quiet_onnx_export():
         fresh = export_onnx(net, tmp, opset)
         if verify:
             verify_onnx(net, fresh)

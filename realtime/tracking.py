@@ -50,10 +50,19 @@ class Aligner(Protocol):
 
 
 def mediapipe_aligner() -> Aligner:
-    """The project's aligner (fesnet.model.data.align): FaceMesh, 112 px crops, 2 faces seen."""
-    from fesnet.model.data.align import FaceAligner
+    """The project's aligner (fesnet.model.data.align): FaceMesh, 112 px crops, 2 faces seen.
 
-    return FaceAligner(crop_size=112, max_faces=2)
+    Its native graph starts on the first frame and prints known start-up noise then: a blank
+    frame starts it here, inside a filter that drops exactly that noise (fesnet.model.noise).
+    A frame without a face leaves the aligner's tracking memory empty."""
+    from fesnet.model.data.align import FaceAligner
+    from fesnet.model.noise import ignore_known_warnings, native_stderr_filtered
+
+    ignore_known_warnings()
+    with native_stderr_filtered():
+        aligner = FaceAligner(crop_size=112, max_faces=2)
+        aligner.align(np.zeros((64, 64, 3), np.uint8))
+    return aligner
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,94 @@
+"""Known third-party start-up noise, silenced where it starts; every other warning still shows.
+
+A first ``fesnet-spot`` printed about 15 lines before its first event that no user can act on:
+
+- the ONNX exporter (torch 2.13) logs that torchvision is missing (it only registers
+  torchvision's detection ops, which FESNet does not use), a FutureWarning about pytree's
+  ``LeafSpec`` and a UserWarning about a dynamic axis name it merges;
+- mediapipe's native graph, on its first frame, prints TensorFlow Lite's XNNPACK INFO line, an
+  absl banner and one "Feedback manager" warning per model, straight to file descriptor 2
+  (no environment variable turns these off in mediapipe 0.10.14);
+- mediapipe's Python side triggers protobuf's ``SymbolDatabase.GetPrototype()`` deprecation.
+
+Each is matched by its exact text, only around the code that causes it
+(:func:`quiet_onnx_export`, :func:`native_stderr_filtered`) or, for the protobuf deprecation
+that fires whenever mediapipe returns its first face, by a message filter
+(:func:`ignore_known_warnings`). Anything else written meanwhile is passed on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import sys
+import tempfile
+import warnings
+from collections.abc import Iterator, Sequence
+
+NATIVE_NOISE = (
+    re.compile(r"^INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.$"),
+    re.compile(r"^WARNING: All log messages before absl::InitializeLog\(\) is called are "
+               r"written to STDERR$"),
+    re.compile(r"^W\d{4} [\d:. ]+\d+ inference_feedback_manager\.cc:\d+\] Feedback manager "
+               r"requires a model with a single signature inference\. Disabling support for "
+               r"feedback tensors\.$"),
+)
+EXPORT_WARNINGS = (
+    (FutureWarning, r"`isinstance\(treespec, LeafSpec\)` is deprecated"),
+    (UserWarning, r"# The axis name: .* will not be used, since it shares the same shape "),
+)
+EXPORT_LOGGERS = ("torch.onnx._internal.exporter._registration",)  # "torchvision is not installed"
+
+
+def ignore_known_warnings() -> None:
+    """Process-wide: protobuf's deprecation of an API that mediapipe 0.10.14 calls."""
+    warnings.filterwarnings(
+        "ignore", r"SymbolDatabase\.GetPrototype\(\) is deprecated", UserWarning
+    )
+
+
+@contextlib.contextmanager
+def quiet_onnx_export() -> Iterator[None]:
+    """Around a torch.onnx export: its known log lines and warnings are dropped."""
+    loggers = [logging.getLogger(name) for name in EXPORT_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    with warnings.catch_warnings():
+        for category, message in EXPORT_WARNINGS:
+            warnings.filterwarnings("ignore", message, category)
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels, strict=True):
+                lg.setLevel(level)
+
+
+@contextlib.contextmanager
+def native_stderr_filtered(known: Sequence[re.Pattern[str]] = NATIVE_NOISE) -> Iterator[None]:
+    """What native code writes to file descriptor 2 inside the block is held in a temporary
+    file; afterwards every line that is not ``known`` noise is written to stderr (delayed, never
+    lost). Where stderr has no file descriptor (a captured stream), nothing is filtered."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    with tempfile.TemporaryFile() as held:  # a file, not a pipe: it cannot fill up and block
+        os.dup2(held.fileno(), fd)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, fd)
+            os.close(saved)
+            held.seek(0)
+            lines = held.read().decode("utf-8", "replace").splitlines(keepends=True)
+            kept = [ln for ln in lines if not any(p.match(ln.rstrip("\n")) for p in known)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()

@@ -1,0 +1,61 @@
+"""Known third-party start-up noise is dropped; every other line and warning still shows."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+
+from fesnet.model.noise import ignore_known_warnings, quiet_onnx_export
+
+NATIVE = """
+import os, sys
+from fesnet.model.noise import native_stderr_filtered
+with native_stderr_filtered():
+    os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\\n")
+    os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are "
+                b"written to STDERR\\n")
+    os.write(2, b"W0000 00:00:1795646855.542431    4648 inference_feedback_manager.cc:114] "
+                b"Feedback manager requires a model with a single signature inference. "
+                b"Disabling support for feedback tensors.\\n")
+    os.write(2, b"E0000 graph.cc:1] a real native error\\n")
+    print("a python warning line", file=sys.stderr)
+print("after", file=sys.stderr)
+"""
+
+
+def test_native_noise_is_dropped_and_real_lines_are_kept() -> None:
+    err = subprocess.run([sys.executable, "-c", NATIVE], capture_output=True, text=True,
+                         check=True).stderr  # fmt: skip
+    assert err.splitlines() == ["E0000 graph.cc:1] a real native error", "a python warning line",
+                                "after"]  # fmt: skip
+
+
+def test_export_noise_is_dropped_only_inside_the_export() -> None:
+    import logging
+
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with quiet_onnx_export():
+            assert registration.getEffectiveLevel() == logging.ERROR
+            warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use ...",
+                          FutureWarning, stacklevel=1)  # fmt: skip
+            warnings.warn("a real problem", UserWarning, stacklevel=1)
+        warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated", FutureWarning,
+                      stacklevel=1)  # fmt: skip
+    assert [str(w.message) for w in seen] == [
+        "a real problem",
+        "`isinstance(treespec, LeafSpec)` is deprecated",
+    ]
+    assert registration.level == logging.NOTSET
+
+
+def test_the_protobuf_deprecation_is_ignored_and_others_are_not() -> None:
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        ignore_known_warnings()
+        warnings.warn("SymbolDatabase.GetPrototype() is deprecated. Please use ...", UserWarning,
+                      stacklevel=1)  # fmt: skip
+        warnings.warn("something else is deprecated", UserWarning, stacklevel=1)
+    assert [str(w.message) for w in seen] == ["something else is deprecated"]
