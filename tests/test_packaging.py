@@ -11,6 +11,7 @@ anything it would have to download fails the test instead of pulling a multi-GB 
 from __future__ import annotations
 
 import os
+import shutil
 import site
 import subprocess
 import sys
@@ -44,7 +45,12 @@ def others_without_this_project(site_packages: Path, into: Path) -> Path:
 
 
 def test_the_wheel_installs_beside_cpu_torch_and_spots(tmp_path: Path) -> None:
-    build = run([sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps",
+    # Built from a copy: a build writes build/ and *.egg-info/ into the tree it builds.
+    source = tmp_path / "source"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
+        ".venv", ".git", "build", "*.egg-info", "__pycache__", ".*_cache", ".cache", "runs",
+        "out"))  # fmt: skip
+    build = run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps",
                  "--no-build-isolation", "--no-index", "-w", str(tmp_path / "dist")],
                 cwd=tmp_path)  # fmt: skip
     assert build.returncode == 0, build.stderr
