@@ -183,7 +183,7 @@ class GradioViewer:
         if tab is None:
             return
         if tab.peer is not None:
-            loop = tab.peer._loop
+            loop = tab.peer.loop
             if loop is not None and not loop.is_closed():
                 asyncio.run_coroutine_threadsafe(tab.peer.close(), loop)
         elif tab.live is not None:

@@ -191,7 +191,7 @@ class LiveSession:
             self.error = e
             logger.warning("session %s ended with an error: %r", self.id, e)
         finally:
-            self.hub._forget(self)
+            self.hub.release(self)
 
     def view(self) -> ViewState:
         """What a viewer draws: face state, newest crop, recent scores, thresholds in force."""
@@ -278,7 +278,8 @@ class SpotHub:
 
         return self._register(make, prefix).start()
 
-    def _forget(self, session: LiveSession) -> None:
+    def release(self, session: LiveSession) -> None:
+        """A closed session gives its place back (LiveSession.close calls this)."""
         with self._lock:
             if self._sessions.get(session.id) is session:
                 del self._sessions[session.id]

@@ -118,6 +118,11 @@ class RtcPeer:
         self._finished = False
 
     @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop the peer runs on (None before its offer was accepted)."""
+        return self._loop
+
+    @property
     def id(self) -> str:
         return self.session.id if self.session is not None else "(no session)"
 

@@ -170,8 +170,8 @@ class WebRtcServer:
         await runner.setup()
         site = web.TCPSite(runner, self.config.host, self.config.port)
         await site.start()
-        sockets = site._server.sockets if site._server is not None else []
-        self.port = sockets[0].getsockname()[1] if sockets else self.config.port
+        addresses = runner.addresses  # (host, port, ...) of every bound socket
+        self.port = addresses[0][1] if addresses else self.config.port
         return runner
 
     def url(self, host: str | None = None) -> str:
