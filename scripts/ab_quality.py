@@ -77,7 +77,7 @@ def report(name: str, scored, test_f, cfg: MergerConfig, groups) -> dict:
     for group, idx in groups.items():
         t = table_of([scored[i] for i in idx], [test_f[i] for i in idx], cfg)
         row[group] = {"ME": t.f1["ME"], "MaE": t.f1["MaE"], "overall": t.f1_overall,
-                      "counts": {k: list(v) for k, v in t.counts.items()}}
+                      "counts": {k: [v.tp, v.fp, v.fn] for k, v in t.counts.items()}}
     log.info("%s: %s", name, {g: round(r["overall"], 1) for g, r in row.items()})
     return row
 
