@@ -33,8 +33,19 @@ from .inference import encode_video, prediction_from_windows, score_windows, win
 from .losses import fesnet_loss
 from .merger import MergerConfig
 from .metrics import MetricTable, evaluate_videos, labels_to_intervals
+from .sampling import class_weights, clip_start, lr_at
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HeadSchedule:
+    """The head stage's learning rate: a short warm-up, then cosine decay over the minutes."""
+
+    lr: float
+    minutes: float
+    warmup_steps: int = 50
+    steps: int = 10**9
 
 
 @dataclass
@@ -127,12 +138,10 @@ def sample_windows(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """n windows of cached features (B, T, ...), geometry (B, T, G) and labels (B, T);
     expression windows oversampled exactly as training clips are."""
-    from .train import _clip_start
-
     xp, xa, gs, ys = [], [], [], []
     for _ in range(n):
         f = fvideos[rng.randrange(len(fvideos))]
-        start = _clip_start(f.labels, len(f), window_frames, expression_fraction, rng)
+        start = clip_start(f.labels, len(f), window_frames, expression_fraction, rng)
         sl = slice(start, start + window_frames)
         xp.append(f.x_prime[sl])
         xa.append(f.x_atten[sl])
@@ -216,7 +225,6 @@ def train_head(
     from tqdm import tqdm
 
     from .losses import LossConfig
-    from .train import TrainConfig, class_weights, lr_at
 
     loss_cfg = loss_cfg or LossConfig(lsdm_weight=0.0)
     torch.manual_seed(seed)
@@ -229,7 +237,7 @@ def train_head(
                             seed=seed)
     log.info("head class weights (neutral, ME, MaE): %s", weights.tolist())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    sched = TrainConfig(lr=lr, minutes=minutes, steps=10**9, warmup_steps=50)
+    sched = HeadSchedule(lr=lr, minutes=minutes)
     base = MergerConfig(window_frames=t)
     due = [minutes * 60 * (i + 1) / evals for i in range(evals)]
     best: tuple[float, FESNet, MergerConfig, MetricTable] | None = None

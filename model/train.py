@@ -17,13 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import random
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import torch
@@ -33,10 +30,12 @@ from .data.preprocess import AlignedVideo
 from .datasets import SyntheticSetConfig, real_split, synthetic_split
 from .fesnet import FESNet, FESNetConfig
 from .geometry import GeometryConfig, geometry_features
+from .head import choose_merger_on_features, feature_videos, train_head, with_geometry
 from .inference import window_starts
 from .losses import LossConfig, fesnet_loss
 from .merger import MergerConfig
-from .metrics import MetricTable, labels_to_intervals
+from .metrics import MetricTable
+from .sampling import class_weights, clip_start, lr_at
 
 log = logging.getLogger(__name__)
 
@@ -82,42 +81,6 @@ def build_dataset(
     return train[n_val:], train[:n_val], desc
 
 
-class Labelled(Protocol):
-    labels: np.ndarray
-
-
-def class_weights(
-    videos: Sequence[Labelled],
-    num_classes: int = 3,
-    *,
-    clip_frames: int | None = None,
-    expression_fraction: float = 0.0,
-    samples: int = 4000,
-    seed: int = 0,
-) -> torch.Tensor:
-    """Paper's w_c: inverse class frequency, normalised to mean 1.
-
-    With ``clip_frames`` the frequencies are those of the clips training actually draws
-    (``samples`` clips placed by the same ``_clip_start``, expression clips oversampled by
-    ``expression_fraction``), not of the whole videos. Counting whole videos while oversampling
-    expressions corrects for the imbalance twice: on the synthetic set neutral is 79% of the
-    frames but 63% of the sampled ones, and the video-level weights (0.11, 2.42, 0.48) gave ME
-    4x the loss share of neutral. End-to-end training then scored p_expr above 0.95 almost
-    everywhere (validation F1 0 at step 200, one interval per video)."""
-    counts = np.zeros(num_classes)
-    if clip_frames is None:
-        counts += np.bincount(np.concatenate([v.labels for v in videos]), minlength=num_classes)
-    else:
-        rng = random.Random(seed)
-        usable = [v for v in videos if len(v.labels) >= clip_frames]
-        for _ in range(samples):
-            v = rng.choice(usable)
-            start = _clip_start(v.labels, len(v.labels), clip_frames, expression_fraction, rng)
-            counts += np.bincount(v.labels[start : start + clip_frames], minlength=num_classes)
-    w = counts.sum() / np.maximum(counts, 1)
-    return torch.tensor(w / w.mean(), dtype=torch.float32)
-
-
 def sample_clip(
     videos: list[AlignedVideo],
     clip_frames: int,
@@ -130,23 +93,9 @@ def sample_clip(
     ``geoms``: each video's geometry vectors by video id (computed over the whole video, as a
     stream computes them, then sliced)."""
     v = rng.choice([v for v in videos if len(v.labels) >= clip_frames])
-    start = _clip_start(v.labels, len(v.labels), clip_frames, expression_fraction, rng)
+    start = clip_start(v.labels, len(v.labels), clip_frames, expression_fraction, rng)
     sl = slice(start, start + clip_frames)
     return v.crops[sl], v.labels[sl], None if geoms is None else geoms[v.video_id][sl]
-
-
-def _clip_start(
-    labels: np.ndarray, n: int, clip_frames: int, expression_fraction: float, rng: random.Random
-) -> int:
-    intervals = labels_to_intervals(labels)
-    if intervals and rng.random() < expression_fraction:
-        on, off, _ = rng.choice(intervals)
-        lo = max(0, on - clip_frames + 8)
-        hi = min(n - clip_frames, off - 8)
-        start = rng.randint(lo, max(lo, hi))
-    else:
-        start = rng.randint(0, n - clip_frames)
-    return min(max(start, 0), n - clip_frames)
 
 
 def augment(crops: np.ndarray, rng: random.Random) -> np.ndarray:
@@ -213,17 +162,6 @@ def train_step(
     return fesnet_loss(out, y_w, weights, loss_cfg)
 
 
-def lr_at(step: int, cfg: TrainConfig, elapsed_s: float) -> float:
-    """Linear warm-up, then cosine decay over whichever budget (steps or minutes) runs out
-    first, so a time-limited run still ends at a low learning rate."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    p = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    if cfg.minutes is not None:
-        p = max(p, elapsed_s / (cfg.minutes * 60))
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, p)))
-
-
 def choose_merger(
     net: FESNet,
     videos: list[AlignedVideo],
@@ -234,8 +172,6 @@ def choose_merger(
     """Pick the merger thresholds with the best overall F1 on validation videos: encode them
     with the current weights, then :func:`head.choose_merger_on_features` (windows scored once,
     only the merger re-run per candidate)."""
-    from .head import choose_merger_on_features, feature_videos
-
     fvideos = feature_videos(net, videos, geometry if net.cfg.geometry_dims else None)
     return choose_merger_on_features(net, fvideos, base, stride_frames)
 
@@ -346,8 +282,6 @@ def run_head_stage(
     """Stage 2 (model/head.py): the window head on cached encoder features, with the geometry
     channel added first when ``geometry`` and the network has none. OUT/best.pt is replaced only
     when the head beats ``best_f1``."""
-    from .head import feature_videos, train_head, with_geometry
-
     torch.set_num_threads(cfg.threads)
     if geometry and not net.cfg.geometry_dims:
         net = with_geometry(net)

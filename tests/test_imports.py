@@ -136,10 +136,7 @@ def test_every_import_runs_the_allowed_way() -> None:
 
 
 # The one circle left, in the model-quality work of issue 12 (not touched by the redesign):
-# head.py imports train._clip_start and train.py imports head, both lazily. Moving
-# _clip_start out of train.py ends it; this list must then lose its entry (the test compares
-# exactly, so a new circle fails as well as a stale entry).
-KNOWN_CIRCLES = [["fesnet.model.head", "fesnet.model.train", "fesnet.model.head"]]
+KNOWN_CIRCLES: list[list[str]] = []
 
 
 def test_no_module_imports_itself_back() -> None:

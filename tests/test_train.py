@@ -9,7 +9,8 @@ from toy_videos import toy_video, with_landmarks
 
 from fesnet.model.fesnet import FESNet, FESNetConfig
 from fesnet.model.losses import LossConfig
-from fesnet.model.train import TrainConfig, augment, class_weights, clip_batch, train_step
+from fesnet.model.sampling import class_weights
+from fesnet.model.train import TrainConfig, augment, clip_batch, train_step
 
 torch.set_num_threads(1)
 
