@@ -278,16 +278,16 @@ def cmd_int8(args: argparse.Namespace) -> int:
     from .int8 import sample_windows, write_windows
 
     try:
-        window_frames = load_checkpoint(args.checkpoint).config.window_frames
+        ck = load_checkpoint(args.checkpoint)
     except LoadError as e:
         raise UsageError(str(e)) from e
     videos = _videos(args)
     try:
-        windows, names = sample_windows(videos, args.n, window_frames,
-                                        args.expression_fraction, args.seed)  # fmt: skip
+        windows, names, geom = sample_windows(videos, args.n, ck.config.window_frames,
+                                              args.expression_fraction, args.seed, ck.geometry)
     except ValueError as e:
         raise UsageError(str(e)) from e
-    path = write_windows(args.out, windows, names)
+    path = write_windows(args.out, windows, names, geom)
     n_videos = len({n.rsplit("@", 1)[0] for n in names})
     print(f"{len(windows)} windows {windows.shape[1:]} uint8 from {n_videos} clips -> {path} "
           f"(the TensorRT backend: precision int8/fp8, calibration={path})")  # fmt: skip

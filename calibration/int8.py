@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from fesnet.model.calibration_data import read_calibration_windows, write_calibration_windows
+from fesnet.model.geometry import GEOMETRY_DIMS, GeometryConfig, geometry_features
 
 
 def sample_windows(
@@ -30,8 +31,10 @@ def sample_windows(
     window_frames: int = 32,
     expression_fraction: float = 0.5,
     seed: int = 0,
-) -> tuple[np.ndarray, list[str]]:
-    """Draw ``n_windows`` windows (uint8 (N, T, S, S, 3)) and their ``video_id@start`` names.
+    geometry: GeometryConfig | None = None,
+) -> tuple[np.ndarray, list[str], np.ndarray | None]:
+    """Draw ``n_windows`` windows (uint8 (N, T, S, S, 3)), their ``video_id@start`` names and,
+    with ``geometry``, their geometry vectors (N, T, G) (else None; videos need landmarks).
 
     Videos (``AlignedVideo``-like: ``video_id``, ``crops``, ``labels``) take turns so every
     video contributes about equally; within a video, a window overlapping a labelled expression
@@ -71,15 +74,24 @@ def sample_windows(
                 picked.append((v, int(pool.pop())))
     first = picked[0][0].crops
     out = np.empty((n_windows, window_frames, *first.shape[1:]), np.uint8)
+    geom = None
+    vectors: dict[str, np.ndarray] = {}
+    if geometry is not None:
+        geom = np.empty((n_windows, window_frames, GEOMETRY_DIMS), np.float32)
+        vectors = {v.video_id: geometry_features(v.landmarks, geometry) for v, _ in picked}
     names = []
     for k, (v, s) in enumerate(picked):
         out[k] = v.crops[s : s + window_frames]
+        if geom is not None:
+            geom[k] = vectors[v.video_id][s : s + window_frames]
         names.append(f"{v.video_id}@{s}")
-    return out, names
+    return out, names, geom
 
 
-def write_windows(path: str | Path, windows: np.ndarray, names: list[str]) -> Path:
+def write_windows(
+    path: str | Path, windows: np.ndarray, names: list[str], geom: np.ndarray | None = None
+) -> Path:
     """Write in the TensorRT path's format and read it back through its own reader."""
-    path = write_calibration_windows(path, windows, names)
+    path = write_calibration_windows(path, windows, names, geom)
     read_calibration_windows(path, windows.shape[1])
     return path

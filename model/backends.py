@@ -31,12 +31,14 @@ import torch
 from .checkpoint import Checkpoint
 from .fesnet import FESNet
 from .geometry import GeometryConfig
+from .graphs import GEOMETRY_INPUT
 
 log = logging.getLogger(__name__)
 
 
 class Backend(Protocol):
     name: str
+    geometry: GeometryConfig | None  # the geometry channel it reads (None: it reads none)
 
     def encode(self, frames_u8: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
@@ -109,6 +111,7 @@ class OnnxBackend:
         threads: int = 1,
         window_frames: int = 32,
         name: str = "onnx",
+        geometry: GeometryConfig | None = None,
     ) -> None:
         try:
             import onnxruntime as ort
@@ -130,6 +133,11 @@ class OnnxBackend:
         self.window_path = Path(window_path)
         self._enc = ort.InferenceSession(str(encoder_path), opts, providers=providers)
         self._win = ort.InferenceSession(str(window_path), opts, providers=providers)
+        self._window_inputs = tuple(i.name for i in self._win.get_inputs())
+        reads_geom = GEOMETRY_INPUT in self._window_inputs
+        if reads_geom and geometry is None:
+            geometry = GeometryConfig()
+        self.geometry = geometry if reads_geom else None
 
     @classmethod
     def from_net(
@@ -138,12 +146,14 @@ class OnnxBackend:
         cache_dir: str | Path | None = None,
         opset: int | None = None,
         threads: int = 1,
+        geometry: GeometryConfig | None = None,
     ) -> OnnxBackend:
         """Export (or reuse the cached export of) ``net`` and open sessions on it."""
         from .onnx_export import DEFAULT_OPSET, cached_onnx
 
         files = cached_onnx(net, cache_dir, opset if opset is not None else DEFAULT_OPSET)
-        return cls(files.encoder, files.window, threads, net.cfg.window_frames)
+        return cls(files.encoder, files.window, threads, net.cfg.window_frames,
+                   geometry=geometry)
 
     def encode(self, frames_u8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if frames_u8.dtype != np.uint8 or frames_u8.ndim != 4 or frames_u8.shape[-1] != 3:
@@ -154,19 +164,22 @@ class OnnxBackend:
         x_prime, x_atten = self._enc.run(None, {"frames_u8": np.ascontiguousarray(frames_u8)})
         return x_prime, x_atten
 
-    def window(self, x_prime: np.ndarray, x_atten: np.ndarray) -> np.ndarray:
+    def window(
+        self, x_prime: np.ndarray, x_atten: np.ndarray, geom: np.ndarray | None = None
+    ) -> np.ndarray:
         if x_prime.shape[1] != self.window_frames or x_atten.shape[1] != self.window_frames:
             raise ValueError(
                 f"the exported window graph takes T={self.window_frames} frames, got "
                 f"x_prime {x_prime.shape}, x_atten {x_atten.shape}"
             )
-        (probs,) = self._win.run(
-            None,
-            {
-                "x_prime": np.ascontiguousarray(x_prime, dtype=np.float32),
-                "x_atten": np.ascontiguousarray(x_atten, dtype=np.float32),
-            },
-        )
+        given = {"x_prime": x_prime, "x_atten": x_atten}
+        if geom is not None:
+            given[GEOMETRY_INPUT] = geom
+        if set(given) != set(self._window_inputs):
+            raise ValueError(f"the exported window graph takes {self._window_inputs}, "
+                             f"got {tuple(given)}")
+        feed = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in given.items()}
+        (probs,) = self._win.run(None, feed)
         return probs
 
 
@@ -188,8 +201,11 @@ class TensorRTBackend:
         device: str = "cuda",
         max_frames: int = 64,
         max_batch: int = 8,
+        geometry: GeometryConfig | None = None,
     ) -> None:
         from .tensorrt_export import cached_tensorrt, load_tensorrt, tensorrt_unavailable_reason
+
+        self.geometry = (geometry or GeometryConfig()) if net.cfg.geometry_dims else None
 
         reason = tensorrt_unavailable_reason(precision)
         if reason is not None:
@@ -220,12 +236,19 @@ class TensorRTBackend:
         return np.concatenate(outs[0]), np.concatenate(outs[1])
 
     @torch.inference_mode()
-    def window(self, x_prime: np.ndarray, x_atten: np.ndarray) -> np.ndarray:
+    def window(
+        self, x_prime: np.ndarray, x_atten: np.ndarray, geom: np.ndarray | None = None
+    ) -> np.ndarray:
+        if (geom is None) != (self.geometry is None):
+            raise ValueError("geom is required exactly when the network reads the geometry "
+                             f"channel (it does{'' if self.geometry else ' not'})")
+        arrays = [x_prime, x_atten] + ([] if geom is None else [geom])
         probs = []
         for i in range(0, len(x_prime), self.max_batch):
-            xp = torch.from_numpy(np.ascontiguousarray(x_prime[i : i + self.max_batch]))
-            xa = torch.from_numpy(np.ascontiguousarray(x_atten[i : i + self.max_batch]))
-            probs.append(self._win(xp.to(self.device), xa.to(self.device)).float().cpu().numpy())
+            batch = [torch.from_numpy(np.ascontiguousarray(a[i : i + self.max_batch],
+                                                          dtype=np.float32)).to(self.device)
+                     for a in arrays]  # fmt: skip
+            probs.append(self._win(*batch).float().cpu().numpy())
         return np.concatenate(probs)
 
 
@@ -246,9 +269,9 @@ def make_backend(name: str, checkpoint: Checkpoint, **opts: Any) -> Backend:
     if name == "torch-compile":
         return TorchBackend(net, compile=True, geometry=checkpoint.geometry, **opts)
     if name == "onnx":
-        return OnnxBackend.from_net(net, **opts)
+        return OnnxBackend.from_net(net, geometry=checkpoint.geometry, **opts)
     if name == "tensorrt":
-        return TensorRTBackend(net, **opts)
+        return TensorRTBackend(net, geometry=checkpoint.geometry, **opts)
     raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
 
 

@@ -2,7 +2,9 @@
 
 An .npz file with one array "windows", uint8 of shape (N, T, 112, 112, 3): N windows of
 T = cfg.window_frames aligned RGB face crops, exactly what the spotter feeds the model. Optional
-array "source" (N,) of str names where each window came from, for the record only. A few hundred
+array "source" (N,) of str names where each window came from, for the record only. Optional array
+"geom" float32 (N, T, G): the windows' geometry-channel vectors (model/geometry.py), required to
+calibrate a network that reads them. A few hundred
 windows from the deployment's own cameras is the usual size (modelopt's guide: 128-512 samples).
 """
 
@@ -16,6 +18,7 @@ import numpy as np
 from .graphs import atomic_write
 
 CALIBRATION_KEY = "windows"
+GEOMETRY_KEY = "geom"
 
 
 class CalibrationError(ValueError):
@@ -23,12 +26,20 @@ class CalibrationError(ValueError):
 
 
 def write_calibration_windows(
-    path: str | Path, windows: np.ndarray, source: list[str] | None = None
+    path: str | Path,
+    windows: np.ndarray,
+    source: list[str] | None = None,
+    geom: np.ndarray | None = None,
 ) -> Path:
-    """Write calibration windows (N, T, 112, 112, 3) uint8 in the format above."""
+    """Write calibration windows (N, T, 112, 112, 3) uint8 (and their geometry vectors) in the
+    format above."""
     path = Path(path)
     _check_calibration(windows, path)
     arrays = {CALIBRATION_KEY: windows}
+    if geom is not None:
+        if geom.shape[:2] != windows.shape[:2] or geom.ndim != 3:
+            raise CalibrationError(f"geom {geom.shape} does not match windows {windows.shape}")
+        arrays[GEOMETRY_KEY] = geom.astype(np.float32)
     if source is not None:
         if len(source) != len(windows):
             raise CalibrationError(f"{len(source)} source names for {len(windows)} windows")
@@ -58,6 +69,15 @@ def read_calibration_windows(path: str | Path, window_frames: int | None = None)
         raise CalibrationError(f"cannot read calibration file {path}: {e}") from e
     _check_calibration(windows, path, window_frames)
     return windows
+
+
+def read_calibration_geometry(path: str | Path) -> np.ndarray | None:
+    """The geometry vectors (N, T, G) float32 stored beside the windows, or None."""
+    try:
+        with np.load(Path(path), allow_pickle=False) as z:
+            return z[GEOMETRY_KEY] if GEOMETRY_KEY in z.files else None
+    except (OSError, ValueError) as e:
+        raise CalibrationError(f"cannot read calibration file {path}: {e}") from e
 
 
 def _check_calibration(windows: np.ndarray, path: Path, window_frames: int | None = None) -> None:

@@ -1,8 +1,9 @@
 """The two model functions as deployable graph modules, shared by the ONNX and TensorRT exports.
 
 - ``EncoderGraph``: ``frames_u8 (N, 112, 112, 3) uint8 -> x_prime (N, ...), x_atten (N, ...)``;
-- ``WindowGraph``: ``x_prime (B, T, ...), x_atten (B, T, ...) -> probs (B, T, 3)``, the softmax
-  inside, so every backend returns probabilities.
+- ``WindowGraph``: ``x_prime (B, T, ...), x_atten (B, T, ...)[, geom (B, T, G)] -> probs
+  (B, T, 3)``, the softmax inside, so every backend returns probabilities. ``geom`` is an input
+  exactly when the network has a geometry channel (``window_inputs``).
 
 Exports are cached by a hash of the weights and config (``weights_hash``) and written atomically
 (``atomic_write``: a temporary name, then a rename), so a second process never reads a
@@ -23,13 +24,19 @@ from torch import nn
 from .fesnet import FESNet
 
 # Bump when the exported graphs change for the same weights, so stale caches are not reused.
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2  # 2: the window graph takes geom when the network has a geometry channel
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "fesnet"
 
 ENCODER_INPUTS = ("frames_u8",)
 ENCODER_OUTPUTS = ("x_prime", "x_atten")
 WINDOW_INPUTS = ("x_prime", "x_atten")
+GEOMETRY_INPUT = "geom"
 WINDOW_OUTPUTS = ("probs",)
+
+
+def window_inputs(net: FESNet) -> tuple[str, ...]:
+    """The window graph's input names, in order: the features, then ``geom`` if it reads one."""
+    return WINDOW_INPUTS + ((GEOMETRY_INPUT,) if net.cfg.geometry_dims else ())
 
 
 class ExportError(RuntimeError):
@@ -60,15 +67,18 @@ class WindowGraph(nn.Module):
         super().__init__()
         self.net = net
 
-    def forward(self, x_prime: torch.Tensor, x_atten: torch.Tensor) -> torch.Tensor:
-        logits = self.net.forward_window(x_prime, x_atten)
+    def forward(
+        self, x_prime: torch.Tensor, x_atten: torch.Tensor, geom: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        logits = self.net.forward_window(x_prime, x_atten, geom)
         return torch.softmax(logits.float(), dim=-1)
 
 
 def example_inputs(
     net: FESNet, n_frames: int = 2, batch: int = 2, seed: int = 0
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Random frames_u8 (n, 112, 112, 3), x_prime (B, T, ...), x_atten (B, T, ...) inputs."""
+) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """Random frames_u8 (n, 112, 112, 3) and the window graph's inputs (``window_inputs``):
+    x_prime (B, T, ...), x_atten (B, T, ...)[, geom (B, T, G)]."""
     cfg = net.cfg
     g = torch.Generator().manual_seed(seed)
     frames = torch.randint(0, 256, (n_frames, cfg.image_size, cfg.image_size, 3), generator=g)
@@ -76,7 +86,10 @@ def example_inputs(
     c_deep, c_att = cfg.deep_channels[-1], cfg.init_channels[-1]
     x_prime = torch.randn(batch, t, c_deep, cfg.deep_hw, cfg.deep_hw, generator=g)
     x_atten = torch.randn(batch, t, c_att, cfg.attn_hw, cfg.attn_hw, generator=g).relu()
-    return frames.to(torch.uint8), x_prime, x_atten
+    window = (x_prime, x_atten)
+    if cfg.geometry_dims:
+        window += (torch.randn(batch, t, cfg.geometry_dims, generator=g),)
+    return frames.to(torch.uint8), window
 
 
 def weights_hash(net: FESNet) -> str:

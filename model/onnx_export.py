@@ -32,7 +32,6 @@ from .graphs import (
     ENCODER_INPUTS,
     ENCODER_OUTPUTS,
     EXPORT_VERSION,
-    WINDOW_INPUTS,
     WINDOW_OUTPUTS,
     EncoderGraph,
     ExportError,
@@ -42,6 +41,7 @@ from .graphs import (
     ensure_dir,
     example_inputs,
     weights_hash,
+    window_inputs,
 )
 from .noise import quiet_onnx_export
 
@@ -96,7 +96,8 @@ def export_onnx(net: FESNet, out_dir: str | Path, opset: int = DEFAULT_OPSET) ->
     """Export both graphs into ``out_dir`` (overwriting), unchecked. See ``cached_onnx``."""
     out_dir = Path(out_dir)
     dep = deployable(net)
-    frames, x_prime, x_atten = example_inputs(dep)
+    frames, window = example_inputs(dep)
+    names = window_inputs(dep)
     n = torch.export.Dim("n_frames", min=1, max=MAX_ONNX_BATCH)
     b = torch.export.Dim("batch", min=1, max=MAX_ONNX_BATCH)
     files = OnnxFiles(out_dir / "encoder.onnx", out_dir / "window.onnx")
@@ -111,10 +112,10 @@ def export_onnx(net: FESNet, out_dir: str | Path, opset: int = DEFAULT_OPSET) ->
         )
         win = _onnx_bytes(
             WindowGraph(dep),
-            (x_prime, x_atten),
-            WINDOW_INPUTS,
+            window,
+            names,
             WINDOW_OUTPUTS,
-            {"x_prime": {0: b}, "x_atten": {0: b}},
+            {name: {0: b} for name in names},
             opset,
         )
     atomic_write(files.encoder, enc)
@@ -133,7 +134,8 @@ def verify_onnx(
     import onnxruntime as ort
 
     net = deployable(net)
-    frames, x_prime, x_atten = example_inputs(net, n_frames=3, batch=2, seed=1)
+    frames, window = example_inputs(net, n_frames=3, batch=2, seed=1)
+    x_prime, x_atten, *geom = window
     if frames_u8 is not None:
         frames = torch.from_numpy(np.ascontiguousarray(frames_u8))
     opts = ort.SessionOptions()
@@ -147,9 +149,12 @@ def verify_onnx(
         real_p, real_a = ref.x_prime[idx][None], ref.x_atten[idx][None]  # (1, T, ...)
         x_prime = torch.cat([real_p, x_prime])
         x_atten = torch.cat([real_a, x_atten])
-        probs = torch.softmax(net.forward_window(x_prime, x_atten), dim=-1)
+        geom = [torch.cat([torch.zeros_like(g[:1]), g]) for g in geom]
+        inputs = (x_prime, x_atten, *geom)
+        probs = torch.softmax(net.forward_window(*inputs), dim=-1)
     got_p, got_a = enc.run(None, {"frames_u8": frames.numpy()})
-    (got_probs,) = win.run(None, {"x_prime": x_prime.numpy(), "x_atten": x_atten.numpy()})
+    feed = {name: x.numpy() for name, x in zip(window_inputs(net), inputs, strict=True)}
+    (got_probs,) = win.run(None, feed)
     diffs = {
         "x_prime": float(np.abs(got_p - ref.x_prime.numpy()).max()),
         "x_atten": float(np.abs(got_a - ref.x_atten.numpy()).max()),

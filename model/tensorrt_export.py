@@ -20,12 +20,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from .calibration_data import CalibrationError, read_calibration_windows
+from .calibration_data import (
+    CalibrationError,
+    read_calibration_geometry,
+    read_calibration_windows,
+)
 from .fesnet import FESNet
 from .graphs import (
     DEFAULT_CACHE_DIR,
     EXPORT_VERSION,
-    WINDOW_INPUTS,
     EncoderGraph,
     ExportError,
     WindowGraph,
@@ -33,6 +36,7 @@ from .graphs import (
     ensure_dir,
     example_inputs,
     weights_hash,
+    window_inputs,
 )
 
 log = logging.getLogger(__name__)
@@ -106,8 +110,11 @@ class TypedWindowGraph(WindowGraph):
         super().__init__(net)
         self.dtype = dtype
 
-    def forward(self, x_prime: torch.Tensor, x_atten: torch.Tensor) -> torch.Tensor:
-        return super().forward(x_prime.to(self.dtype), x_atten.to(self.dtype))
+    def forward(
+        self, x_prime: torch.Tensor, x_atten: torch.Tensor, geom: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        geom = None if geom is None else geom.to(self.dtype)
+        return super().forward(x_prime.to(self.dtype), x_atten.to(self.dtype), geom)
 
 
 def precision_net(net: FESNet, precision: str) -> tuple[FESNet, torch.dtype]:
@@ -148,17 +155,30 @@ def tensorrt_cache_dir(
 
 
 def _quantize(
-    net: FESNet, precision: str, calib_windows: np.ndarray, device: str, batch: int = 4
+    net: FESNet,
+    precision: str,
+    calib_windows: np.ndarray,
+    device: str,
+    calib_geom: np.ndarray | None = None,
+    batch: int = 4,
 ) -> FESNet:
-    """Insert modelopt Q/DQ nodes into ``net`` (in place) calibrated on real windows."""
+    """Insert modelopt Q/DQ nodes into ``net`` (in place) calibrated on real windows (and their
+    geometry vectors, for a network that reads them)."""
     import modelopt.torch.quantization as mtq
 
+    if net.cfg.geometry_dims and calib_geom is None:
+        raise CalibrationError("this network reads the geometry channel: its calibration file "
+                               "needs 'geom' (fesnet-calibrate int8 writes it)")
     cfg = mtq.INT8_DEFAULT_CFG if precision == "int8" else mtq.FP8_DEFAULT_CFG
 
     def forward_loop(model: nn.Module) -> None:
         for i in range(0, len(calib_windows), batch):
             x = torch.from_numpy(calib_windows[i : i + batch]).to(device)
-            model(x)  # FESNet.forward = encode_frames + forward_window: calibrates both
+            g = None
+            if net.cfg.geometry_dims:
+                assert calib_geom is not None
+                g = torch.from_numpy(calib_geom[i : i + batch]).to(device)
+            model(x, g)  # FESNet.forward = encode_frames + forward_window: calibrates both
 
     with torch.no_grad():
         mtq.quantize(net, cfg, forward_loop=forward_loop)
@@ -194,13 +214,15 @@ def compile_tensorrt(
                 f"{precision} needs calibration windows (.npz, see calibration_data.py)"
             )
         windows = read_calibration_windows(calibration, net.cfg.window_frames)
-        _quantize(dep, precision, windows, device)
-    frames, x_prime, x_atten = (t.to(device) for t in example_inputs(dep, n_frames=2, batch=2))
+        _quantize(dep, precision, windows, device, read_calibration_geometry(calibration))
+    frames, window = example_inputs(dep, n_frames=2, batch=2)
+    frames, window = frames.to(device), tuple(x.to(device) for x in window)
+    names = window_inputs(dep)
     cfg = net.cfg
     n = torch.export.Dim("n_frames", min=1, max=max_frames)
     b = torch.export.Dim("batch", min=1, max=max_batch)
     enc_dyn = {"frames_u8": {0: n}}
-    win_dyn = {"x_prime": {0: b}, "x_atten": {0: b}}
+    win_dyn = {name: {0: b} for name in names}
     side, t = cfg.image_size, cfg.window_frames
     enc_in = [
         torch_tensorrt.Input(
@@ -219,7 +241,7 @@ def compile_tensorrt(
             dtype=torch.float32,
             name=nm,
         )
-        for nm, x in zip(WINDOW_INPUTS, (x_prime, x_atten), strict=True)
+        for nm, x in zip(names, window, strict=True)
     ]
     extra = {}
     if precision == "int8":
@@ -230,7 +252,7 @@ def compile_tensorrt(
     files = TensorRTFiles(out_dir / "encoder.ep", out_dir / "window.ep")
     graphs = (
         (TypedEncoderGraph(dep), (frames,), enc_dyn, enc_in, files.encoder),
-        (TypedWindowGraph(dep, dtype), (x_prime, x_atten), win_dyn, win_in, files.window),
+        (TypedWindowGraph(dep, dtype), window, win_dyn, win_in, files.window),
     )
     with torch.no_grad(), _quant_export_mode(precision):
         for module, args, dyn, inputs, path in graphs:

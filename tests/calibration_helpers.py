@@ -44,6 +44,7 @@ class Clip:
     crops: np.ndarray  # (N, 112, 112, 3) uint8 RGB
     labels: np.ndarray  # (N,) int64
     subject: str = "test"
+    landmarks: np.ndarray | None = None  # (N, 468, 2) crop pixels, for the geometry channel
 
 
 def level_crops(levels: np.ndarray, me_share: np.ndarray) -> np.ndarray:

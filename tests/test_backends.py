@@ -52,6 +52,36 @@ def test_torch_and_onnx_backends_agree_with_dynamic_batch(ckpt, onnx_backend) ->
         assert np.abs(got - ref).max() <= 1e-4
 
 
+def test_a_geometry_network_exports_and_runs_the_same_on_onnx(tmp_path) -> None:
+    """The window graph of a network with a geometry channel takes geom as a third input;
+    ONNX Runtime agrees with torch, both say which geometry they read, and geom is required."""
+    from fesnet.model.geometry import GEOMETRY_DIMS, GeometryConfig
+    from fesnet.model.head import with_geometry
+
+    torch.manual_seed(2)
+    net = with_geometry(FESNet(FESNetConfig.tiny()))
+    torch.nn.init.normal_(net.mtam.inp.weight, std=0.3)  # let the geometry reach the output
+    gcfg = GeometryConfig(neutral_s=6.0)
+    ck = checkpoint.load(checkpoint.save(tmp_path / "geo.pt", net, {"geometry": gcfg.to_dict()}))
+    ref_backend = make_backend("torch", ck)
+    onnx = make_backend("onnx", ck, cache_dir=tmp_path / "cache", threads=1)
+    assert ref_backend.geometry == onnx.geometry == gcfg
+    rng = np.random.default_rng(0)
+    xp, xa = ref_backend.encode(rng.integers(0, 256, (32, 112, 112, 3), dtype=np.uint8))
+    geom = rng.normal(0, 1, (2, 32, GEOMETRY_DIMS)).astype(np.float32)
+    xp, xa = np.stack([xp, xp]), np.stack([xa, xa])
+    ref = ref_backend.window(xp, xa, geom)
+    assert np.abs(onnx.window(xp, xa, geom) - ref).max() <= 1e-4
+    assert not np.array_equal(ref[0], ref[1])  # the geometry reaches the output
+    with torch.no_grad():
+        out = net.eval().forward_window(torch.from_numpy(xp), torch.from_numpy(xa),
+                                        torch.from_numpy(geom), return_all=True)
+    temporal = out.proposals[1]  # the MTAM's temporal proposal reads the geometry directly
+    assert (temporal[0] - temporal[1]).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="geom"):
+        onnx.window(xp, xa)
+
+
 def test_onnx_backend_checks_its_inputs(onnx_backend) -> None:
     with pytest.raises(ValueError, match="uint8"):
         onnx_backend.encode(np.zeros((1, 112, 112, 3), np.float32))

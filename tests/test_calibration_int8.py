@@ -19,7 +19,8 @@ def test_windows_are_balanced_distinct_and_readable_by_the_export_path(tmp_path:
         make_clip(100, [(10, 20, 1)], rest=0.1, rest_noise=0.05, seed=2),
         make_clip(20, [], rest=0.1, rest_noise=0.05, seed=3),  # shorter than a window: skipped
     ]
-    windows, names = sample_windows(videos, 40, 32, expression_fraction=0.5, seed=0)
+    windows, names, geom = sample_windows(videos, 40, 32, expression_fraction=0.5, seed=0)
+    assert geom is None  # no geometry channel asked for
     assert windows.shape == (40, 32, 112, 112, 3) and windows.dtype == np.uint8
     assert len(set(names)) == 40
     per_video = {n.rsplit("@", 1)[0] for n in names}
@@ -32,10 +33,33 @@ def test_windows_are_balanced_distinct_and_readable_by_the_export_path(tmp_path:
         assert np.array_equal(w, v.crops[int(start) : int(start) + 32])
         n_expr += bool(v.labels[int(start) : int(start) + 32].any())
     assert 10 <= n_expr <= 30
-    again, _ = sample_windows(videos, 40, 32, expression_fraction=0.5, seed=0)
+    again, _, _ = sample_windows(videos, 40, 32, expression_fraction=0.5, seed=0)
     assert np.array_equal(again, windows)
     path = write_windows(tmp_path / "calib.npz", windows, names)
     assert np.array_equal(read_calibration_windows(path, 32), windows)
+
+
+def test_a_geometry_network_gets_its_windows_geometry_vectors(tmp_path: Path) -> None:
+    """With a geometry config the windows' vectors are stored beside them and read back; they
+    are the slices of each whole video's vectors (computed from its start, as a stream does)."""
+    import dataclasses
+
+    from fesnet.model.calibration_data import read_calibration_geometry
+    from fesnet.model.geometry import GeometryConfig, geometry_features
+
+    rng = np.random.default_rng(0)
+    videos = []
+    for i in (1, 2):
+        v = make_clip(100, [(40, 70, 2)], rest=0.1, rest_noise=0.05, seed=i)
+        lm = (rng.normal(56, 15, (468, 2)) + rng.normal(0, 0.2, (100, 468, 2))).astype(np.float32)
+        videos.append(dataclasses.replace(v, landmarks=lm))
+    windows, names, geom = sample_windows(videos, 12, 32, seed=0, geometry=GeometryConfig())
+    assert geom is not None and geom.shape[:2] == (12, 32)
+    vid, start = names[0].rsplit("@", 1)
+    whole = geometry_features(next(v for v in videos if v.video_id == vid).landmarks)
+    np.testing.assert_array_equal(geom[0], whole[int(start) : int(start) + 32])
+    path = write_windows(tmp_path / "calib.npz", windows, names, geom)
+    np.testing.assert_array_equal(read_calibration_geometry(path), geom)
 
 
 def test_bad_requests_are_clear() -> None:

@@ -158,12 +158,19 @@ def test_tensorrt_reason_names_what_is_missing(net, tmp_path) -> None:
         tensorrt_export.compile_tensorrt(net, tmp_path)
 
 
-def test_tensorrt_graphs_export_with_dynamic_batch_on_cpu(net) -> None:
+@pytest.mark.parametrize("geometry", [False, True], ids=["pixels", "geometry"])
+def test_tensorrt_graphs_export_with_dynamic_batch_on_cpu(net, geometry: bool) -> None:
     """What torch_tensorrt.dynamo.compile receives: torch.export of both typed graphs at fp32 and
-    fp16 (model.half()), float32 at their boundaries, with a dynamic frame/window batch."""
+    fp16 (model.half()), float32 at their boundaries, with a dynamic frame/window batch; a
+    network with a geometry channel takes geom as the window graph's third input."""
+    from fesnet.model.head import with_geometry
+
+    net = with_geometry(net).eval() if geometry else net
     for precision in ("fp32", "fp16"):
         dep, dtype = tensorrt_export.precision_net(net, precision)
-        frames, x_prime, x_atten = graphs.example_inputs(dep)
+        frames, window = graphs.example_inputs(dep)
+        names = graphs.window_inputs(dep)
+        assert len(names) == len(window) == (3 if geometry else 2)
         n = torch.export.Dim("n_frames", min=1, max=64)
         b = torch.export.Dim("batch", min=1, max=8)
         enc = torch.export.export(
@@ -174,14 +181,14 @@ def test_tensorrt_graphs_export_with_dynamic_batch_on_cpu(net) -> None:
         ).module()
         win = torch.export.export(
             tensorrt_export.TypedWindowGraph(dep, dtype),
-            (x_prime, x_atten),
-            dynamic_shapes={"x_prime": {0: b}, "x_atten": {0: b}},
+            window,
+            dynamic_shapes={name: {0: b} for name in names},
             strict=False,
         ).module()
         with torch.no_grad():
             ref = net.encode_frames(frames[:1])
             xp, xa = enc(frames[:1])
-            probs = win(x_prime[:1].repeat(3, 1, 1, 1, 1), x_atten[:1].repeat(3, 1, 1, 1, 1))
+            probs = win(*(x[:1].repeat(3, *([1] * (x.ndim - 1))) for x in window))
         assert xp.dtype == xa.dtype == probs.dtype == torch.float32, precision
         assert xp.shape == ref.x_prime.shape and probs.shape == (3, net.cfg.window_frames, 3)
         assert torch.allclose(probs.sum(-1), torch.ones(3, net.cfg.window_frames), atol=1e-3)
