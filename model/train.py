@@ -278,6 +278,7 @@ def run_head_stage(
     geometry: bool,
     feature_cache: Path | None,
     best_f1: float = -1.0,
+    evals: int = 4,
 ) -> Path:
     """Stage 2 (model/head.py): the window head on cached encoder features, with the geometry
     channel added first when ``geometry`` and the network has none. OUT/best.pt is replaced only
@@ -299,7 +300,7 @@ def run_head_stage(
     _net, _merger, _table, history = train_head(
         net, train_f, val_f, minutes=minutes, lr=cfg.lr, weight_decay=cfg.weight_decay,
         expression_fraction=cfg.expression_clip_fraction, stride_frames=cfg.stride_frames,
-        seed=cfg.seed, loss_cfg=cfg.loss, on_best=on_best,
+        seed=cfg.seed, loss_cfg=cfg.loss, on_best=on_best, evals=evals,
     )
     out.mkdir(parents=True, exist_ok=True)
     (out / "head_history.json").write_text(json.dumps(history, indent=1))
@@ -322,6 +323,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--minutes", type=float, help="stop after this much training time")
     p.add_argument("--head-minutes", type=float, default=0.0,
                    help="stage 2: then train only the window head on cached encoder features")
+    p.add_argument("--head-evals", type=int, default=4,
+                   help="validations during stage 2, evenly spaced; the best one is kept")
     p.add_argument("--no-geometry", dest="geometry", action="store_false",
                    help="stage 2 without the geometry channel (pixels only, as the paper)")
     p.add_argument("--feature-cache", type=Path, default=Path(".cache/features"),
@@ -358,7 +361,8 @@ def main(argv: list[str] | None = None) -> None:
         if (a.out / "best.pt").exists():
             best_f1 = checkpoint.read_meta(a.out / "best.pt")["validation"]["f1"]["overall"]
         path = run_head_stage(checkpoint.load(last).net, cfg, train_v, val_v, a.out, desc,
-                              a.head_minutes, a.geometry, a.feature_cache, best_f1=best_f1)
+                              a.head_minutes, a.geometry, a.feature_cache, best_f1=best_f1,
+                              evals=a.head_evals)
     print(f"best checkpoint: {path}")
 
 
