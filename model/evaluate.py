@@ -17,7 +17,7 @@ import argparse
 import csv
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -29,8 +29,13 @@ from .fesnet import CLASS_NAMES, MODEL_FPS
 from .inference import spot_video, video_geometry
 from .merger import MergerConfig
 from .metrics import MetricTable, evaluate_videos, labels_to_intervals
-from .peer import LandmarkPeer, PeerConfig
-from .runtime import LoadError, add_runtime_arguments, load_runtime, runtime_config
+from .runtime import (
+    LoadError,
+    RuntimeConfig,
+    add_runtime_arguments,
+    load_runtime,
+    runtime_config,
+)
 
 log = logging.getLogger(__name__)
 
@@ -97,15 +102,19 @@ def side_by_side(tables: dict[str, dict[str, MetricTable]]) -> str:
 def methods_for(a: argparse.Namespace) -> list[Method]:
     out = []
     if a.method in ("fesnet", "both"):
-        try:
-            rt = load_runtime(runtime_config(a))
-        except LoadError as e:
-            raise SystemExit(f"error: {e}") from None
-        out.append(Method("fesnet", rt.backend, rt.merger, rt.stride_frames))
+        out.append(Method("fesnet", *_load(replace(runtime_config(a), method="fesnet"))))
     if a.method in ("landmarks", "both"):
-        pc = PeerConfig(k=a.peer_k) if a.peer_k is not None else PeerConfig()
-        out.append(Method("landmarks", LandmarkPeer(pc), pc.merger_config(), a.stride or 8))
+        peer = replace(runtime_config(a), method="landmarks", merger_config=None)
+        out.append(Method("landmarks", *_load(peer)))
     return out
+
+
+def _load(cfg: RuntimeConfig) -> tuple:
+    try:
+        rt = load_runtime(cfg)
+    except LoadError as e:
+        raise SystemExit(f"error: {e}") from None
+    return rt.backend, rt.merger, rt.stride_frames
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -117,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--method", choices=["both", "fesnet", "landmarks"], default="both",
                    help="which spotter(s) to evaluate (default: both, side by side)")
-    add_runtime_arguments(p, backend="torch", threads=None)
+    add_runtime_arguments(p, backend="torch", threads=None, method=False)
     p.add_argument("--data", default="synthetic", choices=["synthetic", "casme2", "sammlv"])
     p.add_argument("--split", default="test", choices=["test", "val"],
                    help="synthetic split (val: the training people; thresholds are chosen there)")
@@ -125,7 +134,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--fold", type=int, default=0)
     p.add_argument("--folds", type=int, default=5, help="0 = leave-one-subject-out")
     p.add_argument("--cache-dir", type=Path, default=Path(".cache/aligned"))
-    p.add_argument("--peer-k", type=float, help="the peer's z threshold (default: PeerConfig)")
     p.add_argument("--csv", type=Path, default=Path("out/predictions.csv"))
     p.add_argument("--json", type=Path, help="also write the metric tables as JSON")
     a = p.parse_args(argv)

@@ -142,6 +142,11 @@ class GeometryConfig:
         return cls(**d)
 
 
+def crop_landmarks(landmarks: np.ndarray, transform: np.ndarray) -> np.ndarray:
+    """Frame-pixel landmarks (K, 2) -> crop-pixel landmarks through the (2, 3) alignment."""
+    return (landmarks @ transform[:, :2].T + transform[:, 2]).astype(np.float32)
+
+
 def similarity_fit(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Least-squares similarity (Umeyama, no reflection) mapping points ``src`` (K, 2) onto
     ``dst`` (K, 2): returns (A (2, 2) = scale * rotation, t (2,)) with dst ~ src @ A.T + t."""
@@ -220,10 +225,15 @@ def geometry_features(landmarks: np.ndarray, cfg: GeometryConfig | None = None) 
 
 
 def region_shares(vectors: np.ndarray) -> dict[str, float]:
-    """Which regions moved over some slots (K, GEOMETRY_DIMS): each region's share of the summed
-    mean RMS displacement, rounded to 0.01, largest first."""
+    """Which regions moved over some slots (K, GEOMETRY_DIMS): see :func:`shares_of_rms`."""
     v = np.asarray(vectors, np.float32).reshape(-1, GEOMETRY_DIMS)
-    mean_rms = v[:, RMS].mean(axis=0)
+    return shares_of_rms(v[:, RMS])
+
+
+def shares_of_rms(rms: np.ndarray) -> dict[str, float]:
+    """Each region's share of the summed mean RMS displacement over some slots' region RMS
+    (K, N_REGIONS), rounded to 0.01, largest first; {} when nothing moved."""
+    mean_rms = np.asarray(rms, np.float32).reshape(-1, N_REGIONS).mean(axis=0)
     total = float(mean_rms.sum())
     if total <= 0:
         return {}

@@ -12,6 +12,9 @@ Every program that runs the model loads it here (``fesnet-spot``, the viewers, `
 - **window length**: ``window_frames`` has one owner, the model config in the checkpoint. The
   merger's copy is set from it; a merger JSON that names another length is refused;
 - **stride**: the given one, else the checkpoint's ``stride_frames``, else 8;
+- **method**: ``fesnet`` (the network) or ``landmarks`` (the training-free peer,
+  model/peer.py: the geometry channel alone, no weights used; its merger settings are the peer's
+  own unless a merger JSON is given);
 - **profile** (optional): any object with ``apply(MergerConfig) -> MergerConfig`` (a
   :class:`fesnet.calibration.profile.NeutralProfile`) moves the thresholds last. The profile is
   passed in loaded: finding it by name is calibration's business, not the model's.
@@ -37,6 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 AUTO = "auto"
+METHODS = ("fesnet", "landmarks")
 # backends.BACKENDS with "auto" first; spelled out so that defining command-line options does
 # not import torch (tests/test_runtime.py checks that the two lists agree).
 BACKEND_CHOICES = (AUTO, "torch", "torch-compile", "onnx", "tensorrt")
@@ -66,6 +70,10 @@ class RuntimeConfig:
     stride_frames: int | None = None
     backend_options: dict[str, Any] = field(default_factory=dict)
     """Further ``make_backend`` options (cache_dir, device, precision, calibration, ...)."""
+    method: str = "fesnet"
+    """``fesnet`` or ``landmarks`` (the training-free peer)."""
+    peer_k: float | None = None
+    """The peer's z threshold (None: ``PeerConfig``'s default)."""
 
 
 @dataclass(frozen=True)
@@ -95,8 +103,20 @@ class Runtime:
             stride = int(ckpt.meta.get("stride_frames", DEFAULT_STRIDE_FRAMES))
         if stride < 1:
             raise LoadError(f"the window stride must be >= 1 slot, got {stride}")
-        base = merger_config(ckpt, config.merger_config)
-        backend = build_backend(config.backend, ckpt, config.threads, **config.backend_options)
+        if config.method not in METHODS:
+            raise LoadError(f"unknown method {config.method!r}; choose one of {METHODS}")
+        if config.method == "landmarks":
+            from .peer import LandmarkPeer, PeerConfig
+
+            peer = PeerConfig() if config.peer_k is None else PeerConfig(k=config.peer_k,
+                                                                          k_off=config.peer_k - 1.5)
+            backend: Backend = LandmarkPeer(peer)
+            base = (peer.merger_config(ckpt.config.window_frames) if config.merger_config is None
+                    else merger_config(ckpt, config.merger_config))  # fmt: skip
+        else:
+            base = merger_config(ckpt, config.merger_config)
+            backend = build_backend(config.backend, ckpt, config.threads,
+                                    **config.backend_options)  # fmt: skip
         merger = base if profile is None else profile.apply(base)
         return cls(ckpt, backend, merger, stride, base, profile)
 
@@ -172,8 +192,10 @@ def add_runtime_arguments(
     backend: str = AUTO,
     backends: tuple[str, ...] = BACKEND_CHOICES,
     threads: int | None = 1,
+    method: bool = True,
 ) -> None:
-    """The command-line spelling of :class:`RuntimeConfig`, the same in every program."""
+    """The command-line spelling of :class:`RuntimeConfig`, the same in every program
+    (``method=False``: the program defines ``--method`` itself)."""
     parser.add_argument("--checkpoint", type=Path,
                         help="weights .pt, its .json beside it (default: the shipped checkpoint)")
     parser.add_argument("--backend", choices=backends, default=backend,
@@ -186,6 +208,12 @@ def add_runtime_arguments(
     parser.add_argument("--stride", type=int, default=None,
                         help="score a window every STRIDE 60 Hz slots (default: the "
                         f"checkpoint's, else {DEFAULT_STRIDE_FRAMES})")  # fmt: skip
+    if method:
+        parser.add_argument("--method", choices=METHODS, default="fesnet",
+                            help="fesnet: the network; landmarks: the training-free landmark "
+                            "peer (no weights; a fallback and the bar the network must clear)")
+    parser.add_argument("--peer-k", type=float, default=None,
+                        help="the landmark peer's robust-z threshold (default 3.5)")
 
 
 def runtime_config(args: argparse.Namespace, **backend_options: Any) -> RuntimeConfig:
@@ -197,4 +225,6 @@ def runtime_config(args: argparse.Namespace, **backend_options: Any) -> RuntimeC
         merger_config=args.merger_config,
         stride_frames=args.stride,
         backend_options=backend_options,
+        method=args.method if getattr(args, "method", None) in METHODS else "fesnet",
+        peer_k=args.peer_k,
     )

@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from fesnet.model.geometry import shares_of_rms
 from fesnet.model.merger import MergerEvent
 
 from .ring import SlotTimeline
@@ -54,6 +55,9 @@ class EventAssembler:
         else:
             found = self._open_ids.pop(m.onset_slot, None)
             event_id = self._take_id() if found is None else found
+        regions = None
+        if m.offset_slot is not None and m.state != "cancelled" and timeline.region_rms.shape[1]:
+            regions = shares_of_rms(timeline.regions(m.onset_slot, m.offset_slot))
         return SpotEvent(
             type="expression",
             stream=self.stream,
@@ -67,6 +71,7 @@ class EventAssembler:
             apex_frame=apex.source_index,
             offset_frame=off.source_index if off is not None else None,
             score=float(m.score),
+            regions=regions,
             event_id=event_id,
             t_trigger_ns=t_trigger_ns,
         )

@@ -12,7 +12,9 @@ just another backend). ``mode="naive"`` re-encodes all 32 crops of every window,
 the cached-vs-naive benchmark.
 
 Per-slot arrays are named: the encoder's outputs (``ENCODER_OUTPUTS``) are what the ring caches,
-and ``WINDOW_INPUTS`` lists the ring arrays the window head takes, in ``backend.window``'s order.
+and ``Engine.window_inputs`` lists the ring arrays the window head takes, in ``backend.window``'s
+order: ``WINDOW_INPUTS``, plus ``GEOMETRY`` (the geometry channel, model/geometry.py) when the
+backend reads one.
 The engine keeps counts, not timings: timings are per stream (``Spotter.stats``), and one engine
 serves many streams.
 """
@@ -24,6 +26,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from fesnet.model.backends import Backend
+from fesnet.model.geometry import GEOMETRY_DIMS, GeometryConfig
 
 from .ring import SlotArray
 from .types import WindowRequest
@@ -31,6 +34,7 @@ from .types import WindowRequest
 ENGINE_MODES = ("cached", "naive")
 ENCODER_OUTPUTS = ("x_prime", "x_atten")
 WINDOW_INPUTS = ("x_prime", "x_atten")
+GEOMETRY = "geom"
 CROPS = "crops"
 CROP_SHAPE = (112, 112, 3)
 
@@ -77,6 +81,8 @@ class Engine:
         self.backend = backend
         self.window_frames = window_frames
         self.mode = mode
+        self.geometry: GeometryConfig | None = getattr(backend, "geometry", None)
+        self.window_inputs = WINDOW_INPUTS + ((GEOMETRY,) if self.geometry is not None else ())
         self.encoded_frames = 0  # frames through the encoder (naive mode: 32 per window)
         self.windows = 0
         self._encoder_shapes: tuple[tuple[int, ...], ...] | None = None
@@ -93,7 +99,8 @@ class Engine:
 
     def slot_arrays(self) -> dict[str, SlotArray]:
         """What the ring stores per slot for this engine: the encoder's per-frame outputs (shapes
-        from one encode of a blank crop), plus the crop itself in naive mode."""
+        from one encode of a blank crop), the geometry vector when the backend reads one, plus
+        the crop itself in naive mode."""
         if self._encoder_shapes is None:
             outputs = self.backend.encode(np.zeros((1, *CROP_SHAPE), np.uint8))
             self._encoder_shapes = tuple(tuple(o.shape[1:]) for o in outputs)
@@ -101,6 +108,8 @@ class Engine:
             name: SlotArray(shape) for name, shape in zip(ENCODER_OUTPUTS, self._encoder_shapes,
                                                           strict=True)
         }  # fmt: skip
+        if self.geometry is not None:
+            arrays[GEOMETRY] = SlotArray((GEOMETRY_DIMS,))
         if self.needs_crops:
             arrays[CROPS] = SlotArray(CROP_SHAPE, np.uint8)
         return arrays
@@ -114,10 +123,12 @@ class Engine:
             b, t = crops.shape[:2]
             encoded = self.encode(crops.reshape(b * t, *crops.shape[2:]))
             inputs = [encoded[k].reshape(b, t, *encoded[k].shape[1:]) for k in WINDOW_INPUTS]
+            if self.geometry is not None:
+                inputs.append(np.stack([r.features[GEOMETRY] for r in requests]))
         elif len(requests) == 1:
-            inputs = [requests[0].features[k][None] for k in WINDOW_INPUTS]  # (1, T, ...) views
+            inputs = [requests[0].features[k][None] for k in self.window_inputs]  # (1, T, ...)
         else:
-            inputs = [np.stack([r.features[k] for r in requests]) for k in WINDOW_INPUTS]
+            inputs = [np.stack([r.features[k] for r in requests]) for k in self.window_inputs]
         probs = self.backend.window(*inputs)  # (B, T, 3)
         self.windows += len(requests)
         return [np.asarray(p, np.float32) for p in probs]

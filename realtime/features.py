@@ -6,10 +6,14 @@ of DESIGN.md), plus the crop itself in the naive engine mode. The encoder runs o
 crop: a 30 FPS frame fills two 60 Hz slots and a bridged missed detection repeats the last crop,
 and both reuse the features already computed.
 
-A per-slot feature computed from the tracked face's geometry belongs here too: every
-:class:`~fesnet.realtime.tracking.Feed` carries the face's landmarks (frame pixels) and the
-frame -> crop transform. A stateful feature is reset with :meth:`SlotFeatures.reset`, which the
-spotter calls whenever its slot timeline restarts.
+When the engine's backend reads the geometry channel, each slot also gets its geometry vector
+(``geom``): the :class:`~fesnet.realtime.tracking.Feed`'s landmarks (frame pixels) mapped into
+the crop by its frame -> crop transform, through a per-stream
+:class:`~fesnet.model.geometry.GeometryTracker`. Unlike the encoder's outputs it is computed for
+every slot, not once per crop, because the tracker's running neutral and noise baselines count
+slots: exactly what offline ``geometry_features`` over the aligned video's per-slot landmarks
+does, so streaming and offline vectors are identical. Stateful features are reset with
+:meth:`SlotFeatures.reset`, which the spotter calls whenever its slot timeline restarts.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ import time
 
 import numpy as np
 
-from .engine import CROPS, Engine
+from fesnet.model.geometry import GeometryTracker, crop_landmarks
+
+from .engine import CROPS, GEOMETRY, Engine
 from .ring import SlotArray
 from .stats import StageStats
 from .tracking import Feed
@@ -37,6 +43,9 @@ class SlotFeatures:
         self._arrays = engine.slot_arrays()
         self._last_crop_index: int | None = None
         self._last: dict[str, np.ndarray] | None = None
+        self.geometry: GeometryTracker | None = None
+        if engine.geometry is not None:
+            self.geometry = GeometryTracker(engine.geometry)
 
     def arrays(self) -> dict[str, SlotArray]:
         """The ring's per-slot arrays: name -> shape and dtype."""
@@ -46,6 +55,8 @@ class SlotFeatures:
         """The slot timeline restarted: nothing computed before may be reused."""
         self._last_crop_index = None
         self._last = None
+        if self.geometry is not None:
+            self.geometry.reset()
 
     def compute(self, feed: Feed) -> dict[str, np.ndarray]:
         """The values of every array for one slot standing for ``feed``."""
@@ -58,4 +69,12 @@ class SlotFeatures:
             if CROPS in self._arrays:
                 values[CROPS] = feed.crop
             self._last_crop_index, self._last = feed.crop_index, values
-        return self._last
+        if self.geometry is None:
+            return self._last
+        if feed.landmarks is None or feed.transform is None:
+            raise ValueError("this model reads the geometry channel: every fed crop needs the "
+                             "face's landmarks and its frame -> crop transform")
+        t0 = time.perf_counter()
+        geom = self.geometry.update(crop_landmarks(feed.landmarks, feed.transform))
+        self.stats.add("geometry", time.perf_counter() - t0)
+        return {**self._last, GEOMETRY: geom}

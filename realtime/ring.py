@@ -92,24 +92,36 @@ class SlotTimeline:
     cheap to keep for ``capacity_slots`` (default 10 minutes at 60 Hz).
     """
 
-    def __init__(self, capacity_slots: int = 36_000) -> None:
+    def __init__(self, capacity_slots: int = 36_000, region_dims: int = 0) -> None:
         self.capacity_slots = capacity_slots
         self.pts_s = np.zeros(capacity_slots, np.float64)
         self.source_index = np.zeros(capacity_slots, np.int64)
         self.t_capture_ns = np.zeros(capacity_slots, np.int64)
+        # With the geometry channel: each slot's region RMS displacements, so a final event can
+        # say which regions moved over its whole interval (longer than the ring holds).
+        self.region_rms = np.zeros((capacity_slots, region_dims), np.float32)
         self.n_slots = 0
 
     def reset(self) -> None:
         self.n_slots = 0
 
-    def append(self, meta: SlotMeta) -> int:
+    def append(self, meta: SlotMeta, region_rms: np.ndarray | None = None) -> int:
         slot = self.n_slots
         i = slot % self.capacity_slots
         self.pts_s[i] = meta.pts_s
         self.source_index[i] = meta.source_index
         self.t_capture_ns[i] = meta.t_capture_ns
+        if region_rms is not None:
+            self.region_rms[i] = region_rms
         self.n_slots += 1
         return slot
+
+    def regions(self, first: int, last: int) -> np.ndarray:
+        """Region RMS of slots ``first .. last`` (inclusive) that are still held: (K, R)."""
+        first = max(first, self.n_slots - self.capacity_slots, 0)
+        last = min(last, self.n_slots - 1)
+        idx = np.arange(first, last + 1) % self.capacity_slots
+        return self.region_rms[idx]
 
     def meta(self, slot: int) -> SlotMeta:
         """Metadata of ``slot``; slots outside what is held are clamped to the nearest held one."""

@@ -54,10 +54,11 @@ from typing import Any, Protocol
 import numpy as np
 
 from fesnet.model.data.resample import Resampler
+from fesnet.model.geometry import N_REGIONS, RMS
 from fesnet.model.merger import ConfigError, IntervalMerger, MergerConfig, MergerEvent
 
 from .assembly import EventAssembler
-from .engine import Engine, WindowScheduler
+from .engine import GEOMETRY, Engine, WindowScheduler
 from .features import SlotFeatures
 from .observers import Observer
 from .ring import FeatureRing, SlotTimeline
@@ -154,7 +155,8 @@ class Spotter:
         max_slots_per_frame = math.ceil(self.config.max_gap_s * self.fps) + 2
         capacity = self.window_frames + stride_frames + max_slots_per_frame
         self.ring = FeatureRing(capacity, self.features.arrays())
-        self.timeline = SlotTimeline(self.config.timeline_slots)
+        self.timeline = SlotTimeline(self.config.timeline_slots,
+                                     N_REGIONS if engine.geometry is not None else 0)
         self.resampler: Resampler[Feed] = Resampler(self.fps)
         self.scheduler = WindowScheduler(self.window_frames, stride_frames)
         self.merger = IntervalMerger(merger_cfg)
@@ -291,8 +293,10 @@ class Spotter:
 
     def _add_slot(self, slot: int, feed: Feed, t_ready_ns: int) -> None:
         meta = SlotMeta(self.resampler.slot_time(slot), feed.frame.index, t_ready_ns)
-        n = self.ring.append(self.features.compute(feed))
-        self.timeline.append(meta)
+        values = self.features.compute(feed)
+        n = self.ring.append(values)
+        geom = values.get(GEOMETRY)
+        self.timeline.append(meta, None if geom is None else geom[RMS])
         assert n == slot, (n, slot)
         self.counters["slots"] += 1
 

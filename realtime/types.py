@@ -80,6 +80,7 @@ class SpotEvent:
     apex_frame: int | None = None
     offset_frame: int | None = None
     score: float | None = None
+    regions: dict[str, float] | None = None  # final expressions: each face region's share
     latency_ms: float | None = None
     event_id: int | None = None  # the same id links an expression's onset and final/cancelled
     message: str | None = None  # status and face events: what happened, for humans

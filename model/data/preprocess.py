@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..geometry import crop_landmarks
 from ..metrics import labels_to_intervals
 from .common import VideoRecord, labels_from_intervals
 from .resample import resample_indices
@@ -136,11 +137,6 @@ def cache_path(cache_dir: Path, video_id: str, settings: PreprocessSettings) -> 
     """Cache file for a video id under the given settings (id sanitised for the file system)."""
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", video_id)
     return Path(cache_dir) / f"{safe}-{settings.digest()}.npz"
-
-
-def crop_landmarks(landmarks: np.ndarray, transform: np.ndarray) -> np.ndarray:
-    """Frame-pixel landmarks (K, 2) -> crop-pixel landmarks through the (2, 3) alignment."""
-    return (landmarks @ transform[:, :2].T + transform[:, 2]).astype(np.float32)
 
 
 def align_frames(
