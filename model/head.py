@@ -62,9 +62,16 @@ class FeatureVideo:
         return len(self.labels)
 
 
+ENCODER_CONFIG = ("image_size", "stem_channels", "init_channels", "init_strides", "attn_depth",
+                  "attn_heads", "attn_mlp_ratio", "deep_channels", "deep_strides", "pixel_mean",
+                  "pixel_std")
+
+
 def encoder_digest(net: FESNet) -> str:
-    """Hash of the encoder's config and weights: cached features stay valid while it holds."""
-    h = hashlib.sha256(repr(net.cfg.to_dict()).encode())
+    """Hash of the encoder's config and weights: cached features stay valid while it holds,
+    whatever the window head (a geometry channel added, other MTAM widths)."""
+    cfg = net.cfg.to_dict()
+    h = hashlib.sha256(repr({k: cfg[k] for k in ENCODER_CONFIG}).encode())
     for name, t in sorted(net.encoder.state_dict().items()):
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())

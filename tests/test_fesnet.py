@@ -95,12 +95,13 @@ def test_geometry_channel_contract() -> None:
     from dataclasses import replace
 
     from fesnet.model.geometry import GEOMETRY_DIMS
-    from fesnet.model.head import with_geometry
+    from fesnet.model.head import encoder_digest, with_geometry
 
     torch.manual_seed(0)
     base = FESNet(FESNetConfig.tiny()).eval()
     net = with_geometry(base).eval()
     assert net.cfg == replace(base.cfg, geometry_dims=GEOMETRY_DIMS, geometry_hidden=32)
+    assert encoder_digest(net) == encoder_digest(base)  # cached encoder features are reused
     x = frames(2, 32)
     g = torch.randn(2, 32, GEOMETRY_DIMS)
     with torch.no_grad():
