@@ -61,6 +61,15 @@ def read_events(path: str | Path) -> list[dict[str, Any]]:
     return out
 
 
+def regions_text(regions: dict[str, float] | None, least: float = 0.1, most: int = 3) -> str:
+    """Which regions moved, for humans: '  moved: mouth 62%, brows 21%' (the largest shares of at
+    least ``least``, at most ``most`` of them); '' without a geometry channel."""
+    if not regions:
+        return ""
+    parts = [f"{name} {share:.0%}" for name, share in regions.items() if share >= least][:most]
+    return f"  moved: {', '.join(parts)}" if parts else ""
+
+
 def format_event(event: SpotEvent) -> str:
     """One human line per event, for the console."""
     if event.type == "expression":
@@ -74,7 +83,7 @@ def format_event(event: SpotEvent) -> str:
             f"[{event.stream}] {event.onset_s:8.2f} s  {event.label:<3} {event.state:<11}"
             f"{event.onset_s:.2f}-{event.offset_s:.2f} s (frames {event.onset_frame}-"
             f"{event.offset_frame}, apex {event.apex_s:.2f} s, p={event.score:.2f}, "
-            f"latency {event.latency_ms:.0f} ms)"
+            f"latency {event.latency_ms:.0f} ms){regions_text(event.regions)}"
         )
     return f"[{event.stream}] {event.t_s:8.2f} s  {event.type}: {event.message}"
 

@@ -54,6 +54,24 @@ def test_the_event_log_shows_each_expression_once() -> None:
     assert "4.00-4.20 s" in stopped and "stream stopped" in stopped
 
 
+def test_the_event_log_and_the_console_say_which_regions_moved() -> None:
+    """With the geometry channel a final event names the regions that moved (shares >= 10 %,
+    at most three, largest first); without it the line is as before."""
+    from fesnet.realtime.events import format_event, regions_text
+    from fesnet.realtime.types import SpotEvent
+
+    shares = {"mouth": 0.62, "brows": 0.21, "eyes": 0.1, "nose": 0.05, "cheeks": 0.02}
+    line = gradio_app.event_log([expr("final", 0, 1.0, 2.0, label="MaE") | {"regions": shares}])
+    assert line.endswith("moved: mouth 62%, brows 21%, eyes 10%")
+    assert "moved" not in gradio_app.event_log([expr("final", 0, 1.0, 2.0)])
+    assert regions_text(None) == regions_text({}) == ""
+    event = SpotEvent(type="expression", stream="0", t_s=1.0, state="final", label="MaE",
+                      onset_s=1.0, apex_s=1.5, offset_s=2.0, onset_frame=60, apex_frame=90,
+                      offset_frame=120, score=0.9, latency_ms=80.0, regions=shares)
+    assert format_event(event).endswith("moved: mouth 62%, brows 21%, eyes 10%")
+    assert event.to_dict()["regions"] == shares
+
+
 class FakeLive:
     id = "cam0"
 

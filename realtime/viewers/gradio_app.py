@@ -30,6 +30,8 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
+from fesnet.realtime.events import regions_text
+
 from .access import GRADIO_PORT, resolve_token, token_ok
 from .fakecam import SAMPLE_CLIP
 from .hub import HubFull, LiveSession, SpotHub
@@ -328,7 +330,7 @@ def _describe(e: dict[str, Any]) -> str:
     span = f"{e['onset_s']:.2f}-{e.get('offset_s', e['onset_s']):.2f} s"
     apex = f"apex {e['apex_s']:.2f} s  " if "apex_s" in e else ""
     how = "  (stream stopped)" if e["state"] == "interrupted" else ""
-    return f"{t}{label} {span}  {apex}{score}{how}"
+    return f"{t}{label} {span}  {apex}{score}{regions_text(e.get('regions'))}{how}"
 
 
 def event_log(events: list[dict[str, Any]], n: int = 200) -> str:

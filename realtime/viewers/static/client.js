@@ -13,13 +13,24 @@ function setStatus(text) {
   state.status = text;
 }
 
+// Which face regions moved (final events of a model with the geometry channel), as the
+// Python viewers write it: the largest shares of at least 10 %, at most three.
+function movedRegions(regions) {
+  if (!regions) return "";
+  const parts = Object.entries(regions)
+    .filter(([, share]) => share >= 0.1)
+    .slice(0, 3)
+    .map(([name, share]) => `${name} ${Math.round(share * 100)}%`);
+  return parts.length ? `  moved: ${parts.join(", ")}` : "";
+}
+
 function describe(ev) {
   if (ev.type === "expression") {
     const span = ev.offset_s != null
       ? `${ev.onset_s.toFixed(2)}-${ev.offset_s.toFixed(2)} s`
       : `${ev.onset_s.toFixed(2)} s`;
     return `${ev.label} ${ev.state} ${span} p=${(ev.score ?? 0).toFixed(2)} ` +
-      `(${Math.round(ev.latency_ms ?? 0)} ms)`;
+      `(${Math.round(ev.latency_ms ?? 0)} ms)${movedRegions(ev.regions)}`;
   }
   return `${ev.type}: ${ev.message ?? ""} @ ${(ev.t_s ?? 0).toFixed(2)} s`;
 }
