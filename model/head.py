@@ -95,17 +95,7 @@ def feature_videos(
     digest = encoder_digest(net)
     out = []
     for v in tqdm(videos, desc="encode", unit="video", disable=len(videos) < 2):
-        path = None if cache_dir is None else Path(cache_dir) / f"{v.video_id}-enc{digest}.npz"
-        if path is not None and path.exists():
-            with np.load(path) as f:
-                xp, xa = f["x_prime"], f["x_atten"]
-        else:
-            xp, xa = (a.astype(np.float16) for a in encode_video(backend, v.crops))
-            if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(path.name + ".tmp.npz")
-                np.savez(tmp, x_prime=xp, x_atten=xa)
-                tmp.replace(path)
+        xp, xa = _cached_features(backend, v, digest, cache_dir)
         geom = None
         if geometry is not None:
             if v.landmarks is None:
@@ -113,6 +103,26 @@ def feature_videos(
             geom = geometry_features(v.landmarks, geometry)
         out.append(FeatureVideo(v.video_id, v.labels, xp, xa, geom))
     return out
+
+
+def _cached_features(
+    backend: Backend, v: AlignedVideo, digest: str, cache_dir: Path | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """A video's float16 encoder features, from ``cache_dir`` if there (memory-mapped: the
+    pages are shared by every process reading them and loaded only where windows are drawn),
+    else encoded and stored."""
+    if cache_dir is None:
+        return tuple(a.astype(np.float16) for a in encode_video(backend, v.crops))
+    paths = [Path(cache_dir) / f"{v.video_id}-enc{digest}.{name}.npy"
+             for name in ("x_prime", "x_atten")]  # fmt: skip
+    if not all(p.exists() for p in paths):
+        paths[0].parent.mkdir(parents=True, exist_ok=True)
+        for p, a in zip(paths, encode_video(backend, v.crops), strict=True):
+            tmp = p.with_name(p.name + ".tmp.npy")
+            np.save(tmp, a.astype(np.float16))
+            tmp.replace(p)
+    xp, xa = (np.load(p, mmap_mode="r") for p in paths)
+    return xp, xa
 
 
 def with_geometry(net: FESNet, hidden: int = 32, reference: str = "both") -> FESNet:

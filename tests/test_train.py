@@ -104,4 +104,4 @@ def test_head_stage_adds_geometry_freezes_the_encoder_and_trains_the_head(
     assert any(not torch.equal(before[k], after[k]) for k in head)
     assert any(after[k].abs().sum() > 0 for k in after if k.startswith("geometry."))
     assert loaded.meta["stages"]["head_steps"] > 0
-    assert list((tmp_path / "features").glob("*.npz"))  # encoder features cached for reruns
+    assert list((tmp_path / "features").glob("*.npy"))  # encoder features cached for reruns
