@@ -1,8 +1,9 @@
 """The one place a stream's timings live.
 
-:class:`StageStats` keeps bounded histories of per-stage durations (decode, align, encode, window,
-merge, emit) and of latencies (``frame_score_latency``: capture of a window's newest frame -> its
-scores; ``event_latency``: capture of the triggering frame -> the event reaching the sinks).
+:class:`StageStats` keeps per-stage durations (decode, align, encode, window, merge, emit) and
+latencies (``frame_score_latency``: capture of a window's newest frame -> its scores;
+``event_latency``: capture of the triggering frame -> the event reaching the sinks) at a bounded
+cost: a log-bucket histogram (:mod:`.timing`) plus the recent samples.
 :class:`RateMeter` turns event times into a rate (frames per second over the last ones).
 Both are thread-safe: the align and infer threads write, viewers read.
 """
@@ -15,58 +16,65 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from .timing import LogHistogram, summarize_ms
+
 STAGES = ("decode", "align", "encode", "window", "merge", "emit")
 
 
 class StageStats:
-    """Per-stage durations (bounded history) with percentiles. Thread-safe."""
+    """Per-stage durations: a whole-run :class:`~fesnet.realtime.timing.LogHistogram` plus the
+    last ``keep_recent`` samples. Memory and every query are bounded whatever the run length
+    (issue 15 item 8: stats cost the same at hour 10 as at minute 1). Thread-safe."""
 
-    def __init__(self, maxlen: int = 100_000) -> None:
+    def __init__(self, keep_recent: int = 4096) -> None:
         self._lock = threading.Lock()
-        self._data: dict[str, collections.deque[float]] = {}
-        self.maxlen = maxlen
+        self._hist: dict[str, LogHistogram] = {}
+        self._recent: dict[str, collections.deque[float]] = {}
+        self.keep_recent = keep_recent
 
     def add(self, stage: str, seconds: float) -> None:
         with self._lock:
-            d = self._data.get(stage)
-            if d is None:
-                d = self._data[stage] = collections.deque(maxlen=self.maxlen)
-            d.append(seconds)
+            h = self._hist.get(stage)
+            if h is None:
+                h = self._hist[stage] = LogHistogram()
+                self._recent[stage] = collections.deque(maxlen=self.keep_recent)
+            h.add(seconds)
+            self._recent[stage].append(seconds)
 
     def extend(self, stage: str, seconds: Iterable[float]) -> None:
         for s in list(seconds):
             self.add(stage, s)
 
-    def values_ms(self, stage: str) -> np.ndarray:
+    def count(self, stage: str) -> int:
+        """Samples recorded for ``stage`` over the whole run."""
         with self._lock:
-            return np.asarray(self._data.get(stage, ()), np.float64) * 1e3
+            h = self._hist.get(stage)
+            return 0 if h is None else h.n
+
+    def values_ms(self, stage: str) -> np.ndarray:
+        """The most recent samples of ``stage`` (at most ``keep_recent``), in milliseconds."""
+        with self._lock:
+            return np.asarray(self._recent.get(stage, ()), np.float64) * 1e3
 
     def median_ms(self, stage: str, last: int | None = None) -> float | None:
-        """Median of the newest ``last`` values (all if None); None before the first one."""
+        """Median of the newest ``last`` values (all kept recent ones if None); None before the
+        first one."""
         v = self.values_ms(stage)
         if last is not None:
             v = v[-last:]
         return float(np.median(v)) if len(v) else None
 
-    def summary(self) -> dict[str, dict[str, float]]:
-        """{stage: {n, mean_ms, p50_ms, p95_ms, p99_ms, max_ms}} for every stage seen."""
+    def histogram(self, stage: str) -> LogHistogram | None:
+        """A copy of ``stage``'s whole-run histogram (None if the stage was never timed)."""
         with self._lock:
-            names = list(self._data)
-        out = {}
-        for name in names:
-            v = self.values_ms(name)
-            if len(v) == 0:
-                continue
-            p50, p95, p99 = np.percentile(v, [50, 95, 99])
-            out[name] = {
-                "n": len(v),
-                "mean_ms": float(v.mean()),
-                "p50_ms": float(p50),
-                "p95_ms": float(p95),
-                "p99_ms": float(p99),
-                "max_ms": float(v.max()),
-            }
-        return out
+            h = self._hist.get(stage)
+            return None if h is None else h.copy()
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """{stage: {n, mean_ms, p50_ms, p95_ms, p99_ms, max_ms}} over the whole run."""
+        with self._lock:
+            hists = {name: h.copy() for name, h in self._hist.items() if h.n}
+        return {name: summarize_ms(h) for name, h in hists.items()}
 
 
 class RateMeter:

@@ -183,9 +183,11 @@ def main(argv: list[str] | None = None) -> int:
         if time.monotonic() < next_sample:
             continue
         next_sample += args.sample_s
+        # The stats keep the recent samples only (bounded): take the ones since the last sample.
+        n_lat = pipe.stats.count("frame_score_latency")
         lat = pipe.stats.values_ms("frame_score_latency")
-        new = lat[lat_seen:] if len(lat) >= lat_seen else lat
-        lat_seen = len(lat)
+        new = lat[len(lat) - min(len(lat), n_lat - lat_seen) :]
+        lat_seen = n_lat
         s = {
             "t_s": round(time.monotonic() - t_start, 1),
             "rss_mb": round(proc.memory_info().rss / 2**20, 1),

@@ -203,7 +203,7 @@ class LiveSession:
         view = self.view()
         timings = self.pipeline.stats
         score_p50 = timings.median_ms("frame_score_latency", last=200)
-        event_p50 = timings.median_ms("event_latency")
+        event_p50 = timings.median_ms("event_latency", last=200)
         return {
             "type": "stats",
             "stream": self.id,
