@@ -67,9 +67,9 @@ def load_jpegs(path: Path, size: tuple[int, int]) -> tuple[list[bytes], float]:
     return out, fps
 
 
-def load_model(path: str | None, threads: int) -> tuple[Runtime, str]:
-    """The checkpoint at ``path`` (default: the shipped one) on torch, else a tiny random network
-    whose merger thresholds are low enough that intervals open in every face segment."""
+def load_model(path: str | None, threads: int, backend: str = "onnx") -> tuple[Runtime, str]:
+    """The checkpoint at ``path`` (default: the shipped one) on ``backend``, else a tiny random
+    network whose merger thresholds are low enough that intervals open in every face segment."""
     if path is None and not ckpt_mod.DEFAULT_CHECKPOINT.is_file():
         import torch
 
@@ -82,8 +82,8 @@ def load_model(path: str | None, threads: int) -> tuple[Runtime, str]:
         kind = "tiny random network (no shipped checkpoint)"
     else:
         kind = path or str(ckpt_mod.DEFAULT_CHECKPOINT)
-    runtime = load_runtime(RuntimeConfig(Path(path) if path else None, "torch", threads))
-    return runtime, kind
+    runtime = load_runtime(RuntimeConfig(Path(path) if path else None, backend, threads))
+    return runtime, f"{kind} on {backend}"
 
 
 class Producer(threading.Thread):
@@ -142,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fps", type=float, default=60.0, help="push rate of the replay")
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--backend", choices=("onnx", "torch"), default="onnx",
+                   help="inference backend (the CLI's default is ONNX Runtime)")  # fmt: skip
     p.add_argument("--width", type=int, default=640)
     p.add_argument("--height", type=int, default=480)
     p.add_argument("--away-every-s", type=float, default=8.0)
@@ -155,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
 
     size = (args.width, args.height)
     jpegs, clip_fps = load_jpegs(SAMPLE, size)
-    runtime, kind = load_model(args.checkpoint, args.threads)
+    runtime, kind = load_model(args.checkpoint, args.threads, args.backend)
     events_path = args.events or Path(tempfile.mkdtemp(prefix="soak-")) / "events.jsonl"
     events_path.unlink(missing_ok=True)
     jsonl = JsonlSink(events_path)
