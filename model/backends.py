@@ -117,6 +117,7 @@ class OnnxBackend:
             import onnxruntime as ort
         except Exception as e:
             raise BackendUnavailable(f"onnx backend needs onnxruntime: {e}") from e
+        ort.disable_telemetry_events()  # on by default in ONNX Runtime; a face spotter sends none
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1

@@ -11,7 +11,8 @@ Every program that runs the model loads it here (``fesnet-spot``, the viewers, `
   defaults;
 - **window length**: ``window_frames`` has one owner, the model config in the checkpoint. The
   merger's copy is set from it; a merger JSON that names another length is refused;
-- **stride**: the given one, else the checkpoint's ``stride_frames``, else 8;
+- **stride**: the given one, else the checkpoint's ``stride_frames``, else 8; from 1 slot to
+  a window (a longer stride would leave slots unscored);
 - **method**: ``fesnet`` (the network) or ``landmarks`` (the training-free peer,
   model/peer.py: the geometry channel alone, no weights used; its merger settings are the peer's
   own unless a merger JSON is given);
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .merger import ConfigError, MergerConfig
+from .options import float_range, int_range
 
 if TYPE_CHECKING:
     from .backends import Backend
@@ -103,6 +105,10 @@ class Runtime:
             stride = int(ckpt.meta.get("stride_frames", DEFAULT_STRIDE_FRAMES))
         if stride < 1:
             raise LoadError(f"the window stride must be >= 1 slot, got {stride}")
+        window = ckpt.config.window_frames
+        if stride > window:
+            raise LoadError(f"--stride {stride} is longer than a window ({window} slots): slots "
+                            "between windows would never be scored")  # fmt: skip
         if config.method not in METHODS:
             raise LoadError(f"unknown method {config.method!r}; choose one of {METHODS}")
         if config.method == "landmarks":
@@ -201,18 +207,18 @@ def add_runtime_arguments(
     parser.add_argument("--backend", choices=backends, default=backend,
                         help="inference backend (auto: ONNX Runtime, or torch where it cannot "
                         "run)")
-    parser.add_argument("--threads", type=int, default=threads,
+    parser.add_argument("--threads", type=int_range(1, 256), default=threads,
                         help="intra-op threads of the torch / ONNX Runtime backend")
     parser.add_argument("--merger-config", type=Path,
                         help="merger settings JSON (default: the checkpoint's settings)")
-    parser.add_argument("--stride", type=int, default=None,
-                        help="score a window every STRIDE 60 Hz slots (default: the "
-                        f"checkpoint's, else {DEFAULT_STRIDE_FRAMES})")  # fmt: skip
+    parser.add_argument("--stride", type=int_range(1), default=None,
+                        help="score a window every STRIDE 60 Hz slots, at most a window (default: "
+                        f"the checkpoint's, else {DEFAULT_STRIDE_FRAMES})")  # fmt: skip
     if method:
         parser.add_argument("--method", choices=METHODS, default="fesnet",
                             help="fesnet: the network; landmarks: the training-free landmark "
                             "peer (no weights; a fallback and the bar the network must clear)")
-    parser.add_argument("--peer-k", type=float, default=None,
+    parser.add_argument("--peer-k", type=float_range(0.0, lo_open=True), default=None,
                         help="the landmark peer's robust-z threshold (default 3.5)")
 
 

@@ -7,22 +7,29 @@
     fesnet-spot run --source webcam:0 --calibrate --profile alice   # 3 s neutral face first
     fesnet-spot run --source webcam:0 --profile alice               # reuse alice's profile
 
-Exit codes: 0 done, 1 the pipeline failed while running, 2 a bad input (source, checkpoint,
-merger config, backend) with a message saying what to do.
+Exit codes (realtime/exitcodes.py): 0 done; 1 failed while running; 2 refused before any work
+(a bad source, checkpoint, merger config, option value or output path), with a message saying
+what to do; 3 an output could not be written during the run (the summary is still printed);
+130 / 143 stopped by SIGINT / SIGTERM (open intervals closed as "interrupted"); 141 stdout closed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from fesnet.model.options import float_range
 from fesnet.model.runtime import add_runtime_arguments
 
+from . import exitcodes
 from .observers import Observer
+from .outputs import OutputError, check_writable
 from .tracking import TrackResult
 from .types import Frame
 from .viewers import commands as viewer_commands
@@ -30,6 +37,7 @@ from .viewers import commands as viewer_commands
 ASSETS = Path(__file__).resolve().parent / "assets"
 SAMPLE_CLIP = ASSETS / "sample.mp4"
 SAMPLE_TRUTH = ASSETS / "sample_truth.json"
+MIN_ME_FPS = 15.0  # below this an ME (< 0.5 s) spans a few frames and one changed frame is enough
 
 
 class UsageError(Exception):
@@ -50,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="spot expressions in a source",
         description="Spot expressions in a video file, webcam or network stream.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="Exit codes: 0 done; 1 failed while running; 2 refused before any work (bad "
+        "source, checkpoint, option or output path); 3 an output could not be written during "
+        "the run; 130 / 143 stopped by SIGINT / SIGTERM; 141 stdout closed.",
     )
     run.add_argument(
         "--source",
@@ -74,10 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--calibrate", action="store_true",
                      help="start with a neutral-baseline phase (keep a neutral face) and spot "
                      "with the thresholds it implies")  # fmt: skip
-    run.add_argument("--calibrate-s", type=float, default=3.0,
+    run.add_argument("--calibrate-s", type=float_range(0.0, lo_open=True), default=3.0,
                      help="length of the neutral-baseline phase (seconds with a face)")
-    run.add_argument("--calibration-timeout-s", type=float, default=20.0,
-                     help="fail the baseline phase if it is not done after this long")
+    run.add_argument("--calibration-timeout-s", type=float_range(0.0, lo_open=True),
+                     default=20.0,
+                     help="fail the baseline phase if it is not done after this long")  # fmt: skip
     run.add_argument("--profiles-dir", type=Path,
                      help="where profiles live (default ~/.config/fesnet/profiles)")  # fmt: skip
     run.add_argument("--quiet", action="store_true", help="no per-event console lines")
@@ -171,12 +183,17 @@ def format_comparison(counts: dict[str, Any]) -> str:
 
 class AnnotatedVideo(Observer):
     """Writes each processed frame with its tracking state, its aligned crop and the expression
-    currently open (an observer of the spotter; ``on_event`` is its event sink)."""
+    currently open (an observer of the spotter; ``on_event`` is its event sink). A video that
+    cannot be written is reported once to ``on_error`` (raised without one) and not retried."""
 
-    def __init__(self, path: Path, fps: float) -> None:
+    def __init__(
+        self, path: Path, fps: float, on_error: Callable[[OutputError], None] | None = None
+    ) -> None:
         self.path, self.fps = path, fps
+        self.on_error = on_error
         self._writer: Any = None
         self.active: str | None = None
+        self.failed = False
 
     def on_event(self, event: Any) -> None:
         if event.type == "expression":
@@ -185,6 +202,8 @@ class AnnotatedVideo(Observer):
     def on_frame(self, frame: Frame, track: TrackResult) -> None:
         import cv2
 
+        if self.failed:
+            return
         img = frame.image.copy()
         if self._writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -192,6 +211,13 @@ class AnnotatedVideo(Observer):
             self._writer = cv2.VideoWriter(
                 str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h)
             )
+            if not self._writer.isOpened():
+                self.failed = True
+                error = OutputError(f"cannot write the annotated video {self.path}")
+                if self.on_error is None:
+                    raise error
+                self.on_error(error)
+                return
         cv2.putText(img, f"{frame.pts_s:6.2f}s  {track.state}", (10, 24),
                     cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 2)  # fmt: skip
         if self.active:
@@ -207,6 +233,25 @@ class AnnotatedVideo(Observer):
     def close(self) -> None:
         if self._writer is not None:
             self._writer.release()
+
+    @staticmethod
+    def check(path: Path) -> None:
+        """OutputError unless a video can be written at ``path`` (folder writable, and the
+        container the extension names can take an mp4v stream). Leaves nothing behind."""
+        import cv2
+
+        check_writable(path, "annotated video")
+        existed = path.exists()
+        probe = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (64, 64))
+        ok = probe.isOpened()
+        probe.release()
+        if not existed:
+            path.unlink(missing_ok=True)
+        if not ok:
+            raise OutputError(
+                f"cannot write the annotated video {path}: OpenCV cannot write an mp4v video "
+                f"to a {path.suffix or 'file without an extension'} (use .mp4)"
+            )
 
 
 def _pct(summary: dict[str, Any], stage: str, key: str) -> str:
@@ -234,14 +279,97 @@ def format_summary(summary: dict[str, Any]) -> str:
     )
 
 
+def check_plot_path(path: Path) -> None:
+    """OutputError unless a timeline image can be written at ``path``."""
+    from matplotlib.figure import Figure
+
+    check_writable(path, "plot")
+    fmt = path.suffix.lstrip(".").lower()
+    if fmt not in Figure().canvas.get_supported_filetypes():
+        raise OutputError(f"cannot write the plot {path}: unknown image type {path.suffix!r} "
+                          "(use .png, .pdf or .svg)")  # fmt: skip
+
+
+def explain_quiet_run(summary: dict[str, Any], faces_found: int, window_frames: int) -> list[str]:
+    """Why a run that ended normally could not find anything (empty when it could)."""
+    frames, slots = summary["frames"], summary["slots"]
+    if frames == 0:
+        return ["no frame was processed"]
+    if faces_found == 0:
+        return [f"no face was found in any of the {frames} frames: nothing to spot"]
+    if summary["windows"] == 0:
+        return [f"the face was in view for only {slots} slots ({slots / 60:.2f} s at 60 Hz); "
+                f"one window needs {window_frames} ({window_frames / 60:.2f} s): nothing was "
+                "scored"]  # fmt: skip
+    return []
+
+
+class RunControl:
+    """What can end a run early, seen from the CLI: a stop signal, an output that cannot be
+    written, a closed stdout. Each asks the pipeline to stop (open intervals are then closed as
+    "interrupted"); the first cause is kept for the exit code."""
+
+    def __init__(self) -> None:
+        self.pipe: Any = None
+        self.signum: int | None = None
+        self.output_error: OutputError | None = None
+        self.stdout_closed = False
+
+    def stop(self) -> None:
+        if self.pipe is not None:
+            self.pipe.request_stop()
+
+    def on_signal(self, signum: int, _frame: Any) -> None:
+        if self.signum is not None:  # a second Ctrl-C: stop waiting for a clean end
+            raise exitcodes.Stopped(signum)
+        self.signum = signum
+        self.stop()
+
+    def output_failed(self, error: OutputError) -> None:
+        """An output (events file, annotated video) cannot be written: stop the run."""
+        if self.output_error is None:
+            self.output_error = error
+            self.stop()
+
+    def output(self, sink: Callable[..., None]) -> Callable[..., None]:
+        """``sink`` (the events file) whose write failure stops the run."""
+
+        def call(*args: Any) -> None:
+            try:
+                sink(*args)
+            except OutputError as e:
+                self.output_failed(e)
+
+        return call
+
+    def console(self, sink: Callable[[Any], None]) -> Callable[[Any], None]:
+        """The console sink: a closed stdout (``| head`` exited) stops the run quietly."""
+
+        def call(event: Any) -> None:
+            if self.stdout_closed:
+                return
+            try:
+                sink(event)
+            except BrokenPipeError:
+                self.stdout_closed = True
+                self.stop()
+
+        return call
+
+    def exit_code(self, failed: BaseException | None) -> int:
+        if failed is not None:
+            return exitcodes.FAILED
+        if self.output_error is not None:
+            return exitcodes.OUTPUT_FAILED
+        if self.stdout_closed:
+            return exitcodes.STDOUT_CLOSED
+        if self.signum is not None:
+            return exitcodes.stopped_by(self.signum)
+        return exitcodes.OK
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    from .engine import Engine
-    from .events import ConsoleSink, JsonlSink, ListSink
-    from .observers import ScoreLog
-    from .pipeline import Pipeline
-    from .plots import timeline_png
-    from .sources import SourceError, open_source
-    from .spotter import Spotter
+    from .events import JsonlSink
 
     truth_path = args.truth
     spec = args.source
@@ -253,36 +381,64 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"no --source: running on the bundled sample clip {SAMPLE_CLIP.name} "
               "(use --source webcam:0 for a camera)")  # fmt: skip
     truth = _read_truth(truth_path) if truth_path is not None else None
-    runtime = _load_runtime(args)
+    # Outputs first: a path that cannot be written is found before the model loads.
+    try:
+        if args.video_out is not None:
+            AnnotatedVideo.check(args.video_out)
+        if args.plot is not None:
+            check_plot_path(args.plot)
+        jsonl = JsonlSink(args.events) if args.events else None
+    except OutputError as e:
+        raise UsageError(str(e)) from e
+    try:
+        return _spot(args, spec, truth, jsonl)
+    finally:
+        if jsonl is not None:
+            jsonl.close()
+
+
+def _spot(args: argparse.Namespace, spec: str, truth: Any, jsonl: Any) -> int:
+    from .engine import Engine
+    from .events import ConsoleSink, ListSink
+    from .observers import ScoreLog
+    from .pipeline import Pipeline
+    from .plots import timeline_png
+    from .sources import SourceError, open_source
+    from .spotter import Spotter
+
+    runtime = _load_runtime(args)  # refuses a --stride longer than the model's window
     try:
         source = open_source(spec, pace=args.pace)
     except SourceError as e:
         raise UsageError(str(e)) from e
+    if source.fps is not None and source.fps < MIN_ME_FPS:
+        print(f"warning: {spec} runs at {source.fps:g} fps; below {MIN_ME_FPS:g} fps a "
+              "micro-expression (< 0.5 s) spans only a few frames and a single changed frame "
+              "lasts long enough to be reported: ME events are unreliable",
+              file=sys.stderr)  # fmt: skip
 
     engine = Engine(runtime.backend, runtime.window_frames, mode=args.engine)
     spotter = Spotter(engine, runtime.merger, runtime.stride_frames, stream=source.stream)
+    control = RunControl()
     collected = ListSink()
     sinks: list[Any] = [collected]
-    jsonl = JsonlSink(args.events) if args.events else None
     if jsonl is not None:
-        sinks.append(jsonl)
+        sinks.append(control.output(jsonl))
     if not args.quiet:
-        sinks.append(ConsoleSink())
+        sinks.append(control.console(ConsoleSink()))
     score_log = spotter.add_observer(ScoreLog()) if args.plot is not None else None
-    video = AnnotatedVideo(args.video_out, source.fps or 30.0) if args.video_out else None
-    if video is not None:
+    video = None
+    if args.video_out is not None:
+        video = AnnotatedVideo(args.video_out, source.fps or 30.0, control.output_failed)
         spotter.add_observer(video)
         sinks.append(video.on_event)
     if args.calibrate:
         _attach_calibration(args, spotter, runtime, source)
-    pipe = Pipeline(source, spotter, sinks)
+    pipe = control.pipe = Pipeline(source, spotter, sinks)
     print(f"spotting {source.describe()} with {getattr(runtime.backend, 'name', args.backend)} "
           f"(stride {runtime.stride_frames}); Ctrl-C stops and closes open intervals")  # fmt: skip
 
-    def on_signal(signum: int, _frame: Any) -> None:
-        pipe.request_stop()
-
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    old = {s: signal.signal(s, control.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     failed: BaseException | None = None
     try:
         pipe.start()
@@ -296,14 +452,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-        if jsonl is not None:
-            jsonl.close()
         if video is not None:
             video.close()
+    if control.stdout_closed:
+        raise BrokenPipeError("stdout closed")
     summary = pipe.summary()
     print("\n" + format_summary(summary))
-    if args.events:
-        print(f"events      {args.events}")
+    if jsonl is not None:
+        lost = f", {jsonl.lost} not written" if jsonl.lost else ""
+        print(f"events      {jsonl.path} ({jsonl.count} written{lost})")
+    if failed is None and control.signum is None and control.output_error is None:
+        faces_found = len(collected.of_type("face_found"))
+        for note in explain_quiet_run(summary, faces_found, runtime.window_frames):
+            print(f"note        {note}")
     if score_log is not None:
         pts, scores, _ = score_log.arrays()
         detected = [
@@ -315,11 +476,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         if truth is not None:
             fps = source.fps or 30.0
             truth_s = [(a / fps, (b + 1) / fps, "ME" if c == 1 else "MaE") for a, b, c in truth]
-        timeline_png(args.plot, pts, scores, detected, truth_s,
-                     on_threshold=spotter.merger_config.on_threshold)  # fmt: skip
-        print(f"plot        {args.plot}")
+        try:
+            timeline_png(args.plot, pts, scores, detected, truth_s,
+                         on_threshold=spotter.merger_config.on_threshold)  # fmt: skip
+            print(f"plot        {args.plot}")
+        except (OSError, ValueError) as e:
+            control.output_error = control.output_error or OutputError(
+                f"cannot write the plot {args.plot}: {e}"
+            )
     if video is not None:
-        print(f"video       {args.video_out}")
+        written = args.video_out.is_file() and args.video_out.stat().st_size > 0
+        if written:
+            print(f"video       {args.video_out}")
+        elif control.output_error is None and summary["frames"] > 0:
+            control.output_error = OutputError(f"the annotated video {args.video_out} was not "
+                                               "written")  # fmt: skip
     if truth is not None and failed is None:
         print("\ncompared with the ground truth (interval F1, IoU >= 0.5):")
         print(format_comparison(compare_with_truth(collected.events, truth)))
@@ -332,26 +503,58 @@ def cmd_run(args: argparse.Namespace) -> int:
             bad_input += (CalibrationError,)
         if isinstance(cause, bad_input):
             raise UsageError(str(cause)) from failed
-        print(f"error: {failed}", file=sys.stderr)
-        return 1
-    return 0
+        print(f"fesnet-spot: error: {failed}", file=sys.stderr)
+    elif control.output_error is not None:
+        print(f"fesnet-spot: error: {control.output_error}; the run was stopped",
+              file=sys.stderr)  # fmt: skip
+    return control.exit_code(failed)
+
+
+def _silence_stdout() -> None:
+    """stdout's reader is gone: point fd 1 at /dev/null so the interpreter's final flush does
+    not print a BrokenPipeError of its own."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``fesnet-spot`` entry point; returns the exit code (realtime/exitcodes.py). Ctrl-C,
+    SIGTERM and a closed stdout end it with one line, never a traceback, at any point."""
+    from .privacy import disable_telemetry
+
+    disable_telemetry()
+    old_term = signal.signal(signal.SIGTERM, exitcodes.raise_stopped)
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("fesnet-spot: interrupted", file=sys.stderr)
+        return exitcodes.stopped_by(signal.SIGINT)
+    except exitcodes.Stopped as e:
+        print(f"fesnet-spot: stopped by signal {e.signum}", file=sys.stderr)
+        return exitcodes.stopped_by(e.signum)
+    except BrokenPipeError:
+        _silence_stdout()
+        return exitcodes.STDOUT_CLOSED
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+
+
+def _main(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
         argv = ["run", *argv]
     args = build_parser().parse_args(argv)
     if args.command is None:
         build_parser().print_help()
-        return 2
+        return exitcodes.BAD_INPUT
     if args.command in viewer_commands.COMMANDS:
         return viewer_commands.run(args)
     try:
         return cmd_run(args)
     except UsageError as e:
         print(f"fesnet-spot: error: {e}", file=sys.stderr)
-        return 2
+        return exitcodes.BAD_INPUT
 
 
 if __name__ == "__main__":

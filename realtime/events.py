@@ -7,13 +7,17 @@ must not block (a viewer hands the event to its own queue or event loop).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import os
 import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from .outputs import OutputError
 from .types import SpotEvent
 
 Sink = Callable[[SpotEvent], None]
@@ -26,30 +30,70 @@ def event_to_json(event: SpotEvent) -> str:
 
 
 class JsonlSink:
-    """Appends one JSON object per event to a file and flushes it, so a reader tailing the file
-    (or a crash) never sees half a line. Thread-safe."""
+    """Appends one JSON object per event to a file, written with one ``os.write`` of the whole
+    line (no buffer to flush), so a reader tailing the file, or a crash, never sees half a line.
+
+    Whole lines or nothing: when the file cannot take a line (disk full, file size limit,
+    ``/dev/full``), the part of it that was written is cut off again, the sink stops writing
+    (a later line would leave a hole in the event sequence) and every call raises
+    :class:`~fesnet.realtime.outputs.OutputError`; ``count`` / ``lost`` count the lines.
+    Thread-safe."""
 
     def __init__(self, path: str | Path, mode: str = "a") -> None:
+        if mode not in ("a", "w"):
+            raise ValueError(f"mode must be 'a' or 'w', got {mode!r}")
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh: IO[str] | None = self.path.open(mode, encoding="utf-8")
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if mode == "a" else os.O_TRUNC)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd: int | None = os.open(self.path, flags, 0o644)
+        except OSError as e:
+            raise OutputError(f"cannot write events to {self.path}: {e.strerror or e}") from e
         self._lock = threading.Lock()
-        self.count = 0
+        self.error: OutputError | None = None
+        self.count = 0  # lines written
+        self.lost = 0  # events not written because the file failed
 
     def __call__(self, event: SpotEvent) -> None:
-        line = event_to_json(event)
+        data = (event_to_json(event) + "\n").encode("utf-8")
         with self._lock:
-            if self._fh is None:
+            if self._fd is None:
                 raise RuntimeError(f"JSONL sink {self.path} is closed")
-            self._fh.write(line + "\n")
-            self._fh.flush()
+            if self.error is not None:
+                self.lost += 1
+                raise self.error
+            try:
+                self._write_line(self._fd, data)
+            except OSError as e:
+                self.lost += 1
+                self.error = OutputError(f"cannot write events to {self.path}: {e.strerror or e}")
+                raise self.error from e
             self.count += 1
+
+    @staticmethod
+    def _write_line(fd: int, data: bytes) -> None:
+        try:
+            start: int | None = os.lseek(fd, 0, os.SEEK_END)
+        except OSError:  # a pipe or a character device: nothing to cut back
+            start = None
+        done = 0
+        try:
+            while done < len(data):
+                n = os.write(fd, data[done:])
+                if n <= 0:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                done += n
+        except OSError:
+            if done and start is not None:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, start)
+            raise
 
     def close(self) -> None:
         with self._lock:
-            if self._fh is not None:
-                self._fh.close()
-                self._fh = None
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
 
 
 def read_events(path: str | Path) -> list[dict[str, Any]]:

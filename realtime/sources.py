@@ -31,8 +31,44 @@ from .types import Frame
 logger = logging.getLogger(__name__)
 
 
+MIN_FRAME_SIDE_PX = 16  # smaller frames cannot hold a face the aligner can find
+STREAM_TIMEOUT_S = 10.0  # a network stream that does not answer within this is an error
+
+
 class SourceError(RuntimeError):
     """A source cannot be opened or failed while reading."""
+
+
+def check_frame_size(width: int, height: int, where: str) -> None:
+    """SourceError for frames too small to hold a face (a 1x1 video), so bad input is reported
+    as such (exit code 2) instead of failing the aligner later with a bare ValueError."""
+    w, h = width, height
+    if min(h, w) < MIN_FRAME_SIDE_PX:
+        raise SourceError(
+            f"{where}: frames are {w}x{h} px, too small to hold a face (at least "
+            f"{MIN_FRAME_SIDE_PX}x{MIN_FRAME_SIDE_PX} needed)"
+        )
+
+
+def open_interruptibly(fn: Callable[[], Any]) -> Any:
+    """``fn()`` on a helper thread while the caller waits in short steps: OpenCV's blocking open
+    of a network stream would otherwise keep Ctrl-C (KeyboardInterrupt) from the main thread
+    until its own timeout. An interrupted open is left to finish on its daemon thread."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as e:
+            box["error"] = e
+
+    t = threading.Thread(target=run, name="source-open", daemon=True)
+    t.start()
+    while t.is_alive():
+        t.join(0.1)
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 class Source:
@@ -189,6 +225,8 @@ class FileSource(Source):
         super().__init__(stream=stream, capacity=capacity, on_status=on_status)
         self.path = Path(path)
         self.max_frames = max_frames
+        if self.path.is_dir():
+            raise SourceError(f"{self.path} is a directory; give a video file")
         if not self.path.is_file():
             raise SourceError(f"video file {self.path} not found")
         import cv2
@@ -201,6 +239,12 @@ class FileSource(Source):
         self.frame_count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         self.width = int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0)
         self.height = int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
+        if min(self.width, self.height) > 0:
+            try:
+                check_frame_size(self.width, self.height, str(self.path))
+            except SourceError:
+                self._cap.release()
+                raise
 
     def _pts_s(self, index: int, last_pts_s: float | None) -> float:
         import cv2
@@ -226,7 +270,14 @@ class FileSource(Source):
             if not ok:
                 if index == 0:
                     raise SourceError(f"{self.path}: no frame could be decoded")
+                if index == 1 and self.max_frames != 1:
+                    raise SourceError(
+                        f"{self.path} holds a single image, not a video: a still frame cannot "
+                        "show an expression"
+                    )
                 break
+            if index == 0:
+                check_frame_size(image.shape[1], image.shape[0], str(self.path))
             pts = self._pts_s(index, last_pts)
             last_pts = pts
             if self.live:
@@ -283,6 +334,8 @@ class _CaptureSource(Source):
             t_ns = time.monotonic_ns()
             decode_s = time.perf_counter() - t_read
             if ok and image is not None:
+                if self.frames_read == 0:
+                    check_frame_size(image.shape[1], image.shape[0], self.describe())
                 failures = 0
                 # Live sources carry no reliable PTS through OpenCV: the capture clock is the
                 # source timeline (seconds since the source started).
@@ -367,8 +420,10 @@ class UrlSource(_CaptureSource):
         on_status: Callable[[str], None] | None = None,
         reconnect_attempts: int = 5,
         reconnect_delay_s: float = 1.0,
+        timeout_s: float = STREAM_TIMEOUT_S,
     ) -> None:
         self.url = url
+        self.timeout_s = timeout_s
         super().__init__(
             stream or "url", capacity, on_status, reconnect_attempts, reconnect_delay_s
         )
@@ -376,7 +431,9 @@ class UrlSource(_CaptureSource):
     def _open(self) -> Any:
         import cv2
 
-        cap = _open_capture(self.url, cv2.CAP_FFMPEG)
+        ms = int(self.timeout_s * 1000)
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
+        cap = open_interruptibly(lambda: cv2.VideoCapture(self.url, cv2.CAP_FFMPEG, params))
         if not cap.isOpened():
             cap.release()
             return None
@@ -384,7 +441,9 @@ class UrlSource(_CaptureSource):
         return cap
 
     def _open_error(self) -> str:
-        return f"cannot open stream {self.url}"
+        return (
+            f"cannot open stream {self.url} (no answer within {self.timeout_s:g} s, or not a video)"
+        )
 
     def describe(self) -> str:
         return f"{self.url} ({self.drop_policy})"

@@ -14,6 +14,8 @@ import secrets
 GRADIO_PORT = 7860
 WEBRTC_PORT = 8765
 MAX_SDP_BYTES = 64 * 1024  # the largest SDP offer a viewer accepts
+MAX_FRAME_PIXELS = 1280 * 720  # larger camera frames are downscaled to this many pixels
+MAX_UPLOAD_MB = 200  # the largest video a Gradio tab may upload for replay
 
 
 def is_loopback(host: str) -> bool:

@@ -14,11 +14,14 @@ server imports anything from here.
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
+from fesnet.model.options import PORT, float_range, int_range
 from fesnet.model.runtime import add_runtime_arguments
+from fesnet.realtime import exitcodes
 
-from .access import GRADIO_PORT, MAX_SDP_BYTES, WEBRTC_PORT
+from .access import GRADIO_PORT, MAX_FRAME_PIXELS, MAX_SDP_BYTES, MAX_UPLOAD_MB, WEBRTC_PORT
 
 COMMANDS = ("serve", "webrtc-server", "remote-camera")
 
@@ -29,18 +32,27 @@ def _access_arguments(parser: argparse.ArgumentParser, port: int) -> None:
         default="127.0.0.1",
         help="address to bind (default 127.0.0.1; anything else needs a token)",
     )
-    parser.add_argument("--port", type=int, default=port)
+    parser.add_argument("--port", type=PORT, default=port, help="TCP port (1-65535)")
     parser.add_argument(
         "--token",
         default=None,
         help="access token (generated and printed when bound beyond loopback)",
     )
+    parser.add_argument(
+        "--allow-origin", action="append", default=[], metavar="ORIGIN",
+        help="a browser origin (e.g. https://cam.example.org) that may call this server besides "
+        "its own; repeatable. Pages of any other site are refused (403)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-frame-pixels", type=int_range(64 * 64), default=MAX_FRAME_PIXELS,
+        help="camera frames with more pixels are downscaled to this many (aspect kept)",
+    )  # fmt: skip
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     add_runtime_arguments(parser)
     parser.add_argument(
-        "--calibrate-s", type=float, default=0.0,
+        "--calibrate-s", type=float_range(0.0), default=0.0,
         help="each camera starts with this many seconds of neutral face to calibrate the "
         "thresholds to the person (e.g. 3; skippable in the page; replays never calibrate). "
         "Off by default: with the shipped checkpoint it lowered F1 (docs/CALIBRATION.md)",
@@ -49,16 +61,19 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     _access_arguments(parser, GRADIO_PORT)
-    parser.add_argument("--max-sessions", type=int, default=4,
+    parser.add_argument("--max-sessions", type=int_range(1, 64), default=4,
                         help="concurrent cameras/replays across all tabs")  # fmt: skip
+    parser.add_argument("--max-upload-mb", type=int_range(1, 100_000), default=MAX_UPLOAD_MB,
+                        help="largest video a tab may upload for replay, in MB")  # fmt: skip
     add_model_arguments(parser)
 
 
 def add_webrtc_arguments(parser: argparse.ArgumentParser) -> None:
     _access_arguments(parser, WEBRTC_PORT)
-    parser.add_argument("--max-peers", type=int, default=4, help="concurrent remote cameras")
-    parser.add_argument("--max-sdp-bytes", type=int, default=MAX_SDP_BYTES,
-                        help="largest accepted SDP offer")  # fmt: skip
+    parser.add_argument("--max-peers", type=int_range(1, 64), default=4,
+                        help="concurrent remote cameras")  # fmt: skip
+    parser.add_argument("--max-sdp-bytes", type=int_range(1024, 1024 * 1024),
+                        default=MAX_SDP_BYTES, help="largest accepted SDP offer")  # fmt: skip
     add_model_arguments(parser)
 
 
@@ -68,7 +83,8 @@ def add_remote_arguments(parser: argparse.ArgumentParser) -> None:
                         help="WebRTC server URL")  # fmt: skip
     parser.add_argument("--token", default=None, help="access token of the server")
     parser.add_argument("--loop", action="store_true", help="loop a video file")
-    parser.add_argument("--duration", type=float, default=None, help="stop after N seconds")
+    parser.add_argument("--duration", type=float_range(0.0, lo_open=True), default=None,
+                        help="stop after N seconds")  # fmt: skip
     parser.add_argument("--stats", action="store_true", help="also print the stats messages")
 
 
@@ -99,12 +115,11 @@ def make_hub(args: argparse.Namespace, max_sessions: int) -> Any:
 
     from .hub import HubConfig, SpotHub
 
-    if args.calibrate_s < 0:
-        raise SystemExit("--calibrate-s must be >= 0")
     try:
         runtime = load_runtime(runtime_config(args))
-    except LoadError as e:
-        raise SystemExit(f"error: {e}") from e
+    except LoadError as e:  # a bad checkpoint, backend or stride: refused before any work
+        print(f"fesnet-spot: error: {e}", file=sys.stderr)
+        raise SystemExit(exitcodes.BAD_INPUT) from e
     camera_phase = None
     if args.calibrate_s > 0:
         from fesnet.calibration.baseline import BaselineConfig, session_phase
