@@ -36,7 +36,8 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "realtime" / "assets" / "sample.mp4"
 MAX_SDP = 16 * 1024
 FUZZ_SEED = 20261124
-ALLOWED = {200, 400, 401, 503}  # never a 5xx crash, never a dropped connection
+# never a 5xx crash, never a dropped connection; 415 for a body not sent as JSON
+ALLOWED = {200, 400, 401, 415, 503}
 
 
 @dataclass(frozen=True)
@@ -238,6 +239,8 @@ def fuzz_cases(sdp: str, n: int, seed: int = FUZZ_SEED) -> list[tuple[str, bytes
 
 
 async def _post_raw(http: Any, url: str, body: bytes, headers: dict[str, str]) -> int:
+    """POST as a client sends an offer (JSON) unless the case sets its own Content-Type."""
+    headers = {"Content-Type": "application/json", **headers}
     async with http.post(url, data=body, headers=headers) as resp:
         await resp.read()
         return resp.status
@@ -293,7 +296,8 @@ def test_offer_fuzz_never_crashes_the_server(tiny_runtime: Any) -> None:
     statuses, final, health = asyncio.run(main())
     assert sum(statuses.values()) == 250
     assert statuses[400] >= 150  # most mutations are refused ...
-    assert set(statuses) <= {200, 400}  # ... and none hurts the server
+    assert set(statuses) <= {200, 400, 415}  # ... and none hurts the server
+    assert statuses[415] == 1  # the one case sent as text/plain
     assert health["ok"] and final == 200
     assert hub.sessions() == []
 

@@ -59,11 +59,13 @@ async def start_server(hub: SpotHub, **cfg) -> tuple[WebRtcServer, object, str]:
 
 
 async def post(url: str, body: bytes | str, headers: dict | None = None) -> tuple[int, dict]:
+    """POST ``body`` as JSON (as every client sends an offer) unless ``headers`` say otherwise."""
     import aiohttp
 
+    headers = {"Content-Type": "application/json", **(headers or {})}
     async with (
         aiohttp.ClientSession() as http,
-        http.post(url, data=body, headers=headers or {}) as resp,
+        http.post(url, data=body, headers=headers) as resp,
     ):
         return resp.status, await resp.json(content_type=None)
 
@@ -280,7 +282,7 @@ def test_token_is_required_when_configured(tiny_runtime) -> None:
     no_token, wrong, wrong_q, ok_header, ok_query, page_url = asyncio.run(main())
     assert (no_token, wrong, wrong_q) == (401, 401, 401)
     assert (ok_header, ok_query) == (200, 200)
-    assert page_url.endswith("/?token=s3cret")
+    assert page_url.endswith("/") and "s3cret" not in page_url  # never in a logged URL
 
 
 def test_bound_beyond_loopback_without_token_generates_one(tiny_runtime) -> None:

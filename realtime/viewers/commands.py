@@ -144,8 +144,9 @@ def run(args: argparse.Namespace) -> int:
         from .webrtc_server import ServerConfig, serve_webrtc
 
         config = ServerConfig(host=args.host, port=args.port, token=args.token,
-                              max_peers=args.max_peers,
-                              max_sdp_bytes=args.max_sdp_bytes)  # fmt: skip
+                              max_peers=args.max_peers, max_sdp_bytes=args.max_sdp_bytes,
+                              allowed_origins=tuple(args.allow_origin),
+                              max_frame_pixels=args.max_frame_pixels)  # fmt: skip
         return serve_webrtc(make_hub(args, args.max_peers), config)
     if args.command == "remote-camera":
         logging.getLogger().setLevel(logging.WARNING)

@@ -17,8 +17,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import signal
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -26,6 +28,7 @@ from typing import Any
 
 from aiortc import VideoStreamTrack
 
+from fesnet.realtime import exitcodes
 from fesnet.realtime.sources import Source, SourceError, open_source
 
 from .rtc import rtc_configuration
@@ -231,16 +234,32 @@ def remote_camera(args: argparse.Namespace) -> int:
     async def go() -> RemoteResult:
         track = SourceTrack(args.source, loop=args.loop)
         cam = RemoteCamera(args.server, track, token=args.token, on_message=show)
-        await cam.connect()
-        print(f"# connected as {cam.result.stream}", file=sys.stderr)
-        return await cam.run(args.duration)
+        try:
+            await cam.connect()
+            print(f"# connected as {cam.result.stream}", file=sys.stderr)
+            return await cam.run(args.duration)
+        finally:
+            # Also when the server cannot be reached: the file reader thread must end before
+            # the interpreter does (a reader left inside OpenCV aborts the process at exit).
+            await cam.close()
 
+    import aiohttp
+
+    url = urllib.parse.urlsplit(args.server)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        print(f"fesnet-spot: error: --server {args.server!r} is not an http(s):// URL",
+              file=sys.stderr)  # fmt: skip
+        return exitcodes.BAD_INPUT
     try:
         result = asyncio.run(go())
-    except (ConnectionError, SourceError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    except SourceError as e:
+        print(f"fesnet-spot: error: {e}", file=sys.stderr)
+        return exitcodes.BAD_INPUT
+    except (ConnectionError, OSError, aiohttp.ClientError, asyncio.TimeoutError) as e:
+        reason = str(e) or type(e).__name__
+        print(f"fesnet-spot: error: cannot stream to {args.server}: {reason}", file=sys.stderr)
+        return exitcodes.FAILED
     except KeyboardInterrupt:
-        return 130
+        return exitcodes.stopped_by(signal.SIGINT)
     print(f"# sent {result.frames_sent} frames, got {len(result.events)} events", file=sys.stderr)
-    return 0
+    return exitcodes.OK

@@ -26,10 +26,27 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .access import MAX_SDP_BYTES
+from .access import MAX_FRAME_PIXELS, MAX_SDP_BYTES
 from .hub import HubFull, LiveSession, SpotHub, event_json
 
 logger = logging.getLogger(__name__)
+
+
+def frame_to_bgr(frame: Any, max_pixels: int = MAX_FRAME_PIXELS) -> Any:
+    """A decoded video frame -> (H, W, 3) uint8 BGR with at most ``max_pixels`` pixels.
+
+    A peer chooses its own resolution: a 4K or 8K camera would otherwise cost ~24-100 MB per
+    frame and 6-80 ms of conversion, and slow every other peer. The face the spotter needs is
+    112x112 after alignment, so larger frames are scaled down (aspect kept, even sizes) in the
+    same libswscale pass that converts them, which costs less than converting at full size.
+    :class:`RtcPeer` hands this call to the session's align thread, never runs it on the loop."""
+    w, h = int(frame.width), int(frame.height)
+    if w * h <= max_pixels:
+        return frame.to_ndarray(format="bgr24")
+    scale = (max_pixels / (w * h)) ** 0.5
+    tw, th = max(2, int(w * scale) // 2 * 2), max(2, int(h * scale) // 2 * 2)
+    small = frame.reformat(width=tw, height=th, format="bgr24", interpolation="FAST_BILINEAR")
+    return small.to_ndarray()
 
 
 class OfferError(ValueError):
@@ -98,10 +115,13 @@ class RtcPeer:
         stats_every_s: float = 1.0,
         on_closed: Callable[[RtcPeer], Awaitable[None] | None] | None = None,
         connect_timeout_s: float = 15.0,
+        max_frame_pixels: int = MAX_FRAME_PIXELS,
     ) -> None:
         from aiortc import RTCPeerConnection
 
         self.hub = hub
+        self.max_frame_pixels = max_frame_pixels
+        self.frames_downscaled = 0
         self.prefix = prefix
         self.stats_every_s = stats_every_s
         self.connect_timeout_s = connect_timeout_s
@@ -204,9 +224,14 @@ class RtcPeer:
                 if self.first_frame_s is None:
                     self.first_frame_s = time.monotonic()
                 self.frames_received += 1
-                # Converted to an image on the session's align thread, not on this loop (and
-                # never, if the latest-only slot replaces it first).
-                decode = functools.partial(frame.to_ndarray, format="bgr24")  # (H, W, 3) uint8
+                if frame.width * frame.height > self.max_frame_pixels:
+                    if not self.frames_downscaled:
+                        logger.info("peer %s: %dx%d frames downscaled to %d pixels", self.id,
+                                    frame.width, frame.height, self.max_frame_pixels)  # fmt: skip
+                    self.frames_downscaled += 1
+                # Capped and converted to an image on the session's align thread, not on this
+                # loop (and never, if the latest-only slot replaces it first).
+                decode = functools.partial(frame_to_bgr, frame, self.max_frame_pixels)
                 if not session.push_undecoded(decode, pts_s, t_ns):
                     break
         except MediaStreamError:

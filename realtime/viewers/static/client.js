@@ -1,7 +1,21 @@
 // FESNet remote camera page: send this browser's camera to POST /offer, show the events that
 // come back on the "events" data channel. The token (if the server needs one) is read from the
-// page URL (?token=...) and sent as a Bearer header.
+// page URL (#token=..., or ?token=...), sent only as a Bearer header, and removed from the
+// address bar (so it is not bookmarked, shared or sent on in a Referer).
 "use strict";
+
+function takeToken() {
+  const fromHash = new URLSearchParams(location.hash.slice(1)).get("token");
+  const query = new URLSearchParams(location.search);
+  const token = fromHash || query.get("token");
+  if (token) {
+    query.delete("token");
+    const rest = query.toString();
+    history.replaceState(null, "", location.pathname + (rest ? `?${rest}` : ""));
+  }
+  return token;
+}
+const TOKEN = takeToken();
 
 const state = { pc: null, stream: null, events: 0, stats: null };
 window.fesnet = state; // read by the browser tests
@@ -111,9 +125,8 @@ async function start() {
     pc.onconnectionstatechange = () => setStatus(`connection ${pc.connectionState}`);
     await pc.setLocalDescription(await pc.createOffer());
     await waitIceComplete(pc);
-    const token = new URLSearchParams(location.search).get("token");
     const headers = { "Content-Type": "application/json" };
-    if (token) headers.Authorization = `Bearer ${token}`;
+    if (TOKEN) headers.Authorization = `Bearer ${TOKEN}`;
     setStatus("signalling");
     const resp = await fetch("/offer", {
       method: "POST",
