@@ -139,7 +139,11 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "serve":
         from .gradio_app import serve_gradio
 
-        return serve_gradio(make_hub(args, args.max_sessions), args.host, args.port, args.token)
+        return serve_gradio(
+            make_hub(args, args.max_sessions), args.host, args.port, args.token,
+            allowed_origins=tuple(args.allow_origin), max_upload_mb=args.max_upload_mb,
+            max_frame_pixels=args.max_frame_pixels,
+        )  # fmt: skip
     if args.command == "webrtc-server":
         from .webrtc_server import ServerConfig, serve_webrtc
 

@@ -15,15 +15,22 @@ force (a ``gr.Timer`` redraws it), the event log read as a result (each expressi
 
 Access: bound to 127.0.0.1 by default; bound elsewhere, the app asks for the access token
 (Gradio's login form: any user name, the token as password), which also guards ``offer``.
+Every request passes :class:`RequestGuard` (the rules of :mod:`.access`: no cross-site requests,
+no foreign Host names on loopback). No analytics: Gradio's are off, uploads are limited in size,
+and the app's temporary files are deleted when it stops.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import json
 import logging
+import sys
 import tempfile
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +38,11 @@ import gradio as gr
 import numpy as np
 
 from fesnet.realtime.events import regions_text
+from fesnet.realtime.exitcodes import BAD_INPUT, Stopped
+from fesnet.realtime.privacy import disable_telemetry
 
-from .access import GRADIO_PORT, resolve_token, token_ok
+from . import access
+from .access import GRADIO_PORT, MAX_FRAME_PIXELS, MAX_UPLOAD_MB
 from .fakecam import SAMPLE_CLIP
 from .hub import HubFull, LiveSession, SpotHub
 from .rtc import OfferError, RtcPeer, parse_offer
@@ -43,6 +53,9 @@ STATIC = Path(__file__).resolve().parent / "static"
 DEFAULT_PORT = GRADIO_PORT
 CROP_DISPLAY_PX = 224
 TIMELINE_S = 10.0  # seconds of history on the live timeline
+MAX_TABS = 256  # tabs remembered; API clients never send the unload that forgets one
+# POST routes whose body is a form or a file by design; every other POST must be JSON.
+FORM_ROUTES = ("/upload", "/login", "/login/")
 
 CSS = """
 .fes-camera video { width: 100%; max-width: 640px; background: #000; border-radius: 6px; }
@@ -55,29 +68,129 @@ CSS = """
 """
 
 
+class RequestGuard:
+    """ASGI middleware in front of Gradio: the rules of :mod:`.access`. A server bound to
+    loopback answers only to loopback Host names; a state-changing request must come from the
+    app's own origin (or an allow-listed one) and, except uploads and the login form, be JSON,
+    so a page on another site cannot drive the app (Gradio runs such requests otherwise)."""
+
+    def __init__(self, app: Any, bound_host: str, allowed_origins: tuple[str, ...] = ()) -> None:
+        self.app, self.bound_host, self.allowed_origins = app, bound_host, allowed_origins
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] in ("http", "websocket"):
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                       for k, v in scope.get("headers", [])}  # fmt: skip
+            refusal = self._refusal(scope, headers)
+            if refusal is not None:
+                if scope["type"] == "websocket":
+                    await send({"type": "websocket.close", "code": 1008})
+                    return
+                await self._reply(send, *refusal)
+                return
+        await self.app(scope, receive, send)
+
+    def _refusal(self, scope: Any, headers: dict[str, str]) -> tuple[int, str] | None:
+        host = headers.get("host")
+        if not access.host_allowed(host, self.bound_host):
+            return 403, "unknown host name"
+        method = scope.get("method", "GET")
+        if method in access.SAFE_METHODS and scope["type"] == "http":
+            return None
+        if not access.origin_allowed(headers.get("origin"), host, self.allowed_origins):
+            return 403, "cross-origin request refused"
+        form_ok = scope["type"] == "websocket" or scope.get("path", "").endswith(FORM_ROUTES)
+        if not form_ok and not access.is_json(headers.get("content-type")):
+            return 415, f"this request must be sent as {access.JSON_TYPE}"
+        return None
+
+    @staticmethod
+    async def _reply(send: Any, status: int, message: str) -> None:
+        body = json.dumps({"error": message}).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode())]})  # fmt: skip
+        await send({"type": "http.response.body", "body": body})
+
+
 @dataclass
 class TabState:
     """What one browser tab (Gradio session) is watching."""
 
     peer: RtcPeer | None = None
     live: LiveSession | None = None  # the current (or last) session: a camera or a replay
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one start/stop at a time
+    plot_key: Any = None  # what the timeline showed when it was last drawn
 
 
 class GradioViewer:
-    """The app's state across tabs: one hub (one engine), one :class:`TabState` per tab."""
+    """The app's state across tabs: one hub (one engine), one :class:`TabState` per tab.
 
-    def __init__(self, hub: SpotHub, sample_clip: Path | None = SAMPLE_CLIP) -> None:
+    Every session a tab starts is closed exactly once, on whichever path comes first: Stop, a
+    new replay or camera in the same tab, the tab closing (unload), the tab being forgotten
+    (at most ``max_tabs`` are remembered, least recently used first), or the app closing.
+    A session that ends by itself (a replay reached its end) gives its slot back at once
+    (SpotHub reaps it); the tab keeps it to show and export its events."""
+
+    def __init__(
+        self,
+        hub: SpotHub,
+        sample_clip: Path | None = SAMPLE_CLIP,
+        max_tabs: int = MAX_TABS,
+        max_frame_pixels: int = MAX_FRAME_PIXELS,
+    ) -> None:
         self.hub = hub
         has_clip = sample_clip is not None and sample_clip.is_file()
         self.sample_clip = sample_clip if has_clip else None
-        self.tabs: dict[str, TabState] = {}
+        self.max_tabs = max_tabs
+        self.max_frame_pixels = max_frame_pixels
+        self.tabs: collections.OrderedDict[str, TabState] = collections.OrderedDict()
         self._lock = threading.Lock()
-        self.export_dir = Path(tempfile.mkdtemp(prefix="fesnet-events-"))
+        self._export_dir: tempfile.TemporaryDirectory[str] | None = None
+
+    @property
+    def export_dir(self) -> Path:
+        """Where exports are written; created on the first export, deleted by :meth:`close`."""
+        with self._lock:
+            if self._export_dir is None:
+                self._export_dir = tempfile.TemporaryDirectory(prefix="fesnet-events-")
+            return Path(self._export_dir.name)
 
     def tab(self, session_hash: str | None) -> TabState:
         key = session_hash or "-"
         with self._lock:
-            return self.tabs.setdefault(key, TabState())
+            tab = self.tabs.get(key)
+            if tab is not None:
+                self.tabs.move_to_end(key)
+                return tab
+            tab = self.tabs[key] = TabState()
+            evicted = []
+            while len(self.tabs) > self.max_tabs:
+                evicted.append(self.tabs.popitem(last=False)[1])
+        for old in evicted:
+            self._discard(old)
+        return tab
+
+    def _discard(self, tab: TabState) -> None:
+        """Close a forgotten tab's session (from any thread)."""
+        if tab.peer is not None:
+            loop = tab.peer.loop
+            if loop is not None and not loop.is_closed():
+                asyncio.run_coroutine_threadsafe(tab.peer.close(), loop)
+        elif tab.live is not None:
+            threading.Thread(target=tab.live.close, name="tab-close", daemon=True).start()
+
+    def close(self) -> None:
+        """End every tab's session and delete the app's temporary files."""
+        with self._lock:
+            tabs = list(self.tabs.values())
+            self.tabs.clear()
+            export, self._export_dir = self._export_dir, None
+        for tab in tabs:
+            if tab.live is not None:
+                tab.live.close()
+        if export is not None:
+            export.cleanup()
 
     # -- server functions (run on Gradio's event loop) -----------------------------------------
     @staticmethod
@@ -100,30 +213,35 @@ class GradioViewer:
     async def offer(self, payload: Any, request: Any) -> dict[str, Any]:
         """Signalling: the page's SDP offer -> the answer (``{"error": ...}`` on a bad offer)."""
         tab = self.tab(await self._server_fn_session(request))
-        await self._stop_tab(tab)
-        try:
-            offer = parse_offer(payload)
-            peer = RtcPeer(self.hub, prefix="cam")
-            answer = await peer.accept(offer)
-        except (OfferError, HubFull) as e:
-            return {"error": str(e)}
-        except Exception as e:  # a bad offer must never break the app
-            logger.exception("offer failed")
-            return {"error": f"offer failed: {type(e).__name__}"}
-        tab.peer, tab.live = peer, peer.session
-        return {"sdp": answer.sdp, "type": answer.type, "stream": peer.id}
+        async with tab.lock:
+            await self._stop_tab(tab)
+            try:
+                offer = parse_offer(payload)
+                peer = RtcPeer(self.hub, prefix="cam", max_frame_pixels=self.max_frame_pixels)
+                answer = await peer.accept(offer)
+            except (OfferError, HubFull) as e:
+                return {"error": str(e)}
+            except Exception as e:  # a bad offer must never break the app
+                logger.warning("offer failed: %s: %s", type(e).__name__, e)
+                return {"error": f"offer failed: {type(e).__name__}"}
+            tab.peer, tab.live = peer, peer.session
+            return {"sdp": answer.sdp, "type": answer.type, "stream": peer.id}
 
     async def hangup(self, payload: Any, request: Any) -> dict[str, Any]:
         tab = self.tab(await self._server_fn_session(request))
-        await self._stop_tab(tab)
+        async with tab.lock:
+            await self._stop_tab(tab)
         return {"ok": True}
 
     async def _stop_tab(self, tab: TabState) -> None:
+        """Close the tab's session, whether it still runs or has ended (closing is idempotent,
+        so a session already closed elsewhere costs nothing). The tab keeps it for display and
+        export. Call with ``tab.lock`` held."""
         peer, tab.peer = tab.peer, None
         if peer is not None:
             await peer.finish_stream()
             await peer.close()
-        elif tab.live is not None and tab.live.running:
+        if tab.live is not None and not tab.live.closed:
             await asyncio.get_running_loop().run_in_executor(None, tab.live.close)
 
     # -- Gradio events ---------------------------------------------------------------------------
@@ -132,15 +250,17 @@ class GradioViewer:
         tab = self.tab(request.session_hash if request is not None else None)
         if not path:
             return "no video: upload one first (or play the sample clip)"
-        await self._stop_tab(tab)
-        loop = asyncio.get_running_loop()
-        try:
-            tab.live = await loop.run_in_executor(None, self.hub.open_file, path, "live", "replay")
-        except HubFull as e:
-            return f"busy: {e}"
-        except Exception as e:  # unreadable upload: say so, keep the app alive
-            return f"cannot replay {Path(path).name}: {e}"
-        return f"replaying {Path(path).name} as {tab.live.id}"
+        async with tab.lock:
+            await self._stop_tab(tab)
+            loop = asyncio.get_running_loop()
+            try:
+                live = await loop.run_in_executor(None, self.hub.open_file, path, "live", "replay")
+            except HubFull as e:
+                return f"busy: {e}"
+            except Exception as e:  # unreadable upload: say so, keep the app alive
+                return f"cannot replay {Path(path).name}: {e}"
+            tab.live = live
+            return f"replaying {Path(path).name} as {live.id}"
 
     async def replay_sample(self, request: Any) -> str:
         if self.sample_clip is None:
@@ -148,7 +268,9 @@ class GradioViewer:
         return await self.replay(str(self.sample_clip), request)
 
     async def stop(self, request: Any) -> str:
-        await self._stop_tab(self.tab(request.session_hash if request is not None else None))
+        tab = self.tab(request.session_hash if request is not None else None)
+        async with tab.lock:
+            await self._stop_tab(tab)
         return "stopped"
 
     def skip_calibration(self, request: Any) -> str:
@@ -175,7 +297,13 @@ class GradioViewer:
         return _crop_image(view.latest_crop), _stats_markdown(live), event_log(live.events())
 
     def tick_plot(self, request: Any) -> Any:
+        """The timeline, redrawn only when there is something new to show (``gr.skip()``
+        otherwise: an idle tab costs no drawing)."""
         tab = self.tab(request.session_hash if request is not None else None)
+        key = timeline_key(tab.live)
+        if key == tab.plot_key:
+            return gr.skip()
+        tab.plot_key = key
         return timeline_figure(tab.live)
 
     def unload(self, request: Any) -> None:
@@ -227,7 +355,11 @@ class GradioViewer:
         def unload(request: gr.Request) -> None:
             viewer.unload(request)
 
-        with gr.Blocks(title="FESNet live spotter") as demo:
+        # No analytics; Gradio's cache of uploaded videos (faces) is emptied hourly of files
+        # older than an hour, and entirely when the app stops.
+        with gr.Blocks(
+            title="FESNet live spotter", analytics_enabled=False, delete_cache=(3600, 3600)
+        ) as demo:
             gr.Markdown(
                 "## FESNet live spotter\nMicro- (ME) and macro-expression (MaE) spotting on a "
                 "live webcam (WebRTC), an uploaded video, or the bundled sample clip."
@@ -372,6 +504,17 @@ def intervals_of(events: list[dict[str, Any]]) -> list[tuple[float, float | None
     return list(finals.values())
 
 
+def timeline_key(live: LiveSession | None) -> tuple[Any, ...]:
+    """What the timeline of ``live`` depends on (its scores, events and the thresholds in
+    force): the same key, the same picture."""
+    if live is None:
+        return (None,)
+    view = live.view()
+    t = view.recent_pts_s
+    return (live.id, len(t), float(t[-1]) if len(t) else None, live.pipeline.events_emitted,
+            view.on_threshold, view.off_threshold)  # fmt: skip
+
+
 def timeline_figure(live: LiveSession | None, window_s: float = TIMELINE_S) -> Any:
     """The last ``window_s`` of committed scores: p_expr = p(ME) + p(MaE), which the merger
     compares with its thresholds (the thresholds in force drawn across: after a calibration phase
@@ -425,39 +568,77 @@ def launch(
     port: int = DEFAULT_PORT,
     token: str | None = None,
     block: bool = True,
+    allowed_origins: tuple[str, ...] = (),
+    max_upload_mb: int = MAX_UPLOAD_MB,
+    max_frame_pixels: int = MAX_FRAME_PIXELS,
 ) -> tuple[Any, GradioViewer, str | None]:
-    """Build and launch the app; returns (demo, viewer, token in force)."""
-    viewer = GradioViewer(hub)
+    """Build and launch the app; returns (demo, viewer, token in force). Raises OSError when
+    the port cannot be bound (the viewer is closed again then)."""
+    from starlette.middleware import Middleware
+
+    disable_telemetry()
+    access.redact_access_logs()
+    viewer = GradioViewer(hub, max_frame_pixels=max_frame_pixels)
     demo = viewer.build()
-    token = resolve_token(host, token)
+    token = access.resolve_token(host, token)
     auth = None
     if token is not None:
         expected = token
 
         def auth(user: str, password: str) -> bool:
-            return token_ok(expected, password)
+            return access.token_ok(expected, password)
 
-    demo.launch(
-        server_name=host,
-        server_port=port,
-        auth=auth,
-        auth_message="Enter any user name and the access token as the password.",
-        prevent_thread_lock=not block,
-        css=CSS,
-        show_error=True,
-    )
+    guard = Middleware(RequestGuard, bound_host=host, allowed_origins=allowed_origins)
+    try:
+        demo.launch(
+            server_name=host,
+            server_port=port,
+            auth=auth,
+            auth_message="Enter any user name and the access token as the password.",
+            prevent_thread_lock=not block,
+            css=CSS,
+            show_error=True,
+            max_file_size=f"{max_upload_mb}mb",
+            app_kwargs={"middleware": [guard]},
+        )
+    except BaseException:
+        viewer.close()
+        raise
     return demo, viewer, token
 
 
 def serve_gradio(
-    hub: SpotHub, host: str = "127.0.0.1", port: int = DEFAULT_PORT, token: str | None = None
+    hub: SpotHub,
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    token: str | None = None,
+    allowed_origins: tuple[str, ...] = (),
+    max_upload_mb: int = MAX_UPLOAD_MB,
+    max_frame_pixels: int = MAX_FRAME_PIXELS,
 ) -> int:
-    """Run the Gradio app until interrupted (the hub's sessions are closed at the end)."""
-    resolved = resolve_token(host, token)
+    """Run the app until SIGINT / SIGTERM (exit code 0; 2 if the port cannot be bound). The
+    hub's sessions are closed and the temporary files deleted on the way out."""
+    resolved = access.resolve_token(host, token)
     if resolved and not token:
         print(f"access token (generated; the login password): {resolved}")
+    demo = viewer = None
     try:
-        launch(hub, host, port, resolved, block=True)
+        demo, viewer, _ = launch(
+            hub, host, port, resolved, block=False, allowed_origins=allowed_origins,
+            max_upload_mb=max_upload_mb, max_frame_pixels=max_frame_pixels,
+        )  # fmt: skip
+        while True:
+            time.sleep(0.5)
+    except (KeyboardInterrupt, Stopped):
+        pass
+    except OSError as e:
+        print(f"fesnet-spot: error: cannot listen on {host}:{port}: {e.strerror or e}",
+              file=sys.stderr)  # fmt: skip
+        return BAD_INPUT
     finally:
+        if demo is not None:
+            demo.close(verbose=False)
+        if viewer is not None:
+            viewer.close()
         hub.close_all()
     return 0

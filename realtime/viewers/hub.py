@@ -106,6 +106,7 @@ class LiveSession:
             self.phase = self.spotter.start_phase(hub.config.camera_phase(self.spotter, self.id))
         self.pipeline = Pipeline(source, self.spotter, sinks=[self._on_event])
         self._closed = False
+        self._close_lock = threading.Lock()
 
     def skip_phase(self) -> bool:
         """Skip a running phase (the page's "Skip calibration" button); False if none runs."""
@@ -173,12 +174,24 @@ class LiveSession:
     def running(self) -> bool:
         return self.pipeline.running
 
+    @property
+    def ended(self) -> bool:
+        """The stream ended by itself (a replay reached its end, a worker failed): the session
+        no longer uses its slot, although nobody has closed it yet."""
+        return self.pipeline.t_end is not None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self, timeout: float = 10.0) -> None:
         """End the stream (a push source ends like a file: open intervals are flushed) and wait
-        for the worker. Idempotent; errors are logged and kept in ``self.error``."""
-        if self._closed:
-            return
-        self._closed = True
+        for the worker, then give the hub its slot back. Idempotent and thread-safe: the first
+        call closes, later ones return at once; errors are logged and kept in ``self.error``."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
         if isinstance(self.source, PushSource):
             self.source.close()
         else:
@@ -238,6 +251,9 @@ class SpotHub:
         self.merger_cfg = merger_cfg
         self.stride_frames = stride_frames
         self.config = config or HubConfig()
+        if not 1 <= stride_frames <= engine.window_frames:
+            raise ValueError(f"stride {stride_frames} must be between 1 and the window length "
+                             f"({engine.window_frames} slots)")  # fmt: skip
         self._sessions: dict[str, LiveSession] = {}
         self._lock = threading.Lock()
         self._ids = itertools.count()
@@ -252,6 +268,11 @@ class SpotHub:
         return f"{prefix}{next(self._ids)}"
 
     def _register(self, make: Callable[[str], LiveSession], prefix: str) -> LiveSession:
+        # A session that ended by itself holds no worker any more: close it (a quick join) so
+        # the count below is the sessions really alive, whatever its owner does later.
+        for s in self.sessions():
+            if s.ended:
+                s.close()
         with self._lock:
             if len(self._sessions) >= self.config.max_sessions:
                 raise HubFull(f"{len(self._sessions)} sessions already running (the limit)")
@@ -260,13 +281,21 @@ class SpotHub:
             self._sessions[sid] = session
         return session
 
+    @staticmethod
+    def _started(session: LiveSession) -> LiveSession:
+        try:
+            return session.start()
+        except BaseException:
+            session.close()
+            raise
+
     def open_push(self, prefix: str = "peer", aligner: Any = None) -> LiveSession:
         """A session fed frame by frame (a WebRTC track), latest-only; started."""
 
         def make(sid: str) -> LiveSession:
             return LiveSession(self, PushSource(stream=sid), sid, aligner)
 
-        return self._register(make, prefix).start()
+        return self._started(self._register(make, prefix))
 
     def open_file(
         self, path: str | Path, pace: str = "live", prefix: str = "file", aligner: Any = None
@@ -276,7 +305,7 @@ class SpotHub:
         def make(sid: str) -> LiveSession:
             return LiveSession(self, FileSource(path, pace=pace, stream=sid), sid, aligner)
 
-        return self._register(make, prefix).start()
+        return self._started(self._register(make, prefix))
 
     def release(self, session: LiveSession) -> None:
         """A closed session gives its place back (LiveSession.close calls this)."""
