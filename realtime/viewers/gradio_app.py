@@ -356,7 +356,7 @@ class GradioViewer:
             viewer.unload(request)
 
         # No analytics; Gradio's cache of uploaded videos (faces) is emptied hourly of files
-        # older than an hour, and entirely when the app stops.
+        # older than an hour (and, per Gradio's documentation, when the server restarts).
         with gr.Blocks(
             title="FESNet live spotter", analytics_enabled=False, delete_cache=(3600, 3600)
         ) as demo:
