@@ -20,6 +20,7 @@ import json
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -313,6 +314,7 @@ class RunControl:
         self.pipe: Any = None
         self.signum: int | None = None
         self.output_error: OutputError | None = None
+        self.stopped_by_output = False  # the output failed during the run and stopped it
         self.stdout_closed = False
 
     def stop(self) -> None:
@@ -328,7 +330,7 @@ class RunControl:
     def output_failed(self, error: OutputError) -> None:
         """An output (events file, annotated video) cannot be written: stop the run."""
         if self.output_error is None:
-            self.output_error = error
+            self.output_error, self.stopped_by_output = error, True
             self.stop()
 
     def output(self, sink: Callable[..., None]) -> Callable[..., None]:
@@ -505,16 +507,20 @@ def _spot(args: argparse.Namespace, spec: str, truth: Any, jsonl: Any) -> int:
             raise UsageError(str(cause)) from failed
         print(f"fesnet-spot: error: {failed}", file=sys.stderr)
     elif control.output_error is not None:
-        print(f"fesnet-spot: error: {control.output_error}; the run was stopped",
-              file=sys.stderr)  # fmt: skip
+        stopped = "; the run was stopped" if control.stopped_by_output else ""
+        print(f"fesnet-spot: error: {control.output_error}{stopped}", file=sys.stderr)
     return control.exit_code(failed)
 
 
 def _silence_stdout() -> None:
     """stdout's reader is gone: point fd 1 at /dev/null so the interpreter's final flush does
     not print a BrokenPipeError of its own."""
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError):  # not a real file (captured): nothing will flush to a pipe
+        return
     devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
+    os.dup2(devnull, fd)
     os.close(devnull)
 
 
@@ -524,7 +530,8 @@ def main(argv: list[str] | None = None) -> int:
     from .privacy import disable_telemetry
 
     disable_telemetry()
-    old_term = signal.signal(signal.SIGTERM, exitcodes.raise_stopped)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    old_term = signal.signal(signal.SIGTERM, exitcodes.raise_stopped) if in_main_thread else None
     try:
         return _main(argv)
     except KeyboardInterrupt:
@@ -537,7 +544,8 @@ def main(argv: list[str] | None = None) -> int:
         _silence_stdout()
         return exitcodes.STDOUT_CLOSED
     finally:
-        signal.signal(signal.SIGTERM, old_term)
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, old_term)
 
 
 def _main(argv: list[str] | None) -> int:

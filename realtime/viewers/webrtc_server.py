@@ -77,7 +77,7 @@ class WebRtcServer:
         # A little above the SDP limit so an oversized body gets our own 400, not aiohttp's 413
         # (bodies far above it are refused by aiohttp before they are read).
         app = web.Application(
-            client_max_size=self.config.max_sdp_bytes + 4096, middlewares=[self._guard]
+            client_max_size=self.config.max_sdp_bytes + 4096, middlewares=[self._guard()]
         )
         app.on_response_prepare.append(self._no_referrer)
         access.redact_access_logs()
@@ -88,7 +88,6 @@ class WebRtcServer:
         app.on_shutdown.append(self._on_shutdown)
         return app
 
-    @property
     def _guard(self) -> Any:
         """Middleware: loopback servers answer only to loopback host names (DNS rebinding); a
         state-changing request from a browser page of another origin is refused."""
