@@ -493,7 +493,7 @@ def _spot(args: argparse.Namespace, spec: str, truth: Any, jsonl: Any) -> int:
         elif control.output_error is None and summary["frames"] > 0:
             control.output_error = OutputError(f"the annotated video {args.video_out} was not "
                                                "written")  # fmt: skip
-    if truth is not None and failed is None:
+    if truth is not None and failed is None and not control.stopped_by_output:
         print("\ncompared with the ground truth (interval F1, IoU >= 0.5):")
         print(format_comparison(compare_with_truth(collected.events, truth)))
     if failed is not None:
