@@ -42,7 +42,7 @@ from fesnet.model.runtime import Runtime, RuntimeConfig, load_runtime
 from fesnet.realtime.engine import Engine
 from fesnet.realtime.events import JsonlSink, read_events
 from fesnet.realtime.pipeline import Pipeline
-from fesnet.realtime.sources import PushSource
+from fesnet.realtime.push import PushSource
 from fesnet.realtime.spotter import Spotter
 
 REPO = Path(__file__).resolve().parents[1]

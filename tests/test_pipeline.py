@@ -20,7 +20,8 @@ from fesnet.model.merger import MergerConfig
 from fesnet.realtime.events import JsonlSink, ListSink, read_events
 from fesnet.realtime.observers import Observer, ScoreLog
 from fesnet.realtime.pipeline import PipelineError
-from fesnet.realtime.sources import FileSource, PushSource
+from fesnet.realtime.push import PushSource
+from fesnet.realtime.sources import FileSource
 from fesnet.realtime.stats import StageStats
 
 FACES = Path(__file__).resolve().parents[1] / "model" / "data" / "faces"

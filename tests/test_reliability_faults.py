@@ -30,7 +30,8 @@ from fesnet.model.merger import MergerConfig
 from fesnet.realtime.engine import Engine
 from fesnet.realtime.events import JsonlSink, ListSink, read_events
 from fesnet.realtime.pipeline import Pipeline, PipelineError
-from fesnet.realtime.sources import EVERY_FRAME, PushSource, Source
+from fesnet.realtime.push import PushSource
+from fesnet.realtime.sources import EVERY_FRAME, Source
 from fesnet.realtime.spotter import Spotter
 from fesnet.realtime.tracking import FaceTracker, TrackerConfig
 

@@ -43,7 +43,8 @@ from fesnet.realtime.engine import Engine
 from fesnet.realtime.events import ListSink
 from fesnet.realtime.observers import Observer
 from fesnet.realtime.pipeline import Pipeline, PipelineError
-from fesnet.realtime.sources import FileSource, PushSource, SourceError, _CaptureSource
+from fesnet.realtime.push import PushSource
+from fesnet.realtime.sources import FileSource, SourceError, _CaptureSource
 from fesnet.realtime.spotter import Spotter
 from fesnet.realtime.tracking import FaceTracker
 from fesnet.realtime.types import Frame, SpotEvent

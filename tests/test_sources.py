@@ -10,12 +10,12 @@ import cv2
 import numpy as np
 import pytest
 
+from fesnet.realtime.push import PushSource
 from fesnet.realtime.sources import (
     EVERY_FRAME,
     LATEST_ONLY,
     FileSource,
     FrameChannel,
-    PushSource,
     Source,
     SourceError,
     open_source,

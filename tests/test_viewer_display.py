@@ -16,7 +16,7 @@ from fesnet.calibration.baseline import BaselineConfig, session_phase
 from fesnet.model.merger import MergerConfig
 from fesnet.realtime.engine import Engine
 from fesnet.realtime.observers import ViewState
-from fesnet.realtime.sources import PushSource
+from fesnet.realtime.push import PushSource
 from fesnet.realtime.viewers.hub import HubConfig, SpotHub
 
 gradio_app = pytest.importorskip("fesnet.realtime.viewers.gradio_app")

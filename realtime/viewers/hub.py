@@ -40,7 +40,8 @@ from fesnet.realtime.engine import Engine
 from fesnet.realtime.events import event_to_json
 from fesnet.realtime.observers import LiveView, ViewState
 from fesnet.realtime.pipeline import Pipeline
-from fesnet.realtime.sources import FileSource, PushSource, Source
+from fesnet.realtime.push import PushSource
+from fesnet.realtime.sources import FileSource, Source
 from fesnet.realtime.spotter import Phase, Spotter, SpotterConfig
 from fesnet.realtime.stats import RateMeter
 from fesnet.realtime.tracking import Aligner, FaceTracker
