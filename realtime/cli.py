@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 import threading
@@ -30,7 +29,8 @@ from fesnet.model.runtime import add_runtime_arguments
 
 from . import exitcodes
 from .observers import Observer
-from .outputs import OutputError, check_writable
+from .outputs import OutputError, check_plot_path, check_writable
+from .run_control import RunControl, explain_quiet_run, silence_stdout
 from .tracking import TrackResult
 from .types import Frame
 from .viewers import commands as viewer_commands
@@ -280,96 +280,6 @@ def format_summary(summary: dict[str, Any]) -> str:
     )
 
 
-def check_plot_path(path: Path) -> None:
-    """OutputError unless a timeline image can be written at ``path``."""
-    from matplotlib.figure import Figure
-
-    check_writable(path, "plot")
-    fmt = path.suffix.lstrip(".").lower()
-    if fmt not in Figure().canvas.get_supported_filetypes():
-        raise OutputError(f"cannot write the plot {path}: unknown image type {path.suffix!r} "
-                          "(use .png, .pdf or .svg)")  # fmt: skip
-
-
-def explain_quiet_run(summary: dict[str, Any], faces_found: int, window_frames: int) -> list[str]:
-    """Why a run that ended normally could not find anything (empty when it could)."""
-    frames, slots = summary["frames"], summary["slots"]
-    if frames == 0:
-        return ["no frame was processed"]
-    if faces_found == 0:
-        return [f"no face was found in any of the {frames} frames: nothing to spot"]
-    if summary["windows"] == 0:
-        return [f"the face was in view for only {slots} slots ({slots / 60:.2f} s at 60 Hz); "
-                f"one window needs {window_frames} ({window_frames / 60:.2f} s): nothing was "
-                "scored"]  # fmt: skip
-    return []
-
-
-class RunControl:
-    """What can end a run early, seen from the CLI: a stop signal, an output that cannot be
-    written, a closed stdout. Each asks the pipeline to stop (open intervals are then closed as
-    "interrupted"); the first cause is kept for the exit code."""
-
-    def __init__(self) -> None:
-        self.pipe: Any = None
-        self.signum: int | None = None
-        self.output_error: OutputError | None = None
-        self.stopped_by_output = False  # the output failed during the run and stopped it
-        self.stdout_closed = False
-
-    def stop(self) -> None:
-        if self.pipe is not None:
-            self.pipe.request_stop()
-
-    def on_signal(self, signum: int, _frame: Any) -> None:
-        if self.signum is not None:  # a second Ctrl-C: stop waiting for a clean end
-            raise exitcodes.Stopped(signum)
-        self.signum = signum
-        self.stop()
-
-    def output_failed(self, error: OutputError) -> None:
-        """An output (events file, annotated video) cannot be written: stop the run."""
-        if self.output_error is None:
-            self.output_error, self.stopped_by_output = error, True
-            self.stop()
-
-    def output(self, sink: Callable[..., None]) -> Callable[..., None]:
-        """``sink`` (the events file) whose write failure stops the run."""
-
-        def call(*args: Any) -> None:
-            try:
-                sink(*args)
-            except OutputError as e:
-                self.output_failed(e)
-
-        return call
-
-    def console(self, sink: Callable[[Any], None]) -> Callable[[Any], None]:
-        """The console sink: a closed stdout (``| head`` exited) stops the run quietly."""
-
-        def call(event: Any) -> None:
-            if self.stdout_closed:
-                return
-            try:
-                sink(event)
-            except BrokenPipeError:
-                self.stdout_closed = True
-                self.stop()
-
-        return call
-
-    def exit_code(self, failed: BaseException | None) -> int:
-        if failed is not None:
-            return exitcodes.FAILED
-        if self.output_error is not None:
-            return exitcodes.OUTPUT_FAILED
-        if self.stdout_closed:
-            return exitcodes.STDOUT_CLOSED
-        if self.signum is not None:
-            return exitcodes.stopped_by(self.signum)
-        return exitcodes.OK
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from .events import JsonlSink
 
@@ -512,18 +422,6 @@ def _spot(args: argparse.Namespace, spec: str, truth: Any, jsonl: Any) -> int:
     return control.exit_code(failed)
 
 
-def _silence_stdout() -> None:
-    """stdout's reader is gone: point fd 1 at /dev/null so the interpreter's final flush does
-    not print a BrokenPipeError of its own."""
-    try:
-        fd = sys.stdout.fileno()
-    except (OSError, ValueError):  # not a real file (captured): nothing will flush to a pipe
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, fd)
-    os.close(devnull)
-
-
 def main(argv: list[str] | None = None) -> int:
     """The ``fesnet-spot`` entry point; returns the exit code (realtime/exitcodes.py). Ctrl-C,
     SIGTERM and a closed stdout end it with one line, never a traceback, at any point."""
@@ -541,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fesnet-spot: stopped by signal {e.signum}", file=sys.stderr)
         return exitcodes.stopped_by(e.signum)
     except BrokenPipeError:
-        _silence_stdout()
+        silence_stdout()
         return exitcodes.STDOUT_CLOSED
     finally:
         if in_main_thread:

@@ -2,7 +2,8 @@
 
 A run that loads a model, reads a whole video and only then finds that ``--events`` points into
 /proc, ``--video-out`` into a read-only folder or ``--plot`` at a directory wastes the run and
-loses its results. :func:`check_writable` finds that in milliseconds, before the model loads.
+loses its results. :func:`check_writable` (and :func:`check_plot_path` for an image type
+matplotlib can write) finds that in milliseconds, before the model loads.
 """
 
 from __future__ import annotations
@@ -31,3 +32,14 @@ def check_writable(path: Path, what: str) -> None:
     if not existed:
         with contextlib.suppress(OSError):
             path.unlink()
+
+
+def check_plot_path(path: Path) -> None:
+    """OutputError unless a timeline image can be written at ``path``."""
+    from matplotlib.figure import Figure
+
+    check_writable(path, "plot")
+    fmt = path.suffix.lstrip(".").lower()
+    if fmt not in Figure().canvas.get_supported_filetypes():
+        raise OutputError(f"cannot write the plot {path}: unknown image type {path.suffix!r} "
+                          "(use .png, .pdf or .svg)")  # fmt: skip

@@ -1,0 +1,104 @@
+"""How a ``fesnet-spot run`` ends, seen from the command line: what can stop it early (a stop
+signal, an output that cannot be written, a closed stdout), the exit code that says which
+(:mod:`.exitcodes`), and why a run that ended normally found nothing."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from . import exitcodes
+from .outputs import OutputError
+
+
+class RunControl:
+    """What can end a run early, seen from the CLI: a stop signal, an output that cannot be
+    written, a closed stdout. Each asks the pipeline to stop (open intervals are then closed as
+    "interrupted"); the first cause is kept for the exit code."""
+
+    def __init__(self) -> None:
+        self.pipe: Any = None
+        self.signum: int | None = None
+        self.output_error: OutputError | None = None
+        self.stopped_by_output = False  # the output failed during the run and stopped it
+        self.stdout_closed = False
+
+    def stop(self) -> None:
+        if self.pipe is not None:
+            self.pipe.request_stop()
+
+    def on_signal(self, signum: int, _frame: Any) -> None:
+        if self.signum is not None:  # a second Ctrl-C: stop waiting for a clean end
+            raise exitcodes.Stopped(signum)
+        self.signum = signum
+        self.stop()
+
+    def output_failed(self, error: OutputError) -> None:
+        """An output (events file, annotated video) cannot be written: stop the run."""
+        if self.output_error is None:
+            self.output_error, self.stopped_by_output = error, True
+            self.stop()
+
+    def output(self, sink: Callable[..., None]) -> Callable[..., None]:
+        """``sink`` (the events file) whose write failure stops the run."""
+
+        def call(*args: Any) -> None:
+            try:
+                sink(*args)
+            except OutputError as e:
+                self.output_failed(e)
+
+        return call
+
+    def console(self, sink: Callable[[Any], None]) -> Callable[[Any], None]:
+        """The console sink: a closed stdout (``| head`` exited) stops the run quietly."""
+
+        def call(event: Any) -> None:
+            if self.stdout_closed:
+                return
+            try:
+                sink(event)
+            except BrokenPipeError:
+                self.stdout_closed = True
+                self.stop()
+
+        return call
+
+    def exit_code(self, failed: BaseException | None) -> int:
+        if failed is not None:
+            return exitcodes.FAILED
+        if self.output_error is not None:
+            return exitcodes.OUTPUT_FAILED
+        if self.stdout_closed:
+            return exitcodes.STDOUT_CLOSED
+        if self.signum is not None:
+            return exitcodes.stopped_by(self.signum)
+        return exitcodes.OK
+
+
+def explain_quiet_run(summary: dict[str, Any], faces_found: int, window_frames: int) -> list[str]:
+    """Why a run that ended normally could not find anything (empty when it could)."""
+    frames, slots = summary["frames"], summary["slots"]
+    if frames == 0:
+        return ["no frame was processed"]
+    if faces_found == 0:
+        return [f"no face was found in any of the {frames} frames: nothing to spot"]
+    if summary["windows"] == 0:
+        return [f"the face was in view for only {slots} slots ({slots / 60:.2f} s at 60 Hz); "
+                f"one window needs {window_frames} ({window_frames / 60:.2f} s): nothing was "
+                "scored"]  # fmt: skip
+    return []
+
+
+def silence_stdout() -> None:
+    """stdout's reader is gone: point fd 1 at /dev/null so the interpreter's final flush does
+    not print a BrokenPipeError of its own."""
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError):  # not a real file (captured): nothing will flush to a pipe
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
