@@ -17,9 +17,8 @@ from fesnet.model.merger import MergerConfig
 from fesnet.realtime.engine import Engine
 from fesnet.realtime.observers import ViewState
 from fesnet.realtime.push import PushSource
+from fesnet.realtime.viewers import display
 from fesnet.realtime.viewers.hub import HubConfig, SpotHub
-
-gradio_app = pytest.importorskip("fesnet.realtime.viewers.gradio_app")
 
 
 def expr(state: str, event_id: int, onset: float, offset: float | None = None, **kw) -> dict:
@@ -40,7 +39,7 @@ def test_the_event_log_shows_each_expression_once() -> None:
         expr("final", 1, 2.0, 3.1, label="MaE", score=0.91),
         expr("onset", 2, 4.0),  # still open
     ]
-    lines = gradio_app.event_log(events).splitlines()
+    lines = display.event_log(events).splitlines()
     assert len(lines) == 4  # newest first: the open ME, the status, the MaE, the face
     assert "ME  open since 4.00 s" in lines[0]
     assert "camera frozen" in lines[1]
@@ -48,9 +47,9 @@ def test_the_event_log_shows_each_expression_once() -> None:
     assert "face found" in lines[3]
     assert not any("1.00" in line or "cancelled" in line or "onset" in line for line in lines)
     # Once the open one closes, its onset line becomes its result, in the same place.
-    closed = gradio_app.event_log([*events, expr("final", 2, 4.0, 4.3)]).splitlines()
+    closed = display.event_log([*events, expr("final", 2, 4.0, 4.3)]).splitlines()
     assert len(closed) == 4 and "ME  4.00-4.30 s" in closed[0] and "open" not in closed[0]
-    stopped = gradio_app.event_log([*events, expr("interrupted", 2, 4.0, 4.2)])
+    stopped = display.event_log([*events, expr("interrupted", 2, 4.0, 4.2)])
     assert "4.00-4.20 s" in stopped and "stream stopped" in stopped
 
 
@@ -61,9 +60,9 @@ def test_the_event_log_and_the_console_say_which_regions_moved() -> None:
     from fesnet.realtime.types import SpotEvent
 
     shares = {"mouth": 0.62, "brows": 0.21, "eyes": 0.1, "nose": 0.05, "cheeks": 0.02}
-    line = gradio_app.event_log([expr("final", 0, 1.0, 2.0, label="MaE") | {"regions": shares}])
+    line = display.event_log([expr("final", 0, 1.0, 2.0, label="MaE") | {"regions": shares}])
     assert line.endswith("moved: mouth 62%, brows 21%, eyes 10%")
-    assert "moved" not in gradio_app.event_log([expr("final", 0, 1.0, 2.0)])
+    assert "moved" not in display.event_log([expr("final", 0, 1.0, 2.0)])
     assert regions_text(None) == regions_text({}) == ""
     event = SpotEvent(type="expression", stream="0", t_s=1.0, state="final", label="MaE",
                       onset_s=1.0, apex_s=1.5, offset_s=2.0, onset_frame=60, apex_frame=90,
@@ -90,7 +89,7 @@ class FakeLive:
 
 def test_the_timeline_draws_the_thresholds_in_force_and_shades_intervals() -> None:
     events = [expr("onset", 0, 1.0), expr("final", 0, 1.0, 1.4), expr("onset", 1, 5.0)]
-    fig = gradio_app.timeline_figure(FakeLive(0.9, 0.75, events))
+    fig = display.timeline_figure(FakeLive(0.9, 0.75, events))
     ax = fig.axes[0]
     flat = {round(float(line.get_ydata()[0]), 3) for line in ax.lines
             if len(set(np.asarray(line.get_ydata(), float))) == 1 and len(line.get_ydata()) == 2}

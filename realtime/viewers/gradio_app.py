@@ -11,7 +11,7 @@ The page also replays an uploaded video or the bundled sample clip as if it were
 webcam needed), and shows for the current session of this browser tab: the aligned face crop, a
 timeline of the committed scores with the detected intervals shaded and the merger thresholds in
 force (a ``gr.Timer`` redraws it), the event log read as a result (each expression once; see
-:func:`event_log`), frame rate and latency, and an export of every event as JSONL.
+:func:`.display.event_log`), frame rate and latency, and an export of every event as JSONL.
 
 Access: bound to 127.0.0.1 by default; bound elsewhere, the app asks for the access token
 (Gradio's login form: any user name, the token as password), which also guards ``offer``.
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import json
 import logging
 import sys
 import tempfile
@@ -35,27 +34,30 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
-import numpy as np
 
-from fesnet.realtime.events import regions_text
 from fesnet.realtime.exitcodes import BAD_INPUT, Stopped
 from fesnet.realtime.privacy import disable_telemetry
 
 from . import access
 from .access import GRADIO_PORT, MAX_FRAME_PIXELS, MAX_UPLOAD_MB
+from .display import (
+    CROP_DISPLAY_PX,
+    crop_image,
+    event_log,
+    stats_markdown,
+    timeline_figure,
+    timeline_key,
+)
 from .fakecam import SAMPLE_CLIP
 from .hub import HubFull, LiveSession, SpotHub
+from .request_guard import RequestGuard
 from .rtc import OfferError, RtcPeer, parse_offer
 
 logger = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
 DEFAULT_PORT = GRADIO_PORT
-CROP_DISPLAY_PX = 224
-TIMELINE_S = 10.0  # seconds of history on the live timeline
 MAX_TABS = 256  # tabs remembered; API clients never send the unload that forgets one
-# POST routes whose body is a form or a file by design; every other POST must be JSON.
-FORM_ROUTES = ("/upload", "/login", "/login/")
 
 CSS = """
 .fes-camera video { width: 100%; max-width: 640px; background: #000; border-radius: 6px; }
@@ -66,51 +68,6 @@ CSS = """
 .fes-buttons button { padding: 4px 12px; border-radius: 6px; border: 1px solid #888; }
 .fes-status { font: 12px monospace; color: #888; }
 """
-
-
-class RequestGuard:
-    """ASGI middleware in front of Gradio: the rules of :mod:`.access`. A server bound to
-    loopback answers only to loopback Host names; a state-changing request must come from the
-    app's own origin (or an allow-listed one) and, except uploads and the login form, be JSON,
-    so a page on another site cannot drive the app (Gradio runs such requests otherwise)."""
-
-    def __init__(self, app: Any, bound_host: str, allowed_origins: tuple[str, ...] = ()) -> None:
-        self.app, self.bound_host, self.allowed_origins = app, bound_host, allowed_origins
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] in ("http", "websocket"):
-            headers = {k.decode("latin-1").lower(): v.decode("latin-1")
-                       for k, v in scope.get("headers", [])}  # fmt: skip
-            refusal = self._refusal(scope, headers)
-            if refusal is not None:
-                if scope["type"] == "websocket":
-                    await send({"type": "websocket.close", "code": 1008})
-                    return
-                await self._reply(send, *refusal)
-                return
-        await self.app(scope, receive, send)
-
-    def _refusal(self, scope: Any, headers: dict[str, str]) -> tuple[int, str] | None:
-        host = headers.get("host")
-        if not access.host_allowed(host, self.bound_host):
-            return 403, "unknown host name"
-        method = scope.get("method", "GET")
-        if method in access.SAFE_METHODS and scope["type"] == "http":
-            return None
-        if not access.origin_allowed(headers.get("origin"), host, self.allowed_origins):
-            return 403, "cross-origin request refused"
-        form_ok = scope["type"] == "websocket" or scope.get("path", "").endswith(FORM_ROUTES)
-        if not form_ok and not access.is_json(headers.get("content-type")):
-            return 415, f"this request must be sent as {access.JSON_TYPE}"
-        return None
-
-    @staticmethod
-    async def _reply(send: Any, status: int, message: str) -> None:
-        body = json.dumps({"error": message}).encode()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())]})  # fmt: skip
-        await send({"type": "http.response.body", "body": body})
 
 
 @dataclass
@@ -294,7 +251,7 @@ class GradioViewer:
         if live is None:
             return None, "no stream: start the webcam, upload a video, or play the sample clip", ""
         view = live.view()
-        return _crop_image(view.latest_crop), _stats_markdown(live), event_log(live.events())
+        return crop_image(view.latest_crop), stats_markdown(live), event_log(live.events())
 
     def tick_plot(self, request: Any) -> Any:
         """The timeline, redrawn only when there is something new to show (``gr.skip()``
@@ -415,150 +372,6 @@ class GradioViewer:
             skip_btn.click(skip_calibration, None, status)
             demo.unload(unload)
         return demo
-
-
-# -- rendering ---------------------------------------------------------------------------------
-def _crop_image(crop: np.ndarray | None) -> np.ndarray | None:
-    if crop is None:
-        return None
-    import cv2
-
-    return cv2.resize(crop, (CROP_DISPLAY_PX, CROP_DISPLAY_PX), interpolation=cv2.INTER_NEAREST)
-
-
-def _stats_markdown(live: LiveSession) -> str:
-    s = live.stats()
-    lat = s["event_latency_p50_ms"] or s["score_latency_p50_ms"]
-    cam = f"camera **{s['input_fps']:.1f} fps** · " if s["frames_in"] else ""
-    return (
-        f"**{live.id}** ({'running' if s['running'] else 'ended'}) · face: {s['state']}  \n"
-        f"{cam}spotter **{s['fps']:.1f} fps** · frames {s['frames']} · dropped {s['dropped']}  \n"
-        f"latency p50 **{'-' if lat is None else f'{lat:.0f} ms'}** · events {s['events']}"
-        + _calibration_line(s["calibration"])
-    )
-
-
-def _calibration_line(c: dict[str, Any] | None) -> str:
-    """The neutral-baseline phase as one line of the stats box ('' when the session has none)."""
-    if c is None:
-        return ""
-    if c["phase"] == "calibrating":
-        return (f"  \n**calibrating {100 * c['progress']:.0f}%**: keep a neutral face "
-                "(or skip)")  # fmt: skip
-    if c["phase"] == "calibrated":
-        return (f"  \ncalibrated: thresholds on **{c['on_threshold']:.3f}** / off "
-                f"{c['off_threshold']:.3f}")  # fmt: skip
-    return f"  \ncalibration {c['phase']}"
-
-
-def _describe(e: dict[str, Any]) -> str:
-    """One line of the log: an expression as a result, anything else as it happened."""
-    t = f"{e.get('t_s', 0.0):8.2f} s  "
-    if e.get("type") != "expression":
-        return f"{t}{e['type']}: {e.get('message', '')}"
-    label, score = f"{e.get('label', '?'):<3}", f"p={e.get('score', 0.0):.2f}"
-    if e["state"] == "onset":
-        return f"{t}{label} open since {e['onset_s']:.2f} s  {score}"
-    span = f"{e['onset_s']:.2f}-{e.get('offset_s', e['onset_s']):.2f} s"
-    apex = f"apex {e['apex_s']:.2f} s  " if "apex_s" in e else ""
-    how = "  (stream stopped)" if e["state"] == "interrupted" else ""
-    return f"{t}{label} {span}  {apex}{score}{regions_text(e.get('regions'))}{how}"
-
-
-def event_log(events: list[dict[str, Any]], n: int = 200) -> str:
-    """The session's events as a result, newest first: each expression once (its final line,
-    with label, times and score, in the place its onset had), an onset only while its interval
-    is open, cancelled onsets not at all (every state stays in the JSONL export); face and status
-    events as they came."""
-    rows: list[dict[str, Any] | None] = []
-    row_of: dict[Any, int] = {}  # event_id of an expression -> its row
-    for e in events:
-        if e.get("type") != "expression":
-            rows.append(e)
-            continue
-        key = e.get("event_id")
-        if e["state"] == "onset":
-            row_of[key] = len(rows)
-            rows.append(e)
-        elif key in row_of:
-            rows[row_of.pop(key)] = None if e["state"] == "cancelled" else e
-        elif e["state"] != "cancelled":
-            rows.append(e)
-    shown = [r for r in rows if r is not None][-n:]
-    return "\n".join(_describe(e) for e in reversed(shown))
-
-
-def intervals_of(events: list[dict[str, Any]]) -> list[tuple[float, float | None, str]]:
-    """Detected intervals from an event list: finals, plus an onset still open (end None)."""
-    finals: dict[int, tuple[float, float | None, str]] = {}
-    for e in events:
-        if e.get("type") != "expression":
-            continue
-        key = e.get("event_id", -1)
-        if e["state"] == "onset":
-            finals[key] = (e["onset_s"], None, e["label"])
-        elif e["state"] in ("final", "interrupted"):
-            finals[key] = (e["onset_s"], e.get("offset_s"), e["label"])
-        else:  # cancelled
-            finals.pop(key, None)
-    return list(finals.values())
-
-
-def timeline_key(live: LiveSession | None) -> tuple[Any, ...]:
-    """What the timeline of ``live`` depends on (its scores, events and the thresholds in
-    force): the same key, the same picture."""
-    if live is None:
-        return (None,)
-    view = live.view()
-    t = view.recent_pts_s
-    return (live.id, len(t), float(t[-1]) if len(t) else None, live.pipeline.events_emitted,
-            view.on_threshold, view.off_threshold)  # fmt: skip
-
-
-def timeline_figure(live: LiveSession | None, window_s: float = TIMELINE_S) -> Any:
-    """The last ``window_s`` of committed scores: p_expr = p(ME) + p(MaE), which the merger
-    compares with its thresholds (the thresholds in force drawn across: after a calibration phase
-    they are the person's), with p(ME) and p(MaE) thin below it, and the detected intervals
-    shaded. Object-oriented matplotlib (no pyplot state), so concurrent tabs can draw at once."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(12, 2.6), dpi=80)
-    ax = fig.add_subplot(1, 1, 1)
-    ax.set_ylim(0, 1.02)
-    ax.set_ylabel("probability")
-    ax.set_xlabel("stream time (s)")
-    t_end = window_s
-    plotted = False
-    if live is not None:
-        view = live.view()
-        t = view.recent_pts_s
-        if len(t):
-            t_end = max(float(t[-1]), window_s)
-            keep = t >= t_end - window_s
-            ax.plot(t[keep], view.recent_p_expr[keep], color="0.15", lw=1.6, label="p(expr)")
-            ax.plot(t[keep], view.recent_me[keep], color="tab:orange", lw=0.8, label="p(ME)")
-            ax.plot(t[keep], view.recent_mae[keep], color="tab:blue", lw=0.8, label="p(MaE)")
-            plotted = True
-        if view.on_threshold is not None:
-            ax.axhline(view.on_threshold, color="tab:red", lw=0.9, ls="--",
-                       label=f"on {view.on_threshold:.2f}")  # fmt: skip
-        if view.off_threshold is not None and view.off_threshold != view.on_threshold:
-            ax.axhline(view.off_threshold, color="tab:red", lw=0.7, ls=":",
-                       label=f"off {view.off_threshold:.2f}")  # fmt: skip
-        for start, end, label in intervals_of(live.events()):
-            color = "tab:orange" if label == "ME" else "tab:blue"
-            end_s = t_end if end is None else end
-            if end_s < t_end - window_s:
-                continue
-            ax.axvspan(start, end_s, color=color, alpha=0.18)
-            x = max(start, t_end - window_s)
-            ax.text(x, 0.97, f" {label}", color=color, fontsize=8, va="top", clip_on=True)
-        ax.set_title(f"{live.id}: last {window_s:.0f} s", fontsize=9)
-    ax.set_xlim(t_end - window_s, t_end)
-    if plotted:
-        ax.legend(loc="upper left", fontsize=8, ncol=5)
-    fig.tight_layout()
-    return fig
 
 
 # -- running -----------------------------------------------------------------------------------
