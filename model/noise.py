@@ -70,7 +70,10 @@ def quiet_onnx_export() -> Iterator[None]:
 def native_stderr_filtered(known: Sequence[re.Pattern[str]] = NATIVE_NOISE) -> Iterator[None]:
     """What native code writes to file descriptor 2 inside the block is held in a temporary
     file; afterwards every line that is not ``known`` noise is written to stderr (delayed, never
-    lost). Where stderr has no file descriptor (a captured stream), nothing is filtered."""
+    lost; under a file size limit, ``ulimit -f``, the held text stops at the limit). What is
+    passed on always ends with a newline, so a line cut off in the middle never runs into the
+    next thing written to stderr. Where stderr has no file descriptor (a captured stream),
+    nothing is filtered."""
     try:
         fd = sys.stderr.fileno()
     except (AttributeError, OSError, ValueError):
@@ -90,5 +93,6 @@ def native_stderr_filtered(known: Sequence[re.Pattern[str]] = NATIVE_NOISE) -> I
             lines = held.read().decode("utf-8", "replace").splitlines(keepends=True)
             kept = [ln for ln in lines if not any(p.match(ln.rstrip("\n")) for p in known)]
             if kept:
-                sys.stderr.write("".join(kept))
+                text = "".join(kept)
+                sys.stderr.write(text if text.endswith("\n") else text + "\n")
                 sys.stderr.flush()
