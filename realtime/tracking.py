@@ -27,6 +27,8 @@ unless one is given: loading it takes a moment, and a live source should start o
 
 from __future__ import annotations
 
+import importlib
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -49,17 +51,42 @@ class Aligner(Protocol):
     def close(self) -> None: ...
 
 
+def import_on_its_own_thread(name: str) -> None:
+    """Import module ``name`` on a short-lived thread of its own (a no-op once it is imported).
+
+    mediapipe 0.10.14 keeps an exception from its own import in a module global (sounddevice's
+    "PortAudio library not found", ``mediapipe.tasks.python.audio.core.audio_record.sd_error``),
+    and its traceback keeps every frame of the importing thread alive for the whole process.
+    Imported on a pipeline's align thread, that was the first session's pipeline, spotter and
+    (in a server) its WebRTC peer, never freed; imported here, only this thread's frames."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            importlib.import_module(name)
+        except BaseException as e:
+            errors.append(e)
+
+    thread = threading.Thread(target=run, name=f"import-{name}", daemon=True)
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+
+
 def mediapipe_aligner() -> Aligner:
     """The project's aligner (fesnet.model.data.align): FaceMesh, 112 px crops, 2 faces seen.
 
     Its native graph starts on the first frame and prints known start-up noise then: a blank
     frame starts it here, inside a filter that drops exactly that noise (fesnet.model.noise).
     A frame without a face leaves the aligner's tracking memory empty."""
-    from fesnet.model.data.align import FaceAligner
     from fesnet.model.noise import ignore_known_warnings, native_stderr_filtered
 
     ignore_known_warnings()
     with native_stderr_filtered():
+        import_on_its_own_thread("mediapipe")  # before align.py imports it on this thread
+        from fesnet.model.data.align import FaceAligner
+
         aligner = FaceAligner(crop_size=112, max_faces=2)
         aligner.align(np.zeros((64, 64, 3), np.uint8))
     return aligner

@@ -73,3 +73,39 @@ def test_log_histogram_percentiles_are_within_one_percent() -> None:
     exact = np.percentile(values, qs, method="inverted_cdf")
     assert np.allclose(got, exact, rtol=0.011), (got, exact)
     assert np.isnan(LogHistogram().percentiles([50])[0])
+
+
+FIRST_ALIGNER = """
+import gc, threading, weakref
+from fesnet.realtime.tracking import FaceTracker
+
+class Session:  # what a pipeline's align thread holds through its frames
+    pass
+
+refs = []
+
+def align_thread():
+    session = Session()
+    refs.append(weakref.ref(session))
+    tracker = FaceTracker().open()  # the first mediapipe aligner of this process
+    tracker.close()
+
+t = threading.Thread(target=align_thread)
+t.start()
+t.join()
+gc.collect()
+print("alive" if refs[0]() is not None else "freed")
+"""
+
+
+def test_the_first_session_of_a_process_is_freed() -> None:
+    """mediapipe keeps an exception from its own import (sounddevice without PortAudio) whose
+    traceback held the importing thread's frames: the first session of every server (pipeline,
+    spotter, WebRTC peer) stayed in memory for good. A fresh process, so that this import is
+    the first."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", FIRST_ALIGNER], capture_output=True, text=True,
+                         check=True, timeout=600).stdout  # fmt: skip
+    assert out.split() == ["freed"], out
