@@ -24,9 +24,11 @@ STAGES = ("decode", "align", "encode", "window", "merge", "emit")
 class StageStats:
     """Per-stage durations: a whole-run :class:`~fesnet.realtime.timing.LogHistogram` plus the
     last ``keep_recent`` samples. Memory and every query are bounded whatever the run length
-    (issue 15 item 8: stats cost the same at hour 10 as at minute 1). Thread-safe."""
+    (issue 15 item 8: stats cost the same at hour 10 as at minute 1). ``keep_recent=None`` keeps
+    every sample: only for a run of known length whose exact samples are wanted (a benchmark
+    over a clip), never for a live stream. Thread-safe."""
 
-    def __init__(self, keep_recent: int = 4096) -> None:
+    def __init__(self, keep_recent: int | None = 4096) -> None:
         self._lock = threading.Lock()
         self._hist: dict[str, LogHistogram] = {}
         self._recent: dict[str, collections.deque[float]] = {}
@@ -52,7 +54,8 @@ class StageStats:
             return 0 if h is None else h.n
 
     def values_ms(self, stage: str) -> np.ndarray:
-        """The most recent samples of ``stage`` (at most ``keep_recent``), in milliseconds."""
+        """The most recent samples of ``stage`` (at most ``keep_recent``; all of them if that is
+        None), in milliseconds."""
         with self._lock:
             return np.asarray(self._recent.get(stage, ()), np.float64) * 1e3
 

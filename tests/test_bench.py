@@ -79,6 +79,7 @@ def test_bench_end_to_end_report(short_clip, tmp_path, capsys) -> None:
         assert r["dropped"] == 0
         assert set(r["stages"]) == {"decode", "align", "encode", "window", "merge", "emit"}
         assert set(r["stages"]["decode"]) == PCT_KEYS
+        assert r["stages"]["decode"]["n"] == r["frames"]  # every frame of the clip, exactly
         assert set(r["latency"]) == {"frame_score", "event"}
         assert r["sustained_frames_per_s"] > 0
     vs = report["pipeline_vs_flow"]

@@ -75,6 +75,17 @@ def test_log_histogram_percentiles_are_within_one_percent() -> None:
     assert np.isnan(LogHistogram().percentiles([50])[0])
 
 
+def test_a_benchmark_over_a_clip_can_keep_every_sample() -> None:
+    """``keep_recent=None`` (fesnet-bench's end-to-end runs over a finite clip): exact samples
+    of the whole run, beyond the 4,096 a live stream keeps."""
+    live, bench = StageStats(), StageStats(keep_recent=None)
+    for i in range(5000):
+        live.add("x", i / 1e4)
+        bench.add("x", i / 1e4)
+    assert len(live.values_ms("x")) == 4096 and live.count("x") == 5000
+    assert len(bench.values_ms("x")) == bench.count("x") == 5000
+
+
 FIRST_ALIGNER = """
 import gc, threading, weakref
 from fesnet.realtime.tracking import FaceTracker

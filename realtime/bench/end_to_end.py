@@ -65,12 +65,15 @@ def pipeline_run(
     from ..pipeline import Pipeline
     from ..sources import FileSource
     from ..spotter import Spotter
+    from ..stats import StageStats
 
     merger_cfg = merger_config(ck)
     pipes = []
     for i in range(n_streams):
+        # Every sample kept (a clip is finite): the percentiles below are exact, over the whole
+        # clip, not over a live stream's bounded recent history.
         spotter = Spotter(Engine(backend, ck.config.window_frames), merger_cfg, stride_frames,
-                          stream=f"s{i}")  # fmt: skip
+                          stream=f"s{i}", stats=StageStats(keep_recent=None))  # fmt: skip
         pipes.append(Pipeline(FileSource(video, pace=pace, stream=f"s{i}"), spotter))
     t0 = time.perf_counter()
     for p in pipes:

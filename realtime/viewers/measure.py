@@ -121,17 +121,17 @@ def wait_for(page: Any, js: str, timeout_s: float = 30.0, poll_s: float = 0.25) 
 
 
 def session_numbers(hub: SpotHub, stats: dict[str, Any] | None) -> dict[str, Any]:
-    """Latency percentiles of the live session(s) plus the last stats message."""
-    import numpy as np
-
+    """Latency percentiles of the live session(s) over the whole session (the stats' histogram,
+    within 1 %) plus the last stats message."""
     out: dict[str, Any] = dict(stats or {})
     for s in hub.sessions():
+        summary = s.pipeline.stats.summary()
         for stage, key in (("frame_score_latency", "score"), ("event_latency", "event")):
-            v = s.pipeline.stats.values_ms(stage)
-            if len(v):
-                out[f"{key}_latency_p50_ms"] = round(float(np.percentile(v, 50)), 1)
-                out[f"{key}_latency_p95_ms"] = round(float(np.percentile(v, 95)), 1)
-                out[f"{key}_latency_n"] = len(v)
+            st = summary.get(stage)
+            if st:
+                out[f"{key}_latency_p50_ms"] = round(st["p50_ms"], 1)
+                out[f"{key}_latency_p95_ms"] = round(st["p95_ms"], 1)
+                out[f"{key}_latency_n"] = st["n"]
     return out
 
 
