@@ -242,6 +242,7 @@ def test_a_low_frame_rate_is_warned_about(
         ["webrtc-server", "--max-sdp-bytes", "10"], ["serve", "--max-sessions", "0"],
         ["serve", "--port", "-1"], ["serve", "--stride", "0"], ["serve", "--backend", "tpu"],
         ["serve", "--max-upload-mb", "0"], ["remote-camera", "x.mp4", "--duration", "-5"],
+        ["run", "--peer-k", "0"], ["run", "--peer-k", "nan"], ["serve", "--peer-k", "-3"],
     ],
 )  # fmt: skip
 def test_option_values_out_of_range_are_refused(
