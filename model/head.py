@@ -233,10 +233,12 @@ def train_head(
     loss_cfg=None,
     on_best=None,
 ) -> tuple[FESNet, MergerConfig | None, MetricTable | None, list[dict]]:
-    """Train the window head (everything but the encoder) for ``minutes``; validate ``evals``
-    times, evenly spaced, and keep the best weights by validation overall F1. ``on_best(net,
-    merger_cfg, table, step)`` is called at every new best (to save a checkpoint). Returns
-    (best net, its merger, its validation table, the log of (step, loss, validation F1))."""
+    """Train the window head (everything but the encoder) for ``minutes`` of training time
+    (validation time not counted, so a slow or loaded machine still gets its training steps);
+    validate ``evals`` times, evenly spaced, and keep the best weights by validation overall
+    F1. ``on_best(net, merger_cfg, table, step)`` is called at every new best (to save a
+    checkpoint). Returns (best net, its merger, its validation table, the log of (step, loss,
+    validation F1))."""
     import copy
 
     from tqdm import tqdm
@@ -259,13 +261,13 @@ def train_head(
     due = [minutes * 60 * (i + 1) / evals for i in range(evals)]
     best: tuple[float, FESNet, MergerConfig, MetricTable] | None = None
     history: list[dict] = []
-    t0, step = time.monotonic(), 0
+    t0, step, validating_s = time.monotonic(), 0, 0.0
     bar = tqdm(desc="head", unit="step")
     net.train()
     use_geom = bool(net.cfg.geometry_dims)
     while due:
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, sched, time.monotonic() - t0)
+            g["lr"] = lr_at(step, sched, time.monotonic() - t0 - validating_s)
         xp, xa, geom, y = sample_windows(train_f, windows_per_step, t, expression_fraction, rng)
         out = net.forward_window(xp, xa, geom if use_geom else None, return_all=True)
         loss, parts = fesnet_loss(out, y, weights, loss_cfg)
@@ -276,9 +278,11 @@ def train_head(
         step += 1
         bar.update()
         bar.set_postfix(loss=f"{parts['loss']:.3f}")
-        if time.monotonic() - t0 >= due[0]:
+        trained_s = time.monotonic() - t0 - validating_s
+        if trained_s >= due[0]:
             due.pop(0)
-            entry = {"step": step, "minutes": round((time.monotonic() - t0) / 60, 2), **parts}
+            entry = {"step": step, "minutes": round(trained_s / 60, 2), **parts}
+            v0 = time.monotonic()
             if val_f:
                 merger_cfg, table = choose_merger_on_features(net, val_f, base, stride_frames)
                 entry["val_f1"] = table.f1
@@ -287,6 +291,7 @@ def train_head(
                     best = (table.f1_overall, copy.deepcopy(net), merger_cfg, table)
                     if on_best is not None:
                         on_best(net, merger_cfg, table, step)
+            validating_s += time.monotonic() - v0
             history.append(entry)
     bar.close()
     for p in net.encoder.parameters():

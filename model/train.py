@@ -226,13 +226,13 @@ def train(
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     merger_base = MergerConfig(window_frames=net.cfg.window_frames)
     history: list[dict] = []
-    best_f1, t0 = -1.0, time.monotonic()
+    best_f1, t0, validating_s = -1.0, time.monotonic(), 0.0  # the budget is training time
     from tqdm import tqdm
 
     bar = tqdm(range(cfg.steps), desc="train", unit="step")
     for step in bar:
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg, time.monotonic() - t0)
+            g["lr"] = lr_at(step, cfg, time.monotonic() - t0 - validating_s)
         x, y, starts, g = clip_batch(train_videos, cfg, net.cfg.window_frames, rng, geoms)
         loss, parts = train_step(net, x, y, starts, weights, cfg.loss, g)
         opt.zero_grad(set_to_none=True)
@@ -241,9 +241,11 @@ def train(
         opt.step()
         history.append({"step": step, **parts})
         bar.set_postfix(loss=f"{parts['loss']:.3f}", ce=f"{parts['ce']:.3f}")
-        out_of_time = cfg.minutes is not None and time.monotonic() - t0 > cfg.minutes * 60
+        trained_s = time.monotonic() - t0 - validating_s
+        out_of_time = cfg.minutes is not None and trained_s > cfg.minutes * 60
         last = step == cfg.steps - 1 or out_of_time
         if val_videos and ((step + 1) % cfg.eval_every == 0 or last):
+            v0 = time.monotonic()
             merger_cfg, table = choose_merger(net, val_videos, merger_base, cfg.stride_frames,
                                               geometry)
             net.train()
@@ -252,6 +254,7 @@ def train(
             if table.f1_overall > best_f1:
                 best_f1 = table.f1_overall
                 save_best(out, net, cfg, data_desc, merger_cfg, table, step=step + 1)
+            validating_s += time.monotonic() - v0
         if out_of_time:
             log.info("time budget of %.1f min spent at step %d", cfg.minutes, step + 1)
             break
