@@ -28,6 +28,8 @@ from fesnet.model.options import float_range
 from fesnet.model.runtime import add_runtime_arguments
 
 from . import exitcodes
+from .cluster.config import ClusterError, add_cluster_arguments
+from .cluster.local import add_arguments as add_local_cluster_arguments
 from .observers import Observer
 from .outputs import OutputError, check_plot_path, check_writable
 from .run_control import RunControl, explain_quiet_run, silence_stdout
@@ -64,10 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
         "the run; 130 / 143 stopped by SIGINT / SIGTERM; 141 stdout closed.",
     )
     run.add_argument(
-        "--source",
+        "--source", action="append",
         help="video file path, webcam:N (local camera N) or rtsp://... / http(s)://... "
-        "(default: the bundled sample clip; a webcam is never opened unless asked for)",
-    )
+        "(default: the bundled sample clip; a webcam is never opened unless asked for). "
+        "Repeat it for several streams",
+    )  # fmt: skip
+    run.add_argument("--sources", type=Path,
+                     help="a file with one source per line (several streams)")  # fmt: skip
     run.add_argument("--events", type=Path, help="append events to this JSONL file")
     add_runtime_arguments(run)
     run.add_argument("--pace", choices=("live", "fast"), default="fast",
@@ -94,7 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--profiles-dir", type=Path,
                      help="where profiles live (default ~/.config/fesnet/profiles)")  # fmt: skip
     run.add_argument("--quiet", action="store_true", help="no per-event console lines")
+    add_cluster_arguments(run)
     viewer_commands.register(sub)
+    add_local_cluster_arguments(sub.add_parser(
+        "cluster", help="a Ray cluster on this machine, loopback only (then --cluster ray://...)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    ))  # fmt: skip
     return parser
 
 
@@ -284,7 +294,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .events import JsonlSink
 
     truth_path = args.truth
-    spec = args.source
+    specs = _run_many(args)
+    if isinstance(specs, int):
+        return specs
+    spec = specs[0] if specs else None
     if spec is None:
         if not SAMPLE_CLIP.is_file():
             raise UsageError(f"no --source given and the sample clip {SAMPLE_CLIP} is missing")
@@ -422,6 +435,22 @@ def _spot(args: argparse.Namespace, spec: str, truth: Any, jsonl: Any) -> int:
     return control.exit_code(failed)
 
 
+def _run_many(args: argparse.Namespace) -> list[str] | int:
+    """Several sources or --cluster: run them (cluster/run.py); else the one source or none."""
+    from fesnet.model.runtime import LoadError
+
+    from .cluster.run import cmd_run_many, source_specs
+    from .sources import SourceError
+
+    try:
+        specs = source_specs(args)
+        if len(specs) > 1 or args.cluster is not None:
+            return cmd_run_many(args, specs or [str(SAMPLE_CLIP)], format_summary)
+    except (ValueError, ClusterError, LoadError, SourceError) as e:
+        raise UsageError(str(e)) from e
+    return specs
+
+
 def main(argv: list[str] | None = None) -> int:
     """The ``fesnet-spot`` entry point; returns the exit code (realtime/exitcodes.py). Ctrl-C,
     SIGTERM and a closed stdout end it with one line, never a traceback, at any point."""
@@ -456,6 +485,10 @@ def _main(argv: list[str] | None) -> int:
         return exitcodes.BAD_INPUT
     if args.command in viewer_commands.COMMANDS:
         return viewer_commands.run(args)
+    if args.command == "cluster":
+        from .cluster.local import run as run_local_cluster
+
+        return run_local_cluster(args)
     try:
         return cmd_run(args)
     except UsageError as e:

@@ -114,6 +114,12 @@ class Engine:
             arrays[CROPS] = SlotArray(CROP_SHAPE, np.uint8)
         return arrays
 
+    def take_notices(self) -> list[str]:
+        """Messages the backend has for the calling thread's stream (a remote model tier's
+        gaps: realtime/cluster/backend.py); in-process backends have none."""
+        take = getattr(self.backend, "take_notices", None)
+        return take() if take is not None else []
+
     def step(self, requests: Sequence[WindowRequest]) -> list[np.ndarray]:
         """Score ready windows from any streams in one backend call -> one (T, 3) per request."""
         if not requests:

@@ -336,6 +336,7 @@ class Spotter:
             t0 = time.perf_counter()
             (probs,) = self.engine.step([req])
             self.stats.add("window", time.perf_counter() - t0)
+            events += [self.events.status(self._last_frame, m) for m in self.engine.take_notices()]
             events += self.apply(req.start_slot, probs)
         return events
 

@@ -9,6 +9,10 @@ server imports anything from here.
 - ``fesnet-spot serve``: the Gradio live viewer (webcam over WebRTC, replays, timeline, export);
 - ``fesnet-spot webrtc-server``: the standalone WebRTC server for remote cameras;
 - ``fesnet-spot remote-camera SOURCE``: stream a video file or webcam to that server.
+
+``serve`` and ``webrtc-server`` take ``--cluster auto|ray://HOST:PORT``: each camera's ingest
+(track, tracker, ring, merger) stays in the server and the model runs on Ray
+(realtime/cluster/, docs/SCALING.md). Host, token and peer limits do not change with it.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any
 from fesnet.model.options import PORT, float_range, int_range
 from fesnet.model.runtime import add_runtime_arguments
 from fesnet.realtime import exitcodes
+from fesnet.realtime.cluster.config import ClusterError, add_cluster_arguments, cluster_config
 
 from .access import GRADIO_PORT, MAX_FRAME_PIXELS, MAX_SDP_BYTES, MAX_UPLOAD_MB, WEBRTC_PORT
 
@@ -66,6 +71,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-upload-mb", type=int_range(1, 100_000), default=MAX_UPLOAD_MB,
                         help="largest video a tab may upload for replay, in MB")  # fmt: skip
     add_model_arguments(parser)
+    add_cluster_arguments(parser)
 
 
 def add_webrtc_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,6 +81,7 @@ def add_webrtc_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-sdp-bytes", type=int_range(1024, 1024 * 1024),
                         default=MAX_SDP_BYTES, help="largest accepted SDP offer")  # fmt: skip
     add_model_arguments(parser)
+    add_cluster_arguments(parser)
 
 
 def add_remote_arguments(parser: argparse.ArgumentParser) -> None:
@@ -116,8 +123,18 @@ def make_hub(args: argparse.Namespace, max_sessions: int) -> Any:
     from .hub import HubConfig, SpotHub
 
     try:
-        runtime = load_runtime(runtime_config(args))
-    except LoadError as e:  # a bad checkpoint, backend or stride: refused before any work
+        cluster = cluster_config(args)
+        if cluster is None:
+            runtime = load_runtime(runtime_config(args))
+        else:
+            import atexit
+
+            from fesnet.realtime.cluster import runtime as on_ray
+
+            runtime, _tier = on_ray.cluster_runtime(cluster, runtime_config(args))
+            atexit.register(on_ray.shutdown, cluster)
+            print(f"model tier on Ray ({cluster.address}): {runtime.backend.name}", flush=True)
+    except (LoadError, ClusterError) as e:  # a bad checkpoint, backend, stride or cluster
         print(f"fesnet-spot: error: {e}", file=sys.stderr)
         raise SystemExit(exitcodes.BAD_INPUT) from e
     camera_phase = None

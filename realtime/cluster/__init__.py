@@ -1,0 +1,4 @@
+"""Cluster mode on Ray: the model tier as a Serve deployment, streams as actors.
+
+Imported only with ``--cluster`` (or by ``fesnet-spot cluster``); docs/SCALING.md.
+"""
