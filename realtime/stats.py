@@ -18,7 +18,7 @@ import numpy as np
 
 from .timing import LogHistogram, summarize_ms
 
-STAGES = ("decode", "align", "encode", "window", "merge", "emit")
+STAGES = ("decode", "align", "encode", "geometry", "window", "merge", "emit")
 
 
 class StageStats:

@@ -133,3 +133,31 @@ def test_60fps_estimate_is_the_slowest_thread_or_the_work_over_the_cores() -> No
     assert camera_60fps_ms_per_frame(stages, 8, cores=2) == (6.0, 11.0)
     # One core: the threads cannot overlap, the serial sum is the cost.
     assert camera_60fps_ms_per_frame(stages, 8, cores=1) == (11.0, 11.0)
+
+
+def test_bench_times_a_geometry_network(tmp_path) -> None:
+    """A network with a geometry channel is timed with a geometry input (its window graph
+    refuses a call without one), and the geometry stage counts in the per-frame cost."""
+    import torch
+
+    from fesnet.model import checkpoint
+    from fesnet.model.fesnet import FESNet, FESNetConfig
+    from fesnet.model.geometry import GeometryConfig
+    from fesnet.model.head import with_geometry
+    from fesnet.model.runtime import build_backend
+    from fesnet.realtime.bench.backends import backend_calls
+
+    torch.manual_seed(0)
+    net = with_geometry(FESNet(FESNetConfig.tiny()))
+    meta = {"geometry": GeometryConfig().to_dict()}
+    ck = checkpoint.load(checkpoint.save(tmp_path / "geo.pt", net, meta))
+    backend = build_backend("onnx", ck, 1, cache_dir=tmp_path / "cache")
+    calls = backend_calls(backend, face_crops(32), 32, [1, 2])
+    for fn in calls.values():
+        fn()
+    with pytest.raises(ValueError, match="geom"):
+        backend.window(*(x[None] for x in backend.encode(face_crops(32))))
+    stages = {k: {"p50_ms": 1.0} for k in ("decode", "align", "encode", "window", "merge", "emit")}
+    without, _ = camera_60fps_ms_per_frame(stages, 8, cores=1)
+    with_geom, _ = camera_60fps_ms_per_frame({**stages, "geometry": {"p50_ms": 2.0}}, 8, cores=1)
+    assert with_geom == pytest.approx(without + 2.0)

@@ -23,6 +23,7 @@ def backend_calls(
     and a naive window (encode all T frames, then the head)."""
     frames, one = crops[:window_frames], crops[:1]
     x_prime, x_atten = backend.encode(frames)
+    geom = geometry_input(backend, window_frames)
     calls: dict[str, Callable[[], Any]] = {
         "encode_1": lambda: backend.encode(one),
         "encode_T": lambda: backend.encode(frames),
@@ -30,14 +31,25 @@ def backend_calls(
     for b in batches:
         xp = np.repeat(x_prime[None], b, axis=0)
         xa = np.repeat(x_atten[None], b, axis=0)
-        calls[f"window_{b}"] = lambda xp=xp, xa=xa: backend.window(xp, xa)
+        g = None if geom is None else np.repeat(geom, b, axis=0)
+        calls[f"window_{b}"] = lambda xp=xp, xa=xa, g=g: backend.window(xp, xa, g)
 
     def naive() -> None:
         p, a = backend.encode(frames)
-        backend.window(p[None], a[None])
+        backend.window(p[None], a[None], geom)
 
     calls["naive"] = naive
     return calls
+
+
+def geometry_input(backend: Any, window_frames: int) -> np.ndarray | None:
+    """A (1, T, G) geometry input for a backend whose network reads the geometry channel (its
+    values do not change the cost), else None."""
+    if getattr(backend, "geometry", None) is None:
+        return None
+    from fesnet.model.geometry import GEOMETRY_DIMS
+
+    return np.zeros((1, window_frames, GEOMETRY_DIMS), np.float32)
 
 
 def summarize_backend(
@@ -209,7 +221,8 @@ def build_timed_backend(
     t0 = time.perf_counter()
     backend = build_backend(name, ck, threads, **opts)
     backend.encode(crops[:1])
-    backend.window(*(x[None] for x in backend.encode(crops[: ck.config.window_frames])))
+    t = ck.config.window_frames
+    backend.window(*(x[None] for x in backend.encode(crops[:t])), geometry_input(backend, t))
     return backend, time.perf_counter() - t0
 
 

@@ -44,7 +44,8 @@ def camera_60fps_ms_per_frame(
     (pipelined, serial). The source, align and infer threads overlap, so a frame costs the
     slowest thread's share, but never less than the total work spread over the cores."""
     med = {k: stages.get(k, {}).get("p50_ms", 0.0) for k in STAGES}
-    infer = med["encode"] + (med["window"] + med["merge"]) / stride_frames + med["emit"]
+    per_window = (med["window"] + med["merge"]) / stride_frames
+    infer = med["encode"] + med["geometry"] + per_window + med["emit"]
     serial = med["decode"] + med["align"] + infer
     cores = cores or os.cpu_count() or 1
     return max(med["decode"], med["align"], infer, serial / cores), serial
