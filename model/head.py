@@ -232,13 +232,15 @@ def train_head(
     seed: int = 0,
     loss_cfg=None,
     on_best=None,
+    feature_dropout: float = 0.0,
 ) -> tuple[FESNet, MergerConfig | None, MetricTable | None, list[dict]]:
     """Train the window head (everything but the encoder) for ``minutes`` of training time
     (validation time not counted, so a slow or loaded machine still gets its training steps);
     validate ``evals`` times, evenly spaced, and keep the best weights by validation overall
     F1. ``on_best(net, merger_cfg, table, step)`` is called at every new best (to save a
     checkpoint). Returns (best net, its merger, its validation table, the log of (step, loss,
-    validation F1))."""
+    validation F1)). ``feature_dropout``: dropout on the cached encoder features during
+    training (a regulariser against learning the training faces)."""
     import copy
 
     from tqdm import tqdm
@@ -269,6 +271,9 @@ def train_head(
         for g in opt.param_groups:
             g["lr"] = lr_at(step, sched, time.monotonic() - t0 - validating_s)
         xp, xa, geom, y = sample_windows(train_f, windows_per_step, t, expression_fraction, rng)
+        if feature_dropout > 0:
+            xp = torch.nn.functional.dropout(xp, feature_dropout)
+            xa = torch.nn.functional.dropout(xa, feature_dropout)
         out = net.forward_window(xp, xa, geom if use_geom else None, return_all=True)
         loss, parts = fesnet_loss(out, y, weights, loss_cfg)
         opt.zero_grad(set_to_none=True)

@@ -282,6 +282,7 @@ def run_head_stage(
     feature_cache: Path | None,
     best_f1: float = -1.0,
     evals: int = 4,
+    feature_dropout: float = 0.0,
 ) -> Path:
     """Stage 2 (model/head.py): the window head on cached encoder features, with the geometry
     channel added first when ``geometry`` and the network has none. OUT/best.pt is replaced only
@@ -304,6 +305,7 @@ def run_head_stage(
         net, train_f, val_f, minutes=minutes, lr=cfg.lr, weight_decay=cfg.weight_decay,
         expression_fraction=cfg.expression_clip_fraction, stride_frames=cfg.stride_frames,
         seed=cfg.seed, loss_cfg=cfg.loss, on_best=on_best, evals=evals,
+        feature_dropout=feature_dropout,
     )
     out.mkdir(parents=True, exist_ok=True)
     (out / "head_history.json").write_text(json.dumps(history, indent=1))
@@ -328,6 +330,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="stage 2: then train only the window head on cached encoder features")
     p.add_argument("--head-evals", type=int, default=4,
                    help="validations during stage 2, evenly spaced; the best one is kept")
+    p.add_argument("--head-feature-dropout", type=float, default=0.0,
+                   help="stage 2: dropout on the cached encoder features (against learning "
+                   "the training faces)")
     p.add_argument("--no-geometry", dest="geometry", action="store_false",
                    help="stage 2 without the geometry channel (pixels only, as the paper)")
     p.add_argument("--feature-cache", type=Path, default=Path(".cache/features"),
@@ -365,7 +370,7 @@ def main(argv: list[str] | None = None) -> None:
             best_f1 = checkpoint.read_meta(a.out / "best.pt")["validation"]["f1"]["overall"]
         path = run_head_stage(checkpoint.load(last).net, cfg, train_v, val_v, a.out, desc,
                               a.head_minutes, a.geometry, a.feature_cache, best_f1=best_f1,
-                              evals=a.head_evals)
+                              evals=a.head_evals, feature_dropout=a.head_feature_dropout)
     print(f"best checkpoint: {path}")
 
 
