@@ -90,13 +90,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--feature-cache", type=Path, default=Path(".cache/features"))
     p.add_argument("--only", nargs="*", help="candidate names to run (default: all)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--previous", type=Path, default=checkpoint.DEFAULT_CHECKPOINT,
+                   help="the pixel-only checkpoint the candidates start from (default: the shipped "
+                   "one; since the geometry channel shipped, pass the one before it: git show "
+                   "<commit>:model/checkpoints/fesnet_small_synthetic.pt)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(a.threads)
     a.out.mkdir(parents=True, exist_ok=True)
     cfg = SyntheticSetConfig()
     splits = {s: synthetic_split(s, a.cache_dir, cfg, workers=2) for s in ("train", "val", "test")}
-    shipped = checkpoint.load(checkpoint.DEFAULT_CHECKPOINT)
+    shipped = checkpoint.load(a.previous)
+    if shipped.net.cfg.geometry_dims:
+        p.error(f"{a.previous} already reads the geometry channel; --previous takes the "
+                "pixel-only checkpoint the candidates start from")
     encoder = OnnxBackend.from_net(shipped.net, threads=a.threads)
     feats = {s: feature_videos(shipped.net, v, GeometryConfig(), a.feature_cache, encoder)
              for s, v in splits.items()}  # fmt: skip

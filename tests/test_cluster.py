@@ -59,8 +59,9 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def geometry_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The shipped network with a geometry channel whose weights matter (seeded), so a window
-    scored without the right ``geom`` would score differently."""
+    """A network with a geometry channel whose weights matter, so a window scored without the
+    right ``geom`` would score differently: the shipped one when it reads the channel (trained),
+    else the shipped one with a seeded channel added."""
     import torch
 
     from fesnet.model import checkpoint as ckpt_mod
@@ -68,6 +69,8 @@ def geometry_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from fesnet.model.head import with_geometry
 
     base = ckpt_mod.load(None)
+    if base.net.cfg.geometry_dims:
+        return base.path
     net = with_geometry(base.net)
     torch.manual_seed(0)
     with torch.no_grad():
