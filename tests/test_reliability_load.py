@@ -94,13 +94,16 @@ def test_cameras_until_the_cpu_saturates_degrade_by_dropping(tiny_runtime: Any) 
                     await asyncio.sleep(0.1)
                 await _wait_served(sessions, before)
                 gc.collect()
+                # Read our count before /health: frames keep dropping while the request runs,
+                # so /health (read later) can only be >= this, never the other way round.
+                dropped = sum(s.source.dropped for s in sessions)
                 async with aiohttp.ClientSession() as http, http.get(f"{url}/health") as resp:
                     health = await resp.json()
                 rows.append({
                     "cameras": level, "peers": len(server.peers),
                     "spotted": [s.spotter.counters["frames"] - b
                                 for s, b in zip(sessions, before, strict=True)],
-                    "dropped": sum(s.source.dropped for s in sessions),
+                    "dropped": dropped,
                     "peak_in_flight": peak,
                     "slot_high_water": max(s.source.channel.high_water for s in sessions),
                     "rss_mb": round(proc.memory_info().rss / 2**20, 1),
