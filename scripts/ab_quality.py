@@ -90,6 +90,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--feature-cache", type=Path, default=Path(".cache/features"))
     p.add_argument("--only", nargs="*", help="candidate names to run (default: all)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0, help="the head stage's seed (which windows, "
+                   "dropout); the data and the start weights stay the same")
     p.add_argument("--previous", type=Path, default=checkpoint.DEFAULT_CHECKPOINT,
                    help="the pixel-only checkpoint the candidates start from (default: the shipped "
                    "one; since the geometry channel shipped, pass the one before it: git show "
@@ -146,7 +148,8 @@ def main(argv: list[str] | None = None) -> None:
             continue
         net = make(copy.deepcopy(shipped.net))
         net, mcfg, table, history = train_head(
-            net, feats["train"], feats["val"], minutes=a.minutes, stride_frames=stride
+            net, feats["train"], feats["val"], minutes=a.minutes, stride_frames=stride,
+            seed=a.seed, evals=8,
         )
         assert mcfg is not None and table is not None
         out = a.out / name.replace("+", "_").replace("(", "_").replace(")", "")
