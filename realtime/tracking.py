@@ -10,6 +10,8 @@ missed detection does not spam:
 - it is *lost* after ``lost_after_misses`` consecutive frames without one. A shorter gap is
   bridged by repeating the last good crop, so one missed detection keeps the timeline intact;
 - several faces are reported after ``several_after_frames`` consecutive frames with more than one.
+  The live aligner counts faces a few times a second and repeats its count in between
+  (``COUNT_FACES_EVERY_FRAMES``), so a second face is reported within about half a second.
 
 Policy for a loss (documented in docs/EVENTS.md): crops are not fed to the model while the face is
 lost; the stream's segment ends (``TrackResult.segment_ended``): the spotter flushes the merger
@@ -74,11 +76,20 @@ def import_on_its_own_thread(name: str) -> None:
         raise errors[0]
 
 
-def mediapipe_aligner() -> Aligner:
-    """The project's aligner (fesnet.model.data.align): FaceMesh, 112 px crops, 2 faces seen.
+COUNT_FACES_EVERY_FRAMES = 10
+"""How often the live aligner looks for other faces: every 10th frame, 3 times a second at 30 FPS.
+Between counts FaceMesh only follows the tracked face (fesnet.model.data.align explains why)."""
 
-    Its native graph starts on the first frame and prints known start-up noise then: a blank
-    frame starts it here, inside a filter that drops exactly that noise (fesnet.model.noise).
+
+def mediapipe_aligner(
+    count_faces_every_frames: int | None = COUNT_FACES_EVERY_FRAMES,
+) -> Aligner:
+    """The project's aligner (fesnet.model.data.align): FaceMesh, 112 px crops, other faces
+    counted every ``count_faces_every_frames`` frames (None: FaceMesh looks for 2 faces on every
+    frame, the setting before the periodic count; its crops are the same, it costs more).
+
+    Its native graphs start on their first frame and print known start-up noise then: a blank
+    frame starts them here, inside a filter that drops exactly that noise (fesnet.model.noise).
     A frame without a face leaves the aligner's tracking memory empty."""
     from fesnet.model.noise import ignore_known_warnings, native_stderr_filtered
 
@@ -87,8 +98,10 @@ def mediapipe_aligner() -> Aligner:
         import_on_its_own_thread("mediapipe")  # before align.py imports it on this thread
         from fesnet.model.data.align import FaceAligner
 
-        aligner = FaceAligner(crop_size=112, max_faces=2)
-        aligner.align(np.zeros((64, 64, 3), np.uint8))
+        aligner = FaceAligner(
+            crop_size=112, max_faces=2, count_faces_every_frames=count_faces_every_frames
+        )
+        aligner.warm_up()
     return aligner
 
 

@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 
 from fesnet.model.data.align import (
+    N_LANDMARKS,
     AlignResult,
     FaceAligner,
     canonical_template,
     keypoints_from_landmarks,
+    landmarks_to_pixels,
 )
 
 
@@ -126,3 +128,57 @@ def test_video_mode_on_a_moving_face(real_face_bgr: np.ndarray):
             kps.append(crop_keypoints(result))
     spread = np.ptp(np.stack(kps), axis=0)
     assert spread.max() < 2.0
+
+
+def test_landmark_conversion_equals_reading_each_landmark(real_face_bgr: np.ndarray):
+    """The wire-bytes reading gives the bytes the per-landmark loop gives, and a message laid
+    out otherwise (visibility set) is still read right."""
+    import mediapipe as mp
+
+    frame = place(real_face_bgr, (360, 480), 100, 50)
+    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1) as mesh:
+        (face,) = mesh.process(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)).multi_face_landmarks
+    h, w = frame.shape[:2]
+
+    def loop(f) -> np.ndarray:
+        return np.array([(p.x * w, p.y * h) for p in f.landmark[:N_LANDMARKS]], np.float32)
+
+    np.testing.assert_array_equal(landmarks_to_pixels(face, w, h), loop(face))
+    face.landmark[7].visibility = 0.5  # one entry longer: the fixed layout no longer holds
+    np.testing.assert_array_equal(landmarks_to_pixels(face, w, h), loop(face))
+
+
+def test_periodic_count_finds_a_second_face_and_keeps_the_crops(faces_dir):
+    """Counting faces every 3rd frame: the same crops of the tracked face as FaceMesh looking
+    for 2 faces on every frame; a second face is counted at the next count, not before, and
+    the tracked face itself is never counted twice."""
+    left = cv2.resize(cv2.imread(str(faces_dir / "wolfgang.jpg")), (200, 200))
+    right = cv2.resize(cv2.imread(str(faces_dir / "door-man.jpg")), (200, 200))
+    frames = []
+    for i in range(8):
+        canvas = np.full((240, 480, 3), 90, np.uint8)
+        canvas[20:220, 20 + i % 2 : 220 + i % 2] = left
+        if i >= 4:
+            canvas[20:220, 260:460] = right
+        frames.append(canvas)
+    with (
+        FaceAligner(max_faces=2) as every_frame,
+        FaceAligner(max_faces=2, count_faces_every_frames=3) as counting,
+    ):
+        mesh = [every_frame.align(f) for f in frames]
+        counted = [counting.align(f) for f in frames]
+    assert [r.n_faces for r in mesh] == [1, 1, 1, 1, 2, 2, 2, 2]
+    assert [r.n_faces for r in counted] == [1, 1, 1, 1, 1, 1, 2, 2]  # counts at 0, 3, 6
+    for a, b in zip(mesh, counted, strict=True):
+        assert a.crop is not None and b.crop is not None
+        np.testing.assert_array_equal(a.crop, b.crop)
+        np.testing.assert_array_equal(a.transform, b.transform)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [{"count_faces_every_frames": 0}, {"count_faces_every_frames": 5, "static_image_mode": True}],
+)
+def test_rejects_bad_count_settings(kw):
+    with pytest.raises(ValueError):
+        FaceAligner(**kw)

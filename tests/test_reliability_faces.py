@@ -20,7 +20,7 @@ from fesnet.model.fesnet import FESNet, FESNetConfig
 from fesnet.realtime.engine import Engine
 from fesnet.realtime.observers import LiveView
 from fesnet.realtime.spotter import Spotter
-from fesnet.realtime.tracking import FaceTracker
+from fesnet.realtime.tracking import COUNT_FACES_EVERY_FRAMES, FaceTracker
 from fesnet.realtime.types import SpotEvent
 
 FACES = Path(__file__).resolve().parents[1] / "model" / "data" / "faces"
@@ -60,18 +60,16 @@ def real_spotter(engine: Engine, aligner: FaceAligner) -> tuple[Spotter, LiveVie
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("count_every", [None, COUNT_FACES_EVERY_FRAMES], ids=["mesh", "count"])
 def test_several_faces_are_reported_and_the_same_face_stays_tracked(
-    engine: Engine, video_aligner: FaceAligner
+    engine: Engine, count_every: int | None
 ) -> None:
+    """Both ways of looking for other faces: FaceMesh on every frame, and the live default
+    (FaceMesh follows one face, the detector counts faces every few frames)."""
     left, right = _face("wolfgang.jpg", 200), _face("door-man.jpg", 200)
-    sp, view = real_spotter(engine, video_aligner)
-    events, crops = [], []
-    for i in range(14):
-        faces = [(left, 20 + i % 2)] + ([(right, 250)] if i >= 4 else [])
-        image = _on_canvas(faces)
-        events += sp.process(frame(image, i, i / 30))
-        crops.append(view.view().latest_crop)
-    events += sp.finish()
+    with FaceAligner(max_faces=2, count_faces_every_frames=count_every) as aligner:
+        sp, view = real_spotter(engine, aligner)
+        events, crops = several_faces_run(sp, view, left, right)
     status = [e for e in events if e.type == "status"]
     assert status and status[0].message == "2 faces in view; tracking the same one"
     assert status[0].n_faces == 2
@@ -80,6 +78,20 @@ def test_several_faces_are_reported_and_the_same_face_stays_tracked(
     alone = crops[3].astype(np.float32)
     for crop in crops[8:]:  # still the left face (the one tracked first), not the new one
         assert np.abs(crop.astype(np.float32) - alone).mean() < 25
+
+
+def several_faces_run(
+    sp: Spotter, view: LiveView, left: np.ndarray, right: np.ndarray
+) -> tuple[list[SpotEvent], list[np.ndarray]]:
+    """Four frames of the left face alone, then ten with a second face beside it."""
+    events, crops = [], []
+    for i in range(14):
+        faces = [(left, 20 + i % 2)] + ([(right, 250)] if i >= 4 else [])
+        image = _on_canvas(faces)
+        events += sp.process(frame(image, i, i / 30))
+        crops.append(view.view().latest_crop)
+    events += sp.finish()
+    return events, crops
 
 
 @pytest.mark.slow

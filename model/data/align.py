@@ -9,6 +9,15 @@ template leaves a margin so the whole face, brows to chin, lies inside the squar
 mediapipe is imported lazily inside :class:`FaceAligner` so that importing this module stays light.
 We use the legacy ``mediapipe.solutions.face_mesh`` solution of mediapipe 0.10.14 because its model
 is bundled in the wheel and runs offline.
+
+How other faces are looked for is a cost, not a detail. FaceMesh in video mode runs its face
+detector on every frame until it tracks ``max_num_faces`` faces, and otherwise only follows the
+faces it has from frame to frame. With ``max_faces=2`` and one person in view, that is a detector
+run on every frame (measured on the sample clip: 10.9 vs 6.5 ms per frame). With
+``count_faces_every_frames=N`` the aligner tracks one face with FaceMesh and counts the faces in
+view with mediapipe's (short-range) face detector on every N-th frame only. The tracked face's
+landmarks, and so its crops, are the same either way: FaceMesh follows a tracked face from its
+previous landmarks, whatever its detector finds (docs/BENCHMARKS.md has the comparison).
 """
 
 from __future__ import annotations
@@ -54,19 +63,58 @@ def canonical_template(crop_size: int) -> np.ndarray:
     return CANONICAL_TEMPLATE_UNIT * float(crop_size)
 
 
+_EYE_LEFT_IDX = np.array(EYE_IMAGE_LEFT)
+_EYE_RIGHT_IDX = np.array(EYE_IMAGE_RIGHT)
+
+
 def keypoints_from_landmarks(landmarks: np.ndarray) -> np.ndarray:
     """The five alignment points (5, 2) from FaceMesh landmarks (468, 2), in template order."""
     if landmarks.shape[0] < N_LANDMARKS or landmarks.shape[1] != 2:
         raise ValueError(f"expected landmarks of shape ({N_LANDMARKS}, 2), got {landmarks.shape}")
     return np.stack(
         [
-            landmarks[list(EYE_IMAGE_LEFT)].mean(axis=0),
-            landmarks[list(EYE_IMAGE_RIGHT)].mean(axis=0),
+            landmarks[_EYE_LEFT_IDX].mean(axis=0),
+            landmarks[_EYE_RIGHT_IDX].mean(axis=0),
             landmarks[NOSE_TIP],
             landmarks[MOUTH_IMAGE_LEFT],
             landmarks[MOUTH_IMAGE_RIGHT],
         ]
     ).astype(np.float64)
+
+
+# One serialized NormalizedLandmark entry of a NormalizedLandmarkList when only x, y and z are set
+# (what FaceMesh returns): the entry's tag and length, then three tagged little-endian float32s.
+_LANDMARK_ENTRY = np.dtype(
+    [
+        ("entry", "u1", (2,)),
+        ("x_tag", "u1"),
+        ("x", "<f4"),
+        ("y_tag", "u1"),
+        ("y", "<f4"),
+        ("z_tag", "u1"),
+        ("z", "<f4"),
+    ]
+)
+_ENTRY_TAGS = (0x0A, _LANDMARK_ENTRY.itemsize - 2, 0x0D, 0x15, 0x1D)
+
+
+def landmarks_to_pixels(face: Any, width: int, height: int) -> np.ndarray:
+    """(468, 2) float32 pixel coordinates of a FaceMesh ``NormalizedLandmarkList``.
+
+    Reads the message's wire bytes as a numpy record array (one copy, no Python loop over 468
+    landmarks): the values are the message's own float32s, scaled in float64 and rounded to
+    float32 exactly as ``p.x * width`` would be. A message laid out otherwise (a field such as
+    visibility set) is read landmark by landmark."""
+    raw = face.SerializeToString()
+    if len(raw) >= N_LANDMARKS * _LANDMARK_ENTRY.itemsize:
+        rec = np.frombuffer(raw, _LANDMARK_ENTRY, count=N_LANDMARKS)
+        tags = (rec["entry"][:, 0], rec["entry"][:, 1], rec["x_tag"], rec["y_tag"], rec["z_tag"])
+        if all((t == want).all() for t, want in zip(tags, _ENTRY_TAGS, strict=True)):
+            out = np.empty((N_LANDMARKS, 2), np.float32)
+            out[:, 0] = rec["x"].astype(np.float64) * width
+            out[:, 1] = rec["y"].astype(np.float64) * height
+            return out
+    return np.array([(p.x * width, p.y * height) for p in face.landmark[:N_LANDMARKS]], np.float32)
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -131,6 +179,14 @@ class FaceAligner:
     when the source changes. ``static_image_mode=False`` lets FaceMesh track between frames of a
     video (faster, steadier); use True for unrelated still images.
 
+    ``count_faces_every_frames=N`` (video mode only) tracks one face with FaceMesh and counts the
+    faces in view (up to any number, not only ``max_faces``) with the face detector on the first
+    frame a face is seen and then on every N-th frame; in between, ``n_faces`` repeats the last
+    count. A detection counts as another face when its box centre lies outside the tracked face's
+    landmarks. FaceMesh then (re)acquires a face by its own detector's best detection rather than
+    the largest face. None: FaceMesh looks for ``max_faces`` faces on every frame (what
+    preprocessing of training data uses).
+
     Not thread-safe: use one aligner per thread.
     """
 
@@ -141,86 +197,143 @@ class FaceAligner:
         static_image_mode: bool = False,
         min_detection_confidence: float = 0.5,
         min_tracking_confidence: float = 0.5,
+        count_faces_every_frames: int | None = None,
     ) -> None:
         if crop_size < 16:
             raise ValueError(f"crop_size must be >= 16, got {crop_size}")
         if max_faces < 1:
             raise ValueError(f"max_faces must be >= 1, got {max_faces}")
+        if count_faces_every_frames is not None:
+            if count_faces_every_frames < 1:
+                raise ValueError(
+                    f"count_faces_every_frames must be >= 1, got {count_faces_every_frames}"
+                )
+            if static_image_mode:
+                raise ValueError("count_faces_every_frames needs video mode (static_image_mode "
+                                 "runs FaceMesh's detector on every frame anyway)")  # fmt: skip
         import mediapipe as mp
 
         self.crop_size = int(crop_size)
         self.max_faces = int(max_faces)
         self.static_image_mode = bool(static_image_mode)
+        self.count_faces_every_frames = count_faces_every_frames
         self._template = canonical_template(self.crop_size)
+        counting = count_faces_every_frames is not None
         self._mesh: Any = mp.solutions.face_mesh.FaceMesh(
             static_image_mode=self.static_image_mode,
-            max_num_faces=self.max_faces,
+            max_num_faces=1 if counting else self.max_faces,
             refine_landmarks=False,
             min_detection_confidence=float(min_detection_confidence),
             min_tracking_confidence=float(min_tracking_confidence),
         )
+        self._detector: Any = None
+        if counting:
+            self._detector = mp.solutions.face_detection.FaceDetection(
+                model_selection=0, min_detection_confidence=float(min_detection_confidence)
+            )
         self._last_center: np.ndarray | None = None
+        self._count_in = 0  # frames until the next count (0: count on the next face seen)
+        self._count = 0
 
     def reset(self) -> None:
         """Forget the tracked face (the next frame picks the largest face)."""
         self._last_center = None
+        self._count_in = 0
+
+    def warm_up(self) -> None:
+        """Start the native graphs now, on a blank frame (mediapipe starts a graph on its first
+        input, and prints its start-up lines then). Leaves no tracking memory."""
+        blank = np.zeros((64, 64, 3), np.uint8)
+        for graph in (self._mesh, self._detector):
+            if graph is not None:
+                graph.process(blank)
+
+    def _mesh_faces(self, rgb: np.ndarray) -> list[np.ndarray]:
+        if self._mesh is None:
+            raise RuntimeError("FaceAligner is closed")
+        h, w = rgb.shape[:2]
+        result = self._mesh.process(rgb)
+        return [landmarks_to_pixels(face, w, h) for face in result.multi_face_landmarks or []]
 
     def detect(self, frame_bgr: np.ndarray) -> list[np.ndarray]:
         """All faces' landmarks as a list of (468, 2) float32 pixel-coordinate arrays."""
         import cv2
 
         validate_frame(frame_bgr)
-        if self._mesh is None:
-            raise RuntimeError("FaceAligner is closed")
-        h, w = frame_bgr.shape[:2]
-        rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
-        result = self._mesh.process(rgb)
-        faces: list[np.ndarray] = []
-        for face in result.multi_face_landmarks or []:
-            pts = np.array([(p.x * w, p.y * h) for p in face.landmark[:N_LANDMARKS]], np.float32)
-            faces.append(pts)
-        return faces
+        return self._mesh_faces(cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB))
 
     def _choose(self, faces: list[np.ndarray]) -> np.ndarray:
+        if len(faces) == 1:
+            return faces[0]
         if self._last_center is not None:
             dists = [float(np.linalg.norm(f.mean(axis=0) - self._last_center)) for f in faces]
             return faces[int(np.argmin(dists))]
         areas = [float(np.prod(f.max(axis=0) - f.min(axis=0))) for f in faces]
         return faces[int(np.argmax(areas))]
 
-    def crop_from_landmarks(
-        self, frame_bgr: np.ndarray, landmarks: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Aligned RGB crop and its (2, 3) transform for a face with known landmarks."""
+    def _count_faces(self, rgb: np.ndarray, tracked: np.ndarray) -> int:
+        """The tracked face plus every detection whose box centre lies outside it."""
+        h, w = rgb.shape[:2]
+        lo, hi = tracked.min(axis=0), tracked.max(axis=0)
+        others = 0
+        for det in self._detector.process(rgb).detections or []:
+            box = det.location_data.relative_bounding_box
+            cx, cy = (box.xmin + box.width / 2) * w, (box.ymin + box.height / 2) * h
+            others += not (lo[0] <= cx <= hi[0] and lo[1] <= cy <= hi[1])
+        return 1 + others
+
+    def _warp(self, image: np.ndarray, matrix: np.ndarray) -> np.ndarray:
         import cv2
 
-        matrix = similarity_transform(keypoints_from_landmarks(landmarks), self._template)
-        crop_bgr = cv2.warpAffine(
-            frame_bgr,
+        return cv2.warpAffine(
+            image,
             matrix,
             (self.crop_size, self.crop_size),
             flags=cv2.INTER_LINEAR,
             borderMode=cv2.BORDER_CONSTANT,
             borderValue=(0, 0, 0),
         )
-        crop = np.ascontiguousarray(crop_bgr[:, :, ::-1])
+
+    def crop_from_landmarks(
+        self, frame_bgr: np.ndarray, landmarks: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Aligned RGB crop and its (2, 3) transform for a face with known landmarks."""
+        matrix = similarity_transform(keypoints_from_landmarks(landmarks), self._template)
+        crop = np.ascontiguousarray(self._warp(frame_bgr, matrix)[:, :, ::-1])
         return crop, matrix
 
     def align(self, frame_bgr: np.ndarray) -> AlignResult:
-        """Align one BGR uint8 frame; ``crop`` is None when no face is visible."""
-        faces = self.detect(frame_bgr)
+        """Align one BGR uint8 frame; ``crop`` is None when no face is visible.
+
+        The crop is warped from the RGB image FaceMesh saw: the interpolation works per channel,
+        so it has the same bytes as a crop of the BGR frame with its channels swapped."""
+        import cv2
+
+        validate_frame(frame_bgr)
+        rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
+        faces = self._mesh_faces(rgb)
         if not faces:
+            self._count_in = 0
             return AlignResult(crop=None, n_faces=0, landmarks=None, transform=None)
         landmarks = self._choose(faces)
         self._last_center = landmarks.mean(axis=0)
-        crop, matrix = self.crop_from_landmarks(frame_bgr, landmarks)
-        return AlignResult(crop=crop, n_faces=len(faces), landmarks=landmarks, transform=matrix)
+        n_faces = len(faces)
+        if self._detector is not None:
+            if self._count_in == 0:
+                self._count = self._count_faces(rgb, landmarks)
+                self._count_in = self.count_faces_every_frames
+            self._count_in -= 1
+            n_faces = self._count
+        matrix = similarity_transform(keypoints_from_landmarks(landmarks), self._template)
+        crop = self._warp(rgb, matrix)
+        return AlignResult(crop=crop, n_faces=n_faces, landmarks=landmarks, transform=matrix)
 
     def close(self) -> None:
-        """Release the mediapipe graph; further calls to :meth:`align` raise RuntimeError."""
-        if self._mesh is not None:
-            self._mesh.close()
-            self._mesh = None
+        """Release the mediapipe graphs; further calls to :meth:`align` raise RuntimeError."""
+        for graph in (self._mesh, self._detector):
+            if graph is not None:
+                graph.close()
+        self._mesh = self._detector = None
 
     def __enter__(self) -> FaceAligner:
         return self
