@@ -79,6 +79,10 @@ def import_on_its_own_thread(name: str) -> None:
 COUNT_FACES_EVERY_FRAMES = 10
 """How often the live aligner looks for other faces: every 10th frame, 3 times a second at 30 FPS.
 Between counts FaceMesh only follows the tracked face (fesnet.model.data.align explains why)."""
+FACE_COUNTING: dict[str, int | None] = {"periodic": COUNT_FACES_EVERY_FRAMES, "every-frame": None}
+"""The ways of looking for other faces by name (the benchmark compares them): ``periodic``, the
+live default, and ``every-frame``, FaceMesh looking for 2 faces on every frame (the setting before
+the periodic count)."""
 
 
 def mediapipe_aligner(

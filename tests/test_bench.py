@@ -88,6 +88,15 @@ def test_bench_end_to_end_report(short_clip, tmp_path, capsys, monkeypatch) -> N
         assert r["stages"]["decode"]["n"] == r["frames"]  # every frame of the clip, exactly
         assert set(r["latency"]) == {"frame_score", "event"}
         assert r["sustained_frames_per_s"] > 0
+    assert {r["align"] for r in e2e} == {"periodic"}
+    align = report["align"]
+    assert align["frames"] == 40 and align["reference"] == "every-frame"
+    assert set(align["modes"]) == {"every-frame", "periodic"}
+    for a in align["modes"].values():
+        assert set(a["per_frame"]) == PCT_KEYS and a["p50_vs_reference"] > 0
+        # One face in view: following it alone gives the bytes of looking for two every frame.
+        assert a["crops_identical"] == 1.0 and a["crop_max_abs_diff"] == 0
+        assert a["n_faces_equal"] == 1.0
     vs = report["pipeline_vs_flow"]
     assert {r["flow"] for r in vs} == set(FLOW_METHODS) and all(r["speedup"] > 0 for r in vs)
     assert "wrote" in capsys.readouterr().out
@@ -99,6 +108,7 @@ def test_bench_without_video_skips_end_to_end(tmp_path) -> None:
     assert bench.main([*args, "--flow", "", "--no-plot", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["end_to_end"] == {"skipped": "no --video given"}
+    assert report["align"] == {"skipped": "no --video given"}
     assert report["optical_flow"] == [] and report["ours_vs_flow"] == []
     assert report["pipeline_vs_flow"] == []
     assert not out.with_suffix(".png").exists()
@@ -109,6 +119,7 @@ def test_percentiles_and_bad_arguments(capsys) -> None:
     assert p["p50_ms"] == pytest.approx(1.0) and p["p99_ms"] > 1.0 and p["n"] == 100
     assert percentiles_ms([]) == {"n": 0}
     assert bench.main(["--stride", "0", "--config", "tiny"]) == 2
+    assert bench.main(["--align", "sometimes", "--config", "tiny"]) == 2
 
 
 def test_optical_flow_baseline_tracks_a_shift() -> None:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .align import run_align
 from .backends import run_model_benchmarks
 from .config import BenchConfig
 from .end_to_end import pipeline_vs_flow, run_end_to_end
@@ -62,6 +63,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="backends for the pipeline runs (default: onnx if benchmarked, else torch)",
     )
+    p.add_argument(
+        "--align",
+        type=_csv(str),
+        default=["every-frame", "periodic"],
+        help="ways of looking for other faces to time on --video, the first the reference "
+        "(every-frame: FaceMesh looks for 2 faces on every frame; periodic: it follows one and "
+        "the detector counts faces every 10th frame; '' for none)",
+    )
+    p.add_argument(
+        "--e2e-align",
+        default="periodic",
+        help="how the pipeline runs look for other faces (periodic, every-frame)",
+    )
     p.add_argument("--device", default="cpu", help="device of the torch backends (cpu, cuda)")
     p.add_argument("--precision", default="fp16", help="TensorRT precision: fp32|fp16|int8|fp8")
     p.add_argument("--calibration", help="TensorRT int8/fp8 calibration windows (.npz)")
@@ -92,6 +106,8 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         video=args.video,
         pace=args.pace,
         e2e_backends=tuple(args.e2e_backends) if args.e2e_backends else None,
+        align_modes=tuple(args.align),
+        e2e_align=args.e2e_align,
         device=args.device,
         precision=args.precision,
         calibration=args.calibration,
@@ -115,9 +131,12 @@ def run(config: BenchConfig, command: str) -> dict[str, Any]:
             "video": config.video,
             "device": config.device,
             "stride_frames": config.stride_frames,
+            "align_modes": list(config.align_modes),
+            "e2e_align": config.e2e_align,
         },
     }
     ck = run_model_benchmarks(config, report)
+    run_align(config, report)
     run_end_to_end(config, report, ck)
     report["pipeline_vs_flow"] = pipeline_vs_flow(report)
     report["machine"]["load_avg_1m_at_end"] = load_avg()
@@ -162,6 +181,13 @@ def summary(report: dict[str, Any]) -> str:
         lines.append(
             f"pipeline ({v['backend']}) {v['ours_frames_per_s']:.1f} frames/s vs {v['flow']} "
             f"pipeline <= {v['flow_pipeline_frames_per_s_upper_bound']:.1f} ({v['speedup']:.2f}x)"
+        )
+    align = report.get("align", {})
+    for mode, a in align.get("modes", {}).items():
+        lines.append(
+            f"align {mode:<12} p50 {a['per_frame']['p50_ms']:.2f} ms, x {align['reference']}: "
+            f"{a['p50_vs_reference']:.3f} (mean {a['mean_vs_reference']:.3f}), crops identical "
+            f"{a['crops_identical']:.2%}"
         )
     for name, why in report.get("unavailable", {}).items():
         lines.append(f"{name}: {why}")

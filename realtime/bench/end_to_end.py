@@ -3,6 +3,7 @@ backend, with per-stage timings, latencies and the per-frame cost of a 60 FPS ca
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -32,8 +33,10 @@ def run_end_to_end(config: BenchConfig, report: dict[str, Any], ck: Any) -> None
         backend, _ = build_timed_backend(name, ck, config, threads, crops)
         for n in config.streams:
             log.info("end to end: %s, %d stream(s), pace %s", name, n, config.pace)
-            res = pipeline_run(backend, ck, config.video, n, config.pace, config.stride_frames)
-            runs.append({"backend": name, "threads": threads, **res})
+            res = pipeline_run(
+                backend, ck, config.video, n, config.pace, config.stride_frames, config.e2e_align
+            )
+            runs.append({"backend": name, "threads": threads, "align": config.e2e_align, **res})
     report["end_to_end"] = runs
 
 
@@ -52,13 +55,20 @@ def camera_60fps_ms_per_frame(
 
 
 def pipeline_run(
-    backend: Any, ck: Any, video: str, n_streams: int, pace: str, stride_frames: int
+    backend: Any,
+    ck: Any,
+    video: str,
+    n_streams: int,
+    pace: str,
+    stride_frames: int,
+    align: str = "periodic",
 ) -> dict[str, Any]:
     """``n_streams`` pipelines on the same clip at once, sharing one backend (and the CPU).
 
     Latency ("frame_score": capture of a window's newest frame -> its scores; "event": capture of
     the triggering frame -> event emitted) is only meaningful with ``pace="live"``: read as fast
-    as possible, frames wait in the source's queue before they are processed.
+    as possible, frames wait in the source's queue before they are processed. ``align`` names
+    how the trackers look for other faces (``tracking.FACE_COUNTING``).
     """
     from fesnet.model.runtime import merger_config
 
@@ -67,14 +77,18 @@ def pipeline_run(
     from ..sources import FileSource
     from ..spotter import Spotter
     from ..stats import StageStats
+    from ..tracking import FACE_COUNTING, FaceTracker, mediapipe_aligner
 
     merger_cfg = merger_config(ck)
+    make_aligner = functools.partial(mediapipe_aligner, FACE_COUNTING[align])
     pipes = []
     for i in range(n_streams):
         # Every sample kept (a clip is finite): the percentiles below are exact, over the whole
         # clip, not over a live stream's bounded recent history.
+        tracker = FaceTracker(make_aligner=make_aligner)
         spotter = Spotter(Engine(backend, ck.config.window_frames), merger_cfg, stride_frames,
-                          stream=f"s{i}", stats=StageStats(keep_recent=None))  # fmt: skip
+                          stream=f"s{i}", tracker=tracker,
+                          stats=StageStats(keep_recent=None))  # fmt: skip
         pipes.append(Pipeline(FileSource(video, pace=pace, stream=f"s{i}"), spotter))
     t0 = time.perf_counter()
     for p in pipes:
