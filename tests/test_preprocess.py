@@ -64,6 +64,23 @@ def test_resampler_streaming_and_drops():
     assert r.flush() == [] and r.t0 is None
 
 
+def test_resampler_emits_each_slot_as_soon_as_its_frame_is_known():
+    """A slot at or before the newest frame's time is out with that frame (no later frame can be
+    nearer to it), and the slots emitted this way are exactly the offline assignment."""
+    r60: Resampler[int] = Resampler(60.0)
+    assert [r60.push(5.0 + i / 60, i) for i in range(4)] == [[(i, i)] for i in range(4)]
+    rng = np.random.default_rng(2)
+    ts = np.arange(120) / 30 + rng.uniform(-0.005, 0.005, 120)
+    r: Resampler[int] = Resampler(60.0)
+    out: list[tuple[int, int]] = []
+    for i, t in enumerate(ts):
+        out += r.push(float(t), i)
+        assert len(out) == int(np.sum(ts[0] + np.arange(400) / 60 <= t + 1e-9))
+    out += r.flush()
+    assert [s for s, _ in out] == list(range(len(out)))
+    assert [x for _, x in out] == resample_indices(list(ts))
+
+
 def test_resampler_gap_holds_nearest():
     # A 100 ms gap: slots up to the midpoint (a tie goes to the older frame) hold frame 0; flush
     # gives the last frame half of the last interval (50 ms) after it.

@@ -24,9 +24,13 @@ _TIE_EPS_S = 1e-9
 class Resampler(Generic[T]):
     """Streaming nearest-neighbour resampler onto slots of ``1 / fps`` seconds.
 
-    ``push(t_s, item)`` returns the slots that became final: a slot is final once a frame later
-    than its midpoint to the previous frame has arrived, so each push emits the slots nearest to
-    the *previous* frame. ``flush()`` emits the slots of the last frame (up to half of the last
+    ``push(t_s, item)`` returns the slots that became final. A slot is final once no frame still
+    to come can be nearer to it than one already seen: a slot at or before the newest frame's
+    time (every later frame is farther from it), or a slot before the midpoint of the two newest
+    frames. So each push emits the rest of the previous frame's slots, then the new frame's slots
+    up to its own timestamp: a 60 FPS camera's frame gets its slot as it arrives, not one frame
+    later, and the assignment is exactly the nearest-frame rule (what offline resampling gets).
+    ``flush()`` emits the slots of the last frame after its timestamp (up to half of the last
     frame interval after it). Timestamps that do not increase are dropped and counted.
     """
 
@@ -73,15 +77,14 @@ class Resampler(Generic[T]):
         self.n_pushed += 1
         if self._prev_t is None:
             self._t0 = t_s
-            self._prev_t, self._prev_item = t_s, item
-            return []
-        if t_s <= self._prev_t:
+        elif t_s <= self._prev_t:
             self.n_dropped += 1
             return []
-        out = self._emit_until((self._prev_t + t_s) / 2.0)
-        self._last_dt = t_s - self._prev_t
+        out = [] if self._prev_t is None else self._emit_until((self._prev_t + t_s) / 2.0)
+        if self._prev_t is not None:
+            self._last_dt = t_s - self._prev_t
         self._prev_t, self._prev_item = t_s, item
-        return out
+        return out + self._emit_until(t_s)
 
     def flush(self) -> list[tuple[int, T]]:
         """Emit the remaining slots of the last frame; the timeline continues if pushed again."""
