@@ -1,10 +1,16 @@
 """The align thread's work per frame under each way of looking for other faces, on one clip.
 
+The modes (``ALIGN_MODES``): ``before``, the aligner as it was before issue 16 (FaceMesh looks for
+2 faces on every frame, its 468 landmarks are read point by point in Python, the crop is warped
+from the BGR frame and flipped to RGB); ``every-frame``, today's aligner with FaceMesh still
+looking for 2 faces on every frame; ``periodic``, the live default (FaceMesh follows one face, the
+face detector counts faces every 10th frame).
+
 Every mode gets its own :class:`~fesnet.realtime.tracking.FaceTracker` (so each keeps its own
 video-mode tracking state) and sees every frame of the clip; the modes are timed frame by frame
-in alternating order (A B, B A, ...), so they share the machine's load and the ratio holds when
-the absolute numbers drift. The first mode is the reference: the others' crops are compared with
-its crops, byte for byte.
+in rotating order (A B C, B C A, C A B, ...), so they share the machine's load and the ratio
+holds when the absolute numbers drift. The first mode is the reference: the others' crops are
+compared with its crops, byte for byte.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -20,6 +27,49 @@ from .config import BenchConfig
 from .timing import load_avg, percentiles_ms
 
 log = logging.getLogger(__name__)
+
+ALIGN_MODES = ("before", "every-frame", "periodic")
+
+
+def _before_aligner() -> Any:
+    """The aligner of before issue 16, kept here so that the benchmark can time it."""
+    from fesnet.model.data.align import N_LANDMARKS, AlignResult, FaceAligner, validate_frame
+    from fesnet.model.noise import ignore_known_warnings, native_stderr_filtered
+
+    class BeforeAligner(FaceAligner):
+        def align(self, frame_bgr: np.ndarray) -> AlignResult:
+            import cv2
+
+            validate_frame(frame_bgr)
+            h, w = frame_bgr.shape[:2]
+            result = self._mesh.process(cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB))
+            faces = [
+                np.array([(p.x * w, p.y * h) for p in face.landmark[:N_LANDMARKS]], np.float32)
+                for face in result.multi_face_landmarks or []
+            ]
+            if not faces:
+                return AlignResult(crop=None, n_faces=0, landmarks=None, transform=None)
+            landmarks = self._choose(faces)
+            self._last_center = landmarks.mean(axis=0)
+            crop, matrix = self.crop_from_landmarks(frame_bgr, landmarks)
+            return AlignResult(crop, len(faces), landmarks, matrix)
+
+    ignore_known_warnings()
+    with native_stderr_filtered():
+        aligner = BeforeAligner(crop_size=112, max_faces=2)
+        aligner.warm_up()
+    return aligner
+
+
+def make_aligner(mode: str) -> Callable[[], Any]:
+    """The aligner factory of a mode of ``ALIGN_MODES``."""
+    from ..tracking import FACE_COUNTING, mediapipe_aligner
+
+    if mode == "before":
+        return _before_aligner
+    if mode not in FACE_COUNTING:
+        raise ValueError(f"unknown align mode {mode!r}; choose from {list(ALIGN_MODES)}")
+    return functools.partial(mediapipe_aligner, FACE_COUNTING[mode])
 
 
 def decode_frames(video: str, limit: int | None = None) -> tuple[list[np.ndarray], float]:
@@ -44,15 +94,12 @@ def run_align(config: BenchConfig, report: dict[str, Any]) -> None:
     if config.video is None or not config.align_modes:
         report["align"] = {"skipped": "no --video given" if config.video is None else "no modes"}
         return
-    from ..tracking import FACE_COUNTING, FaceTracker, mediapipe_aligner
+    from ..tracking import FACE_COUNTING, FaceTracker
     from ..types import Frame
 
     modes = list(config.align_modes)
     frames, fps = decode_frames(config.video)
-    trackers = {
-        m: FaceTracker(make_aligner=functools.partial(mediapipe_aligner, FACE_COUNTING[m])).open()
-        for m in modes
-    }
+    trackers = {m: FaceTracker(make_aligner=make_aligner(m)).open() for m in modes}
     samples: dict[str, list[float]] = {m: [] for m in modes}
     same = {m: 0 for m in modes}
     max_diff = {m: 0 for m in modes}
@@ -63,7 +110,7 @@ def run_align(config: BenchConfig, report: dict[str, Any]) -> None:
         for i, image in enumerate(frames):
             frame = Frame(image, i, i / fps, time.monotonic_ns())
             results = {}
-            for m in modes if i % 2 == 0 else modes[::-1]:
+            for m in modes[i % len(modes) :] + modes[: i % len(modes)]:
                 t0 = time.perf_counter()
                 results[m] = trackers[m].update(frame)
                 samples[m].append(time.perf_counter() - t0)
@@ -88,7 +135,7 @@ def run_align(config: BenchConfig, report: dict[str, Any]) -> None:
         "load_avg_1m": [load_start, load_avg()],
         "modes": {
             m: {
-                "count_faces_every_frames": FACE_COUNTING[m],
+                "count_faces_every_frames": FACE_COUNTING.get(m),
                 "per_frame": percentiles_ms(samples[m]),
                 "p50_vs_reference": round(float(np.median(samples[m]) / np.median(ref_s)), 3),
                 "mean_vs_reference": round(float(np.mean(samples[m]) / np.mean(ref_s)), 3),

@@ -66,15 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--align",
         type=_csv(str),
-        default=["every-frame", "periodic"],
-        help="ways of looking for other faces to time on --video, the first the reference "
-        "(every-frame: FaceMesh looks for 2 faces on every frame; periodic: it follows one and "
-        "the detector counts faces every 10th frame; '' for none)",
+        default=["before", "every-frame", "periodic"],
+        help="aligners to time on --video, the first the reference (before: the aligner before "
+        "issue 16; every-frame: FaceMesh looks for 2 faces on every frame; periodic: it follows "
+        "one and the detector counts faces every 10th frame; '' for none)",
     )
     p.add_argument(
         "--e2e-align",
         default="periodic",
-        help="how the pipeline runs look for other faces (periodic, every-frame)",
+        help="the pipeline runs' aligner (before, every-frame, periodic)",
     )
     p.add_argument("--device", default="cpu", help="device of the torch backends (cpu, cuda)")
     p.add_argument("--precision", default="fp16", help="TensorRT precision: fp32|fp16|int8|fp8")

@@ -23,9 +23,9 @@ class BenchConfig:
     """Clip for the end-to-end pipeline runs (None: skip them)."""
     pace: str = "fast"
     e2e_backends: tuple[str, ...] | None = None
-    align_modes: tuple[str, ...] = ("every-frame", "periodic")
-    """Ways of looking for other faces to time against each other on ``video`` (the first is
-    the reference; names of ``fesnet.realtime.tracking.FACE_COUNTING``)."""
+    align_modes: tuple[str, ...] = ("before", "every-frame", "periodic")
+    """Aligners to time against each other on ``video`` (the first is the reference; names of
+    ``fesnet.realtime.bench.align.ALIGN_MODES``)."""
     e2e_align: str = "periodic"
     """How the pipeline runs look for other faces."""
     device: str = "cpu"
@@ -34,13 +34,13 @@ class BenchConfig:
     cache_dir: str | None = None
 
     def __post_init__(self) -> None:
-        from ..tracking import FACE_COUNTING
+        from .align import ALIGN_MODES
 
         if self.stride_frames < 1 or min(self.streams) < 1 or min(self.threads) < 1:
             raise ValueError("--stride, --streams and --threads must be >= 1")
         for mode in (*self.align_modes, self.e2e_align):
-            if mode not in FACE_COUNTING:
-                raise ValueError(f"unknown align mode {mode!r}; choose from {list(FACE_COUNTING)}")
+            if mode not in ALIGN_MODES:
+                raise ValueError(f"unknown align mode {mode!r}; choose from {list(ALIGN_MODES)}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -3,7 +3,6 @@ backend, with per-stage timings, latencies and the per-frame cost of a 60 FPS ca
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import time
@@ -68,7 +67,7 @@ def pipeline_run(
     Latency ("frame_score": capture of a window's newest frame -> its scores; "event": capture of
     the triggering frame -> event emitted) is only meaningful with ``pace="live"``: read as fast
     as possible, frames wait in the source's queue before they are processed. ``align`` names
-    how the trackers look for other faces (``tracking.FACE_COUNTING``).
+    the trackers' aligner (``fesnet.realtime.bench.align.ALIGN_MODES``).
     """
     from fesnet.model.runtime import merger_config
 
@@ -77,15 +76,16 @@ def pipeline_run(
     from ..sources import FileSource
     from ..spotter import Spotter
     from ..stats import StageStats
-    from ..tracking import FACE_COUNTING, FaceTracker, mediapipe_aligner
+    from ..tracking import FaceTracker
+    from .align import make_aligner
 
     merger_cfg = merger_config(ck)
-    make_aligner = functools.partial(mediapipe_aligner, FACE_COUNTING[align])
+    aligner_factory = make_aligner(align)
     pipes = []
     for i in range(n_streams):
         # Every sample kept (a clip is finite): the percentiles below are exact, over the whole
         # clip, not over a live stream's bounded recent history.
-        tracker = FaceTracker(make_aligner=make_aligner)
+        tracker = FaceTracker(make_aligner=aligner_factory)
         spotter = Spotter(Engine(backend, ck.config.window_frames), merger_cfg, stride_frames,
                           stream=f"s{i}", tracker=tracker,
                           stats=StageStats(keep_recent=None))  # fmt: skip
