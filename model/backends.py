@@ -14,7 +14,8 @@ Offline evaluation, training-time validation and the streaming engine all call t
 path shares the same model functions.
 
 ``make_backend(name, checkpoint, **opts)`` builds one by name: "torch" (eager), "torch-compile",
-"onnx" (ONNX Runtime on CPU; the exported graphs are cached, see onnx_export.py) and "tensorrt"
+"onnx" (ONNX Runtime on CPU; the exported graphs are cached, see onnx_export.py), "onnx-int8"
+(the same with the encoder's matrix products dynamically quantized to INT8) and "tensorrt"
 (optional extra; raises ``BackendUnavailable`` saying what is missing). docs/BENCHMARKS.md has
 their measured speeds.
 """
@@ -148,13 +149,16 @@ class OnnxBackend:
         opset: int | None = None,
         threads: int = 1,
         geometry: GeometryConfig | None = None,
+        int8: bool = False,
     ) -> OnnxBackend:
-        """Export (or reuse the cached export of) ``net`` and open sessions on it."""
-        from .onnx_export import DEFAULT_OPSET, cached_onnx
+        """Export (or reuse the cached export of) ``net`` and open sessions on it; ``int8``:
+        the encoder's matrix products dynamically quantized (``onnx_export.int8_encoder``)."""
+        from .onnx_export import DEFAULT_OPSET, cached_onnx, int8_encoder
 
         files = cached_onnx(net, cache_dir, opset if opset is not None else DEFAULT_OPSET)
-        return cls(files.encoder, files.window, threads, net.cfg.window_frames,
-                   geometry=geometry)
+        encoder = int8_encoder(files) if int8 else files.encoder
+        return cls(encoder, files.window, threads, net.cfg.window_frames,
+                   name="onnx-int8" if int8 else "onnx", geometry=geometry)
 
     def encode(self, frames_u8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if frames_u8.dtype != np.uint8 or frames_u8.ndim != 4 or frames_u8.shape[-1] != 3:
@@ -253,15 +257,16 @@ class TensorRTBackend:
         return np.concatenate(probs)
 
 
-BACKENDS = ("torch", "torch-compile", "onnx", "tensorrt")
+BACKENDS = ("torch", "torch-compile", "onnx", "onnx-int8", "tensorrt")
 
 
 def make_backend(name: str, checkpoint: Checkpoint, **opts: Any) -> Backend:
     """The backend ``name`` over ``checkpoint``'s network.
 
     name: "torch" (opts: device, threads), "torch-compile" (same), "onnx" (threads=1,
-    cache_dir, opset), "tensorrt" (precision="fp16"|"fp32"|"int8"|"fp8", calibration,
-    cache_dir, device, max_frames, max_batch). Unknown names raise ValueError; a backend this
+    cache_dir, opset), "onnx-int8" (same; the encoder's MatMuls in INT8), "tensorrt"
+    (precision="fp16"|"fp32"|"int8"|"fp8", calibration, cache_dir, device, max_frames,
+    max_batch). Unknown names raise ValueError; a backend this
     machine cannot run raises BackendUnavailable saying why.
     """
     net = checkpoint.net
@@ -269,8 +274,9 @@ def make_backend(name: str, checkpoint: Checkpoint, **opts: Any) -> Backend:
         return TorchBackend(net, geometry=checkpoint.geometry, **opts)
     if name == "torch-compile":
         return TorchBackend(net, compile=True, geometry=checkpoint.geometry, **opts)
-    if name == "onnx":
-        return OnnxBackend.from_net(net, geometry=checkpoint.geometry, **opts)
+    if name in ("onnx", "onnx-int8"):
+        return OnnxBackend.from_net(net, geometry=checkpoint.geometry, int8=name == "onnx-int8",
+                                    **opts)  # fmt: skip
     if name == "tensorrt":
         return TensorRTBackend(net, geometry=checkpoint.geometry, **opts)
     raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
@@ -289,7 +295,7 @@ def available_backends(include_compile: bool = False) -> list[str]:
     except Exception:
         log.info("onnx backend unavailable: onnxruntime does not import")
     else:
-        names.append("onnx")
+        names += ["onnx", "onnx-int8"]
     reason = tensorrt_unavailable_reason()
     if reason is None:
         names.append("tensorrt")

@@ -8,7 +8,9 @@ A first ``fesnet-spot`` printed about 15 lines before its first event that no us
 - mediapipe's native graph, on its first frame, prints TensorFlow Lite's XNNPACK INFO line, an
   absl banner and one "Feedback manager" warning per model, straight to file descriptor 2
   (no environment variable turns these off in mediapipe 0.10.14);
-- mediapipe's Python side triggers protobuf's ``SymbolDatabase.GetPrototype()`` deprecation.
+- mediapipe's Python side triggers protobuf's ``SymbolDatabase.GetPrototype()`` deprecation;
+- ONNX Runtime's quantizer logs (on the root logger) a hint to pre-process the graph first,
+  which only matters for static quantization's shape inference (:func:`quiet_quantize`).
 
 Each is matched by its exact text, only around the code that causes it
 (:func:`quiet_onnx_export`, :func:`native_stderr_filtered`) or, for the protobuf deprecation
@@ -40,6 +42,7 @@ EXPORT_WARNINGS = (
     (UserWarning, r"# The axis name: .* will not be used, since it shares the same shape "),
 )
 EXPORT_LOGGERS = ("torch.onnx._internal.exporter._registration",)  # "torchvision is not installed"
+QUANTIZE_NOISE = re.compile(r"^Please consider to run pre-processing before quantization\.")
 
 
 def ignore_known_warnings() -> None:
@@ -64,6 +67,21 @@ def quiet_onnx_export() -> Iterator[None]:
         finally:
             for lg, level in zip(loggers, levels, strict=True):
                 lg.setLevel(level)
+
+
+@contextlib.contextmanager
+def quiet_quantize() -> Iterator[None]:
+    """Around ``onnxruntime.quantization``: its pre-processing hint is dropped."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not QUANTIZE_NOISE.match(record.getMessage())
+
+    root = logging.getLogger()
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
 
 
 @contextlib.contextmanager

@@ -43,7 +43,7 @@ from .graphs import (
     weights_hash,
     window_inputs,
 )
-from .noise import quiet_onnx_export
+from .noise import quiet_onnx_export, quiet_quantize
 
 log = logging.getLogger(__name__)
 
@@ -188,3 +188,26 @@ def cached_onnx(
         atomic_write(files.encoder, fresh.encoder.read_bytes())
         atomic_write(files.window, fresh.window.read_bytes())
     return files
+
+
+INT8_OPS = ("MatMul",)
+"""What the INT8 encoder quantizes: the attention and MLP matrix products. Convolutions stay
+float: dynamically quantized (ConvInteger) they ran at 0.8x the float graph on the project's
+AVX2 machines (docs/BENCHMARKS.md), and the window graph has no MatMul at all."""
+
+
+def int8_encoder(files: OnnxFiles) -> Path:
+    """The encoder with its MatMul weights quantized to uint8 and its activations quantized on
+    the fly (``onnxruntime.quantization.quantize_dynamic``), cached beside the float graph."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    out = files.encoder.with_name("encoder.int8.onnx")
+    if out.is_file():
+        return out
+    log.info("quantizing %s to INT8 (dynamic, %s)", files.encoder, ", ".join(INT8_OPS))
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp, quiet_quantize():
+        staged = Path(tmp) / out.name
+        quantize_dynamic(files.encoder, staged, op_types_to_quantize=list(INT8_OPS),
+                         weight_type=QuantType.QUInt8)  # fmt: skip
+        atomic_write(out, staged.read_bytes())
+    return out

@@ -45,9 +45,9 @@ AUTO = "auto"
 METHODS = ("fesnet", "landmarks")
 # backends.BACKENDS with "auto" first; spelled out so that defining command-line options does
 # not import torch (tests/test_runtime.py checks that the two lists agree).
-BACKEND_CHOICES = (AUTO, "torch", "torch-compile", "onnx", "tensorrt")
+BACKEND_CHOICES = (AUTO, "torch", "torch-compile", "onnx", "onnx-int8", "tensorrt")
 DEFAULT_STRIDE_FRAMES = 8
-_THREADED = ("torch", "torch-compile", "onnx")  # the backends that take a thread count
+_THREADED = ("torch", "torch-compile", "onnx", "onnx-int8")  # backends that take a thread count
 
 
 class LoadError(RuntimeError):

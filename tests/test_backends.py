@@ -111,4 +111,40 @@ def test_tensorrt_unavailable_names_what_is_missing(ckpt) -> None:
     assert "no CUDA device" in msg
     assert "torch_tensorrt cannot be imported" in msg
     assert "tensorrt" not in available_backends()
-    assert {"torch", "onnx"} <= set(available_backends())
+    assert {"torch", "onnx", "onnx-int8"} <= set(available_backends())
+
+
+def test_onnx_int8_quantizes_the_encoders_matmuls_once(
+    ckpt, onnx_backend, still_aligner, faces_dir, monkeypatch, caplog
+) -> None:
+    """Real ONNX Runtime on real aligned faces: every MatMul of the encoder with weights is INT8
+    (the attention's activation x activation products stay float), its convolutions stay
+    float, its windows score close to the float graph's, and a restart reuses the file."""
+    import cv2
+    import onnx
+    from onnxruntime import quantization
+
+    int8 = make_backend("onnx-int8", ckpt, cache_dir=onnx_backend.encoder_path.parents[1])
+    assert int8.name == "onnx-int8" and int8.encoder_path.name == "encoder.int8.onnx"
+    assert int8.window_path == onnx_backend.window_path
+    fp32 = onnx.load(str(onnx_backend.encoder_path)).graph
+    weights = {w.name for w in fp32.initializer}
+    with_weights = [n for n in fp32.node if n.op_type == "MatMul" and n.input[1] in weights]
+    ops = [n.op_type for n in onnx.load(str(int8.encoder_path)).graph.node]
+    assert with_weights and ops.count("MatMulInteger") == len(with_weights)
+    assert ops.count("Conv") == [n.op_type for n in fp32.node].count("Conv")
+    crops = []
+    for path in sorted(faces_dir.glob("*.jpg"))[:4]:
+        still_aligner.reset()
+        crop = still_aligner.align(cv2.imread(str(path))).crop
+        assert crop is not None
+        crops.append(crop)
+    frames = np.stack([crops[i % len(crops)] for i in range(32)])
+    want = onnx_backend.window(*(x[None] for x in onnx_backend.encode(frames)))
+    got = int8.window(*(x[None] for x in int8.encode(frames)))
+    assert np.abs(got - want).max() < 0.05
+    assert not [r for r in caplog.records if r.name == "root"]  # the quantizer's hint is dropped
+
+    monkeypatch.setattr(quantization, "quantize_dynamic", lambda *a, **k: pytest.fail("again"))
+    again = make_backend("onnx-int8", ckpt, cache_dir=onnx_backend.encoder_path.parents[1])
+    assert np.array_equal(again.encode(frames)[0], int8.encode(frames)[0])

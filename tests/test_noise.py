@@ -6,7 +6,7 @@ import subprocess
 import sys
 import warnings
 
-from fesnet.model.noise import ignore_known_warnings, quiet_onnx_export
+from fesnet.model.noise import ignore_known_warnings, quiet_onnx_export, quiet_quantize
 
 NATIVE = """
 import os, sys
@@ -81,3 +81,14 @@ def test_the_protobuf_deprecation_is_ignored_and_others_are_not() -> None:
                       stacklevel=1)  # fmt: skip
         warnings.warn("something else is deprecated", UserWarning, stacklevel=1)
     assert [str(w.message) for w in seen] == ["something else is deprecated"]
+
+
+def test_the_quantizer_hint_is_dropped_only_while_quantizing(caplog) -> None:
+    import logging
+
+    hint = "Please consider to run pre-processing before quantization. Refer to example: ..."
+    with caplog.at_level(logging.WARNING), quiet_quantize():
+        logging.warning(hint)
+        logging.warning("a real quantizer problem")
+    logging.warning(hint)
+    assert [r.getMessage() for r in caplog.records] == ["a real quantizer problem", hint]

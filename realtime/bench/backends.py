@@ -212,7 +212,7 @@ def build_timed_backend(
     opts: dict[str, Any] = {}
     if name in ("torch", "torch-compile"):
         opts["device"] = config.device
-    if name == "onnx" and config.cache_dir:
+    if name in ("onnx", "onnx-int8") and config.cache_dir:
         opts["cache_dir"] = config.cache_dir
     if name == "tensorrt":
         opts = {"precision": config.precision, "calibration": config.calibration}
