@@ -9,8 +9,9 @@ A first ``fesnet-spot`` printed about 15 lines before its first event that no us
   absl banner and one "Feedback manager" warning per model, straight to file descriptor 2
   (no environment variable turns these off in mediapipe 0.10.14);
 - mediapipe's Python side triggers protobuf's ``SymbolDatabase.GetPrototype()`` deprecation;
-- ONNX Runtime's quantizer logs (on the root logger) a hint to pre-process the graph first,
-  which only matters for static quantization's shape inference (:func:`quiet_quantize`).
+- ONNX Runtime's quantizer logs on the root logger: a line per tensor it leaves alone (INFO)
+  and a hint to pre-process the graph first, which only matters for static quantization's
+  shape inference (:func:`quiet_quantize`).
 
 Each is matched by its exact text, only around the code that causes it
 (:func:`quiet_onnx_export`, :func:`native_stderr_filtered`) or, for the protobuf deprecation
@@ -71,10 +72,11 @@ def quiet_onnx_export() -> Iterator[None]:
 
 @contextlib.contextmanager
 def quiet_quantize() -> Iterator[None]:
-    """Around ``onnxruntime.quantization``: its pre-processing hint is dropped."""
+    """Around ``onnxruntime.quantization``: its root-logger INFO lines and its pre-processing
+    hint are dropped."""
 
     def keep(record: logging.LogRecord) -> bool:
-        return not QUANTIZE_NOISE.match(record.getMessage())
+        return record.levelno > logging.INFO and not QUANTIZE_NOISE.match(record.getMessage())
 
     root = logging.getLogger()
     root.addFilter(keep)
