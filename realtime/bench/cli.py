@@ -11,12 +11,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..engine import Engine
 from .align import run_align
-from .backends import run_model_benchmarks
+from .backends import build_timed_backend, run_model_benchmarks
+from .capacity import run_capacity
 from .config import BenchConfig
 from .end_to_end import pipeline_vs_flow, run_end_to_end
+from .lag import run_lag
 from .plot import plot
-from .timing import load_avg, machine_info
+from .timing import face_crops, load_avg, machine_info
 
 SCHEMA = "fesnet-bench/1"
 
@@ -76,6 +79,27 @@ def build_parser() -> argparse.ArgumentParser:
         default="periodic",
         help="the pipeline runs' aligner (before, every-frame, periodic)",
     )
+    p.add_argument(
+        "--profiles",
+        type=_csv(str),
+        default=["before", "now"],
+        help="settings the live runs compare (before: the spotter issue 16 found; now)",
+    )
+    p.add_argument(
+        "--lag-repeats",
+        type=int,
+        default=0,
+        help="live-paced replays per profile timing each expression's events (0: skip)",
+    )
+    p.add_argument("--lag-video", help="clip for the expression lag (default: --video)")
+    p.add_argument(
+        "--capacity",
+        type=_csv(int),
+        default=[],
+        help="numbers of 30 FPS remote cameras (senders in processes of their own) to serve "
+        "per profile, e.g. 1,2,3 (default: skip)",
+    )
+    p.add_argument("--capacity-seconds", type=float, default=10.0, help="measured per level")
     p.add_argument("--device", default="cpu", help="device of the torch backends (cpu, cuda)")
     p.add_argument("--precision", default="fp16", help="TensorRT precision: fp32|fp16|int8|fp8")
     p.add_argument("--calibration", help="TensorRT int8/fp8 calibration windows (.npz)")
@@ -108,6 +132,11 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         e2e_backends=tuple(args.e2e_backends) if args.e2e_backends else None,
         align_modes=tuple(args.align),
         e2e_align=args.e2e_align,
+        profiles=tuple(args.profiles),
+        lag_repeats=args.lag_repeats,
+        lag_video=args.lag_video,
+        capacity_levels=tuple(args.capacity),
+        capacity_seconds=args.capacity_seconds,
         device=args.device,
         precision=args.precision,
         calibration=args.calibration,
@@ -133,14 +162,26 @@ def run(config: BenchConfig, command: str) -> dict[str, Any]:
             "stride_frames": config.stride_frames,
             "align_modes": list(config.align_modes),
             "e2e_align": config.e2e_align,
+            "profiles": list(config.profiles),
         },
     }
     ck = run_model_benchmarks(config, report)
     run_align(config, report)
     run_end_to_end(config, report, ck)
+    if config.lag_repeats or config.capacity_levels:
+        backend = live_backend(config, ck)
+        run_lag(config, report, ck, backend)
+        run_capacity(config, report, ck, Engine(backend, ck.config.window_frames))
     report["pipeline_vs_flow"] = pipeline_vs_flow(report)
     report["machine"]["load_avg_1m_at_end"] = load_avg()
     return report
+
+
+def live_backend(config: BenchConfig, ck: Any) -> Any:
+    """The backend of the live runs (lag, capacity): the first end-to-end one."""
+    name = (config.e2e_backends or [b for b in ("onnx", "torch") if b in config.backends])[0]
+    crops = face_crops(ck.config.window_frames, ck.config.image_size)
+    return build_timed_backend(name, ck, config, min(config.threads), crops)[0]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -189,6 +230,15 @@ def summary(report: dict[str, Any]) -> str:
             f"{a['p50_vs_reference']:.3f} (mean {a['mean_vs_reference']:.3f}), crops identical "
             f"{a['crops_identical']:.2%}"
         )
+    for name, r in report.get("expression_lag", {}).get("profiles", {}).items():
+        fin, on = r["final"], r["onset"]
+        lines.append(
+            f"lag {name:<8} final p50 {fin.get('p50_ms', float('nan')):.0f} / p99 "
+            f"{fin.get('p99_ms', float('nan')):.0f} ms ({fin['n']}), onset p50 "
+            f"{on.get('p50_ms', float('nan')):.0f} / p99 {on.get('p99_ms', float('nan')):.0f} ms"
+        )
+    for name, n in report.get("capacity", {}).get("cameras_served", {}).items():
+        lines.append(f"capacity {name:<8} {n} camera(s) at 30 FPS served")
     for name, why in report.get("unavailable", {}).items():
         lines.append(f"{name}: {why}")
     return "\n".join(lines)

@@ -28,6 +28,16 @@ class BenchConfig:
     ``fesnet.realtime.bench.align.ALIGN_MODES``)."""
     e2e_align: str = "periodic"
     """How the pipeline runs look for other faces."""
+    profiles: tuple[str, ...] = ("before", "now")
+    """Settings the live runs compare (names of ``fesnet.realtime.bench.profiles.PROFILES``)."""
+    lag_repeats: int = 0
+    """Rounds of live-paced replays per profile for the expression lag (0: skip)."""
+    lag_video: str | None = None
+    """Clip for the expression lag (None: ``video``)."""
+    capacity_levels: tuple[int, ...] = ()
+    """Numbers of remote cameras to serve, per profile (empty: skip)."""
+    capacity_seconds: float = 10.0
+    """Measured time per capacity level (after a warm-up)."""
     device: str = "cpu"
     precision: str = "fp16"
     calibration: str | None = None
@@ -35,12 +45,18 @@ class BenchConfig:
 
     def __post_init__(self) -> None:
         from .align import ALIGN_MODES
+        from .profiles import PROFILES
 
         if self.stride_frames < 1 or min(self.streams) < 1 or min(self.threads) < 1:
             raise ValueError("--stride, --streams and --threads must be >= 1")
         for mode in (*self.align_modes, self.e2e_align):
             if mode not in ALIGN_MODES:
                 raise ValueError(f"unknown align mode {mode!r}; choose from {list(ALIGN_MODES)}")
+        for name in self.profiles:
+            if name not in PROFILES:
+                raise ValueError(f"unknown profile {name!r}; choose from {list(PROFILES)}")
+        if self.lag_repeats < 0 or any(n < 1 for n in self.capacity_levels):
+            raise ValueError("--lag-repeats must be >= 0 and --capacity levels >= 1")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,0 +1,189 @@
+"""Cameras per box: how many 30 FPS remote cameras one server process keeps up with.
+
+Every level runs a fresh WebRTC server (realtime/viewers/webrtc_server.py: one engine shared by
+all camera sessions, each session with its own tracker, threads, ring and merger) in this process,
+and N senders (sender.py), each in a process of its own, streaming the clip over VP8 on loopback.
+After a warm-up every session is measured for ``seconds``: frames that arrived, frames spotted,
+frames dropped at its latest-only slot. A level is *served* when every camera delivered at least
+``MIN_DELIVERED`` of the clip's frame rate and its session spotted at least ``MIN_SPOTTED`` of what
+arrived: a session that falls behind drops at its slot (it never queues), so drops are the sign.
+The setups (profiles.py: before and now) take turns level by level, so both see the same load.
+The senders share the cores (their CPU time is reported beside the server's).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from .config import BenchConfig
+from .profiles import Profile, hub_settings
+from .timing import load_avg
+
+log = logging.getLogger(__name__)
+
+MIN_DELIVERED = 0.9
+MIN_SPOTTED = 0.97
+WARM_UP_S = 4.0
+CONNECT_TIMEOUT_S = 120.0
+
+
+def _cpu_s(proc: Any) -> float:
+    t = proc.cpu_times()
+    return float(t.user + t.system)
+
+
+def _snapshot(sessions: list[Any]) -> list[tuple[int, int, int]]:
+    return [(s.input_rate.count, s.spotter.counters["frames"], s.source.dropped) for s in sessions]
+
+
+async def _sessions_running(hub: Any, n: int, procs: list[Any]) -> list[Any]:
+    deadline = time.monotonic() + CONNECT_TIMEOUT_S
+    while True:
+        sessions = hub.sessions()
+        if len(sessions) == n and all(s.spotter.counters["frames"] > 0 for s in sessions):
+            return sessions
+        if time.monotonic() > deadline or any(p.returncode is not None for p in procs):
+            raise RuntimeError(f"{len(sessions)} of {n} cameras connected and spotting")
+        await asyncio.sleep(0.2)
+
+
+async def serve_level(
+    engine: Any, ck: Any, profile: Profile, n: int, video: str, fps: float, seconds: float
+) -> dict[str, Any]:
+    """N senders against a fresh server running ``profile``; one row of the report."""
+    from unittest import mock
+
+    import aioice.ice
+    import psutil
+
+    from ..viewers.webrtc_server import ServerConfig, WebRtcServer
+    from .sender import loopback_ice
+
+    hub = _bench_hub(engine, ck, profile, n)
+    server = WebRtcServer(hub, ServerConfig(port=0, max_peers=n))
+    with mock.patch.object(aioice.ice, "get_host_addresses", aioice.ice.get_host_addresses):
+        loopback_ice()
+        runner = await server.start()
+        url = f"http://127.0.0.1:{server.port}"
+        procs = []
+        try:
+            for _ in range(n):
+                procs.append(await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "fesnet.realtime.bench.sender", url, video,
+                    "--seconds", str(WARM_UP_S + seconds + 30), "--loopback",
+                    stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+                ))  # fmt: skip
+            sessions = await _sessions_running(hub, n, procs)
+            await asyncio.sleep(WARM_UP_S)
+            me = psutil.Process()
+            senders = [psutil.Process(p.pid) for p in procs]
+            before, cpu0, sent0 = _snapshot(sessions), _cpu_s(me), sum(map(_cpu_s, senders))
+            t0, peak = time.monotonic(), 0
+            while time.monotonic() - t0 < seconds:
+                peak = max(peak, *(s.input_rate.count - s.spotter.counters["frames"]
+                                   - s.source.dropped for s in sessions))  # fmt: skip
+                await asyncio.sleep(0.1)
+            after, wall = _snapshot(sessions), time.monotonic() - t0
+            cpu, sent = _cpu_s(me) - cpu0, sum(map(_cpu_s, senders)) - sent0
+        finally:
+            for p in procs:
+                with contextlib.suppress(ProcessLookupError):
+                    p.terminate()
+            for p in procs:
+                await p.wait()
+            await runner.cleanup()
+            hub.close_all()
+            hub.close_aligners()
+    got = np.array([a[0] - b[0] for a, b in zip(after, before, strict=True)], np.float64)
+    spotted = np.array([a[1] - b[1] for a, b in zip(after, before, strict=True)], np.float64)
+    dropped = np.array([a[2] - b[2] for a, b in zip(after, before, strict=True)], np.float64)
+    spotted_share = spotted / np.maximum(got, 1)
+    delivered = got / wall / fps
+    return {
+        "profile": profile.name,
+        "cameras": n,
+        "seconds": round(wall, 2),
+        "received_fps": [round(float(x), 2) for x in got / wall],
+        "spotted_fps": [round(float(x), 2) for x in spotted / wall],
+        "dropped": [int(x) for x in dropped],
+        "spotted_share": [round(float(x), 4) for x in spotted_share],
+        "served": bool((delivered >= MIN_DELIVERED).all() and (spotted_share >= MIN_SPOTTED).all()),
+        "peak_in_flight": int(peak),
+        "server_cpu_cores": round(cpu / wall, 3),
+        "server_cpu_cores_per_camera": round(cpu / wall / n, 3),
+        "senders_cpu_cores": round(sent / wall, 3),
+        "load_avg_1m": load_avg(),
+    }
+
+
+def _bench_hub(engine: Any, ck: Any, profile: Profile, n: int) -> Any:
+    """A hub whose camera sessions run ``profile`` (its aligner, stride and merger)."""
+    from ..viewers.hub import HubConfig, SpotHub
+    from .align import make_aligner
+
+    merger_cfg, stride = hub_settings(ck, profile)
+    new_aligner = make_aligner(profile.align)
+    made: list[Any] = []
+
+    class BenchHub(SpotHub):
+        def open_push(self, prefix: str = "peer", aligner: Any = None) -> Any:
+            made.append(new_aligner())
+            return super().open_push(prefix, made[-1])
+
+        def close_aligners(self) -> None:
+            for a in made:
+                a.close()
+
+    return BenchHub(engine, merger_cfg, stride, HubConfig(max_sessions=n))
+
+
+def run_capacity(config: BenchConfig, report: dict[str, Any], ck: Any, engine: Any) -> None:
+    """``report["capacity"]``: every profile at every level, taking turns; and per profile the
+    most cameras served with every smaller level served too."""
+    if not config.capacity_levels:
+        report["capacity"] = {"skipped": "no --capacity levels given"}
+        return
+    if config.video is None:
+        report["capacity"] = {"skipped": "no --video given"}
+        return
+    import cv2
+
+    from .profiles import PROFILES
+
+    cap = cv2.VideoCapture(config.video)
+    fps = float(cap.get(cv2.CAP_PROP_FPS) or 30.0)
+    cap.release()
+    profiles = [PROFILES[name] for name in config.profiles]
+    for name in ("aioice", "aiohttp.access", "fesnet.realtime.viewers"):
+        logging.getLogger(name).setLevel(logging.WARNING)  # a line per peer and ICE check
+    rows = []
+    for n in config.capacity_levels:
+        for profile in profiles:
+            log.info("capacity: %s, %d camera(s)", profile.name, n)
+            row = asyncio.run(serve_level(engine, ck, profile, n, config.video, fps,
+                                          config.capacity_seconds))  # fmt: skip
+            log.info("capacity: %s", row)
+            rows.append(row)
+    served = {}
+    for profile in profiles:
+        best = 0
+        own = sorted((r for r in rows if r["profile"] == profile.name), key=lambda r: r["cameras"])
+        for r in own:
+            if not r["served"]:
+                break
+            best = r["cameras"]
+        served[profile.name] = best
+    report["capacity"] = {
+        "video": config.video,
+        "camera_fps": fps,
+        "criterion": {"min_delivered": MIN_DELIVERED, "min_spotted": MIN_SPOTTED},
+        "levels": rows,
+        "cameras_served": served,
+    }

@@ -1,0 +1,39 @@
+"""The settings the live benchmarks compare: the spotter before issue 16 and now.
+
+A profile names an aligner (align.py's ``ALIGN_MODES``), a window stride and merger settings
+(None: the checkpoint's). ``before`` is the spotter as issue 16 found it: the aligner of then,
+stride 8, and the shipped checkpoint's merger of then (the settings issue 16 changed are
+spelled out here, so the old path stays measurable after the checkpoint moved on). ``now`` is
+what ``fesnet-spot`` runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    align: str
+    stride_frames: int | None = None
+    """None: the checkpoint's (what the runtime loader picks)."""
+    merger: dict[str, Any] = field(default_factory=dict)
+    """MergerConfig fields that differ from the checkpoint's."""
+
+
+PROFILES = {
+    "before": Profile("before", "before", 8, {"commit_lag_frames": 12}),
+    "now": Profile("now", "periodic"),
+}
+
+
+def hub_settings(ck: Any, profile: Profile) -> tuple[Any, int]:
+    """(merger config, stride) of ``profile`` over checkpoint ``ck``."""
+    from fesnet.model.runtime import DEFAULT_STRIDE_FRAMES, merger_config
+
+    stride = profile.stride_frames
+    if stride is None:
+        stride = int(ck.meta.get("stride_frames", DEFAULT_STRIDE_FRAMES))
+    return replace(merger_config(ck), **profile.merger), stride
