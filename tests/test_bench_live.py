@@ -70,6 +70,7 @@ def test_bench_lag_and_capacity_report(short_clip, tmp_path) -> None:  # noqa: F
     for p in lag["profiles"].values():
         assert p["frames"] + p["dropped"] == 40 and p["final"]["n"] >= 0
         assert p["final"]["n"] == 0 or set(p["final"]) == PCT_KEYS
+        assert set(p["frame_score"]) == PCT_KEYS  # windows are scored whatever the model spots
     assert lag["profiles"]["before"]["stride_frames"] == 8
     cap = report["capacity"]
     assert [(r["profile"], r["cameras"]) for r in cap["levels"]] == [("before", 1), ("now", 1)]

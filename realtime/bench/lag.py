@@ -7,6 +7,9 @@ one stream at a time, once per profile (profiles.py), the profiles taking turns 
 - final lag: capture of the expression's offset frame -> its final event leaving the pipeline;
 - onset lag: capture of its onset frame -> its onset event leaving the pipeline.
 
+Beside them, ``frame_score``: capture of a window's newest frame -> its scores (the processing
+part of the lag; the rest is how many slots the merger waits, a setting).
+
 Events of the end-of-stream flush are left out (the flush decides at once, which no live stream
 does): only expressions whose frames lie more than ``END_MARGIN_S`` before the clip's end count.
 """
@@ -84,6 +87,7 @@ def lag_run(backend: Any, ck: Any, video: str, profile: Any) -> dict[str, Any]:
     return {
         "final_s": lags.final,
         "onset_s": lags.onset,
+        "frame_score_s": list(pipe.stats.values_ms("frame_score_latency") / 1e3),
         "frames": summary["frames"],
         "dropped": summary["dropped"],
         "stride_frames": stride,
@@ -111,9 +115,11 @@ def run_lag(config: BenchConfig, report: dict[str, Any], ck: Any, backend: Any) 
     for name, rs in runs.items():
         final = np.concatenate([r["final_s"] for r in rs]) if rs else np.zeros(0)
         onset = np.concatenate([r["onset_s"] for r in rs]) if rs else np.zeros(0)
+        scored = np.concatenate([r["frame_score_s"] for r in rs]) if rs else np.zeros(0)
         out[name] = {
             "final": percentiles_ms(final),
             "onset": percentiles_ms(onset),
+            "frame_score": percentiles_ms(scored),
             "frames": sum(r["frames"] for r in rs),
             "dropped": sum(r["dropped"] for r in rs),
             "stride_frames": rs[0]["stride_frames"],
