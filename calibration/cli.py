@@ -68,8 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--report", type=Path, help="JSON with every evaluated config")
     fit.add_argument(
         "--update-checkpoint", action="store_true",
-        help="also write the fitted merger and the neutral reference into the checkpoint's JSON "
-        "(its default settings; the reference turns on the relative calibration rule)",
+        help="also write the fitted merger, the window stride it was fitted at and the neutral "
+        "reference into the checkpoint's JSON (its default settings; the reference turns on the "
+        "relative calibration rule)",
     )  # fmt: skip
 
     base = sub.add_parser("baseline", formatter_class=fmt,
@@ -182,13 +183,15 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
         fit_doc = {
             "by": f"fesnet-calibrate fit --data {args.data} --split {args.split} "
-            f"--metric {args.metric}",
+            f"--metric {args.metric} --stride {stride}",
             f"{args.split}_overall_f1_base": round(b.f1["overall"], 2),
             f"{args.split}_overall_f1_fitted": round(t.f1["overall"], 2),
         }
+        # The merger was fitted on windows every `stride` slots: the runtime must score them so.
         ckpt_mod.update_meta(ckpt.path, merger=result.best.to_dict(), merger_fit=fit_doc,
-                             neutral_reference=reference)  # fmt: skip
-        print(f"checkpoint    {ckpt_mod.sidecar(ckpt.path)} updated (merger, neutral reference)")
+                             neutral_reference=reference, stride_frames=stride)  # fmt: skip
+        print(f"checkpoint    {ckpt_mod.sidecar(ckpt.path)} updated (merger, window stride "
+              f"{stride}, neutral reference)")  # fmt: skip
     if args.plot is not None:
         tradeoff_png(result, args.plot)
         print(f"plot          {args.plot}")

@@ -182,3 +182,37 @@ def test_tiny_real_checkpoint_fit_reproduces_in_the_spotter(tmp_path: Path) -> N
     table = spotter_table(backend, MergerConfig.from_json(result.best.to_json(tmp_path / "m.json")),
                           videos)  # fmt: skip
     assert table.counts == result.table.counts
+
+
+def test_update_checkpoint_stores_the_stride_the_merger_was_fitted_at(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """A merger fitted on windows every 4 slots is only what was measured at stride 4: the
+    checkpoint gets both, and the runtime loader then scores windows at that stride."""
+    from types import SimpleNamespace
+
+    from test_calibration_profile import _tiny_checkpoint
+
+    from fesnet.calibration import cli
+    from fesnet.model import checkpoint
+    from fesnet.model.runtime import RuntimeConfig, load_runtime
+
+    path = _tiny_checkpoint(tmp_path / "tiny.pt")
+    base = MergerConfig(on_threshold=0.35, off_threshold=0.2, commit_lag_frames=4)
+
+    def runtime(args) -> SimpleNamespace:
+        return SimpleNamespace(checkpoint=checkpoint.load(path), merger=base,
+                               stride_frames=args.stride, backend=LevelBackend(),
+                               window_frames=32)  # fmt: skip
+
+    monkeypatch.setattr(cli, "_runtime", runtime)
+    monkeypatch.setattr(cli, "_videos", lambda args: clips())
+    out = tmp_path / "merger.json"
+    assert cli.main(["fit", "--quick", "--stride", "4", "--out", str(out),
+                     "--update-checkpoint"]) == 0  # fmt: skip
+    meta = checkpoint.read_meta(path)
+    assert meta["stride_frames"] == 4 and meta["merger_fit"]["by"].endswith("--stride 4")
+    assert meta["merger"] == MergerConfig.from_json(out).to_dict()
+    assert meta["merger"]["commit_lag_frames"] == 4  # a latency setting: kept, not searched
+    assert load_runtime(RuntimeConfig(path, "torch")).stride_frames == 4
+    assert "window stride 4" in capsys.readouterr().out
