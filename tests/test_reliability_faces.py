@@ -83,9 +83,10 @@ def test_several_faces_are_reported_and_the_same_face_stays_tracked(
 def several_faces_run(
     sp: Spotter, view: LiveView, left: np.ndarray, right: np.ndarray
 ) -> tuple[list[SpotEvent], list[np.ndarray]]:
-    """Four frames of the left face alone, then ten with a second face beside it."""
+    """Four frames of the left face alone, then a second face beside it for long enough that the
+    periodic count sees it and the tracker confirms it (several_after_frames)."""
     events, crops = [], []
-    for i in range(14):
+    for i in range(4 + COUNT_FACES_EVERY_FRAMES + 4):
         faces = [(left, 20 + i % 2)] + ([(right, 250)] if i >= 4 else [])
         image = _on_canvas(faces)
         events += sp.process(frame(image, i, i / 30))

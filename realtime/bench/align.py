@@ -4,7 +4,7 @@ The modes (``ALIGN_MODES``): ``before``, the aligner as it was before issue 16 (
 2 faces on every frame, its 468 landmarks are read point by point in Python, the crop is warped
 from the BGR frame and flipped to RGB); ``every-frame``, today's aligner with FaceMesh still
 looking for 2 faces on every frame; ``periodic``, the live default (FaceMesh follows one face, the
-face detector counts faces every 10th frame).
+face detector counts faces every 15th frame).
 
 Every mode gets its own :class:`~fesnet.realtime.tracking.FaceTracker` (so each keeps its own
 video-mode tracking state) and sees every frame of the clip; the modes are timed frame by frame

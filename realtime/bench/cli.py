@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=["before", "every-frame", "periodic"],
         help="aligners to time on --video, the first the reference (before: the aligner before "
         "issue 16; every-frame: FaceMesh looks for 2 faces on every frame; periodic: it follows "
-        "one and the detector counts faces every 10th frame; '' for none)",
+        "one and the detector counts faces every 15th frame; '' for none)",
     )
     p.add_argument(
         "--e2e-align",
