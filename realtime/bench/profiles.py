@@ -23,8 +23,24 @@ class Profile:
     """MergerConfig fields that differ from the checkpoint's."""
 
 
+BEFORE_MERGER = {
+    "commit_lag_frames": 12,
+    "right_margin_frames": 4,
+    "fusion": "mean",
+    "on_threshold": 0.98,
+    "off_threshold": 0.588,
+    "min_expression_frames": 6,
+    "gap_merge_s": 0.1,
+    "mae_gap_merge_s": 0.1,
+    "me_max_s": 0.5,
+    "mae_min_s": 0.5,
+    "max_expression_s": 5.0,
+}
+"""The shipped checkpoint's merger before issue 16 (what ``--merger-config`` takes, with
+``--stride 8``, to spot as then)."""
+
 PROFILES = {
-    "before": Profile("before", "before", 8, {"commit_lag_frames": 12}),
+    "before": Profile("before", "before", 8, BEFORE_MERGER),
     "now": Profile("now", "periodic"),
 }
 
