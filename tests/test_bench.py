@@ -174,3 +174,23 @@ def test_bench_times_a_geometry_network(tmp_path) -> None:
     without, _ = camera_60fps_ms_per_frame(stages, 8, cores=1)
     with_geom, _ = camera_60fps_ms_per_frame({**stages, "geometry": {"p50_ms": 2.0}}, 8, cores=1)
     assert with_geom == pytest.approx(without + 2.0)
+
+
+def test_bench_times_the_checkpoints_stride_by_default(tmp_path) -> None:
+    """Without --stride the bench measures what fesnet-spot runs: the checkpoint's stride."""
+    import torch
+
+    from fesnet.model import checkpoint
+    from fesnet.model.fesnet import FESNet, FESNetConfig
+
+    torch.manual_seed(0)
+    path = checkpoint.save(tmp_path / "tiny.pt", FESNet(FESNetConfig.tiny()))
+    checkpoint.update_meta(path, stride_frames=2)
+    out = tmp_path / "b.json"
+    args = ["--checkpoint", str(path), "--backends", "torch", "--seconds", "0.01", "--streams",
+            "1", "--flow", "", "--no-plot", "--out", str(out)]  # fmt: skip
+    assert bench.main(args) == 0
+    report = json.loads(out.read_text())
+    assert report["model"]["stride_frames"] == report["settings"]["stride_frames"] == 2
+    assert bench.main([*args, "--stride", "8"]) == 0
+    assert json.loads(out.read_text())["model"]["stride_frames"] == 8

@@ -126,15 +126,16 @@ def load_model(config: BenchConfig) -> tuple[Any, dict[str, Any]]:
 
 def run_model_benchmarks(config: BenchConfig, report: dict[str, Any]) -> Any:
     """Backends, cached vs naive and optical flow into ``report``; returns the Checkpoint."""
-    from fesnet.model.runtime import LoadError
+    from fesnet.model.runtime import DEFAULT_STRIDE_FRAMES, LoadError
     from fesnet.model.tensorrt_export import tensorrt_unavailable_reason
 
     ck, model_info = load_model(config)
     cfg = ck.config
+    stride = config.stride_frames or int(ck.meta.get("stride_frames", DEFAULT_STRIDE_FRAMES))
     report["model"] = {
         **model_info,
         "window_frames": cfg.window_frames,
-        "stride_frames": config.stride_frames,
+        "stride_frames": stride,
         "config": cfg.to_dict(),
     }
     crops = face_crops(max(cfg.window_frames + 1, 64), cfg.image_size)
@@ -170,7 +171,7 @@ def run_model_benchmarks(config: BenchConfig, report: dict[str, Any]) -> Any:
                     "backend": name,
                     "threads": threads,
                     "setup_s": round(setup_s, 2),
-                    **summarize_backend(own, cfg.window_frames, config.stride_frames, batches),
+                    **summarize_backend(own, cfg.window_frames, stride, batches),
                 }
             )
     if "tensorrt" not in config.backends:

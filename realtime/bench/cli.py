@@ -8,6 +8,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="also torch.compile (slow to build)")
     p.add_argument("--threads", type=_csv(int), default=[1], help="comma list, e.g. 1,2")
     p.add_argument("--streams", type=_csv(int), default=[1, 2], help="concurrent streams, 1,2,4")
-    p.add_argument("--stride", type=int, default=8, help="window stride in frames (default 8)")
+    p.add_argument("--stride", type=int, default=None,
+                   help="window stride in slots (default: the checkpoint's; 8 for --config)")
     p.add_argument("--seconds", type=float, default=2.0, help="time per measured item")
     p.add_argument(
         "--flow",
@@ -166,6 +168,8 @@ def run(config: BenchConfig, command: str) -> dict[str, Any]:
         },
     }
     ck = run_model_benchmarks(config, report)
+    config = replace(config, stride_frames=report["model"]["stride_frames"])
+    report["settings"]["stride_frames"] = config.stride_frames
     run_align(config, report)
     run_end_to_end(config, report, ck)
     if config.lag_repeats or config.capacity_levels:

@@ -15,7 +15,9 @@ class BenchConfig:
     backends: tuple[str, ...] = ("torch",)
     threads: tuple[int, ...] = (1,)
     streams: tuple[int, ...] = (1, 2)
-    stride_frames: int = 8
+    stride_frames: int | None = None
+    """Window stride in slots (None: the checkpoint's, what fesnet-spot runs; 8 for random
+    weights)."""
     seconds: float = 2.0
     """Time per measured item (interleaved items share it)."""
     flow: tuple[str, ...] = ("farneback", "tvl1")
@@ -47,7 +49,8 @@ class BenchConfig:
         from .align import ALIGN_MODES
         from .profiles import PROFILES
 
-        if self.stride_frames < 1 or min(self.streams) < 1 or min(self.threads) < 1:
+        stride = 1 if self.stride_frames is None else self.stride_frames
+        if stride < 1 or min(self.streams) < 1 or min(self.threads) < 1:
             raise ValueError("--stride, --streams and --threads must be >= 1")
         for mode in (*self.align_modes, self.e2e_align):
             if mode not in ALIGN_MODES:
