@@ -5,6 +5,7 @@ timings: the numbers depend on the machine."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,10 +14,11 @@ from test_bench import short_clip  # noqa: F401  (the module-scoped clip fixture
 from fesnet.model.merger import MergerConfig
 from fesnet.realtime.bench import cli as bench
 from fesnet.realtime.bench.lag import ExpressionLag
-from fesnet.realtime.bench.profiles import PROFILES, hub_settings
+from fesnet.realtime.bench.profiles import BEFORE_MERGER, PROFILES, hub_settings
 from fesnet.realtime.types import Frame, SpotEvent
 
 PCT_KEYS = {"p50_ms", "p95_ms", "p99_ms", "mean_ms", "n"}
+BEFORE_JSON = Path(__file__).resolve().parents[1] / "docs/benchmarks/merger-before-issue16.json"
 
 
 def _expression(state: str, onset: int, offset: int | None) -> SpotEvent:
@@ -51,6 +53,8 @@ def test_profiles_keep_the_old_settings_reachable() -> None:
     now, stride = hub_settings(ck, PROFILES["now"])
     assert (stride, now.commit_lag_frames, PROFILES["now"].align) == (2, 6, "periodic")
     assert isinstance(now, MergerConfig)
+    # The file the docs give to fesnet-spot / fesnet-eval --merger-config for the old settings.
+    assert json.loads(BEFORE_JSON.read_text()) == BEFORE_MERGER
 
 
 @pytest.mark.slow
