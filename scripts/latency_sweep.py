@@ -59,8 +59,23 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-gap-s", type=float, help="largest gap_merge_s / mae_gap_merge_s tried")
     p.add_argument("--checkpoint", type=Path, help="default: the shipped checkpoint")
     p.add_argument("--out", type=Path)
+    p.add_argument(
+        "--apply",
+        metavar="STRIDE:LAG",
+        help="write that setting's fitted merger, its "
+        "stride and its neutral reference into --checkpoint's JSON (as "
+        "fesnet-calibrate fit --update-checkpoint does)",
+    )
     a = p.parse_args(argv)
-    from fesnet.calibration.fit import SearchSpace, evaluate_config, fit_merger, score_videos
+    if a.apply and a.apply not in a.settings:
+        a.settings.append(a.apply)
+    from fesnet.calibration.fit import (
+        SearchSpace,
+        evaluate_config,
+        fit_merger,
+        neutral_reference,
+        score_videos,
+    )
     from fesnet.model.datasets import SyntheticSetConfig, synthetic_split
     from fesnet.model.merger import MergerConfig
     from fesnet.model.runtime import build_backend, load_checkpoint, merger_config
@@ -106,6 +121,17 @@ def main(argv: list[str] | None = None) -> None:
         }
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "merger"}), flush=True)
+        if setting == a.apply:
+            from fesnet.model import checkpoint
+
+            by = f"scripts/latency_sweep.py --apply {setting} --max-gap-s {a.max_gap_s}"
+            checkpoint.update_meta(
+                ck.path, merger=fit.best.to_dict(), stride_frames=stride,
+                neutral_reference=neutral_reference(val, fit.best),
+                merger_fit={"by": by, "val_overall_f1_base": row["val_f1_unfitted"],
+                            "val_overall_f1_fitted": row["val_f1"]},
+            )  # fmt: skip
+            print(f"{checkpoint.sidecar(ck.path)} updated: merger, stride {stride}", flush=True)
     if a.out:
         a.out.write_text(json.dumps({"base": base.to_dict(), "rows": rows}, indent=1) + "\n")
 
