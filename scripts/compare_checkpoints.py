@@ -32,8 +32,11 @@ from fesnet.realtime.stats import STAGES
 SAMPLE = Path(__file__).resolve().parents[1] / "realtime" / "assets" / "sample.mp4"
 
 
-def model_cost(models: dict, stride: int, seconds: float = 20.0) -> dict[str, dict[str, float]]:
-    """Median ms per streamed frame of each model's encode, geometry update and window share."""
+def model_cost(
+    models: dict, strides: dict[str, int], seconds: float = 20.0
+) -> dict[str, dict[str, float]]:
+    """Median ms per streamed frame of each model's encode, geometry update and window share
+    (a window head call every ``strides[name]`` slots)."""
     rng = np.random.default_rng(0)
     calls = {}
     for name, (ck, backend) in models.items():
@@ -51,7 +54,7 @@ def model_cost(models: dict, stride: int, seconds: float = 20.0) -> dict[str, di
     out: dict[str, dict[str, float]] = {}
     for name in models:
         enc = median_s(samples[(name, "encode")]) * 1e3
-        win = median_s(samples[(name, "window")]) * 1e3 / stride
+        win = median_s(samples[(name, "window")]) * 1e3 / strides[name]
         geo = median_s(samples[(name, "geometry")]) * 1e3 if (name, "geometry") in samples else 0
         out[name] = {"encode": round(enc, 3), "geometry": round(geo, 3),
                      "window_share": round(win, 3), "total": round(enc + geo + win, 3)}
@@ -65,7 +68,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--video", type=Path, default=SAMPLE)
     p.add_argument("--backend", default="onnx")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--stride", type=int, default=8)
+    p.add_argument("--stride", type=int, help="window stride of both (default: each "
+                   "checkpoint's own, as the spotter runs it)")
     p.add_argument("--rounds", type=int, default=3,
                    help="pipeline runs of each checkpoint, alternating (0: the model cost only)")
     p.add_argument("--out", type=Path, help="JSON report")
@@ -80,16 +84,19 @@ def main(argv: list[str] | None = None) -> None:
         crops = face_crops(ck.config.window_frames, ck.config.image_size)
         backend, _ = build_timed_backend(a.backend, ck, cfg, a.threads, crops)
         models[name] = (ck, backend)
-    model_ms = model_cost(models, a.stride)
+    strides = {name: a.stride or int(ck.meta.get("stride_frames", 8))
+               for name, (ck, _) in models.items()}  # fmt: skip
+    model_ms = model_cost(models, strides)
     runs: dict[str, list[dict]] = {"old": [], "new": []}
     for r in range(a.rounds):
         for name, (ck, backend) in models.items():
-            res = pipeline_run(backend, ck, str(a.video), 1, "fast", a.stride)
+            res = pipeline_run(backend, ck, str(a.video), 1, "fast", strides[name])
             runs[name].append(res)
             print(f"round {r + 1} {name}: {res['est_60fps_camera_ms_per_frame']:.2f} ms/frame "
                   f"(load {load_avg()})", flush=True)  # fmt: skip
     report = {"video": str(a.video), "backend": a.backend, "threads": a.threads,
               "rounds": a.rounds, "checkpoints": {"old": str(a.old), "new": str(a.new)},
+              "strides": strides,
               "model_ms_per_frame": model_ms,
               "model_ratio_new_over_old": round(model_ms["new"]["total"] / model_ms["old"]["total"],
                                                 3)}
