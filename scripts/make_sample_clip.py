@@ -63,11 +63,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--duration-s", type=float, default=SPEC.duration_s)
+    parser.add_argument("--fps", type=float, default=SPEC.fps,
+                        help="frame rate (the shipped clip: 30, to exercise resampling to 60 Hz)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
 
     scale = args.duration_s / SPEC.duration_s
-    spec = replace(SPEC, duration_s=args.duration_s, n_me=round(SPEC.n_me * scale),
+    spec = replace(SPEC, duration_s=args.duration_s, fps=args.fps, n_me=round(SPEC.n_me * scale),
                    n_mae=round(SPEC.n_mae * scale),
                    n_head_moves=round(SPEC.n_head_moves * scale))  # fmt: skip
     identity = load_identities([IDENTITY])[0]
