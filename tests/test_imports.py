@@ -25,6 +25,7 @@ ENTRY_POINTS = {
     "fesnet.realtime.__main__",
     "fesnet.realtime.viewers.commands",  # fesnet-spot serve / webrtc-server / remote-camera
     "fesnet.realtime.viewers.measure",  # python -m fesnet.realtime.viewers.measure
+    "fesnet.realtime.bench.cli",  # fesnet-bench (its capacity run serves remote cameras)
     "fesnet.calibration.cli",  # fesnet-calibrate
 }
 MAY_IMPORT = {

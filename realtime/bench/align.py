@@ -23,12 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from .config import BenchConfig
+from .config import ALIGN_MODES, BenchConfig
 from .timing import load_avg, percentiles_ms
 
 log = logging.getLogger(__name__)
 
-ALIGN_MODES = ("before", "every-frame", "periodic")
 
 
 def _before_aligner() -> Any:

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from ..engine import Engine
+from ..viewers.capacity import run_capacity
 from .align import run_align
 from .backends import build_timed_backend, run_model_benchmarks
-from .capacity import run_capacity
 from .config import BenchConfig
 from .end_to_end import pipeline_vs_flow, run_end_to_end
 from .lag import run_lag

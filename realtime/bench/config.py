@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+ALIGN_MODES = ("before", "every-frame", "periodic")
+"""How the align thread looks for other faces (realtime/bench/align.py times each)."""
+
 
 @dataclass(frozen=True)
 class BenchConfig:
@@ -27,7 +30,7 @@ class BenchConfig:
     e2e_backends: tuple[str, ...] | None = None
     align_modes: tuple[str, ...] = ("before", "every-frame", "periodic")
     """Aligners to time against each other on ``video`` (the first is the reference; names of
-    ``fesnet.realtime.bench.align.ALIGN_MODES``)."""
+    ``fesnet.realtime.bench.config.ALIGN_MODES``)."""
     e2e_align: str = "periodic"
     """How the pipeline runs look for other faces."""
     profiles: tuple[str, ...] = ("before", "now")
@@ -46,7 +49,6 @@ class BenchConfig:
     cache_dir: str | None = None
 
     def __post_init__(self) -> None:
-        from .align import ALIGN_MODES
         from .profiles import PROFILES
 
         stride = 1 if self.stride_frames is None else self.stride_frames

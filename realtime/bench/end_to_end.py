@@ -67,7 +67,7 @@ def pipeline_run(
     Latency ("frame_score": capture of a window's newest frame -> its scores; "event": capture of
     the triggering frame -> event emitted) is only meaningful with ``pace="live"``: read as fast
     as possible, frames wait in the source's queue before they are processed. ``align`` names
-    the trackers' aligner (``fesnet.realtime.bench.align.ALIGN_MODES``).
+    the trackers' aligner (``fesnet.realtime.bench.config.ALIGN_MODES``).
     """
     from fesnet.model.runtime import merger_config
 

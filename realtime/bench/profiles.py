@@ -1,6 +1,6 @@
 """The settings the live benchmarks compare: the spotter before issue 16 and now.
 
-A profile names an aligner (align.py's ``ALIGN_MODES``), a window stride and merger settings
+A profile names an aligner (config.py's ``ALIGN_MODES``), a window stride and merger settings
 (None: the checkpoint's). ``before`` is the spotter as issue 16 found it: the aligner of then,
 stride 8, and the shipped checkpoint's merger of then (the settings issue 16 changed are
 spelled out here, so the old path stays measurable after the checkpoint moved on). ``now`` is

@@ -1,8 +1,8 @@
 """Cameras per box: how many 30 FPS remote cameras one server process keeps up with.
 
-Every level runs a fresh WebRTC server (realtime/viewers/webrtc_server.py: one engine shared by
+Every level runs a fresh WebRTC server (webrtc_server.py: one engine shared by
 all camera sessions, each session with its own tracker, threads, ring and merger) in this process,
-and N senders (sender.py), each in a process of its own, streaming the clip over VP8 on loopback.
+and N senders (capacity_sender.py), each in a process of its own, streaming the clip over VP8 on loopback.
 After a warm-up every session is measured for ``seconds``: frames that arrived, frames spotted,
 frames dropped at its latest-only slot. A level is *served* when every camera delivered at least
 ``MIN_DELIVERED`` of the clip's frame rate and its session spotted at least ``MIN_SPOTTED`` of what
@@ -18,15 +18,31 @@ import contextlib
 import logging
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from .config import BenchConfig
-from .profiles import Profile, hub_settings
-from .timing import load_avg
+from ..bench.config import BenchConfig
+from ..bench.profiles import Profile, hub_settings
+from ..bench.timing import load_avg
 
 log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _quiet_loggers(*names: str) -> Iterator[None]:
+    """These loggers at WARNING for the block (a line per peer and ICE check), their own levels
+    back after it: the bench runs inside other programs and test sessions too."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 MIN_DELIVERED = 0.9
 MIN_SPOTTED = 0.97
@@ -63,8 +79,8 @@ async def serve_level(
     import aioice.ice
     import psutil
 
-    from ..viewers.webrtc_server import ServerConfig, WebRtcServer
-    from .sender import loopback_ice
+    from .capacity_sender import loopback_ice
+    from .webrtc_server import ServerConfig, WebRtcServer
 
     hub = _bench_hub(engine, ck, profile, n)
     server = WebRtcServer(hub, ServerConfig(port=0, max_peers=n))
@@ -76,7 +92,7 @@ async def serve_level(
         try:
             for _ in range(n):
                 procs.append(await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "fesnet.realtime.bench.sender", url, video,
+                    sys.executable, "-m", "fesnet.realtime.viewers.capacity_sender", url, video,
                     "--seconds", str(WARM_UP_S + seconds + 30), "--loopback",
                     stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
                 ))  # fmt: skip
@@ -125,8 +141,8 @@ async def serve_level(
 
 def _bench_hub(engine: Any, ck: Any, profile: Profile, n: int) -> Any:
     """A hub whose camera sessions run ``profile`` (its aligner, stride and merger)."""
-    from ..viewers.hub import HubConfig, SpotHub
-    from .align import make_aligner
+    from ..bench.align import make_aligner
+    from .hub import HubConfig, SpotHub
 
     merger_cfg, stride = hub_settings(ck, profile)
     new_aligner = make_aligner(profile.align)
@@ -155,22 +171,21 @@ def run_capacity(config: BenchConfig, report: dict[str, Any], ck: Any, engine: A
         return
     import cv2
 
-    from .profiles import PROFILES
+    from ..bench.profiles import PROFILES
 
     cap = cv2.VideoCapture(config.video)
     fps = float(cap.get(cv2.CAP_PROP_FPS) or 30.0)
     cap.release()
     profiles = [PROFILES[name] for name in config.profiles]
-    for name in ("aioice", "aiohttp.access", "fesnet.realtime.viewers"):
-        logging.getLogger(name).setLevel(logging.WARNING)  # a line per peer and ICE check
     rows = []
-    for n in config.capacity_levels:
-        for profile in profiles:
-            log.info("capacity: %s, %d camera(s)", profile.name, n)
-            row = asyncio.run(serve_level(engine, ck, profile, n, config.video, fps,
-                                          config.capacity_seconds))  # fmt: skip
-            log.info("capacity: %s", row)
-            rows.append(row)
+    with _quiet_loggers("aioice", "aiohttp.access", "fesnet.realtime.viewers"):
+        for n in config.capacity_levels:
+            for profile in profiles:
+                log.info("capacity: %s, %d camera(s)", profile.name, n)
+                row = asyncio.run(serve_level(engine, ck, profile, n, config.video, fps,
+                                              config.capacity_seconds))  # fmt: skip
+                log.info("capacity: %s", row)
+                rows.append(row)
     served = {}
     for profile in profiles:
         best = 0
