@@ -1,8 +1,9 @@
 """Cameras per box: how many 30 FPS remote cameras one server process keeps up with.
 
-Every level runs a fresh WebRTC server (webrtc_server.py: one engine shared by
-all camera sessions, each session with its own tracker, threads, ring and merger) in this process,
-and N senders (capacity_sender.py), each in a process of its own, streaming the clip over VP8 on loopback.
+Every level runs a fresh WebRTC server (webrtc_server.py: one engine shared by all camera
+sessions, each session with its own tracker, threads, ring and merger) in this process, and N
+senders (capacity_sender.py), each in a process of its own, streaming the clip over VP8 on
+loopback.
 After a warm-up every session is measured for ``seconds``: frames that arrived, frames spotted,
 frames dropped at its latest-only slot. A level is *served* when every camera delivered at least
 ``MIN_DELIVERED`` of the clip's frame rate and its session spotted at least ``MIN_SPOTTED`` of what
