@@ -54,20 +54,27 @@ def ignore_known_warnings() -> None:
 
 
 @contextlib.contextmanager
+def loggers_at(level: int, *names: str) -> Iterator[None]:
+    """These loggers at ``level`` for the block, their own levels back after it (a library runs
+    inside other programs and test sessions: it must not change their logging for good)."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(level)
+    try:
+        yield
+    finally:
+        for lg, old in zip(loggers, levels, strict=True):
+            lg.setLevel(old)
+
+
+@contextlib.contextmanager
 def quiet_onnx_export() -> Iterator[None]:
     """Around a torch.onnx export: its known log lines and warnings are dropped."""
-    loggers = [logging.getLogger(name) for name in EXPORT_LOGGERS]
-    levels = [lg.level for lg in loggers]
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), loggers_at(logging.ERROR, *EXPORT_LOGGERS):
         for category, message in EXPORT_WARNINGS:
             warnings.filterwarnings("ignore", message, category)
-        for lg in loggers:
-            lg.setLevel(logging.ERROR)
-        try:
-            yield
-        finally:
-            for lg, level in zip(loggers, levels, strict=True):
-                lg.setLevel(level)
+        yield
 
 
 @contextlib.contextmanager

@@ -19,31 +19,17 @@ import contextlib
 import logging
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+
+from fesnet.model.noise import loggers_at
 
 from ..bench.config import BenchConfig
 from ..bench.profiles import Profile, hub_settings
 from ..bench.timing import load_avg
 
 log = logging.getLogger(__name__)
-
-
-@contextlib.contextmanager
-def _quiet_loggers(*names: str) -> Iterator[None]:
-    """These loggers at WARNING for the block (a line per peer and ICE check), their own levels
-    back after it: the bench runs inside other programs and test sessions too."""
-    loggers = [logging.getLogger(name) for name in names]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
 
 MIN_DELIVERED = 0.9
 MIN_SPOTTED = 0.97
@@ -179,7 +165,8 @@ def run_capacity(config: BenchConfig, report: dict[str, Any], ck: Any, engine: A
     cap.release()
     profiles = [PROFILES[name] for name in config.profiles]
     rows = []
-    with _quiet_loggers("aioice", "aiohttp.access", "fesnet.realtime.viewers"):
+    # a line per peer and ICE check otherwise
+    with loggers_at(logging.WARNING, "aioice", "aiohttp.access", "fesnet.realtime.viewers"):
         for n in config.capacity_levels:
             for profile in profiles:
                 log.info("capacity: %s, %d camera(s)", profile.name, n)
