@@ -1,9 +1,12 @@
 """Which aligned videos training and evaluation use: one place, so both read the same splits.
 
-- ``synthetic``: long videos generated from the shipped real faces (model/data/synthetic.py).
-  Train and validation videos use the TRAIN identities (different seeds; some with a random
-  neutral look); the test videos use the held-out TEST identities, never seen in training or
-  threshold selection.
+- ``synthetic``: long videos generated from the shipped real faces (model/data/synthetic.py), in
+  two sets (``SyntheticSetConfig.preset``). ``v1``: train and validation videos use the TRAIN
+  identities (different seeds; some with a random neutral look). ``v2`` (model/data/webcam_set.py):
+  dozens of identities (more real faces, mirror images, morphs, jitters), six temporal
+  profiles, random AU region mixes and the distractors of a real webcam; its validation videos
+  show only people no training video shows. Both sets share one test split: the held-out TEST
+  identities, never seen in training or threshold selection, the same videos byte for byte.
 - ``casme2`` / ``sammlv``: the published layouts, k-fold by video (the paper's 5-fold protocol)
   or leave-one-subject-out.
 """
@@ -53,6 +56,21 @@ class SyntheticSetConfig:
     train_profiles: tuple[str, ...] = ("smooth", "asym")
     holdout_warp: str = "tps"
     holdout_profiles: tuple[str, ...] = ("linear",)
+    version: str = "v1"
+    """``v1`` (the fields above) or ``v2`` (train and val from webcam_set.py, sized below)."""
+    v2_train_videos: int = 96
+    v2_val_videos: int = 24
+    v2_duration_s: float = 30.0
+
+    @classmethod
+    def preset(cls, name: str, seed: int = 0) -> SyntheticSetConfig:
+        """The named set (SYNTHETIC_SETS) with the given seed."""
+        if name not in SYNTHETIC_SETS:
+            raise ValueError(f"unknown synthetic set {name!r}; choose one of {SYNTHETIC_SETS}")
+        return cls(seed=seed, version=name)
+
+
+SYNTHETIC_SETS = ("v1", "v2")
 
 
 def synthetic_jobs(
@@ -66,6 +84,13 @@ def synthetic_jobs(
 
     if split not in ("train", "val", "test"):
         raise ValueError(f"unknown split {split!r}: train, val or test")
+    if cfg.version not in SYNTHETIC_SETS:
+        raise ValueError(f"unknown synthetic set {cfg.version!r}; choose one of {SYNTHETIC_SETS}")
+    if cfg.version == "v2" and split != "test":
+        from .data.webcam_set import webcam_jobs
+
+        n = cfg.v2_train_videos if split == "train" else cfg.v2_val_videos
+        return webcam_jobs(split, cfg.seed, n, cfg.v2_duration_s)
     train_ids, test_ids = train_test_identities()
     base = cfg.seed * 100_000
     jobs: list[tuple[str, SyntheticSpec, int]] = []
