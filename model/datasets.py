@@ -148,14 +148,14 @@ def _preprocess_job(job: tuple[str, SyntheticSpec, int], cache_dir: Path) -> Ali
     return preprocess_synthetic(identity, spec, seed, cache_dir=cache_dir)
 
 
-def synthetic_split(
+def cache_synthetic_split(
     split: str,
     cache_dir: Path,
     cfg: SyntheticSetConfig = SyntheticSetConfig(),
     workers: int = 1,
-) -> list[AlignedVideo]:
-    """Generate (or read from the cache) and align one split of the synthetic set. Rendering
-    and alignment take ~30 s per 40 s video; ``workers`` processes share the uncached ones."""
+) -> list[tuple[str, SyntheticSpec, int]]:
+    """Render and align the videos of one split that are not cached yet (~30 s per 40 s video
+    on one core; ``workers`` processes share them). Returns the split's jobs."""
     from functools import partial
 
     from .data.preprocess import cached_synthetic
@@ -163,7 +163,7 @@ def synthetic_split(
     jobs = synthetic_jobs(split, cfg)
     todo = [job for job in jobs if cached_synthetic(*job, cache_dir=cache_dir) is None]
     run = partial(_preprocess_job, cache_dir=cache_dir)
-    desc = f"synthetic {split}"
+    desc = f"synthetic {cfg.version} {split}"
     if workers > 1 and len(todo) > 1:
         from concurrent.futures import ProcessPoolExecutor
         from multiprocessing import get_context
@@ -174,6 +174,18 @@ def synthetic_split(
     else:
         for job in tqdm(todo, desc=desc, unit="video", disable=len(todo) < 2):
             run(job)
+    return jobs
+
+
+def synthetic_split(
+    split: str,
+    cache_dir: Path,
+    cfg: SyntheticSetConfig = SyntheticSetConfig(),
+    workers: int = 1,
+) -> list[AlignedVideo]:
+    """Generate (or read from the cache) and align one split of the synthetic set, and load
+    it (all crops in memory: ~90 MB per 40 s video at 60 Hz)."""
+    jobs = cache_synthetic_split(split, cache_dir, cfg, workers)
     videos = [_preprocess_job(job, cache_dir) for job in jobs]
     n_look = sum(spec.rest_aus != () for _, spec, _ in jobs)
     log.info("synthetic %s: %d videos (%d with a varied look)", split, len(videos), n_look)
