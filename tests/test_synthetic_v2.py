@@ -123,7 +123,7 @@ def test_v2_render_is_deterministic_and_a_dropped_frame_repeats(two_identities):
 def test_defaults_leave_the_digest_alone():
     plain = SyntheticSpec()
     assert plain.digest() == replace(plain, region_mix="combos", au_spread=(1.0, 1.0),
-                                     mouth_cavity=False, distractors=None).digest()
+                                     distractors=None).digest()
     assert plain.digest() != replace(plain, distractors=Distractors()).digest()
     with pytest.raises(ValueError, match="region_mix"):
         SyntheticSpec(region_mix="everything")
@@ -210,3 +210,31 @@ def test_notice_lists_every_shipped_face():
     noticed = _noticed_packages()
     assert set(noticed) == set(available_identities())
     assert not any(is_reserved(name) and name not in TEST_IDENTITIES for name in noticed)
+
+
+def test_talking_parts_the_lips_and_shows_the_dark_inside(two_identities):
+    """At a talking peak the lips part (a dark gap opens at the lip seam) and the eyes and
+    forehead do not move: a mouth, not a stretched smear."""
+    identity = two_identities[0]
+    quiet = {"blink_rate_hz": (0.0, 0.0), "turns_per_min": (0, 0), "yaw_drift_deg": (0, 0),
+             "pitch_drift_deg": (0, 0), "twitches_per_min": (0, 0), "soft_focus": (1, 1),
+             "noise_bursts_per_min": (0, 0), "flicker": (0, 0), "frame_drop": (0, 0),
+             "exposure_steps_per_min": (0, 0), "talks_per_min": (9, 9), "talk_jaw_px": (6, 6)}
+    spec = SyntheticSpec(duration_s=40.0, fps=30.0, n_me=0, n_mae=0, blink_rate_hz=0.0,
+                         head_drift_px=0.0, head_drift_deg=0.0, head_drift_scale=0.0,
+                         jitter_px=0.0, n_head_moves=0, lighting_drift=0.0, n_light_changes=0,
+                         noise_sigma=(0.0, 0.0), jpeg_quality=None,
+                         distractors=Distractors(**quiet))
+    stream = SyntheticStream(identity, spec, 4)
+    talk = stream.plan.extra.talk
+    peak, rest = int(np.argmax(talk)), int(np.flatnonzero(talk == 0)[0])
+    assert talk[peak] > 4.0
+    open_, closed = stream.frame(peak).astype(int), stream.frame(rest).astype(int)
+    lm = identity.landmarks
+    mouth = np.round(lm[[13, 14]].mean(axis=0)).astype(int)
+    box = (slice(mouth[1] - 10, mouth[1] + 12), slice(mouth[0] - 12, mouth[0] + 13))
+    dark_open = int((open_[box].sum(axis=-1) < 250).sum())  # the mouth's inside: near black
+    dark_closed = int((closed[box].sum(axis=-1) < 250).sum())
+    assert dark_open >= dark_closed + 25, (dark_open, dark_closed)
+    eyes_y = int(lm[[33, 263]][:, 1].mean())
+    np.testing.assert_array_equal(open_[: eyes_y + 5], closed[: eyes_y + 5])

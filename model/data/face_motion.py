@@ -1,7 +1,7 @@
 """Face motions that are not expressions, as displacement fields on an identity image: talking
-(jaw and lip rounding), head rotation (yaw and pitch), the dark gap of an opened mouth, and the
-left/right masks of sided AUs. The synthetic renderer (synthetic.py) adds them to the AU fields
-before its single remap.
+(the lips parting with the mouth's dark inside, the jaw, lip rounding), head rotation (yaw and
+pitch), and the left/right masks of sided AUs. The renderer (synthetic.py) adds them to the AU
+fields; rotation is a second remap after the mouth's inside is drawn.
 
 Head rotation is approximated on the 2D image: a depth map (an ellipsoid over the face outline
 plus a nose bump) gives every face pixel a depth ``z``; turning by yaw ``a`` moves it by
@@ -22,8 +22,6 @@ from .landmarks import (
     CHIN,
     CORNER_L,
     CORNER_R,
-    EYE_CORNERS,
-    FACE_OUTLINE_UPPER,
     LOWER_LIP,
     NOSE_BRIDGE,
     NOSE_TIP,
@@ -38,17 +36,6 @@ FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365
              377, 152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67,
              109)
 
-JAW_OPEN = ActionUnit(
-    "talk_jaw_open",
-    (
-        Group(LOWER_LIP, (0.0, 1.0)),
-        Group(CHIN, (0.0, 1.0)),
-        Group(CORNER_L + CORNER_R, (0.0, 0.35)),
-        Group(UPPER_LIP, (0.0, -0.12)),
-    ),
-    NOSE_TIP + EYE_CORNERS + FACE_OUTLINE_UPPER,
-    0.22,
-)
 LIP_ROUND = ActionUnit(
     "talk_lip_round",
     (Group(CORNER_L, (0.8, 0.0)), Group(CORNER_R, (-0.8, 0.0)), Group(UPPER_LIP, (0.0, -0.25)),
@@ -83,9 +70,35 @@ class FaceMotion:
 
     def __init__(self, identity: Identity) -> None:
         self.identity = identity
-        self.jaw = au_unit_field(identity, JAW_OPEN)
         self.round = au_unit_field(identity, LIP_ROUND)
+        self._jaw_basis()
         self._rotation_basis()
+
+    def _jaw_basis(self) -> None:
+        """The talking jaw as a field that *splits* at the lip seam: below the seam (between the
+        mouth corners) everything moves down by the full amount at once, so the lips part
+        instead of stretching; beyond the corners the lower face follows smoothly; below the
+        chin and past the jaw the motion fades."""
+        lm = self.identity.landmarks
+        iod = self.identity.iod_px
+        seam = (lm[list(INNER_UPPER)] + lm[list(INNER_LOWER)]) / 2.0
+        seam = seam[np.argsort(seam[:, 0])]
+        ys, xs = np.mgrid[0:IDENTITY_SIZE, 0:IDENTITY_SIZE].astype(np.float32)
+        self._seam_y = np.interp(xs, seam[:, 0], seam[:, 1]).astype(np.float32)
+        left, right = float(seam[0, 0]), float(seam[-1, 0])
+        u = (xs - left) / max(right - left, 1.0)
+        self._taper = np.where((u > 0) & (u < 1), np.sin(np.pi * np.clip(u, 0, 1)) ** 0.6,
+                               0.0).astype(np.float32)
+        below = ys - self._seam_y
+        step = 1.0 / (1.0 + np.exp(-below / 0.6))
+        ramp = smoothstep(below / (0.35 * iod))
+        chin_y = float(lm[list(CHIN)][:, 1].max())
+        fade = smoothstep((chin_y + 0.35 * iod - ys) / (0.35 * iod))
+        across = np.exp(-(((xs - (left + right) / 2) / (0.9 * iod)) ** 2))
+        jaw_y = (self._taper * step + (1.0 - self._taper) * ramp) * fade * across
+        self.jaw = np.zeros((IDENTITY_SIZE, IDENTITY_SIZE, 2), np.float32)
+        self.jaw[..., 1] = jaw_y
+        self._rows = ys
 
     def _rotation_basis(self) -> None:
         lm = self.identity.landmarks
@@ -113,25 +126,16 @@ class FaceMotion:
         out[..., 1] = self._y * np.float32(np.cos(b) - 1.0) + self._z * np.float32(np.sin(b))
         return out
 
-    def cavity(self, face: np.ndarray, disp: np.ndarray) -> np.ndarray:
-        """Darken the part of the mouth opening that ``disp`` (the frame's displacement) opened
-        beyond the identity image's own: an open mouth shows its dark inside, not stretched
-        lips. ``face`` is the remapped image (uint8 BGR); returns a new image."""
-        import cv2
-
-        lm = self.identity.landmarks
-        contour = np.array(INNER_UPPER + INNER_LOWER[::-1][1:-1])
-        rest = lm[list(contour)]
-        idx = np.clip(rest.round().astype(int), 0, IDENTITY_SIZE - 1)
-        moved = rest + disp[idx[:, 1], idx[:, 0]]
-        mask_rest = np.zeros(face.shape[:2], np.float32)
-        mask_open = np.zeros(face.shape[:2], np.float32)
-        cv2.fillPoly(mask_rest, [np.round(rest * 4).astype(np.int32)], 1.0, cv2.LINE_AA, 2)
-        cv2.fillPoly(mask_open, [np.round(moved * 4).astype(np.int32)], 1.0, cv2.LINE_AA, 2)
-        alpha = np.clip(mask_open - mask_rest, 0.0, 1.0)
+    def cavity(self, face: np.ndarray, jaw_px: float) -> np.ndarray:
+        """Darken the gap the talking jaw opened (``jaw_px``: this frame's jaw amount): the
+        pixels below the lip seam whose source lies above it. ``face`` is the remapped image
+        (uint8 BGR); returns a new image."""
+        below = self._rows - self._seam_y
+        moved = jaw_px * self.jaw[..., 1]
+        gap = np.clip(below + 0.5, 0.0, 1.0) * np.clip(moved - below + 0.5, 0.0, 1.0)
+        alpha = (gap * np.sqrt(self._taper) * np.float32(0.85))[..., None]
         if not alpha.any():
             return face
-        alpha = cv2.GaussianBlur(alpha, (0, 0), sigmaX=0.8)[..., None] * np.float32(0.85)
         inside = np.array([38.0, 28.0, 70.0], np.float32)  # dark red-brown, BGR
         out = face.astype(np.float32) * (1.0 - alpha) + inside * alpha
         return np.clip(out + 0.5, 0, 255).astype(np.uint8)

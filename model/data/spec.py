@@ -31,7 +31,8 @@ class Distractors:
 
     Blinks replace the spec's own blinks (set ``SyntheticSpec.blink_rate_hz = 0``): single,
     double, partial (the lids close part way) and slow ones, by ``blink_kinds`` weights. Talking
-    opens and closes the jaw and rounds the lips at 2-6 Hz for seconds. Head rotation (yaw and
+    parts the lips (the mouth's dark inside shows), drops the jaw and rounds the lips at 2-6 Hz
+    for seconds. Head rotation (yaw and
     pitch, a depth-aware warp of the face) drifts and turns. Twitches are quick rigid head jerks
     out and back, with a little rotation: ME-sized in time on purpose. Exposure flickers (mains
     light beating with the frame rate) and steps (auto exposure settling with an overshoot);
@@ -45,7 +46,7 @@ class Distractors:
     talks_per_min: Range = (0.0, 4.0)
     talk_duration_s: Range = (1.0, 5.0)
     talk_hz: Range = (2.0, 6.0)
-    talk_jaw_px: Range = (1.5, 5.0)
+    talk_jaw_px: Range = (2.0, 8.0)
     yaw_drift_deg: Range = (0.0, 6.0)
     pitch_drift_deg: Range = (0.0, 4.0)
     turns_per_min: Range = (0.0, 3.0)
@@ -132,8 +133,6 @@ class SyntheticSpec:
     ``random`` (1-3 AUs drawn freely, each with its own weight and a left/right balance)."""
     au_spread: tuple[float, float] = (1.0, 1.0)
     """Scale of the AU fields' spatial reach (Shepard sigma), drawn once per video."""
-    mouth_cavity: bool = False
-    """Darken the gap between the lips when the mouth opens (talking, jaw drop)."""
     distractors: Distractors | None = None
     """Webcam distractors (:class:`Distractors`); None: only the ones above."""
 
@@ -179,7 +178,7 @@ class SyntheticSpec:
 _DEFAULTS_OUTSIDE_DIGEST = {
     "rest_aus": (), "face_aspect": 1.0, "light_gain": 1.0, "light_side": 0.0,
     "warp": "shepard", "profiles": ("smooth",), "region_mix": "combos",
-    "au_spread": (1.0, 1.0), "mouth_cavity": False, "distractors": None,
+    "au_spread": (1.0, 1.0), "distractors": None,
 }
 
 

@@ -21,12 +21,19 @@ videos rendered from the shipped real face images (``model/data/faces``). What h
   give byte-identical frames, whether rendered in one go, streamed, or frame by frame.
 - Train and test identities (:func:`~.identities.train_test_identities`) are disjoint people.
 - *Motion families*: ``warp`` (how an AU's motion spreads over the face: ``shepard`` or ``tps``,
-  action_units.py) and ``profiles`` (the temporal shapes events draw from: ``smooth``, ``asym``,
-  ``linear``, plan.py). At their defaults (``shepard``, ``smooth``) nothing changes either.
+  action_units.py), ``profiles`` (the temporal shapes events draw from, profiles.py),
+  ``region_mix`` (prototype AU combinations or free, possibly one-sided mixes) and ``au_spread``
+  (the fields' reach). At their defaults (``shepard``, ``smooth``, ``combos``) nothing changes.
+- *Webcam distractors* (``spec.distractors``, distractors.py and face_motion.py): blinks of four
+  kinds, talking, head rotation, twitches, exposure flicker and steps, noise bursts, motion
+  blur, dropped frames, a soft lens; all labelled neutral and kept clear of MEs where they are
+  events. Off by default.
 
-The pieces: landmarks.py (FaceMesh point groups), identities.py (the faces), action_units.py
-(AUs and their displacement fields), plan.py (the per-frame schedule drawn from the seed), and
-this module (the spec and the renderer).
+The pieces: landmarks.py (FaceMesh point groups), identities.py and variants.py (the faces, and
+morphs and jitters of them), action_units.py (AUs and their displacement fields), profiles.py,
+spec.py (what a video contains), timeline.py, plan.py and distractors.py (the per-frame schedule
+drawn from the seed), face_motion.py (talking, rotation and camera effects), and this module
+(the renderer).
 - A session's *neutral look* can differ from the identity image (``rest_aus``, ``face_aspect``,
   ``light_gain``, ``light_side``): a constant resting AU offset (e.g. a one-sided lip corner),
   a wider or narrower face, a dim or bright room, side lighting. They are constant over the video,
@@ -34,8 +41,9 @@ this module (the spec and the renderer).
   defaults they change nothing: neither the bytes nor the digest of existing videos.
 
 Rendering per frame: one ``cv2.remap`` of the identity image by the sum of the active AUs'
-precomputed unit fields, one ``cv2.warpAffine`` for head pose and placement in the canvas, then
-lighting, noise and JPEG. About 3-6 ms per 256x256 frame on one core.
+precomputed unit fields (a second one for head rotation), one ``cv2.warpAffine`` for head pose
+and placement in the canvas, then lighting, optics (blur, lens), noise and JPEG. About 3-6 ms per
+256x256 frame on one idle core; the full-frame float work grows with the frame (640x480 ~5x).
 """
 
 from __future__ import annotations
@@ -101,7 +109,7 @@ class SyntheticStream:
             term = au_unit_field(identity, ACTION_UNITS[name], spec.warp) * np.float32(px)
             self._rest = term if self._rest is None else self._rest + term
         self._motion = None
-        if self.plan.extra is not None or spec.mouth_cavity:
+        if self.plan.extra is not None:
             self._motion = FaceMotion(identity)
         s = IDENTITY_SIZE
         ys, xs = np.mgrid[0:s, 0:s].astype(np.float32)
@@ -196,7 +204,7 @@ class SyntheticStream:
 
     def _face(self, i: int) -> np.ndarray:
         """The identity image moved by the frame's expression, blink and talking, with the
-        mouth's dark inside where it opened, then turned by the head rotation."""
+        mouth's dark inside where talking parted the lips, then turned by the head rotation."""
         import cv2
 
         disp = self._displacement(i)
@@ -205,8 +213,9 @@ class SyntheticStream:
             maps = self._grid - disp
             face = cv2.remap(face, maps[..., 0], maps[..., 1], cv2.INTER_LINEAR,
                              borderMode=cv2.BORDER_REFLECT101)
-            if self.spec.mouth_cavity and self._motion is not None:
-                face = self._motion.cavity(face, disp)
+            extra = self.plan.extra
+            if extra is not None and extra.talk[i] > 0.0 and self._motion is not None:
+                face = self._motion.cavity(face, float(extra.talk[i]))
         extra = self.plan.extra
         if extra is None or (extra.yaw_deg[i] == 0.0 and extra.pitch_deg[i] == 0.0):
             return face

@@ -75,7 +75,6 @@ def webcam_spec(rng: np.random.Generator, duration_s: float) -> SyntheticSpec:
         profiles=TRAIN_PROFILES,
         region_mix="random" if rng.random() < 0.6 else "combos",
         au_spread=(0.7, 1.5),
-        mouth_cavity=True,
         distractors=Distractors(),
         **look,
         **framing,
