@@ -1,6 +1,7 @@
 """Look at a synthetic set and time it: contact sheets of chosen frames (expression apexes and
 every kind of distractor, cropped around the face) and the rendering cost per frame, per frame
-size.
+size, beside the same videos rendered without the v2 features (no distractors, combo AUs, one
+profile: the v1 machinery), interleaved in one run so machine load hits both alike.
 
 Usage:
     python scripts/sample_synthetic_set.py --set v2 --videos 6 --out /tmp/v2-sample
@@ -12,6 +13,7 @@ import argparse
 import json
 import time
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -74,20 +76,27 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
     jobs = synthetic_jobs(a.split, SyntheticSetConfig.preset(a.synthetic_set))[: a.videos]
-    costs: dict[str, list[float]] = defaultdict(list)
+    costs: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for identity_name, spec, seed in jobs:
-        stream = SyntheticStream(load_identities([identity_name])[0], spec, seed)
+        identity = load_identities([identity_name])[0]
+        stream = SyntheticStream(identity, spec, seed)
         sheet(stream, a.out / f"{stream.video_id}.png")
+        plain = replace(spec, distractors=None, region_mix="combos", au_spread=(1.0, 1.0),
+                        profiles=("smooth",), blink_rate_hz=0.25)
+        streams = {"this set": stream, "v1 machinery": SyntheticStream(identity, plain, seed)}
         frames = np.linspace(0, stream.n_frames - 1, a.timed_frames).astype(int)
-        start = time.perf_counter()
-        for i in frames:
-            stream.frame(int(i))
         size = "x".join(map(str, spec.frame_size))
-        costs[size].append((time.perf_counter() - start) * 1000 / len(frames))
-        print(f"{stream.video_id}: {size} {spec.fps:.0f} FPS, {costs[size][-1]:.1f} ms/frame")
-    summary = {size: round(float(np.mean(v)), 2) for size, v in costs.items()}
+        for k, chunk in enumerate(np.array_split(frames, 6)):
+            for name in sorted(streams, reverse=bool(k % 2)):
+                start = time.perf_counter()
+                for i in chunk:
+                    streams[name].frame(int(i))
+                costs[size][name].append((time.perf_counter() - start) * 1000 / len(chunk))
+        print(f"{stream.video_id}: {size} {spec.fps:.0f} FPS")
+    summary = {size: {name: round(float(np.mean(v)), 2) for name, v in by.items()}
+               for size, by in costs.items()}
     (a.out / "render_ms_per_frame.json").write_text(json.dumps(summary, indent=1))
-    print("ms per rendered frame by frame size:", summary)
+    print("ms per rendered frame by frame size:", json.dumps(summary))
 
 
 if __name__ == "__main__":
