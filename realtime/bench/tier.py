@@ -29,7 +29,8 @@ from fesnet.model.tier import ModelTier
 
 from ..engine import Engine, WindowScheduler
 from ..ring import FeatureRing
-from .tier_load import EngineStream, SyntheticStream, TickLoad
+from .config import BenchConfig
+from .tier_load import EngineStream, SyntheticStream, TickLoad, synthetic_streams
 from .timing import percentiles_ms
 
 log = logging.getLogger(__name__)
@@ -205,3 +206,61 @@ def _engine_cycle(engine: Engine, streams: Sequence[SyntheticStream],
                 slot[i] += 1
 
     return cycle
+
+
+def run_tier_bench(config: BenchConfig, report: dict[str, Any]) -> None:
+    """``fesnet-bench --tier``: the model tier of ``config.tier_backend`` on ``config.device``:
+    capacity over ``config.streams``, one camera's latency, and against today's per-stream
+    Engine (the same backend, numpy in and out) at ``config.tier_compare`` streams."""
+    from fesnet.model.runtime import DEFAULT_STRIDE_FRAMES, build_backend
+    from fesnet.model.tier_run import make_tier, resolve
+
+    from .backends import load_model
+
+    ck, model_info = load_model(config)
+    stride = config.stride_frames or int(ck.meta.get("stride_frames", DEFAULT_STRIDE_FRAMES))
+    name, device, precision = resolve(config.tier_backend, config.device, config.tier_precision)
+    threads = min(config.threads)
+    levels = sorted(set(config.streams) | set(config.tier_compare))
+    tier = make_tier(name, ck, device=device, precision=precision, compile=config.tier_compile,
+                     threads=threads, max_streams=max(levels), max_bucket=config.tier_max_bucket,
+                     ring_slots=ck.config.window_frames + 2 * stride + 1)  # fmt: skip
+    geometry = ck.config.geometry_dims > 0
+    n_streams = max(2, min(8, max(config.tier_compare, default=2)))
+    streams = synthetic_streams(n_streams, config.tier_slots, geometry, ck.config.image_size,
+                                fps=(60,))  # fmt: skip
+    pool, geom = streams[0].frames, streams[0].geom
+    report["model"] = {**model_info, "stride_frames": stride, "config": ck.config.to_dict()}
+    out: dict[str, Any] = {"tier": tier.name, "device": device, "precision": precision,
+                           "buckets": list(tier.buckets or ()), "threads": threads}  # fmt: skip
+    log.info("tier %s: latency", tier.name)
+    out["latency"] = latency(tier, stride, pool, geom, ticks=max(40, int(60 * config.seconds)))
+    log.info("tier %s: capacity over %s streams", tier.name, list(config.streams))
+    out["capacity"] = capacity_sweep(tier, config.streams, stride, pool, geom)
+    if config.tier_compare:
+        today = build_backend("torch" if name == "torch" else name, ck, threads,
+                              **({"device": device} if name == "torch" else {}))  # fmt: skip
+        engine = Engine(today, ck.config.window_frames)
+        log.info("tier %s against today's engine (%s) at %s streams", tier.name, today.name,
+                 list(config.tier_compare))  # fmt: skip
+        out["engine_backend"] = today.name
+        out["engine_vs_tier"] = engine_vs_tier(engine, tier, streams, config.tier_compare, stride,
+                                               config.seconds)  # fmt: skip
+    out["counts"] = dict(tier.counts)
+    report["tier"] = out
+
+
+def tier_summary(report: dict[str, Any]) -> list[str]:
+    """The tier bench's lines of ``fesnet-bench``'s summary."""
+    t = report.get("tier")
+    if not t:
+        return []
+    lat = t["latency"]["window_step_ms"]
+    lines = [f"tier {t['tier']}: one camera p50 {lat.get('p50_ms', float('nan')):.2f} ms / p99 "
+             f"{lat.get('p99_ms', float('nan')):.2f} ms; ~{t['capacity']['cameras_at_60fps']} "
+             f"cameras at 60 FPS ({t['capacity']['stopped']})"]  # fmt: skip
+    for r in t.get("engine_vs_tier", []):
+        lines.append(f"  {r['streams']} streams: engine {r['engine']['model_frames_per_s']:.0f} "
+                     f"frames/s, tier {r['tier']['model_frames_per_s']:.0f} frames/s "
+                     f"(x{r['tier_vs_engine']:.2f})")  # fmt: skip
+    return lines
