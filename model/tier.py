@@ -124,7 +124,10 @@ class ModelTier:
 
     ``functions``: the model on its device; ``runner``: how the two bodies run (eager, or CUDA
     graphs per bucket); ``buckets``: padded batch sizes (None: exact sizes, no padding; needs an
-    eager runner); ``max_bucket``: the largest model call (more is split into chunks)."""
+    eager runner); ``max_bucket``: the largest model call (more is split into chunks);
+    ``max_encode``: the largest encoder call, if smaller (one of ``buckets``): on a CPU a batch of
+    crops larger than the cache is slower per crop than one at a time (ONNX Runtime, 1 thread:
+    8 crops at once 1.27x the time of 8 calls of one, docs/GPU.md)."""
 
     def __init__(
         self,
@@ -137,6 +140,7 @@ class ModelTier:
         ring_slots: int | None = None,
         buckets: Sequence[int] | None = None,
         max_bucket: int = 64,
+        max_encode: int | None = None,
         runner: Runner | None = None,
         geometry: GeometryConfig | None = None,
         name: str = "tier",
@@ -158,6 +162,9 @@ class ModelTier:
         self.ring_slots = ring_slots
         self.buckets = buckets
         self.max_bucket = max_bucket
+        self.max_encode = min(max_encode or max_bucket, max_bucket)
+        if buckets is not None and self.max_encode not in buckets:
+            raise ValueError(f"max_encode {self.max_encode} must be one of the buckets {buckets}")
         self.runner: Runner = runner if runner is not None else EagerRunner()
         self.counts: collections.Counter[str] = collections.Counter()
         cuda = self.device.type == "cuda"
@@ -245,13 +252,12 @@ class ModelTier:
         plan = self.table.plan(batch)
         self._wait_inputs_free()
         if self.geom is not None and len(plan.rows):
-            rows = torch.from_numpy(plan.rows).to(self.device, non_blocking=True)
-            vectors = torch.from_numpy(np.ascontiguousarray(batch.geom, np.float32))
-            self.geom.index_copy_(0, rows, vectors.to(self.device, non_blocking=True))
+            vectors = self._upload("geom", np.asarray(batch.geom, np.float32), torch.float32)
+            self.geom.index_copy_(0, self._upload("geom_rows", plan.rows), vectors)
         self._encode(batch.crops, plan.encode_rows)
         if len(plan.copy_dst):
-            src = torch.from_numpy(plan.copy_src).to(self.device, non_blocking=True)
-            dst = torch.from_numpy(plan.copy_dst).to(self.device, non_blocking=True)
+            src = self._upload("copy_src", plan.copy_src)
+            dst = self._upload("copy_dst", plan.copy_dst)
             for ring in (self.x_prime, self.x_atten):
                 ring.index_copy_(0, dst, ring.index_select(0, src))
         self.table.commit(plan)
@@ -269,6 +275,16 @@ class ModelTier:
         if self._inputs_free is not None:
             self._inputs_free.synchronize()
 
+    def _upload(self, name: str, array: np.ndarray, dtype: torch.dtype = torch.int64
+                ) -> torch.Tensor:  # fmt: skip
+        """``array`` on the device: through a pinned staging buffer on CUDA (an asynchronous
+        copy), as is on the CPU."""
+        if self.device.type != "cuda":
+            return torch.from_numpy(np.ascontiguousarray(array))
+        host = self._host.get(name, array.shape, dtype)
+        host.numpy()[...] = array
+        return host.to(self.device, non_blocking=True)
+
     def _encode(self, crops: np.ndarray, rows: np.ndarray) -> None:
         m = len(rows)
         if m == 0:
@@ -280,7 +296,7 @@ class ModelTier:
                 np.copyto(staged.numpy(), crops)
         else:
             staged = torch.from_numpy(np.ascontiguousarray(crops))
-        chunks = plan_chunks(m, self.buckets, self.max_bucket)
+        chunks = plan_chunks(m, self.buckets, self.max_encode)
         padded = self._padded("encode_rows", rows[:, None], chunks)[:, 0]
         at = 0
         for off, cnt, size in chunks:

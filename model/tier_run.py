@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 TIER_BACKENDS = ("auto", "torch", "onnx", "onnx-int8", "tensorrt")
 PRECISIONS = ("auto", "fp32", "fp16")
 DEFAULT_MAX_BUCKET = {"cuda": 1024, "cpu": 64}
+HOST_MAX_ENCODE = 4  # ONNX Runtime on a CPU: larger crop batches are slower per crop (tier.py)
 
 
 class TorchFunctions:
@@ -254,6 +255,7 @@ def make_tier(
     max_streams: int = 64,
     ring_slots: int | None = None,
     max_bucket: int | None = None,
+    max_encode: int | None = None,
     buckets: Sequence[int] | None = None,
     runner: Runner | None = None,
     **backend_opts: Any,
@@ -282,6 +284,7 @@ def make_tier(
             raise ValueError(f"the {name} tier runs on the CPU in fp32")
         opts = dict(backend_opts) | ({"threads": threads} if threads is not None else {})
         functions = HostBackendFunctions(make_backend(name, checkpoint, **opts))
+        max_encode = max_encode or HOST_MAX_ENCODE
     else:
         functions = TensorRTFunctions(checkpoint.net, max(buckets or (max_bucket,)), precision,
                                       device, **backend_opts)  # fmt: skip
@@ -293,5 +296,5 @@ def make_tier(
     return ModelTier(functions, window_frames=cfg.window_frames, image_size=cfg.image_size,
                      geometry_dims=cfg.geometry_dims, max_streams=max_streams,
                      ring_slots=ring_slots, buckets=buckets, max_bucket=max_bucket,
-                     runner=runner, geometry=checkpoint.geometry if cfg.geometry_dims else None,
+                     max_encode=max_encode, runner=runner, geometry=checkpoint.geometry,
                      name=label)  # fmt: skip

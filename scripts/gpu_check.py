@@ -201,8 +201,9 @@ def parent(args: argparse.Namespace, forbid: Forbid) -> int:
     budget_end = started + args.budget_s
     for i, cfg in enumerate(configs):
         left = budget_end - time.perf_counter()
-        nominal = sum(c.share_s for c in configs[i:])  # scaled down when time is short
-        share = cfg.share_s * min(1.0, left / nominal)
+        later = sum(c.share_s for c in configs[i + 1 :])
+        # Its share, scaled down when time is short, or what earlier ones left unused.
+        share = min(left, max(cfg.share_s * min(1.0, left / (cfg.share_s + later)), left - later))
         if cfg.device == "cuda" and not (info or {}).get("cuda_available"):
             report["configs"][cfg.name] = {"errors": {"skipped": "CUDA is not available"}}
         elif share < 15:
