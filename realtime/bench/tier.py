@@ -102,14 +102,18 @@ def capacity_sweep(
     any level carried, capped by its N."""
     rows: list[dict[str, Any]] = []
     stopped = "levels done"
+    last: tuple[int, float] | None = None  # (streams, seconds) of the previous level
     for n in sorted(set(levels)):
         if n > tier.max_streams:
             stopped = f"level {n} > the tier's max_streams {tier.max_streams}"
             break
-        if deadline is not None and time.perf_counter() > deadline:
-            stopped = "time budget"
+        now = time.perf_counter()
+        expect = 0.0 if last is None else last[1] * n / last[0]  # a level's cost grows with N
+        if deadline is not None and now + expect > deadline:
+            stopped = f"time budget (level {n} would take ~{expect:.0f} s)"
             break
         row = capacity(tier, n, stride, pool, geom, cycles, deadline)
+        last = (n, time.perf_counter() - now)
         rows.append(row)
         progress(f"  {tier.name}: {n} streams, cycle p50 {row['cycle_ms']['p50_ms']:.2f} ms "
                  f"(budget {row['realtime_budget_ms']:.1f}), ~{row['cameras_at_60fps']} cameras")
