@@ -107,20 +107,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="fp16", help="TensorRT precision: fp32|fp16|int8|fp8")
     p.add_argument("--calibration", help="TensorRT int8/fp8 calibration windows (.npz)")
     p.add_argument("--cache-dir", help="where exported/compiled graphs are cached")
-    p.add_argument("--tier", action="store_true",
-                   help="benchmark the model tier only: cameras at 60 FPS per --streams level, "
-                   "one camera's latency, and against today's per-stream engine")
-    p.add_argument("--tier-backend", default="auto",
-                   help="the tier's model functions: auto, torch, onnx, onnx-int8, tensorrt")
-    p.add_argument("--tier-precision", default="auto", help="auto (fp16 on CUDA), fp32, fp16")
-    p.add_argument("--tier-compare", type=_csv(int), default=[1, 2, 4, 8],
-                   help="streams run against today's per-stream engine ('' for none)")
-    p.add_argument("--tier-max-bucket", type=int, default=None,
-                   help="largest model call of the tier (default: 1024 on CUDA, 64 on CPU)")
+    add_tier_arguments(p)
     p.add_argument("--out", default="bench.json", help="JSON report path")
     p.add_argument("--plot", default=None, help="PNG path (default: next to --out)")
     p.add_argument("--no-plot", action="store_true")
     return p
+
+
+def add_tier_arguments(p: argparse.ArgumentParser) -> None:
+    """The model-tier mode's options (realtime/bench/tier.py)."""
+    from fesnet.model.tier_run import PRECISIONS, TIER_BACKENDS
+
+    p.add_argument("--tier", action="store_true",
+                   help="benchmark the model tier only: cameras at 60 FPS per --streams level, "
+                   "one camera's latency, and against today's per-stream engine")
+    p.add_argument("--tier-backend", choices=TIER_BACKENDS, default="auto",
+                   help="the tier's model functions (auto: torch on CUDA, else ONNX Runtime)")
+    p.add_argument("--tier-precision", choices=PRECISIONS, default="auto",
+                   help="auto: fp16 on CUDA, fp32 on the CPU")
+    p.add_argument("--tier-compare", type=_csv(int), default=[1, 2, 4, 8],
+                   help="streams run against today's per-stream engine ('' for none)")
+    p.add_argument("--tier-max-bucket", type=int, default=None,
+                   help="largest model call of the tier (default: 1024 on CUDA, 64 on CPU)")
 
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
