@@ -38,7 +38,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 ABSENT_ON_BARE_GPU = ("mediapipe", "aiortc", "aiohttp", "gradio", "ray", "tqdm", "onnx",
                       "onnxscript", "openpyxl", "playwright", "torch_tensorrt", "modelopt")
-GRACE_S = 30.0  # a child's start-up (torch, CUDA) and last write, beyond its share
+GRACE_S = 20.0  # a child's start-up (torch, CUDA) and last write, beyond its share
 
 
 class Forbid(importlib.abc.MetaPathFinder):
@@ -239,7 +239,9 @@ def summarize(report: dict[str, Any]) -> dict[str, Any]:
         }
     cams = {n: r["cameras_at_60fps"] for n, r in rows.items() if r["cameras_at_60fps"]}
     lats = {n: r["latency_p50_ms"] for n, r in rows.items() if r["latency_p50_ms"] is not None}
+    gpus = [(c.get("machine") or {}).get("gpu") for c in report["configs"].values()]
     return {
+        "gpu": next((g for g in gpus if g), None),
         "configs": rows,
         "best_cameras_at_60fps": max(cams.items(), key=lambda kv: kv[1]) if cams else None,
         "best_latency_p50_ms": min(lats.items(), key=lambda kv: kv[1]) if lats else None,

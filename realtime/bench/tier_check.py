@@ -169,8 +169,10 @@ def parity(tier: Any, streams: list[SyntheticStream], ref: list[dict[str, Any]],
     }
 
 
-def machine() -> dict[str, Any]:
-    """What ran the check: versions, the GPU and its numeric settings."""
+def machine(gpu: bool = False) -> dict[str, Any]:
+    """What ran the check: versions and, with ``gpu``, the GPU and its numeric settings (that
+    creates a CUDA context, so the parent process, which runs nothing on the GPU, leaves it to
+    its children: a GPU in exclusive-process mode takes one context at a time)."""
     import torch
 
     info: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__,
@@ -181,7 +183,7 @@ def machine() -> dict[str, Any]:
             info[mod] = __import__(mod).__version__
         except Exception as e:
             info[mod] = f"unavailable ({type(e).__name__})"
-    if torch.cuda.is_available():
+    if gpu and torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         info.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1),
                     capability=f"{props.major}.{props.minor}", cuda=torch.version.cuda,
@@ -199,7 +201,8 @@ def run_stage(out: dict[str, Any], name: str, fn: Callable[[], Any],
     try:
         result = fn()
     except Exception as e:
-        out.setdefault("errors", {})[name] = "".join(traceback.format_exception(e, limit=-8))
+        out.setdefault("errors", {})[name] = "".join(
+            traceback.format_exception(type(e), e, e.__traceback__, limit=-8))
         print(f"[{out.get('config', 'check')}] {name} FAILED: {type(e).__name__}: {e}", flush=True)
         result = None
     else:
@@ -235,6 +238,7 @@ def run_config(cfg: CheckConfig, ck: Any, merger: MergerConfig, stride: int,
         return info
 
     built: list[Any] = []
+    run_stage(out, "machine", lambda: machine(gpu=cfg.device == "cuda"), write)
     run_stage(out, "build", build, write)
     if not built:
         return
