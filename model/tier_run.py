@@ -6,7 +6,9 @@ Model functions (``TierFunctions``: device tensors in, device tensors out):
   (``torch.autocast``, weights stay fp32; the rings store what the encoder returns, cast to
   float16), optionally ``torch.compile``'d for batches > 1 (batch size marked dynamic, so a
   bucket list costs two compiles, not one per bucket; batch 1 stays eager, where a CUDA graph
-  already removes the launch cost that compiling would save).
+  already removes the launch cost that compiling would save), optionally with channels-last
+  convolution weights (NHWC activations, the layout of tensor-core convolutions; inference only:
+  the model's own forward keeps NCHW because of a CPU backward bug, model/fesnet.py).
 - :class:`HostBackendFunctions`: any numpy backend of model/backends.py (ONNX Runtime on CPU)
   over host tensors: the CPU path of the tier, with the backend the CPU runs fastest.
 - :class:`TensorRTFunctions`: TensorRT engines (optional extra, where torch-tensorrt installs;
@@ -57,13 +59,15 @@ class TorchFunctions:
     """FESNet's encoder and window head (model/graphs.py) on ``device`` (module docstring)."""
 
     def __init__(self, net: FESNet, device: str | torch.device = "cpu", precision: str = "fp32",
-                 compile: bool = False) -> None:  # fmt: skip
+                 compile: bool = False, channels_last: bool = False) -> None:  # fmt: skip
         if precision not in ("fp32", "fp16"):
             raise ValueError(f"precision must be fp32 or fp16, got {precision!r}")
         self.device = torch.device(device)
         self.precision = precision
         self.feature_dtype = torch.float16 if precision == "fp16" else torch.float32
         dep = deployable(net).to(self.device)
+        if channels_last:  # conv weights NHWC: activations follow them (tensor cores' layout)
+            dep = dep.to(memory_format=torch.channels_last)
         self._encoder: Callable[..., Any] = EncoderGraph(dep)
         self._window: Callable[..., Any] = WindowGraph(dep)
         self._compiled: tuple[Callable[..., Any], Callable[..., Any]] | None = None
@@ -251,6 +255,7 @@ def make_tier(
     precision: str = "auto",
     graphs: bool | None = None,
     compile: bool = False,
+    channels_last: bool = False,
     threads: int | None = None,
     max_streams: int = 64,
     ring_slots: int | None = None,
@@ -278,7 +283,7 @@ def make_tier(
         buckets = bucket_sizes(max_bucket)
     functions: Any
     if name == "torch":
-        functions = TorchFunctions(checkpoint.net, dev, precision, compile)
+        functions = TorchFunctions(checkpoint.net, dev, precision, compile, channels_last)
     elif name in ("onnx", "onnx-int8"):
         if dev.type != "cpu" or precision != "fp32":
             raise ValueError(f"the {name} tier runs on the CPU in fp32")
@@ -292,6 +297,7 @@ def make_tier(
         runner = CudaGraphRunner(dev) if graphs else EagerRunner()
     cfg = checkpoint.config
     label = "-".join([name, dev.type, precision] + (["compiled"] if compile else [])
+                     + (["channels-last"] if channels_last else [])
                      + (["graphs"] if graphs else []))  # fmt: skip
     return ModelTier(functions, window_frames=cfg.window_frames, image_size=cfg.image_size,
                      geometry_dims=cfg.geometry_dims, max_streams=max_streams,

@@ -183,6 +183,13 @@ def test_overlapping_resend_keeps_the_run(geo_net: FESNet, streams: list) -> Non
     assert np.array_equal(tier.step(_slots(s, 0, 0, h, starts=[4])).probs, before)
 
 
+def test_channels_last_weights_give_the_same_windows(geo_net: FESNet, streams: list) -> None:
+    want = tier_windows(tier_of(geo_net), streams[:1], STRIDE)[0][1]
+    nhwc = ModelTier(TorchFunctions(geo_net, "cpu", channels_last=True), window_frames=T,
+                     geometry_dims=GEOMETRY_DIMS, max_streams=2)  # fmt: skip
+    assert np.abs(tier_windows(nhwc, streams[:1], STRIDE)[0][1] - want).max() < 1e-4
+
+
 def test_fp16_keeps_fp16_rings_close_to_fp32(geo_net: FESNet, streams: list) -> None:
     fp32 = tier_windows(tier_of(geo_net), streams[:1], STRIDE)[0][1]
     half = ModelTier(TorchFunctions(geo_net, "cpu", "fp16"), window_frames=T,

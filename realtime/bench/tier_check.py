@@ -46,6 +46,7 @@ class CheckConfig:
     precision: str
     graphs: bool
     compile: bool = False
+    channels_last: bool = False
     share_s: float = 60.0
     max_bucket: int = 1024
     pad: bool = False
@@ -54,11 +55,13 @@ class CheckConfig:
 
 
 CUDA_CONFIGS = (
-    CheckConfig("fp16-graphs", "cuda", "fp16", True, share_s=70),
-    CheckConfig("fp32-graphs", "cuda", "fp32", True, share_s=55),
+    CheckConfig("fp16-graphs", "cuda", "fp16", True, share_s=65),
+    CheckConfig("fp32-graphs", "cuda", "fp32", True, share_s=50),
     CheckConfig("fp16-compiled-graphs", "cuda", "fp16", True, compile=True, share_s=110),
-    CheckConfig("fp32-eager", "cuda", "fp32", False, share_s=35),
-    CheckConfig("fp16-eager", "cuda", "fp16", False, share_s=35),
+    CheckConfig("fp16-channels-last-graphs", "cuda", "fp16", True, channels_last=True,
+                share_s=45),
+    CheckConfig("fp32-eager", "cuda", "fp32", False, share_s=30),
+    CheckConfig("fp16-eager", "cuda", "fp16", False, share_s=30),
 )
 CPU_CONFIGS = (CheckConfig("cpu-fp32", "cpu", "fp32", False, share_s=120, max_bucket=8,
                            pad=True),)
@@ -225,6 +228,7 @@ def run_config(cfg: CheckConfig, ck: Any, merger: MergerConfig, stride: int,
         t0 = time.perf_counter()
         tier = make_tier("torch", ck, device=cfg.device, precision=cfg.precision,
                          graphs=cfg.graphs, compile=cfg.compile,
+                         channels_last=cfg.channels_last,
                          max_streams=max(max(settings.levels), settings.streams),
                          ring_slots=settings.ring_slots, max_bucket=cfg.max_bucket,
                          buckets=bucket_sizes(cfg.max_bucket) if cfg.pad else None)  # fmt: skip
