@@ -69,14 +69,14 @@ class TierBatch:
         """Several streams' batches as one (each stream in at most one of them)."""
         if not batches:
             raise ValueError("concat needs at least one batch")
-        geoms = [b.geom for b in batches]
-        if any(g is None for g in geoms) and not all(g is None for g in geoms):
+        given = [b.geom for b in batches if b.geom is not None]
+        if given and any(b.geom is None and b.n_slots for b in batches):
             raise TierError("some batches carry geometry vectors and some do not")
 
         def cat(name: str) -> np.ndarray:
             return np.concatenate([getattr(b, name) for b in batches])
 
-        geom = None if geoms[0] is None else np.concatenate(geoms)  # type: ignore[arg-type]
+        geom = np.concatenate(given) if given else None  # batches without slots need none
         return cls(cat("streams"), cat("slots"), cat("has_crop"), cat("crops"), geom,
                    cat("window_streams"), cat("window_starts"))  # fmt: skip
 
@@ -255,11 +255,12 @@ class StreamTable:
         if crops.dtype != np.uint8 or crops.shape != (m, sz, sz, 3):
             raise TierError(f"crops must be uint8 ({m}, {sz}, {sz}, 3) (one per slot with a "
                             f"crop), got {crops.shape} {crops.dtype}")  # fmt: skip
-        if (batch.geom is None) != (self.geometry_dims == 0):
+        g = batch.geom
+        if n and (g is None) != (self.geometry_dims == 0):
             raise TierError(f"this model {'reads' if self.geometry_dims else 'reads no'} "
                             "geometry vectors: geom must be given exactly then")  # fmt: skip
-        if batch.geom is not None and batch.geom.shape != (n, self.geometry_dims):
-            raise TierError(f"geom must be ({n}, {self.geometry_dims}), got {batch.geom.shape}")
+        if n and g is not None and g.shape != (n, self.geometry_dims):
+            raise TierError(f"geom must be ({n}, {self.geometry_dims}), got {g.shape}")
         if len(batch.window_streams) != len(batch.window_starts):
             raise TierError("window_streams and window_starts differ in length")
 

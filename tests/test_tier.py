@@ -153,7 +153,7 @@ def test_runs_resets_and_refusals(geo_net: FESNet, streams: list) -> None:
     assert r.missing.tolist() == [True, False, False, True]
     tier.reset(a)
     assert tier.held(a) == (0, 0)
-    assert tier.step(_slots(s, 0, 0, a, starts=[6])).missing.all()
+    assert tier.step(TierBatch.of_stream(a, window_starts=[6])).missing.all()  # no slots, no geom
     bad = [
         (TierBatch.of_stream(a, [0, 2], s.frames[:2], geom=s.geom[:2]), "consecutive"),
         (TierBatch.concat([_slots(s, 0, 1, a), _slots(s, 0, 1, b), _slots(s, 1, 1, a)]),
