@@ -78,7 +78,9 @@ def test_shared_tier_equals_each_stream_alone(geo_net: FESNet, streams: list) ->
     n_events = 0
     for (st, p), (st_e, p_e), (st_o, p_o) in zip(shared, alone, offline, strict=True):
         assert st == st_e == st_o
-        assert np.abs(p - p_e).max() < 1e-5
+        # The Engine encodes one crop a call: its own distance to offline is ~1e-5 (summation
+        # order); the tier's is ~3e-7. A wrong slot moves them by more than 1e-2 (below).
+        assert np.abs(p - p_e).max() < 5e-5
         assert np.abs(p - p_o).max() < 1e-5
         ev, _ = merge_offline(st, list(p), merger)
         ev_o, _ = merge_offline(st_o, list(p_o), merger)
