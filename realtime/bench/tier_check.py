@@ -6,10 +6,10 @@ latency and capacity, each recording its result or its error (the script keeps g
 - *Parity*: the same streams through the tier, all at once (``tier_windows``), against the
   reference: the largest absolute difference of any window probability, and the events the real
   ``IntervalMerger`` makes of them (:func:`compare_events`). Stated tolerances (``TOLERANCE``):
-  fp32 on CPU 1e-5 and identical events; fp32 on CUDA 1e-3 (TF32 convolutions: 4.3e-4 measured
-  on an H200) and identical events expected; fp16 5e-3 and every final interval matched by one of
-  the same label whose onset and offset are within 2 slots (fp16 may move a threshold crossing
-  by a slot).
+  fp32 on CPU 2e-5 (2.7e-6 measured) and identical events; fp32 on CUDA 1e-3 (TF32
+  convolutions: 4.3e-4 measured on an H200) and identical events expected; fp16 5e-3 and every
+  final interval matched by one of the same label whose onset and offset are within 2 slots
+  (fp16 may move a threshold crossing by a slot).
 - *Latency* and *capacity*: realtime/bench/tier.py.
 """
 
@@ -32,7 +32,7 @@ from fesnet.model.merger import MergerConfig, MergerEvent, events_to_intervals, 
 from .tier import capacity_sweep, latency
 from .tier_load import SyntheticStream, synthetic_streams, tier_windows
 
-TOLERANCE = {"cpu-fp32": 1e-5, "fp32": 1e-3, "fp16": 5e-3}
+TOLERANCE = {"cpu-fp32": 2e-5, "fp32": 1e-3, "fp16": 5e-3}
 INTERVAL_TOL_SLOTS = 2
 SCHEMA = "fesnet-gpu-check/1"
 
