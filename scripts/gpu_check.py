@@ -100,8 +100,10 @@ def load(args: argparse.Namespace) -> Any:
 def settings_of(args: argparse.Namespace) -> Any:
     from fesnet.realtime.bench.tier_check import CheckSettings
 
-    if not args.quick:
-        return CheckSettings()
+    full = CheckSettings()
+    if not args.quick:  # on a CPU the rings of thousands of streams would not fit in memory
+        return full if args.device == "cuda" else CheckSettings(**{**full.to_dict(),
+                                                                   "levels": (1, 2, 4, 8, 16)})
     quick = CheckSettings.quick()
     if args.device == "cuda":
         return CheckSettings(**{**quick.to_dict(), "levels": (1, 64, 1024)})
