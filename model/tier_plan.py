@@ -202,6 +202,8 @@ class StreamTable:
         s = np.asarray(batch.slots, np.int64)
         has_crop = np.asarray(batch.has_crop, bool)
         self._check_shapes(batch, h, s, has_crop)
+        if len(batch.window_streams):
+            self.check_open(np.asarray(batch.window_streams, np.int64))
         n, c = len(h), self.ring_slots
         if n == 0:
             e = np.zeros(0, np.int64)

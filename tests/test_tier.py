@@ -162,6 +162,8 @@ def test_runs_resets_and_refusals(geo_net: FESNet, streams: list) -> None:
          "together"),
         (_slots(s, 0, 40, a), "at most 39"),
         (TierBatch.of_stream(3, [0], s.frames[:1], geom=s.geom[:1]), "unknown stream"),
+        (TierBatch.concat([_slots(s, 0, 1, a), TierBatch.of_stream(7, window_starts=[0])]),
+         "unknown stream"),
         (TierBatch.of_stream(a, [0], s.frames[:1]), "geometry"),
         (TierBatch.of_stream(a, [0], s.frames[:2], geom=s.geom[:1]), "crops must be"),
     ]
