@@ -1,0 +1,276 @@
+"""The model tier: many streams through one engine give exactly each stream's own windows and
+events (today's per-stream Engine, offline spot_video); its bookkeeping (runs of slots, repeats,
+rebuilds, resets, padding buckets) and the CUDA-graph runner's use of buckets, on the CPU. The
+CUDA path itself runs at the end, where a GPU is present."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from fesnet.model.backends import BackendUnavailable, TorchBackend
+from fesnet.model.checkpoint import Checkpoint
+from fesnet.model.fesnet import FESNet, FESNetConfig
+from fesnet.model.geometry import GEOMETRY_DIMS
+from fesnet.model.inference import predict_windows
+from fesnet.model.merger import MergerConfig, merge_offline
+from fesnet.model.runtime import load_checkpoint
+from fesnet.model.tier import ModelTier, TierBatch, TierError, TierFull
+from fesnet.model.tier_plan import bucket_sizes, plan_chunks
+from fesnet.model.tier_run import CudaGraphRunner, TorchFunctions, make_tier
+from fesnet.realtime.bench.tier_load import engine_windows, synthetic_streams, tier_windows
+from fesnet.realtime.engine import Engine
+
+T, STRIDE = 32, 4
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.fixture(scope="module")
+def geo_net() -> FESNet:
+    """The shipped network (it reads the geometry channel): a random tiny one gives nearly the
+    same scores whatever the crops, so it could not tell a wrong slot from a right one."""
+    return load_checkpoint().net.eval()
+
+
+@pytest.fixture(scope="module")
+def streams() -> list:
+    return synthetic_streams(3, 110, geometry=True, seed=1)  # 60, 30 and 60 FPS
+
+
+def tier_of(net: FESNet, **kw) -> ModelTier:
+    opts = {"max_streams": 4, "buckets": (1, 2, 4)} | kw
+    return ModelTier(TorchFunctions(net, "cpu"), window_frames=T,
+                     geometry_dims=net.cfg.geometry_dims, **opts)  # fmt: skip
+
+
+def loose_merger(probs: list[np.ndarray]) -> MergerConfig:
+    """Thresholds inside the random network's score range, so its windows make events, each in
+    a gap between scores (no score within 1e-4 of it: float summation order cannot flip it)."""
+    p = np.sort(np.concatenate([x[..., 1:].sum(-1).ravel() for x in probs]))
+    gaps = np.flatnonzero(np.diff(p) > 2e-4)
+    mids = (p[gaps] + p[gaps + 1]) / 2
+
+    def near(q: float) -> float:
+        return float(mids[np.argmin(np.abs(mids - np.quantile(p, q)))])
+
+    return MergerConfig(window_frames=T, on_threshold=near(0.8), off_threshold=near(0.6),
+                        min_expression_frames=3)
+
+
+def test_shared_tier_equals_each_stream_alone(geo_net: FESNet, streams: list) -> None:
+    """Three streams (one at 30 FPS: repeated slots) in shared, padded steps == each alone
+    through the per-stream Engine == offline predict_windows; and the same merger events. Also
+    with 3 slots a step, so a step may begin with a repeat of a slot sent before."""
+    tier = tier_of(geo_net)
+    shared = tier_windows(tier, streams, STRIDE)
+    assert tier.counts["copied"] > 0 and tier.counts["encode_padding"] > 0  # both paths taken
+    by_three = tier_windows(tier_of(geo_net), streams, STRIDE, slots_per_tick=3)
+    for (st, p), (st3, p3) in zip(shared, by_three, strict=True):
+        assert st == st3 and np.abs(p - p3).max() < 1e-5
+    backend = TorchBackend(geo_net)
+    engine = Engine(backend)
+    alone = [engine_windows(engine, s, STRIDE) for s in streams]
+    offline = [predict_windows(backend, s.slot_frames(), T, STRIDE, s.geom) for s in streams]
+    merger = loose_merger([p for _, p in offline])
+    n_events = 0
+    for (st, p), (st_e, p_e), (st_o, p_o) in zip(shared, alone, offline, strict=True):
+        assert st == st_e == st_o
+        # The Engine encodes one crop a call: its own distance to offline is ~1e-5 (summation
+        # order); the tier's is ~3e-7. A wrong slot moves them by more than 1e-2 (below).
+        assert np.abs(p - p_e).max() < 5e-5
+        assert np.abs(p - p_o).max() < 1e-5
+        ev, _ = merge_offline(st, list(p), merger)
+        ev_o, _ = merge_offline(st_o, list(p_o), merger)
+        assert [dataclasses.replace(e, score=0.0) for e in ev] == [
+            dataclasses.replace(e, score=0.0) for e in ev_o]
+        n_events += len(ev)
+    assert n_events > 0
+    frames = streams[0].slot_frames().copy()
+    frames[40] = frames[20]  # one wrong slot: the equality above is not vacuous
+    wrong = predict_windows(backend, frames, T, STRIDE, streams[0].geom)[1]
+    assert np.abs(wrong - offline[0][1]).max() > 1e-2
+
+
+def test_pixel_only_network_exact_sizes_and_chunks() -> None:
+    """No geometry channel, no padding, calls split at max_bucket=2."""
+    torch.manual_seed(1)
+    net = FESNet(FESNetConfig.tiny()).eval()
+    streams = synthetic_streams(3, 50, geometry=False, seed=2, fps=(60,))
+    tier = tier_of(net, buckets=None, max_bucket=2)
+    shared = tier_windows(tier, streams, 8)
+    assert tier.counts["encode_padding"] == 0 and tier.counts["encode_calls"] > tier.counts["steps"]
+    backend = TorchBackend(net)
+    for (st, p), s in zip(shared, streams, strict=True):
+        st_o, p_o = predict_windows(backend, s.slot_frames(), T, 8)
+        assert st == st_o and np.abs(p - p_o).max() < 1e-5
+
+
+def _slots(stream, first: int, n: int, handle: int, starts=()) -> TierBatch:
+    done = int(stream.has_crop[:first].sum())
+    hc = stream.has_crop[first : first + n]
+    return TierBatch.of_stream(handle, np.arange(first, first + n),
+                               stream.frames[done : done + int(hc.sum())], has_crop=hc,
+                               geom=stream.geom[first : first + n],
+                               window_starts=starts)  # fmt: skip
+
+
+def test_a_lost_ring_is_rebuilt_from_resent_slots(geo_net: FESNet, streams: list) -> None:
+    """A fresh tier (a new replica) reports the window missing; re-sending its 32 slots (the
+    first with its crop) gives the very probabilities the original tier gave."""
+    s = streams[1]  # 30 FPS: slot 41 repeats slot 40
+    first = tier_of(geo_net)
+    h = first.open()
+    first.step(_slots(s, 0, 30, h))
+    want = first.step(_slots(s, 30, 44, h, starts=[41])).probs[0]
+    fresh = tier_of(geo_net)
+    h2 = fresh.open()
+    missing = fresh.step(_slots(s, 0, 0, h2, starts=[41]))
+    assert missing.missing.tolist() == [True] and np.isnan(missing.probs).all()
+    with pytest.raises(TierError, match="repeats"):  # slot 41 alone has no frame to repeat
+        fresh.step(_slots(s, 41, 32, h2))
+    assert fresh.held(h2) == (0, 0)  # the refused batch changed nothing
+    crop_41 = s.frames[np.cumsum(s.has_crop)[41] - 1][None]
+    resend = TierBatch.of_stream(h2, np.arange(41, 73), np.concatenate(
+        [crop_41, _slots(s, 42, 31, h2).crops]), has_crop=np.r_[True, s.has_crop[42:73]],
+        geom=s.geom[41:73], window_starts=[41])  # fmt: skip
+    got = fresh.step(resend)
+    assert not got.missing.any() and np.abs(got.probs[0] - want).max() < 1e-6
+    assert fresh.held(h2) == (41, 73)
+
+
+def test_runs_resets_and_refusals(geo_net: FESNet, streams: list) -> None:
+    s = streams[0]
+    tier = tier_of(geo_net, max_streams=2, ring_slots=40)
+    a, b = tier.open("a"), tier.open("b")
+    with pytest.raises(TierFull):
+        tier.open("c")
+    tier.step(_slots(s, 0, 36, a))
+    assert tier.held(a) == (0, 36)
+    tier.step(_slots(s, 36, 10, a))
+    assert tier.held(a) == (6, 46)  # the newest ring_slots
+    r = tier.step(_slots(s, 0, 0, a, starts=[5, 6, 14, 15]))
+    assert r.missing.tolist() == [True, False, False, True]
+    tier.reset(a)
+    assert tier.held(a) == (0, 0)
+    assert tier.step(TierBatch.of_stream(a, window_starts=[6])).missing.all()  # no slots, no geom
+    bad = [
+        (TierBatch.of_stream(a, [0, 2], s.frames[:2], geom=s.geom[:2]), "consecutive"),
+        (TierBatch.concat([_slots(s, 0, 1, a), _slots(s, 0, 1, b), _slots(s, 1, 1, a)]),
+         "together"),
+        (_slots(s, 0, 40, a), "at most 39"),
+        (TierBatch.of_stream(3, [0], s.frames[:1], geom=s.geom[:1]), "unknown stream"),
+        (TierBatch.concat([_slots(s, 0, 1, a), TierBatch.of_stream(7, window_starts=[0])]),
+         "unknown stream"),
+        (TierBatch.of_stream(a, [0], s.frames[:1]), "geometry"),
+        (TierBatch.of_stream(a, [0], s.frames[:2], geom=s.geom[:1]), "crops must be"),
+    ]
+    for batch, match in bad:
+        with pytest.raises(TierError, match=match):
+            tier.step(batch)
+    assert tier.held(a) == (0, 0) and tier.held(b) == (0, 0)  # nothing was applied
+    tier.close(b)
+    assert tier.open("c") == b
+
+
+def test_overlapping_resend_keeps_the_run(geo_net: FESNet, streams: list) -> None:
+    """A re-sent (retried) batch of slots already held does not cut the run short."""
+    s = streams[0]
+    tier = tier_of(geo_net)
+    h = tier.open()
+    tier.step(_slots(s, 0, 40, h))
+    before = tier.step(_slots(s, 0, 0, h, starts=[4])).probs
+    tier.step(_slots(s, 30, 10, h))  # the last 10 again
+    assert tier.held(h) == (0, 40)
+    assert np.array_equal(tier.step(_slots(s, 0, 0, h, starts=[4])).probs, before)
+
+
+def test_channels_last_weights_give_the_same_windows(geo_net: FESNet, streams: list) -> None:
+    want = tier_windows(tier_of(geo_net), streams[:1], STRIDE)[0][1]
+    nhwc = ModelTier(TorchFunctions(geo_net, "cpu", channels_last=True), window_frames=T,
+                     geometry_dims=GEOMETRY_DIMS, max_streams=2)  # fmt: skip
+    assert np.abs(tier_windows(nhwc, streams[:1], STRIDE)[0][1] - want).max() < 1e-4
+
+
+def test_fp16_keeps_fp16_rings_close_to_fp32(geo_net: FESNet, streams: list) -> None:
+    fp32 = tier_windows(tier_of(geo_net), streams[:1], STRIDE)[0][1]
+    half = ModelTier(TorchFunctions(geo_net, "cpu", "fp16"), window_frames=T,
+                     geometry_dims=GEOMETRY_DIMS, max_streams=2)  # fmt: skip
+    assert half.x_prime.dtype == torch.float16 and half.geom.dtype == torch.float32
+    got = tier_windows(half, streams[:1], STRIDE)[0][1]
+    assert 0 < np.abs(got - fp32).max() < 2e-2
+
+
+class StandInCapture:
+    """CPU stand-in for CUDA graph capture (the only mock: a GPU's): a captured body is called
+    again at each replay, with nothing but its batch size, as a graph replays its kernels."""
+
+    def __init__(self) -> None:
+        self.captured: list[object] = []
+        self.replays = 0
+
+    def capture(self, fn):
+        fn()  # the warm-up a real capture does
+        self.captured.append(fn)
+
+        def replay() -> None:
+            self.replays += 1
+            fn()
+
+        return replay
+
+    def close(self) -> None:
+        pass
+
+
+def test_graph_runner_replays_only_captured_buckets(geo_net: FESNet, streams: list) -> None:
+    cap = StandInCapture()
+    tier = tier_of(geo_net, buckets=(1, 2, 4), runner=CudaGraphRunner("cpu", capture=lambda: cap))
+    assert len(cap.captured) == 6  # encode and window, per bucket
+    got = tier_windows(tier, streams, STRIDE)
+    assert cap.replays == tier.counts["encode_calls"] + tier.counts["window_calls"]
+    want = tier_windows(tier_of(geo_net), streams, STRIDE)
+    for (st, p), (st_w, p_w) in zip(got, want, strict=True):
+        assert st == st_w and np.array_equal(p, p_w)
+    exact = tier_of(geo_net, buckets=None, max_bucket=4,
+                    runner=CudaGraphRunner("cpu", capture=StandInCapture))  # fmt: skip
+    with pytest.raises(TierError, match="no encode graph for batch 3"):
+        exact.step(_slots(streams[0], 0, 3, exact.open()))
+
+
+def test_buckets_and_chunks() -> None:
+    assert bucket_sizes(1) == (1,) and bucket_sizes(12) == (1, 2, 4, 8, 12)
+    assert plan_chunks(0, (1, 2, 4), 4) == []
+    assert plan_chunks(11, (1, 2, 4), 4) == [(0, 4, 4), (4, 4, 4), (8, 3, 4)]
+    assert plan_chunks(5, None, 4) == [(0, 4, 4), (4, 1, 1)]
+
+
+def test_make_tier_on_this_machine(geo_net: FESNet) -> None:
+    ck = Checkpoint(net=geo_net, config=geo_net.cfg, meta={})
+    tier = make_tier("torch", ck, device="cpu", max_streams=2)
+    assert tier.name == "torch-cpu-fp32" and tier.buckets is None and tier.geometry is not None
+    with pytest.raises(BackendUnavailable, match="CUDA graphs"):
+        make_tier("torch", ck, device="cpu", graphs=True)
+    with pytest.raises(ValueError, match="unknown tier backend"):
+        make_tier("jax", ck)
+    if not torch.cuda.is_available():
+        with pytest.raises(BackendUnavailable, match="CUDA"):
+            make_tier("torch", ck, device="cuda")
+
+
+@CUDA
+@pytest.mark.parametrize(("precision", "graphs", "tol"),
+                         [("fp32", False, 1e-3), ("fp32", True, 1e-3), ("fp16", True, 5e-3)])
+def test_cuda_tier_matches_cpu(geo_net: FESNet, streams: list, precision: str, graphs: bool,
+                               tol: float) -> None:  # fmt: skip
+    ck = Checkpoint(net=geo_net, config=geo_net.cfg, meta={})
+    tier = make_tier("torch", ck, device="cuda", precision=precision, graphs=graphs,
+                     max_streams=4, max_bucket=8)  # fmt: skip
+    got = tier_windows(tier, streams, STRIDE)
+    want = tier_windows(tier_of(geo_net), streams, STRIDE)
+    for (st, p), (st_w, p_w) in zip(got, want, strict=True):
+        assert st == st_w and np.abs(p - p_w).max() < tol
+    staged = tier.staging(1)  # pinned: a batch of it is uploaded without another copy
+    assert tier._host.pinned and staged.shape == (1, 112, 112, 3)
