@@ -16,8 +16,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
+
+from fesnet.realtime.source_list import read_source_list
 
 from .config import ClusterConfig, cluster_config
 from .streams import drive_actors, spawn, stream_names
@@ -26,20 +27,12 @@ from .wire import WireStats
 SINGLE_ONLY = ("truth", "plot", "video_out", "calibrate", "profile")
 
 
-def read_sources(path: Path) -> list[str]:
-    """One source per line; blank lines and ``#`` comments skipped."""
-    lines = Path(path).read_text().splitlines()
-    return [s.strip() for s in lines if s.strip() and not s.strip().startswith("#")]
-
-
 def source_specs(args: argparse.Namespace) -> list[str]:
-    """Every ``--source``, then the lines of ``--sources`` FILE."""
+    """Every ``--source``, then the lines of ``--sources`` FILE (a ValueError when it cannot
+    be used: realtime/source_list.py)."""
     specs = list(args.source or [])
     if args.sources is not None:
-        try:
-            specs += read_sources(args.sources)
-        except (OSError, UnicodeDecodeError) as e:
-            raise ValueError(f"cannot read --sources {args.sources}: {e}") from e
+        specs += read_source_list(args.sources)
     return specs
 
 
