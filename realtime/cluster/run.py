@@ -18,9 +18,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from fesnet.realtime import exitcodes
 from fesnet.realtime.source_list import read_source_list
 
-from .config import ClusterConfig, cluster_config
+from .config import ClusterConfig, ClusterUnavailable, cluster_config
 from .streams import drive_actors, spawn, stream_names
 from .wire import WireStats
 
@@ -77,6 +78,9 @@ def cmd_run_many(
             results = _run_in_process(args, specs, emit, stop)
         else:
             results = _run_on_cluster(args, cfg, specs, emit, stop)
+    except ClusterUnavailable as e:  # nothing answers there: a failure, not bad input
+        print(f"fesnet-spot: error: {e}", file=sys.stderr)
+        return exitcodes.FAILED
     finally:
         for s, h in old.items():
             signal.signal(s, h)
@@ -154,7 +158,7 @@ def _run_on_cluster(
     from . import runtime
 
     try:
-        rt, tier = runtime.cluster_runtime(cfg, runtime_config(args))
+        rt, tier = runtime.cluster_runtime(cfg, runtime_config(args), streams=len(specs))
         actors = {
             stream: spawn(cfg, tier, spec, stream, rt.stride_frames, args.pace, rt.merger)
             for stream, spec in zip(stream_names(specs), specs, strict=True)

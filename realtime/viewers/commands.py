@@ -24,7 +24,12 @@ from typing import Any
 from fesnet.model.options import PORT, float_range, int_range
 from fesnet.model.runtime import add_runtime_arguments
 from fesnet.realtime import exitcodes
-from fesnet.realtime.cluster.config import ClusterError, add_cluster_arguments, cluster_config
+from fesnet.realtime.cluster.config import (
+    ClusterError,
+    ClusterUnavailable,
+    add_cluster_arguments,
+    cluster_config,
+)
 
 from .access import GRADIO_PORT, MAX_FRAME_PIXELS, MAX_SDP_BYTES, MAX_UPLOAD_MB, WEBRTC_PORT
 
@@ -136,7 +141,8 @@ def make_hub(args: argparse.Namespace, max_sessions: int) -> Any:
             print(f"model tier on Ray ({cluster.address}): {runtime.backend.name}", flush=True)
     except (LoadError, ClusterError) as e:  # a bad checkpoint, backend, stride or cluster
         print(f"fesnet-spot: error: {e}", file=sys.stderr)
-        raise SystemExit(exitcodes.BAD_INPUT) from e
+        unavailable = isinstance(e, ClusterUnavailable)  # nothing answers: a failure
+        raise SystemExit(exitcodes.FAILED if unavailable else exitcodes.BAD_INPUT) from e
     camera_phase = None
     if args.calibrate_s > 0:
         from fesnet.calibration.baseline import BaselineConfig, session_phase
