@@ -57,6 +57,12 @@ def _access_arguments(parser: argparse.ArgumentParser, port: int) -> None:
         "--max-frame-pixels", type=int_range(64 * 64), default=MAX_FRAME_PIXELS,
         help="camera frames with more pixels are downscaled to this many (aspect kept)",
     )  # fmt: skip
+    parser.add_argument(
+        "--ice-all-interfaces", action="store_true",
+        help="bound to loopback, the server gathers and offers ICE candidates on loopback "
+        "only; with this flag, on every interface of the machine (bound elsewhere it always "
+        "does)",
+    )  # fmt: skip
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -165,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
         return serve_gradio(
             make_hub(args, args.max_sessions), args.host, args.port, args.token,
             allowed_origins=tuple(args.allow_origin), max_upload_mb=args.max_upload_mb,
-            max_frame_pixels=args.max_frame_pixels,
+            max_frame_pixels=args.max_frame_pixels, ice_all_interfaces=args.ice_all_interfaces,
         )  # fmt: skip
     if args.command == "webrtc-server":
         from .webrtc_server import ServerConfig, serve_webrtc
@@ -173,7 +179,8 @@ def run(args: argparse.Namespace) -> int:
         config = ServerConfig(host=args.host, port=args.port, token=args.token,
                               max_peers=args.max_peers, max_sdp_bytes=args.max_sdp_bytes,
                               allowed_origins=tuple(args.allow_origin),
-                              max_frame_pixels=args.max_frame_pixels)  # fmt: skip
+                              max_frame_pixels=args.max_frame_pixels,
+                              ice_all_interfaces=args.ice_all_interfaces)  # fmt: skip
         return serve_webrtc(make_hub(args, args.max_peers), config)
     if args.command == "remote-camera":
         logging.getLogger().setLevel(logging.WARNING)
