@@ -102,10 +102,22 @@ def test_cluster_option_values_are_refused_at_once() -> None:
     connection attempts to port 0 / 99999. Real processes, all at once: one that starts Ray or
     a cluster at all fails the bound instead of hanging the test session."""
     procs = [(argv, why, cli(argv)) for argv, why in OPTION_VALUES]
-    for argv, why, p in procs:
-        code, out, err = finish(p, 90)
-        assert code == 2, (argv, out[-1000:], err[-2000:])
-        assert "error: argument" in err and why in err and "Traceback" not in err, argv
+    try:
+        for argv, why, p in procs:
+            code, out, err = finish(p, 90)
+            assert code == 2, (argv, out[-1000:], err[-2000:])
+            assert "error: argument" in err and why in err and "Traceback" not in err, argv
+    finally:
+        for _, _, p in procs:
+            _reap(p)
+
+
+def _reap(p: subprocess.Popen) -> None:
+    """End ``p``'s whole session if it still runs (a failed assertion must not leave a command,
+    or the Ray cluster it started, behind)."""
+    if p.poll() is None:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.communicate(timeout=30)
 
 
 # -- item 5: a cluster that is not there -----------------------------------------------------------
@@ -144,13 +156,14 @@ def test_ctrl_c_while_waiting_for_a_cluster_that_does_not_answer() -> None:
             accepted.set()
 
     threading.Thread(target=accept, daemon=True).start()
+    p = run_cli(["--source", str(SAMPLE), "--cluster",
+                 f"ray://127.0.0.1:{server.getsockname()[1]}"])  # fmt: skip
     try:
-        p = run_cli(["--source", str(SAMPLE), "--cluster",
-                     f"ray://127.0.0.1:{server.getsockname()[1]}"])  # fmt: skip
         assert accepted.wait(120), "the run never connected"
         p.send_signal(signal.SIGINT)
         code, _out, err = finish(p, 60)
     finally:
+        _reap(p)
         server.close()
         for c in held:
             c.close()
@@ -165,11 +178,14 @@ def test_ctrl_c_while_waiting_for_a_cluster_that_does_not_answer() -> None:
 def test_sigterm_stops_the_cluster_command_with_0_and_leaves_no_process() -> None:
     """Before: Ray's node handler drained for 30 s and exited 1."""
     p = cli(["cluster", "--workers", "1", "--client-port", "0"])
-    wait_for_line(p, "Ctrl-C stops it")
-    session = [q.pid for q in psutil.process_iter() if _sid(q.pid) == p.pid]
-    assert len(session) > 3  # the head's and the worker's Ray processes
-    p.send_signal(signal.SIGTERM)
-    code, _out, err = finish(p, 90)
+    try:
+        wait_for_line(p, "Ctrl-C stops it")
+        session = [q.pid for q in psutil.process_iter() if _sid(q.pid) == p.pid]
+        assert len(session) > 3  # the head's and the worker's Ray processes
+        p.send_signal(signal.SIGTERM)
+        code, _out, err = finish(p, 90)
+    finally:
+        _reap(p)
     assert code == 0, err[-2000:]
     left = [pid for pid in session if psutil.pid_exists(pid) and _sid(pid) == p.pid]
     assert left == [], [psutil.Process(pid).cmdline() for pid in left]
@@ -233,11 +249,14 @@ def test_replicas_that_cannot_start_are_reported_and_ctrl_c_ends_the_wait(
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         p = run_cli(["--source", str(SAMPLE), "--cluster", cluster.address])
-        report = _first_line_with(p, "model tier is not running after 30 s", timeout_s=300)
-        assert "0 of 1 replica(s) running" in report and "Ctrl-C" in report
-        p.send_signal(signal.SIGINT)
-        code, _out, err = finish(p, 60)
-        assert code == 130, err[-2000:]
+        try:
+            report = _first_line_with(p, "model tier is not running after 30 s", timeout_s=300)
+            assert "0 of 1 replica(s) running" in report and "Ctrl-C" in report
+            p.send_signal(signal.SIGINT)
+            code, _out, err = finish(p, 60)
+            assert code == 130, err[-2000:]
+        finally:
+            _reap(p)
     finally:
         try:  # a client that leaves frees its actor at once (a killed one after a grace period)
             holder.communicate("\n", timeout=60)
@@ -262,7 +281,6 @@ def _first_line_with(p: subprocess.Popen, needle: str, timeout_s: float) -> str:
 
     threading.Thread(target=read, daemon=True).start()
     if not done.wait(timeout_s):
-        os.killpg(p.pid, signal.SIGKILL)
         pytest.fail(f"no line with {needle!r} within {timeout_s} s")
     assert found, f"the run ended without a line with {needle!r}"
     return found[0]
