@@ -17,7 +17,10 @@ A first ``fesnet-spot`` printed about 15 lines before its first event that no us
 - Ray, in cluster mode (:func:`quiet_ray`): Serve's INFO lines, Ray Client's note on the
   arguments it forwards, the notice that token authentication is on (the disabled warning
   still shows), "SIGTERM handler is not set" for a join off the main thread, and the long-poll
-  client's "connection failed" at our own disconnect;
+  client's "connection failed" at our own disconnect. Ray Client also streams the log lines of
+  the driver it runs for us on the cluster into this process, at any time during the
+  connection; that driver starts on a gRPC thread and always says "SIGTERM handler is not
+  set" (:func:`quiet_ray_client_log`, for the life of the process);
 - FFmpeg naming what it could not find in a file OpenCV then fails to open ("moov atom not
   found"): the source's own error says which file and why (:data:`FFMPEG_OPEN_NOISE`).
 
@@ -66,6 +69,7 @@ RAY_NOISE = {
     ),
     "ray.serve": re.compile(r"^LongPollClient connection failed, shutting down\.$"),
 }
+RAY_CLIENT_LOG = "ray.util.client.logsclient"  # the cluster-side driver's lines, streamed here
 QUANTIZE_NOISE = re.compile(r"^Please consider to run pre-processing before quantization\.")
 
 
@@ -104,16 +108,17 @@ def quiet_onnx_export() -> Iterator[None]:
         yield
 
 
+def _drop_matching(known: re.Pattern[str]) -> Callable[[logging.LogRecord], bool]:
+    return lambda record: not known.match(record.getMessage())
+
+
 @contextlib.contextmanager
 def quiet_ray() -> Iterator[None]:
     """Around joining or starting Ray, deploying on Serve and leaving: Ray's known lines
     (module docstring) are dropped, each matched by its logger and text; every other warning
     of Ray still shows."""
 
-    def keep_unless(known: re.Pattern[str]) -> Callable[[logging.LogRecord], bool]:
-        return lambda record: not known.match(record.getMessage())
-
-    filters = [(logging.getLogger(name), keep_unless(p)) for name, p in RAY_NOISE.items()]
+    filters = [(logging.getLogger(name), _drop_matching(p)) for name, p in RAY_NOISE.items()]
     for lg, f in filters:
         lg.addFilter(f)
     try:
@@ -138,6 +143,18 @@ def quiet_quantize() -> Iterator[None]:
         yield
     finally:
         root.removeFilter(keep)
+
+
+_RAY_CLIENT_FILTER = _drop_matching(RAY_NOISE["ray._private.worker"])
+
+
+def quiet_ray_client_log() -> None:
+    """Drop the "SIGTERM handler is not set" line that Ray Client's log stream brings over
+    from the cluster-side driver (module docstring). The stream runs on its own thread for the
+    whole connection, so the filter stays (it is installed once; other lines still show)."""
+    log = logging.getLogger(RAY_CLIENT_LOG)
+    if _RAY_CLIENT_FILTER not in log.filters:
+        log.addFilter(_RAY_CLIENT_FILTER)
 
 
 _STDERR_HELD = threading.RLock()

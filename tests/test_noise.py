@@ -188,3 +188,26 @@ def test_ray_noise_is_dropped_only_inside_and_other_lines_show() -> None:
             logging.getLogger(name).removeHandler(catch)
     assert inside == [lines[1][2], lines[6][2]]
     assert outside == [message for _, _, message in lines]
+
+
+def test_the_cluster_side_drivers_sigterm_notice_is_dropped_from_ray_clients_log() -> None:
+    """Ray Client streams its cluster-side driver's lines here for the whole connection (a
+    run printed "SIGTERM handler is not set ..." now and then, after its own output began)."""
+    import logging
+
+    from fesnet.model.noise import RAY_CLIENT_LOG, quiet_ray_client_log
+
+    seen: list[str] = []
+    catch = logging.Handler()
+    catch.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
+    log = logging.getLogger(RAY_CLIENT_LOG)
+    log.addHandler(catch)
+    try:
+        quiet_ray_client_log()
+        quiet_ray_client_log()  # once is enough: installing it twice changes nothing
+        log.warning("SIGTERM handler is not set because current thread is not the main thread.")
+        log.warning("a real warning from the cluster-side driver")
+    finally:
+        log.removeHandler(catch)
+    assert seen == ["a real warning from the cluster-side driver"]
+    assert len(log.filters) == 1

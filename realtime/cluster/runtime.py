@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fesnet.model.noise import quiet_ray
+from fesnet.model.noise import quiet_ray, quiet_ray_client_log
 from fesnet.realtime import exitcodes
 
 from .config import LOCAL, ClusterConfig, ClusterError, ClusterUnavailable, split_address
@@ -55,7 +55,12 @@ def loopback_only() -> None:
 
 def connect(cfg: ClusterConfig) -> None:
     """ray.init for ``cfg.address``: a private loopback Ray (``auto``), or a running cluster
-    through Ray Client. Idempotent within a process."""
+    through Ray Client. Idempotent within a process.
+
+    Ray's auto-connect is turned off for this process (before Ray is imported): a Ray call
+    after :func:`shutdown` (Serve's background threads make some) would otherwise start a new
+    local Ray from that thread, outside :func:`loopback_only`'s settings."""
+    os.environ.setdefault("RAY_ENABLE_AUTO_CONNECT", "0")
     loopback_only() if cfg.address == LOCAL else os.environ.setdefault(
         "RAY_USAGE_STATS_ENABLED", "0"
     )
@@ -70,7 +75,9 @@ def connect(cfg: ClusterConfig) -> None:
         with quiet_ray():
             _init(cfg)
     except Exception as e:  # ray raises ConnectionError, RuntimeError, ValueError, ...
-        raise ClusterUnavailable(f"cannot reach the Ray cluster at {cfg.address}: {e}") from e
+        raise ClusterUnavailable(
+            f"cannot reach the Ray cluster at {cfg.address}: {one_line(e)}"
+        ) from e
     logger.info("joined Ray at %s: %s", cfg.address, ray.cluster_resources())
 
 
@@ -116,12 +123,23 @@ def check_reachable(address: str, timeout_s: float = JOIN_TIMEOUT_S) -> None:
         channel.close()
 
 
+def one_line(e: BaseException) -> str:
+    """An exception as one line: Ray Client passes its server's whole traceback on as the
+    message, whose last line names the error ("RuntimeError: Starting Ray client server
+    failed. See ...")."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    if not lines:
+        return type(e).__name__
+    return lines[-1] if any(ln.startswith("Traceback") for ln in lines) else lines[0]
+
+
 def _join(address: str, attempts: int = 3, backoff_s: float = 2.0) -> None:
     """Ray Client's connect, tried ``attempts`` times: its server starts a process per client,
     and that start fails now and then on a loaded machine ("Starting Ray client server
     failed")."""
     import ray
 
+    quiet_ray_client_log()
     for attempt in range(1, attempts + 1):
         try:
             ray.init(address, log_to_driver=False, namespace="fesnet")
@@ -129,7 +147,7 @@ def _join(address: str, attempts: int = 3, backoff_s: float = 2.0) -> None:
         except (ConnectionError, RuntimeError) as e:
             if attempt == attempts:
                 raise
-            logger.warning("joining %s failed (%s); trying again", address, e)
+            logger.warning("joining %s failed (%s); trying again", address, one_line(e))
             time.sleep(backoff_s * attempt)
 
 
