@@ -27,7 +27,7 @@ from typing import Any
 from fesnet.model.options import float_range
 from fesnet.model.runtime import add_runtime_arguments
 
-from . import exitcodes
+from . import exitcodes, source_list
 from .cluster.config import ClusterError, add_cluster_arguments
 from .cluster.local import add_arguments as add_local_cluster_arguments
 from .observers import Observer
@@ -71,8 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the bundled sample clip; a webcam is never opened unless asked for). "
         "Repeat it for several streams",
     )  # fmt: skip
-    run.add_argument("--sources", type=Path,
-                     help="a file with one source per line (several streams)")  # fmt: skip
+    run.add_argument("--sources", type=Path, help=source_list.HELP)
     run.add_argument("--events", type=Path, help="append events to this JSONL file")
     add_runtime_arguments(run)
     run.add_argument("--pace", choices=("live", "fast"), default="fast",

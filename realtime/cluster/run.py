@@ -16,30 +16,24 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from .config import ClusterConfig, cluster_config
+from fesnet.realtime import exitcodes
+from fesnet.realtime.source_list import read_source_list
+
+from .config import ClusterConfig, ClusterUnavailable, cluster_config
 from .streams import drive_actors, spawn, stream_names
 from .wire import WireStats
 
 SINGLE_ONLY = ("truth", "plot", "video_out", "calibrate", "profile")
 
 
-def read_sources(path: Path) -> list[str]:
-    """One source per line; blank lines and ``#`` comments skipped."""
-    lines = Path(path).read_text().splitlines()
-    return [s.strip() for s in lines if s.strip() and not s.strip().startswith("#")]
-
-
 def source_specs(args: argparse.Namespace) -> list[str]:
-    """Every ``--source``, then the lines of ``--sources`` FILE."""
+    """Every ``--source``, then the lines of ``--sources`` FILE (a ValueError when it cannot
+    be used: realtime/source_list.py)."""
     specs = list(args.source or [])
     if args.sources is not None:
-        try:
-            specs += read_sources(args.sources)
-        except (OSError, UnicodeDecodeError) as e:
-            raise ValueError(f"cannot read --sources {args.sources}: {e}") from e
+        specs += read_source_list(args.sources)
     return specs
 
 
@@ -84,6 +78,9 @@ def cmd_run_many(
             results = _run_in_process(args, specs, emit, stop)
         else:
             results = _run_on_cluster(args, cfg, specs, emit, stop)
+    except ClusterUnavailable as e:  # nothing answers there: a failure, not bad input
+        print(f"fesnet-spot: error: {e}", file=sys.stderr)
+        return exitcodes.FAILED
     finally:
         for s, h in old.items():
             signal.signal(s, h)
@@ -161,7 +158,7 @@ def _run_on_cluster(
     from . import runtime
 
     try:
-        rt, tier = runtime.cluster_runtime(cfg, runtime_config(args))
+        rt, tier = runtime.cluster_runtime(cfg, runtime_config(args), streams=len(specs))
         actors = {
             stream: spawn(cfg, tier, spec, stream, rt.stride_frames, args.pace, rt.merger)
             for stream, spec in zip(stream_names(specs), specs, strict=True)
