@@ -220,11 +220,12 @@ class TickLoad:
         self.tick = 0
 
     def batch(self) -> TierBatch:
-        """The next tick's batch, its crops written into the tier's staging buffer."""
+        """The next tick's batch, its crops written into the tier's staging buffer (as an
+        ingest receiving them would: plain copies, no temporary arrays)."""
         k, n, t = self.tick, self.n, self.tier.window_frames
         staging = self.tier.staging(n)
+        copy_cycled(self.pool, k, staging)
         idx = (np.arange(n) + k) % len(self.pool)
-        np.take(self.pool, idx, axis=0, out=staging)
         geom = None if self.geom_pool is None else self.geom_pool[idx % len(self.geom_pool)]
         due = self.handles[(k - self.phase) % self.stride == 0] if k >= t - 1 else self.handles[:0]
         self.tick += 1
@@ -234,3 +235,15 @@ class TickLoad:
     def close(self) -> None:
         for h in self.handles:
             self.tier.close(int(h))
+
+
+def copy_cycled(pool: np.ndarray, first: int, out: np.ndarray) -> None:
+    """``out[i] = pool[(first + i) % len(pool)]`` as a few contiguous block copies (``np.take``
+    with ``out`` buffers the whole result in a temporary first: twice the memory traffic, and a
+    fresh allocation's page faults, per call)."""
+    n, m = len(out), len(pool)
+    at, src = 0, first % m
+    while at < n:
+        cnt = min(n - at, m - src)
+        out[at : at + cnt] = pool[src : src + cnt]
+        at, src = at + cnt, 0
