@@ -23,6 +23,7 @@ from fesnet.model.tier_plan import bucket_sizes, plan_chunks
 from fesnet.model.tier_run import CudaGraphRunner, TorchFunctions, make_tier, strict_fp32
 from fesnet.model.tier_video import repeats_previous, tier_video_windows
 from fesnet.realtime.bench.tier_load import (
+    TickLoad,
     copy_cycled,
     engine_windows,
     synthetic_streams,
@@ -263,6 +264,21 @@ def test_strict_fp32_switches_tf32_off_and_restores_it() -> None:
         assert torch.backends.cudnn.allow_tf32
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def test_tick_load_copy_threads_stage_the_same_crops() -> None:
+    net = FESNet(FESNetConfig.tiny()).eval()
+    pool = synthetic_streams(1, 40, geometry=False, seed=5, fps=(60,))[0].frames
+    staged = []
+    for threads in (1, 3):
+        tier = tier_of(net, max_streams=600)
+        load = TickLoad(tier, 600, STRIDE, pool, None, copy_threads=threads)
+        assert load.copy_threads == min(threads, 600 // 256)
+        load.batch()
+        staged.append(load.batch().crops.copy())  # tick 1: pool[1], pool[2], ...
+        load.close()
+    assert np.array_equal(staged[0], staged[1])
+    assert np.array_equal(staged[0][:45], pool[(np.arange(45) + 1) % len(pool)])
 
 
 def test_copy_cycled_is_take_with_wraparound() -> None:

@@ -52,9 +52,10 @@ def capacity(
     cycles: int = 5,
     deadline: float | None = None,
     pipelined: bool = True,
+    copy_threads: int = 1,
 ) -> dict[str, Any]:
-    """One level of the capacity sweep (module docstring)."""
-    load = TickLoad(tier, n_streams, stride, pool, geom)
+    """One level of the capacity sweep (module docstring); ``copy_threads`` stage the crops."""
+    load = TickLoad(tier, n_streams, stride, pool, geom, copy_threads)
     try:
         for _ in range(tier.window_frames + stride):  # fill the rings, reach the steady load
             tier.step(load.batch())
@@ -69,6 +70,7 @@ def capacity(
     return {
         "streams": n_streams,
         "mode": "pipelined" if pipelined else "serial",
+        "copy_threads": load.copy_threads,
         **row,
         "realtime_budget_ms": round(budget_s * 1e3, 3),
         "realtime": p50 <= budget_s,
@@ -150,6 +152,7 @@ def capacity_sweep(
     deadline: float | None = None,
     progress: Callable[[str], None] = log.info,
     pipelined: bool = True,
+    copy_threads: int = 1,
 ) -> dict[str, Any]:
     """:func:`capacity` at each level (ascending, up to the tier's ``max_streams``) until one is
     saturated or ``deadline`` (``time.perf_counter()``) passes. ``cameras_at_60fps``: the most
@@ -166,7 +169,7 @@ def capacity_sweep(
         if deadline is not None and now + expect > deadline:
             stopped = f"time budget (level {n} would take ~{expect:.0f} s)"
             break
-        row = capacity(tier, n, stride, pool, geom, cycles, deadline, pipelined)
+        row = capacity(tier, n, stride, pool, geom, cycles, deadline, pipelined, copy_threads)
         last = (n, time.perf_counter() - now)
         rows.append(row)
         dev = row.get("device_ms", {}).get("device", {}).get("p50_ms")

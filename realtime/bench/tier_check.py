@@ -94,6 +94,8 @@ class CheckSettings:
     latency_ticks: int = 240
     ring_slots: int = 48
     seed: int = 0
+    copy_threads: int = 4
+    """Threads that stage a tick's crops in the capacity runs (TickLoad)."""
 
     @classmethod
     def quick(cls) -> CheckSettings:
@@ -277,8 +279,10 @@ def run_config(cfg: CheckConfig, ck: Any, merger: MergerConfig, stride: int,
               write)  # fmt: skip
     sweep = run_stage(out, "capacity", lambda: capacity_sweep(
         tier, settings.levels, stride, pool, geom, settings.cycles, deadline,
-        progress=lambda m: print(m, flush=True)), write)  # fmt: skip
+        progress=lambda m: print(m, flush=True), copy_threads=settings.copy_threads),
+        write)  # fmt: skip
     if sweep and sweep["levels"] and time.perf_counter() < deadline:
         top = sweep["levels"][-1]["streams"]  # the same level, measured the first check's way
         run_stage(out, "capacity_serial", lambda: capacity(
-            tier, top, stride, pool, geom, settings.cycles, deadline, pipelined=False), write)
+            tier, top, stride, pool, geom, settings.cycles, deadline, pipelined=False,
+            copy_threads=settings.copy_threads), write)  # fmt: skip
