@@ -22,6 +22,13 @@ per bucket can replay them (model/tier_run.py: :class:`~.tier_run.CudaGraphRunne
 the input crops, the row indices and the output probabilities are static tensors the captured
 graphs read and write, and padding rows read and write one spare "trash" row.
 
+:meth:`ModelTier.submit` is the same step without waiting for the device: it queues the work and
+returns a :class:`~.tier_host.PendingStep`. Two sets of host buffers are used in turn, so a
+caller can stage and submit step k + 1 while the device runs step k (a tick then costs the
+larger of the host's and the device's time, not their sum); on CUDA a large step's crops go up on
+a copy stream, overlapping the previous step's model work (model/tier_host.py has the ordering
+argument). :meth:`ModelTier.step` is ``submit(batch).result()``.
+
 What holds:
 
 - *Same numbers as the per-stream path.* The model functions are the deployable graphs of
@@ -54,10 +61,13 @@ import numpy as np
 import torch
 
 from .geometry import GeometryConfig
+from .tier_host import COPY_STREAM_MIN_CROPS, CropUpload, HostBuffers, PendingStep, StepMarks
 from .tier_plan import StepResult, StreamTable, TierBatch, TierError, TierFull, plan_chunks
 
-__all__ = ["EagerRunner", "ModelTier", "Runner", "StepResult", "TierBatch", "TierError",
-           "TierFull", "TierFunctions"]
+__all__ = ["EagerRunner", "ModelTier", "PendingStep", "Runner", "StepResult", "TierBatch",
+           "TierError", "TierFull", "TierFunctions"]
+
+HOST_SETS = 2  # steps in flight: the host prepares one while the device runs the other
 
 
 class TierFunctions(Protocol):
@@ -100,23 +110,6 @@ class EagerRunner:
 
     def window(self, b: int) -> None:
         self._window(b)
-
-
-class _HostBuffers:
-    """Growable host staging tensors by name (pinned on CUDA, so copies can be asynchronous)."""
-
-    def __init__(self, pinned: bool) -> None:
-        self.pinned = pinned
-        self._bufs: dict[str, torch.Tensor] = {}
-
-    def get(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-        buf = self._bufs.get(name)
-        n = shape[0]
-        if buf is None or buf.shape[0] < n or buf.shape[1:] != shape[1:] or buf.dtype != dtype:
-            cap = max(n, 1, 2 * (buf.shape[0] if buf is not None else 0))
-            buf = torch.empty((cap, *shape[1:]), dtype=dtype, pin_memory=self.pinned)
-            self._bufs[name] = buf
-        return buf[:n]
 
 
 class ModelTier:
@@ -167,9 +160,12 @@ class ModelTier:
             raise ValueError(f"max_encode {self.max_encode} must be one of the buckets {buckets}")
         self.runner: Runner = runner if runner is not None else EagerRunner()
         self.counts: collections.Counter[str] = collections.Counter()
-        cuda = self.device.type == "cuda"
-        self._host = _HostBuffers(pinned=cuda)
-        self._inputs_free = torch.cuda.Event() if cuda else None
+        self._cuda = self.device.type == "cuda"
+        self._sets = [HostBuffers(pinned=self._cuda) for _ in range(HOST_SETS)]
+        self._last: list[PendingStep | None] = [None] * HOST_SETS  # the last step of each set
+        self._seq = 0  # steps submitted
+        self._upload = CropUpload(self.device, image_size, HOST_SETS) if self._cuda else None
+        self.timed = False  # record each step's phases (PendingStep.phases_ms): benchmarks
         self._allocate()
         self.runner.prepare(self._encode_body, self._window_body,
                             buckets if buckets is not None else (max_bucket,))  # fmt: skip
@@ -239,25 +235,36 @@ class ModelTier:
 
     # -- a step --------------------------------------------------------------------------------
     def staging(self, n: int) -> np.ndarray:
-        """A writable (n, H, W, 3) uint8 host array for the next step's crops: a batch whose
-        ``crops`` is this array is uploaded without another host copy (pinned memory on CUDA).
-        Valid until the next call of ``staging`` or ``step``."""
-        self._wait_inputs_free()
+        """A writable (n, H, W, 3) uint8 host array for the next submitted step's crops: a batch
+        whose ``crops`` is (a leading part of) this array is uploaded without another host copy
+        (pinned memory on CUDA). Valid until that step is submitted. Waits, if need be, for the
+        step before the last one, which used the same host buffers."""
         s = self.image_size
-        return self._host.get("crops", (n, s, s, 3), torch.uint8).numpy()
+        return self._claim().get("crops", (n, s, s, 3), torch.uint8).numpy()
 
-    @torch.no_grad()
     def step(self, batch: TierBatch) -> StepResult:
         """Write the batch's slots into the rings, then score its windows (module docstring)."""
+        return self.submit(batch).result()
+
+    @torch.no_grad()
+    def submit(self, batch: TierBatch) -> PendingStep:
+        """:meth:`step` without waiting: the device work is queued and the step's result comes
+        from :meth:`PendingStep.result`. Steps run in submission order; the rings are updated
+        for the next submit at once (its bookkeeping is the host's), so step k + 1 may be
+        staged and submitted while the device still runs step k."""
         plan = self.table.plan(batch)
-        self._wait_inputs_free()
+        host = self._claim()
+        marks = StepMarks(self._cuda) if self.timed else None
+        if marks is not None:
+            marks.mark("start", self._stream())
         if self.geom is not None and len(plan.rows):
-            vectors = self._upload("geom", np.asarray(batch.geom, np.float32), torch.float32)
-            self.geom.index_copy_(0, self._upload("geom_rows", plan.rows), vectors)
-        self._encode(batch.crops, plan.encode_rows)
+            vectors = self._to_device(host, "geom", np.asarray(batch.geom, np.float32),
+                                      torch.float32)  # fmt: skip
+            self.geom.index_copy_(0, self._to_device(host, "geom_rows", plan.rows), vectors)
+        self._encode(host, batch.crops, plan.encode_rows, marks)
         if len(plan.copy_dst):
-            src = self._upload("copy_src", plan.copy_src)
-            dst = self._upload("copy_dst", plan.copy_dst)
+            src = self._to_device(host, "copy_src", plan.copy_src)
+            dst = self._to_device(host, "copy_dst", plan.copy_dst)
             for ring in (self.x_prime, self.x_atten):
                 ring.index_copy_(0, dst, ring.index_select(0, src))
         self.table.commit(plan)
@@ -265,54 +272,73 @@ class ModelTier:
         self.counts["encoded"] += len(plan.encode_rows)
         self.counts["copied"] += len(plan.copy_dst)
         self.counts["steps"] += 1
-        result = self._windows(batch.window_streams, batch.window_starts)
-        if self._inputs_free is not None:
-            self._inputs_free.record()
-        return result
+        if marks is not None:
+            marks.mark("encoded", self._stream())
+        pending = self._windows(host, batch.window_streams, batch.window_starts, marks)
+        self._last[self._seq % HOST_SETS] = pending
+        self._seq += 1
+        return pending
 
-    def _wait_inputs_free(self) -> None:
-        """The previous step's host-to-device copies are done: its staging may be rewritten."""
-        if self._inputs_free is not None:
-            self._inputs_free.synchronize()
+    def _stream(self) -> torch.cuda.Stream | None:
+        return torch.cuda.current_stream(self.device) if self._cuda else None
 
-    def _upload(self, name: str, array: np.ndarray, dtype: torch.dtype = torch.int64
-                ) -> torch.Tensor:  # fmt: skip
-        """``array`` on the device: through a pinned staging buffer on CUDA (an asynchronous
-        copy), as is on the CPU."""
-        if self.device.type != "cuda":
+    def _claim(self) -> HostBuffers:
+        """The host buffers of the next step, free: the step that used them last is done."""
+        i = self._seq % HOST_SETS
+        last = self._last[i]
+        if last is not None:
+            last.collect()
+            self._last[i] = None
+        return self._sets[i]
+
+    def _to_device(self, host: HostBuffers, name: str, array: np.ndarray,
+                   dtype: torch.dtype = torch.int64) -> torch.Tensor:  # fmt: skip
+        """``array`` on the device: through the step's pinned buffer on CUDA (an asynchronous
+        copy on the current stream), as is on the CPU."""
+        if not self._cuda:
             return torch.from_numpy(np.ascontiguousarray(array))
-        host = self._host.get(name, array.shape, dtype)
-        host.numpy()[...] = array
-        return host.to(self.device, non_blocking=True)
+        buf = host.get(name, array.shape, dtype)
+        buf.numpy()[...] = array
+        return buf.to(self.device, non_blocking=True)
 
-    def _encode(self, crops: np.ndarray, rows: np.ndarray) -> None:
+    def _encode(self, host: HostBuffers, crops: np.ndarray, rows: np.ndarray,
+                marks: StepMarks | None) -> None:  # fmt: skip
         m = len(rows)
         if m == 0:
             return
-        if self.device.type == "cuda":
-            s = self.image_size
-            staged = self._host.get("crops", (m, s, s, 3), torch.uint8)
-            if staged.data_ptr() != crops.ctypes.data:
+        s = self.image_size
+        if self._cuda:
+            staged = host.get("crops", (m, s, s, 3), torch.uint8)
+            if staged.data_ptr() != crops.ctypes.data:  # not written into staging() already
                 np.copyto(staged.numpy(), crops)
         else:
             staged = torch.from_numpy(np.ascontiguousarray(crops))
+        i = self._seq % HOST_SETS
+        upload = self._upload if m >= COPY_STREAM_MIN_CROPS else None
+        source = staged if upload is None else upload.upload(i, staged, marks)
         chunks = plan_chunks(m, self.buckets, self.max_encode)
-        padded = self._padded("encode_rows", rows[:, None], chunks)[:, 0]
+        padded = self._padded(host, "encode_rows", rows[:, None], chunks)[:, 0]
         at = 0
         for off, cnt, size in chunks:
-            self.crops_in[:cnt].copy_(staged[off : off + cnt], non_blocking=True)
+            self.crops_in[:cnt].copy_(source[off : off + cnt], non_blocking=True)
             self.encode_rows[:size].copy_(padded[at : at + size], non_blocking=True)
             self.runner.encode(size)
             at += size
+        if upload is not None:
+            upload.read(i)
         self.counts["encode_calls"] += len(chunks)
         self.counts["encode_padding"] += at - m
 
-    def _padded(self, name: str, rows: np.ndarray, chunks: list[tuple[int, int, int]]
-                ) -> torch.Tensor:  # fmt: skip
+    def _padded(self, host: HostBuffers, name: str, rows: np.ndarray,
+                chunks: list[tuple[int, int, int]]) -> torch.Tensor:  # fmt: skip
         """(sum of padded sizes, k) host rows: each chunk's rows, then the trash row."""
         total = sum(size for _, _, size in chunks)
-        out = self._host.get(name, (total, rows.shape[1]), torch.int64)
+        out = host.get(name, (total, rows.shape[1]), torch.int64)
         arr = out.numpy()
+        if len(chunks) == 1 and chunks[0][1] == len(rows):  # the usual step: one chunk
+            arr[: len(rows)] = rows
+            arr[len(rows) :] = self.table.trash_row
+            return out
         at = 0
         for off, cnt, size in chunks:
             arr[at : at + cnt] = rows[off : off + cnt]
@@ -320,26 +346,29 @@ class ModelTier:
             at += size
         return out
 
-    def _windows(self, handles: np.ndarray, starts: np.ndarray) -> StepResult:
+    def _windows(self, host: HostBuffers, handles: np.ndarray, starts: np.ndarray,
+                 marks: StepMarks | None) -> PendingStep:  # fmt: skip
         t, b = self.window_frames, len(starts)
-        if b == 0:
-            return StepResult(np.zeros((0, t, 3), np.float32), np.zeros(0, bool))
-        rows, ok = self.table.window_rows(handles, starts)
-        chunks = plan_chunks(b, self.buckets, self.max_bucket)
-        padded = self._padded("window_rows", rows, chunks)
-        out = self._host.get("probs", (b, t, 3), torch.float32)
-        at = 0
-        for off, cnt, size in chunks:
-            self.window_rows[:size].copy_(padded[at : at + size], non_blocking=True)
-            self.runner.window(size)
-            out[off : off + cnt].copy_(self.probs_out[:cnt], non_blocking=True)
-            at += size
-        if self.device.type == "cuda":
-            torch.cuda.current_stream(self.device).synchronize()
-        probs = out.numpy().copy()
-        probs[~ok] = np.nan
-        self.counts["windows"] += int(ok.sum())
-        self.counts["missing"] += int((~ok).sum())
-        self.counts["window_calls"] += len(chunks)
-        self.counts["window_padding"] += at - b
-        return StepResult(probs, ~ok)
+        out = host.get("probs", (b, t, 3), torch.float32)
+        ok = np.zeros(0, bool)
+        if b:
+            rows, ok = self.table.window_rows(handles, starts)
+            chunks = plan_chunks(b, self.buckets, self.max_bucket)
+            padded = self._padded(host, "window_rows", rows, chunks)
+            at = 0
+            for off, cnt, size in chunks:
+                self.window_rows[:size].copy_(padded[at : at + size], non_blocking=True)
+                self.runner.window(size)
+                out[off : off + cnt].copy_(self.probs_out[:cnt], non_blocking=True)
+                at += size
+            self.counts["windows"] += int(ok.sum())
+            self.counts["missing"] += int((~ok).sum())
+            self.counts["window_calls"] += len(chunks)
+            self.counts["window_padding"] += at - b
+        if marks is not None:
+            marks.mark("done", self._stream())
+        done = None
+        if self._cuda:
+            done = torch.cuda.Event()
+            done.record(torch.cuda.current_stream(self.device))
+        return PendingStep(out, ok, done, marks)

@@ -4,11 +4,16 @@ Model functions (``TierFunctions``: device tensors in, device tensors out):
 
 - :class:`TorchFunctions`: the deployable graphs of model/graphs.py on CPU or CUDA, fp32 or fp16
   (``torch.autocast``, weights stay fp32; the rings store what the encoder returns, cast to
-  float16), optionally ``torch.compile``'d for batches > 1 (batch size marked dynamic, so a
-  bucket list costs two compiles, not one per bucket; batch 1 stays eager, where a CUDA graph
-  already removes the launch cost that compiling would save), optionally with channels-last
-  convolution weights (NHWC activations, the layout of tensor-core convolutions; inference only:
-  the model's own forward keeps NCHW because of a CPU backward bug, model/fesnet.py).
+  float16), optionally ``torch.compile``'d (the batch size marked dynamic from 2 up, so a bucket
+  list costs two compiles per function: batch 1, which is specialised anyway, and the rest;
+  batch 1 is compiled too because a CUDA graph removes the launch cost but not the device time
+  of many small unfused kernels: one camera's step took ~1.3-1.5 ms with eager kernels in
+  graphs on an H200 against ~0.5 ms compiled), optionally with channels-last convolution
+  weights (NHWC activations, the layout of tensor-core convolutions; inference only: the
+  model's own forward keeps NCHW because of a CPU backward bug, model/fesnet.py). fp32 on CUDA
+  is strict IEEE fp32: TF32 is switched off for the calls (cuDNN convolutions default to TF32,
+  whose 10-bit mantissa is fp16's: it moved window probabilities by up to 8.9e-3 on an H200,
+  as far as fp16 autocast does), and restored after them.
 - :class:`HostBackendFunctions`: any numpy backend of model/backends.py (ONNX Runtime on CPU)
   over host tensors: the CPU path of the tier, with the backend the CPU runs fastest.
 - :class:`TensorRTFunctions`: TensorRT engines (optional extra, where torch-tensorrt installs;
@@ -34,7 +39,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -74,28 +79,49 @@ class TorchFunctions:
         if compile:
             self._compiled = (torch.compile(self._encoder), torch.compile(self._window))
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.float16, cache_enabled=False)
+    def _numerics(self) -> contextlib.AbstractContextManager:
+        """fp16: autocast without its weight cache (CUDA graphs, module docstring of
+        model/tier.py); fp32 on CUDA: strict fp32; fp32 on the CPU: as is."""
+        if self.precision == "fp16":
+            return torch.autocast(self.device.type, dtype=torch.float16, cache_enabled=False)
+        if self.device.type == "cuda":
+            return strict_fp32()
+        return contextlib.nullcontext()
 
     def _pick(self, i: int, inputs: Sequence[torch.Tensor | None]) -> Callable[..., Any]:
-        if self._compiled is None or inputs[0] is None or inputs[0].shape[0] < 2:
+        if self._compiled is None:
             return (self._encoder, self._window)[i]
-        for x in inputs:
-            if x is not None:
-                torch._dynamo.maybe_mark_dynamic(x, 0)
+        if inputs[0] is not None and inputs[0].shape[0] >= 2:
+            for x in inputs:
+                if x is not None:
+                    torch._dynamo.maybe_mark_dynamic(x, 0)
         return self._compiled[i]
 
     def encode(self, crops_u8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with self._autocast():
+        with self._numerics():
             return self._pick(0, [crops_u8])(crops_u8)
 
     def window(
         self, x_prime: torch.Tensor, x_atten: torch.Tensor, geom: torch.Tensor | None
     ) -> torch.Tensor:
-        with self._autocast():
+        with self._numerics():
             return self._pick(1, [x_prime, x_atten, geom])(x_prime, x_atten, geom)
+
+
+@contextlib.contextmanager
+def strict_fp32() -> Iterator[None]:
+    """TF32 off for cuDNN (convolutions) and cuBLAS (matmuls) inside, restored after. The
+    flags are read when a kernel is chosen, so a CUDA graph captured inside keeps IEEE fp32
+    kernels. The legacy ``allow_tf32`` flags set cuDNN's convolution and RNN precision together;
+    torch refuses a read of them after the newer per-operator settings made the two differ."""
+    cudnn, matmul = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = cudnn
+        torch.backends.cuda.matmul.allow_tf32 = matmul
 
 
 class HostBackendFunctions:

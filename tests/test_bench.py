@@ -206,6 +206,7 @@ def test_bench_tier_mode_report(tmp_path, capsys) -> None:
     t = json.loads(out.read_text())["tier"]
     assert t["tier"] == "torch-cpu-fp32" and t["device"] == "cpu"
     assert [r["streams"] for r in t["capacity"]["levels"]] == [1, 2]
+    assert all(r["mode"] == "pipelined" and r["device_ms"] for r in t["capacity"]["levels"])
     assert set(t["latency"]["window_step_ms"]) == PCT_KEYS
     assert [r["streams"] for r in t["engine_vs_tier"]] == [1, 2]
     assert all(r["tier_vs_engine"] > 0 for r in t["engine_vs_tier"])

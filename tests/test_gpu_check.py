@@ -5,6 +5,7 @@ JSON whose parity, latency and capacity are all there."""
 from __future__ import annotations
 
 import json
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -49,9 +50,15 @@ def test_cpu_dry_run_writes_the_whole_report(tmp_path: Path) -> None:
     assert cpu["parity"]["probs_within_tolerance"] and cpu["parity"]["tolerance"] == 2e-5
     assert cpu["parity"]["events_identical"]
     assert cpu["parity"]["windows"] == sum(report["reference"]["windows"])
+    assert cpu["parity"]["windows_over_1e-3"] == 0.0
     assert cpu["latency"]["window_step_ms"]["n"] > 0
-    assert cpu["capacity"]["levels"][0]["streams"] == 1
+    assert cpu["latency"]["device_ms"]["window_step"]["device"]["n"] > 0
+    level = cpu["capacity"]["levels"][0]
+    assert level["streams"] == 1 and level["mode"] == "pipelined"
+    assert {"encode", "window", "device"} <= set(level["device_ms"])
+    assert cpu["capacity_serial"]["mode"] == "serial"
     assert isinstance(report["summary"]["configs"]["cpu-fp32"]["cameras_at_60fps"], int)
+    assert "parity cpu-fp32: max abs diff" in run.stdout
 
 
 @pytest.mark.slow
@@ -68,3 +75,27 @@ def test_cuda_configs_are_skipped_with_a_reason_without_a_gpu(tmp_path: Path) ->
     report = json.loads(out.read_text())
     assert report["configs"]["fp16-graphs"]["errors"] == {"skipped": "CUDA is not available"}
     assert "reference" in report and list(report["configs"]) == ["fp16-graphs"]
+
+
+def test_done_when_lines_say_met_or_not() -> None:
+    g = runpy.run_path(str(SCRIPT), run_name="gpu_check")
+    row = {"max_abs_diff": 0.0123, "tolerance": 0.05, "windows_over_1e-3": 0.5,
+           "probs_within_tolerance": True, "events_identical": False,
+           "events_within_tolerance": True, "errors": []}  # fmt: skip
+    summary = {"configs": {"a": row, "b": {**row, "max_abs_diff": None, "errors": ["build"]}},
+               "best_cameras_at_60fps": ["a", 2480], "best_latency_p50_ms": ["a", 1.2]}
+    lines = g["done_when_lines"](summary)
+    assert "2,480 (a; pipelined, staging included) -> met" in lines[1]
+    assert lines[2].endswith("1.200 ms (a) -> NOT met")
+    assert "1.23e-02 vs tolerance 5e-02 -> ok; windows > 1e-3: 50.0%; events within 2 slots" \
+        in lines[3]  # fmt: skip
+    assert lines[4] == "parity b: not measured ['build']"
+
+
+def test_default_configs_run_the_candidates_first() -> None:
+    from fesnet.realtime.bench.tier_check import CUDA_CONFIGS, TOLERANCE
+
+    default = [c for c in CUDA_CONFIGS if c.default]
+    assert default[0].name == "fp16-compiled-graphs" and default[0].compile
+    assert all(c.graphs for c in default) and sum(c.share_s for c in default) <= 240
+    assert TOLERANCE["fp32"] < TOLERANCE["fp16"]

@@ -7,10 +7,15 @@ functions on a GPU machine).
   every camera adds ``stride`` slots and gets one window; it must take at most ``stride / 60`` s
   for N cameras to run in real time. Cameras at 60 FPS at level N = N * (stride / 60) / median
   cycle time (how many the tier's throughput at that batch size carries); the sweep stops once a
-  level is saturated (cycle median over twice the real-time budget). Writing the crops into the
-  tier's staging buffer (``stage_ms``) is timed apart: it is the ingest's copy, not model work.
+  level is saturated (cycle median over twice the real-time budget). *Pipelined* (the default):
+  one thread stages tick k + 1's crops into the tier's pinned buffer and submits it while the
+  device runs tick k, then collects tick k's probabilities; the cycle is wall time with
+  everything in it (staging included), and each step's device phases are timed
+  (``device_ms``). *Serial*: stage, step, wait, with staging timed apart and left out of the
+  cycle (the first GPU check's measure, kept to compare).
 - :func:`latency`: one camera; the step that completes a window (encode 1 crop + window head +
-  probabilities on the host) and the encode-only steps, each from an idle device.
+  probabilities on the host) and the encode-only steps, each from an idle device; then the same
+  steps again with their device phases timed (``device_ms``: what of the step the device took).
 - :func:`engine_vs_tier`: the same N streams, interleaved cycle by cycle (same machine load):
   today's path (per stream, encoder batch 1 and one ``Engine.step`` per window) against one tier
   step per tick. Model frames/s = N * stride / cycle time.
@@ -46,45 +51,95 @@ def capacity(
     geom: np.ndarray | None,
     cycles: int = 5,
     deadline: float | None = None,
+    pipelined: bool = True,
+    copy_threads: int = 1,
 ) -> dict[str, Any]:
-    """One level of the capacity sweep (module docstring)."""
-    load = TickLoad(tier, n_streams, stride, pool, geom)
+    """One level of the capacity sweep (module docstring); ``copy_threads`` stage the crops."""
+    load = TickLoad(tier, n_streams, stride, pool, geom, copy_threads)
     try:
         for _ in range(tier.window_frames + stride):  # fill the rings, reach the steady load
             tier.step(load.batch())
         tier.synchronize()
-        stage, step, cycle = [], [], []
-        for _ in range(cycles):
-            c = 0.0
-            for _ in range(stride):
-                t0 = time.perf_counter()
-                batch = load.batch()
-                t1 = time.perf_counter()
-                tier.step(batch)
-                t2 = time.perf_counter()
-                stage.append(t1 - t0)
-                step.append(t2 - t1)
-                c += t2 - t1
-            t3 = time.perf_counter()
-            tier.synchronize()
-            cycle.append(c + time.perf_counter() - t3)
-            if deadline is not None and time.perf_counter() > deadline:
-                break
+        run = _pipelined_cycles if pipelined else _serial_cycles
+        row = run(tier, load, stride, cycles, deadline)
     finally:
+        tier.timed = False
         load.close()
     budget_s = stride / FPS
-    p50 = float(np.median(cycle))
+    p50 = float(np.median(row.pop("cycle")))
     return {
         "streams": n_streams,
-        "cycles": len(cycle),
-        "cycle_ms": percentiles_ms(cycle),
-        "step_ms": percentiles_ms(step),
-        "stage_ms": percentiles_ms(stage),
+        "mode": "pipelined" if pipelined else "serial",
+        "copy_threads": load.copy_threads,
+        **row,
         "realtime_budget_ms": round(budget_s * 1e3, 3),
         "realtime": p50 <= budget_s,
         "cameras_at_60fps": int(n_streams * budget_s / p50),
         "model_frames_per_s": round(n_streams * stride / p50, 1),
     }
+
+
+def _pipelined_cycles(tier: ModelTier, load: TickLoad, stride: int, cycles: int,
+                      deadline: float | None) -> dict[str, Any]:  # fmt: skip
+    """Each tick: stage its crops (waiting, if need be, for the step two back), submit it, then
+    collect the previous tick's result, so staging tick k + 1 overlaps the device's step k. A
+    cycle is the wall time between the ends of consecutive cycles: everything included."""
+    tier.timed = True
+    stage, submit, wait, cycle = [], [], [], []
+    phases: dict[str, list[float]] = {}
+    prev = None
+    mark = time.perf_counter()
+    for _ in range(cycles):
+        for _ in range(stride):
+            t0 = time.perf_counter()
+            batch = load.batch()
+            t1 = time.perf_counter()
+            pending = tier.submit(batch)
+            t2 = time.perf_counter()
+            if prev is not None:
+                prev.result()
+                for k, v in prev.phases_ms().items():
+                    phases.setdefault(k, []).append(v / 1e3)
+            stage.append(t1 - t0)
+            submit.append(t2 - t1)
+            wait.append(time.perf_counter() - t2)
+            prev = pending
+        now = time.perf_counter()
+        cycle.append(now - mark)
+        mark = now
+        if deadline is not None and now > deadline:
+            break
+    if prev is not None:
+        prev.result()
+    return {"cycles": len(cycle), "cycle": cycle, "cycle_ms": percentiles_ms(cycle),
+            "stage_ms": percentiles_ms(stage), "submit_ms": percentiles_ms(submit),
+            "wait_ms": percentiles_ms(wait),
+            "device_ms": {k: percentiles_ms(v) for k, v in phases.items()}}  # fmt: skip
+
+
+def _serial_cycles(tier: ModelTier, load: TickLoad, stride: int, cycles: int,
+                   deadline: float | None) -> dict[str, Any]:  # fmt: skip
+    """Each tick staged, then stepped to its result; staging is timed apart and left out of the
+    cycle (how the first GPU check measured: the model tier's own time, nothing overlapped)."""
+    stage, step, cycle = [], [], []
+    for _ in range(cycles):
+        c = 0.0
+        for _ in range(stride):
+            t0 = time.perf_counter()
+            batch = load.batch()
+            t1 = time.perf_counter()
+            tier.step(batch)
+            t2 = time.perf_counter()
+            stage.append(t1 - t0)
+            step.append(t2 - t1)
+            c += t2 - t1
+        t3 = time.perf_counter()
+        tier.synchronize()
+        cycle.append(c + time.perf_counter() - t3)
+        if deadline is not None and time.perf_counter() > deadline:
+            break
+    return {"cycles": len(cycle), "cycle": cycle, "cycle_ms": percentiles_ms(cycle),
+            "step_ms": percentiles_ms(step), "stage_ms": percentiles_ms(stage)}
 
 
 def capacity_sweep(
@@ -96,6 +151,8 @@ def capacity_sweep(
     cycles: int = 5,
     deadline: float | None = None,
     progress: Callable[[str], None] = log.info,
+    pipelined: bool = True,
+    copy_threads: int = 1,
 ) -> dict[str, Any]:
     """:func:`capacity` at each level (ascending, up to the tier's ``max_streams``) until one is
     saturated or ``deadline`` (``time.perf_counter()``) passes. ``cameras_at_60fps``: the most
@@ -112,11 +169,15 @@ def capacity_sweep(
         if deadline is not None and now + expect > deadline:
             stopped = f"time budget (level {n} would take ~{expect:.0f} s)"
             break
-        row = capacity(tier, n, stride, pool, geom, cycles, deadline)
+        row = capacity(tier, n, stride, pool, geom, cycles, deadline, pipelined, copy_threads)
         last = (n, time.perf_counter() - now)
         rows.append(row)
+        dev = row.get("device_ms", {}).get("device", {}).get("p50_ms")
         progress(f"  {tier.name}: {n} streams, cycle p50 {row['cycle_ms']['p50_ms']:.2f} ms "
-                 f"(budget {row['realtime_budget_ms']:.1f}), ~{row['cameras_at_60fps']} cameras")
+                 f"(budget {row['realtime_budget_ms']:.1f}; stage "
+                 f"{row['stage_ms']['p50_ms']:.2f} ms/tick"
+                 + (f", device {dev:.2f} ms/tick" if dev is not None else "")
+                 + f"), ~{row['cameras_at_60fps']} cameras")  # fmt: skip
         if row["cycle_ms"]["p50_ms"] > 2 * row["realtime_budget_ms"]:
             stopped = f"saturated at {n} streams"
             break
@@ -130,19 +191,30 @@ def latency(
     """One camera's model latency per step, from an idle device (module docstring)."""
     load = TickLoad(tier, 1, stride, pool, geom)
     window, encode = [], []
+    phases: dict[str, dict[str, list[float]]] = {"window_step": {}, "encode_step": {}}
     try:
         for _ in range(tier.window_frames + stride):
             tier.step(load.batch())
-        for _ in range(ticks):
-            batch = load.batch()
-            tier.synchronize()
-            t0 = time.perf_counter()
-            tier.step(batch)
-            tier.synchronize()
-            (window if batch.n_windows else encode).append(time.perf_counter() - t0)
+        for timed in (False, True):
+            tier.timed = timed
+            for _ in range(ticks if not timed else max(8, ticks // 4)):
+                batch = load.batch()
+                tier.synchronize()
+                t0 = time.perf_counter()
+                pending = tier.submit(batch)
+                pending.result()
+                tier.synchronize()
+                kind = "window_step" if batch.n_windows else "encode_step"
+                if not timed:
+                    (window if batch.n_windows else encode).append(time.perf_counter() - t0)
+                for k, v in pending.phases_ms().items():
+                    phases[kind].setdefault(k, []).append(v / 1e3)
     finally:
+        tier.timed = False
         load.close()
-    return {"window_step_ms": percentiles_ms(window), "encode_step_ms": percentiles_ms(encode)}
+    return {"window_step_ms": percentiles_ms(window), "encode_step_ms": percentiles_ms(encode),
+            "device_ms": {kind: {k: percentiles_ms(v) for k, v in p.items()}
+                          for kind, p in phases.items()}}  # fmt: skip
 
 
 def engine_vs_tier(

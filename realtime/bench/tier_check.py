@@ -4,12 +4,23 @@ latency and capacity, each recording its result or its error (the script keeps g
 - *Reference*: every synthetic stream spotted offline on the CPU in fp32 (``spot_video`` over the
   per-stream numpy backend, torch eager): window probabilities and merger events.
 - *Parity*: the same streams through the tier, all at once (``tier_windows``), against the
-  reference: the largest absolute difference of any window probability, and the events the real
-  ``IntervalMerger`` makes of them (:func:`compare_events`). Stated tolerances (``TOLERANCE``):
-  fp32 on CPU 2e-5 (2.7e-6 measured) and identical events; fp32 on CUDA 1e-3 (TF32
-  convolutions: 4.3e-4 measured on an H200) and identical events expected; fp16 5e-3 and every
-  final interval matched by one of the same label whose onset and offset are within 2 slots
-  (fp16 may move a threshold crossing by a slot).
+  reference: the largest absolute difference of any window probability, the share of windows
+  whose largest difference exceeds 1e-3, and the events the real ``IntervalMerger`` makes of
+  them (:func:`compare_events`). Stated tolerances (``TOLERANCE``), from what was measured on
+  these inputs, with margin:
+
+  - fp32 on the CPU: 2e-5 (2.7e-6 measured: summation order only); identical events.
+  - fp32 on CUDA: 1e-4, identical events. The tier runs strict IEEE fp32 there
+    (model/tier_run.py); only summation order and cuDNN's algorithms differ from the CPU, as on
+    the CPU between batch sizes. With TF32 convolutions (torch's default) an H200 gave 8.9e-3,
+    and TF32 emulated on the CPU (inputs and weights of every convolution rounded to a 10-bit
+    mantissa) gives 4.7e-3 to 8.2e-3 per stream: TF32 accounts for it.
+  - fp16: 5e-2, every final interval matched by one of the same label whose onset and offset
+    are within 2 slots (fp16 may move a threshold crossing by a slot). Measured: 1.4e-2 to
+    2.2e-2 on an H200 (fp16 autocast, fp16 rings; events identical in every configuration),
+    8e-3 to 1.8e-2 per stream with fp16 autocast on the CPU: a 10-bit mantissa moves these
+    windows' probabilities by up to ~2e-2, on either device. What that does to F1 on the
+    held-out test split: scripts/tier_f1.py (docs/GPU.md).
 - *Latency* and *capacity*: realtime/bench/tier.py.
 """
 
@@ -29,10 +40,11 @@ import numpy as np
 
 from fesnet.model.merger import MergerConfig, MergerEvent, events_to_intervals, merge_offline
 
-from .tier import capacity_sweep, latency
+from .tier import capacity, capacity_sweep, latency
 from .tier_load import SyntheticStream, synthetic_streams, tier_windows
 
-TOLERANCE = {"cpu-fp32": 2e-5, "fp32": 1e-3, "fp16": 5e-3}
+TOLERANCE = {"cpu-fp32": 2e-5, "fp32": 1e-4, "fp16": 5e-2}
+COARSE_DIFF = 1e-3  # parity reports the share of windows that differ by more than this
 INTERVAL_TOL_SLOTS = 2
 SCHEMA = "fesnet-gpu-check/1"
 
@@ -52,16 +64,20 @@ class CheckConfig:
     pad: bool = False
     """Pad to power-of-two buckets even where the runner needs none (the CPU dry run does, so
     CI runs the padded path the CUDA graphs take)."""
+    default: bool = True
+    """Run without ``--configs`` (the others only when named)."""
 
 
 CUDA_CONFIGS = (
-    CheckConfig("fp16-graphs", "cuda", "fp16", True, share_s=65),
-    CheckConfig("fp32-graphs", "cuda", "fp32", True, share_s=50),
-    CheckConfig("fp16-compiled-graphs", "cuda", "fp16", True, compile=True, share_s=110),
+    # The capacity and latency candidate first: its compile (batch 1 and the dynamic batch, for
+    # both functions) is most of its share.
+    CheckConfig("fp16-compiled-graphs", "cuda", "fp16", True, compile=True, share_s=115),
     CheckConfig("fp16-channels-last-graphs", "cuda", "fp16", True, channels_last=True,
-                share_s=45),
-    CheckConfig("fp32-eager", "cuda", "fp32", False, share_s=30),
-    CheckConfig("fp16-eager", "cuda", "fp16", False, share_s=30),
+                share_s=40),
+    CheckConfig("fp32-graphs", "cuda", "fp32", True, share_s=40),
+    CheckConfig("fp16-graphs", "cuda", "fp16", True, share_s=35),
+    CheckConfig("fp32-eager", "cuda", "fp32", False, share_s=30, default=False),
+    CheckConfig("fp16-eager", "cuda", "fp16", False, share_s=30, default=False),
 )
 CPU_CONFIGS = (CheckConfig("cpu-fp32", "cpu", "fp32", False, share_s=120, max_bucket=8,
                            pad=True),)
@@ -78,6 +94,8 @@ class CheckSettings:
     latency_ticks: int = 240
     ring_slots: int = 48
     seed: int = 0
+    copy_threads: int = 4
+    """Threads that stage a tick's crops in the capacity runs (TickLoad)."""
 
     @classmethod
     def quick(cls) -> CheckSettings:
@@ -160,9 +178,13 @@ def parity(tier: Any, streams: list[SyntheticStream], ref: list[dict[str, Any]],
         events, _ = merge_offline(starts, list(probs), merger)
         per_stream.append(compare_events(r["events"], events))
     worst = max(diffs)
+    per_window = np.concatenate([np.abs(p - r["probs"]).reshape(len(p), -1).max(axis=1)
+                                 for (_, p), r in zip(got, ref, strict=True)])  # fmt: skip
     return {
         "windows": sum(len(s) for s, _ in got),
         "max_abs_diff": worst,
+        "windows_over_1e-3": round(float(np.mean(per_window > COARSE_DIFF)), 4)
+        if len(per_window) else 0.0,
         "max_abs_diff_per_stream": diffs,
         "tolerance": tolerance,
         "probs_within_tolerance": worst <= tolerance,
@@ -255,6 +277,12 @@ def run_config(cfg: CheckConfig, ck: Any, merger: MergerConfig, stride: int,
     geom = streams[0].geom
     run_stage(out, "latency", lambda: latency(tier, stride, pool, geom, settings.latency_ticks),
               write)  # fmt: skip
-    run_stage(out, "capacity", lambda: capacity_sweep(
+    sweep = run_stage(out, "capacity", lambda: capacity_sweep(
         tier, settings.levels, stride, pool, geom, settings.cycles, deadline,
-        progress=lambda m: print(m, flush=True)), write)  # fmt: skip
+        progress=lambda m: print(m, flush=True), copy_threads=settings.copy_threads),
+        write)  # fmt: skip
+    if sweep and sweep["levels"] and time.perf_counter() < deadline:
+        top = sweep["levels"][-1]["streams"]  # the same level, measured the first check's way
+        run_stage(out, "capacity_serial", lambda: capacity(
+            tier, top, stride, pool, geom, settings.cycles, deadline, pipelined=False,
+            copy_threads=settings.copy_threads), write)  # fmt: skip

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +29,8 @@ from ..engine import GEOMETRY, Engine, WindowScheduler
 from ..ring import FeatureRing
 from ..types import WindowRequest
 from .timing import face_crops
+
+MIN_STREAMS_PER_COPY_THREAD = 256  # below this a thread's share is too small to be worth it
 
 
 @dataclass(frozen=True)
@@ -209,22 +212,36 @@ class EngineStream:
 
 class TickLoad:
     """N cameras at 60 FPS on one tier (module docstring). ``pool`` crops and ``geom`` vectors
-    are cycled; every stream's slot number is the tick number."""
+    are cycled; every stream's slot number is the tick number. ``copy_threads``: threads that
+    write a tick's crops into the staging buffer, each a share of the streams (as an ingest
+    that receives crops on several connections would; numpy releases the GIL while copying)."""
 
     def __init__(self, tier: ModelTier, n_streams: int, stride: int, pool: np.ndarray,
-                 geom: np.ndarray | None) -> None:  # fmt: skip
+                 geom: np.ndarray | None, copy_threads: int = 1) -> None:  # fmt: skip
         self.tier, self.n, self.stride = tier, n_streams, stride
         self.pool, self.geom_pool = pool, geom
         self.handles = np.array([tier.open(("load", i)) for i in range(n_streams)], np.int64)
         self.phase = np.arange(n_streams) % stride
         self.tick = 0
+        threads = max(1, min(copy_threads, n_streams // MIN_STREAMS_PER_COPY_THREAD))
+        self._bounds = np.linspace(0, n_streams, threads + 1).astype(int)
+        self.copy_threads = threads
+        self._pool = ThreadPoolExecutor(threads, "tick-copy") if threads > 1 else None
 
     def batch(self) -> TierBatch:
-        """The next tick's batch, its crops written into the tier's staging buffer."""
+        """The next tick's batch, its crops written into the tier's staging buffer (as an
+        ingest receiving them would: plain copies, no temporary arrays)."""
         k, n, t = self.tick, self.n, self.tier.window_frames
         staging = self.tier.staging(n)
+        if self._pool is None:
+            copy_cycled(self.pool, k, staging)
+        else:
+
+            def part(a: int, b: int) -> None:
+                copy_cycled(self.pool, k + a, staging[a:b])
+
+            list(self._pool.map(part, self._bounds[:-1], self._bounds[1:]))
         idx = (np.arange(n) + k) % len(self.pool)
-        np.take(self.pool, idx, axis=0, out=staging)
         geom = None if self.geom_pool is None else self.geom_pool[idx % len(self.geom_pool)]
         due = self.handles[(k - self.phase) % self.stride == 0] if k >= t - 1 else self.handles[:0]
         self.tick += 1
@@ -232,5 +249,19 @@ class TickLoad:
                          due, np.full(len(due), k - t + 1, np.int64))  # fmt: skip
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
         for h in self.handles:
             self.tier.close(int(h))
+
+
+def copy_cycled(pool: np.ndarray, first: int, out: np.ndarray) -> None:
+    """``out[i] = pool[(first + i) % len(pool)]`` as a few contiguous block copies (``np.take``
+    with ``out`` buffers the whole result in a temporary first: twice the memory traffic, and a
+    fresh allocation's page faults, per call)."""
+    n, m = len(out), len(pool)
+    at, src = 0, first % m
+    while at < n:
+        cnt = min(n - at, m - src)
+        out[at : at + cnt] = pool[src : src + cnt]
+        at, src = at + cnt, 0
