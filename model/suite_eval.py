@@ -1,0 +1,231 @@
+"""Score every method on the independent suite and on real unlabelled clips, through the
+product's own path (``fesnet-eval --suite independent|real|both``; docs/SUITE.md).
+
+Each clip is read as a video file by the product's preprocessing (``preprocess_record`` with
+the real ``FaceAligner``, resampled to the 60 Hz model timeline, cached like every other aligned
+video), then every method spots it with ``methods.spot``: ``inference.spot_video`` and the
+method's merger, as ``fesnet-eval`` and the streaming spotter run it. The clips come from
+``fesnet.model.suite``, whose renderer shares no code with the training data path; this module
+imports the product (preprocessing, geometry channel, models) and nothing of the generator.
+
+- ``independent``: interval F1 at IoU >= 0.5 per class and overall, TP / FP / FN, ME predicted /
+  right / true, per video and per group (all, 30 / 60 FPS, 480p / 720p); labels are in source
+  frames and scored on the slot timeline, as everywhere in ``fesnet-eval``.
+- ``real``: final events per minute of *tracked* face per method, per clip and in total, the
+  clips that show a generator still's person apart from the others. A face that is lost splits
+  the clip into segments, each spotted on its own (the streaming spotter ends a segment where
+  the face is lost); time without a face counts for nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .data.common import VideoRecord
+from .data.preprocess import AlignedVideo, PreprocessSettings, preprocess_record
+from .methods import Method, evaluate, spot
+from .metrics import MetricTable, evaluate_videos
+from .suite import SUITE_VERSION
+from .suite.clips import RenderedClip, ensure_rendered, suite_clips
+from .suite.real import REAL_CLIPS, RealClip
+
+log = logging.getLogger(__name__)
+
+CSV_FIELDS = ["method", "vid", "pred_onset", "pred_offset", "type", "score", "onset_s", "offset_s"]
+
+
+def align_records(records: list[VideoRecord], cache_dir: Path, desc: str) -> list[AlignedVideo]:
+    """Each record through the product's preprocessing (one aligner; cached by video id)."""
+    settings = PreprocessSettings()
+    with settings.make_aligner() as aligner:
+        return [preprocess_record(r, aligner, cache_dir, settings)
+                for r in tqdm(records, desc=desc, unit="clip")]  # fmt: skip
+
+
+def suite_records(clips: list[RenderedClip]) -> list[VideoRecord]:
+    return [VideoRecord(c.spec.video_id, c.spec.still, float(c.spec.fps), c.path, list(c.labels),
+                        dataset=f"independent-v{SUITE_VERSION}") for c in clips]  # fmt: skip
+
+
+def suite_groups(clips: list[RenderedClip]) -> dict[str, list[int]]:
+    groups: dict[str, list[int]] = {"all": list(range(len(clips)))}
+    for i, c in enumerate(clips):
+        groups.setdefault(f"{c.spec.fps} FPS", []).append(i)
+        groups.setdefault(f"{c.spec.height}p", []).append(i)
+    return groups
+
+
+def score_independent(
+    methods: list[Method], videos: list[AlignedVideo], groups: dict[str, list[int]],
+    csv_rows: list[dict] | None = None,
+) -> dict[str, dict[str, dict[str, MetricTable]]]:
+    """{method: {"groups": {group: table}, "videos": {video id: table}}}."""
+    out = {}
+    for m in methods:
+        rows = evaluate(m, videos, csv_rows)
+        out[m.name] = {
+            "groups": {g: evaluate_videos([rows[i] for i in idx]) for g, idx in groups.items()},
+            "videos": {v.video_id: evaluate_videos([r]) for v, r in zip(videos, rows,
+                                                                         strict=True)},
+        }
+    return out
+
+
+def _me_counts(t: MetricTable) -> str:
+    c = t.counts["ME"]
+    return f"{c.tp + c.fp} / {c.tp} / {c.tp + c.fn}"
+
+
+COLUMNS = "ME F1 | MaE F1 | overall F1 | TP / FP / FN | ME predicted / right / true |"
+RULE = "|---|---|---:|---:|---:|---|---|"
+
+
+def independent_tables(scores: dict) -> str:
+    """Markdown: every method x group, then every video x method."""
+    lines = [f"| method | videos | {COLUMNS}", RULE]
+    for name, s in scores.items():
+        for g, t in s["groups"].items():
+            lines.append(_row(f"{name} | {g} ({t.n_videos})", t))
+    lines += ["", f"| video | method | {COLUMNS}", RULE]
+    first = next(iter(scores.values()))
+    for vid in first["videos"]:
+        for name, s in scores.items():
+            lines.append(_row(f"{vid} | {name}", s["videos"][vid]))
+    return "\n".join(lines) + "\n"
+
+
+def _row(prefix: str, t: MetricTable) -> str:
+    c = t.counts["overall"]
+    return (f"| {prefix} | {t.f1['ME']:.1f} | {t.f1['MaE']:.1f} | **{t.f1_overall:.1f}** | "
+            f"{c.tp} / {c.fp} / {c.fn} | {_me_counts(t)} |")  # fmt: skip
+
+
+def tracked_slots(video: AlignedVideo) -> np.ndarray:
+    """(N,) bool: the slot's source frame showed a face. Preprocessing holds the previous crop
+    on a frame without a face (leading ones take the first found), so a distinct source frame
+    whose crop equals the previous distinct frame's crop byte for byte is a frame without a face
+    (a real camera never repeats a crop exactly: sensor noise). The first frame of a run counts
+    as tracked, so a clip that starts without a face gains one frame."""
+    unique, first = np.unique(video.source_index, return_index=True)
+    crops = video.crops[first]
+    held = np.zeros(len(unique), bool)
+    held[1:] = [np.array_equal(crops[i], crops[i - 1]) for i in range(1, len(unique))]
+    face = dict(zip(unique.tolist(), (~held).tolist(), strict=True))
+    return np.array([face[int(s)] for s in video.source_index])
+
+
+def segments(mask: np.ndarray, min_len: int) -> list[tuple[int, int]]:
+    """Inclusive runs of True at least ``min_len`` long."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
+    return [(int(a), int(b) - 1) for a, b in zip(edges[::2], edges[1::2], strict=True)
+            if b - a >= min_len]  # fmt: skip
+
+
+def slice_video(video: AlignedVideo, a: int, b: int) -> AlignedVideo:
+    lm = None if video.landmarks is None else video.landmarks[a : b + 1]
+    return replace(video, video_id=f"{video.video_id}[{a}:{b}]", crops=video.crops[a : b + 1],
+                   labels=video.labels[a : b + 1], source_index=video.source_index[a : b + 1],
+                   landmarks=lm)  # fmt: skip
+
+
+def events_per_minute(
+    methods: list[Method], videos: list[AlignedVideo], clips: tuple[RealClip, ...]
+) -> list[dict]:
+    """One row per (method, clip): tracked seconds, ME and MaE events, and their rates."""
+    rows = []
+    for m in methods:
+        for clip, v in zip(clips, videos, strict=True):
+            runs = segments(tracked_slots(v), m.merger.window_frames)
+            n_me = n_mae = 0
+            for a, b in runs:
+                for _, _, label in spot(m, slice_video(v, a, b)).intervals:
+                    n_me += label == 1
+                    n_mae += label == 2
+            seconds = sum(b - a + 1 for a, b in runs) / v.model_fps
+            rows.append({"method": m.name, "clip": clip.name,
+                         "generator_still": clip.generator_still, "tracked_s": seconds,
+                         "ME": n_me, "MaE": n_mae})  # fmt: skip
+    return rows
+
+
+def real_tables(rows: list[dict]) -> str:
+    """Markdown: per clip, then totals for clips with and without a generator still's person."""
+    def rate(n: int, s: float) -> str:
+        return f"{60.0 * n / s:.1f}" if s > 0 else "-"
+
+    lines = ["| method | clip | tracked s | ME | MaE | ME / min | MaE / min |",
+             "|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for r in rows:
+        lines.append(f"| {r['method']} | {r['clip']} | {r['tracked_s']:.1f} | {r['ME']} | "
+                     f"{r['MaE']} | {rate(r['ME'], r['tracked_s'])} | "
+                     f"{rate(r['MaE'], r['tracked_s'])} |")  # fmt: skip
+    for label, keep in (("people no still shows", lambda r: r["generator_still"] is None),
+                        ("people of generator stills", lambda r: r["generator_still"]),
+                        ("all clips", lambda r: True)):  # fmt: skip
+        for method in dict.fromkeys(r["method"] for r in rows):
+            sel = [r for r in rows if r["method"] == method and keep(r)]
+            s = sum(r["tracked_s"] for r in sel)
+            me, mae = sum(r["ME"] for r in sel), sum(r["MaE"] for r in sel)
+            lines.append(f"| **{method}** | **{label}** ({len(sel)}) | {s:.1f} | {me} | {mae} | "
+                         f"**{rate(me, s)}** | **{rate(mae, s)}** |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def run_suites(
+    which: str, methods: list[Method], aligned_cache: Path, suite_cache: Path,
+    csv_path: Path | None = None, json_path: Path | None = None,
+) -> dict:
+    """``fesnet-eval --suite``: print the tables, write the CSV of predictions (independent)
+    and the JSON of every number; returns that JSON document."""
+    doc: dict = {"suite_version": SUITE_VERSION, "methods": [m.name for m in methods]}
+    if which in ("independent", "both"):
+        clips = ensure_rendered(suite_clips(), suite_cache)
+        videos = align_records(suite_records(clips), aligned_cache, "align suite")
+        csv_rows: list[dict] = []
+        scores = score_independent(methods, videos, suite_groups(clips), csv_rows)
+        print(f"\nindependent suite v{SUITE_VERSION} ({len(clips)} clips):\n")
+        print(independent_tables(scores))
+        doc["independent"] = {name: {k: {g: t.to_dict() for g, t in v.items()}
+                                     for k, v in s.items()} for name, s in scores.items()}
+        doc["clips"] = {c.spec.video_id: {"path": str(c.path), "labels": c.labels}
+                        for c in clips}  # fmt: skip
+        if csv_path is not None:
+            csv_path.parent.mkdir(parents=True, exist_ok=True)
+            with csv_path.open("w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+                w.writeheader()
+                w.writerows(csv_rows)
+            print(f"predictions: {csv_path}")
+    if which in ("real", "both"):
+        records = [VideoRecord(f"real-{c.name}", c.name, _fps(c.path), c.path, [],
+                               dataset="real") for c in REAL_CLIPS]  # fmt: skip
+        videos = align_records(records, aligned_cache, "align real clips")
+        rows = events_per_minute(methods, videos, REAL_CLIPS)
+        print("\nreal clips, events per minute of tracked face (no labels):\n")
+        print(real_tables(rows))
+        doc["real"] = rows
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(doc, indent=1))
+    return doc
+
+
+def _fps(path: Path) -> float:
+    """A file's nominal frame rate (what preprocessing spaces its frames by)."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    try:
+        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+    finally:
+        cap.release()
+    if fps <= 0:
+        raise ValueError(f"{path}: no frame rate")
+    return fps
