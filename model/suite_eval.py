@@ -23,13 +23,14 @@ import csv
 import json
 import logging
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from .data.common import VideoRecord
-from .data.preprocess import AlignedVideo, PreprocessSettings, preprocess_record
+from .data.preprocess import AlignedVideo, PreprocessSettings, cache_path, preprocess_record
 from .methods import Method, evaluate, spot
 from .metrics import MetricTable, evaluate_videos
 from .suite import SUITE_VERSION
@@ -41,12 +42,25 @@ log = logging.getLogger(__name__)
 CSV_FIELDS = ["method", "vid", "pred_onset", "pred_offset", "type", "score", "onset_s", "offset_s"]
 
 
-def align_records(records: list[VideoRecord], cache_dir: Path, desc: str) -> list[AlignedVideo]:
-    """Each record through the product's preprocessing (one aligner; cached by video id)."""
+def align_records(
+    records: list[VideoRecord], cache_dir: Path, desc: str, workers: int = 1
+) -> list[AlignedVideo]:
+    """Each record through the product's preprocessing (cached by video id); ``workers``
+    processes, each with its own aligner, share the uncached ones."""
     settings = PreprocessSettings()
+    todo = [r for r in records if not cache_path(cache_dir, r.video_id, settings).exists()]
+    if workers > 1 and len(todo) > 1:
+        from concurrent.futures import ProcessPoolExecutor
+        from multiprocessing import get_context
+
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            run = partial(preprocess_record, aligner=None, cache_dir=cache_dir,
+                          settings=settings)  # fmt: skip
+            for _ in tqdm(pool.map(run, todo), total=len(todo), desc=desc, unit="clip"):
+                pass
     with settings.make_aligner() as aligner:
         return [preprocess_record(r, aligner, cache_dir, settings)
-                for r in tqdm(records, desc=desc, unit="clip")]  # fmt: skip
+                for r in tqdm(records, desc=desc, unit="clip", disable=not todo or workers > 1)]
 
 
 def suite_records(clips: list[RenderedClip]) -> list[VideoRecord]:
@@ -180,14 +194,14 @@ def real_tables(rows: list[dict]) -> str:
 
 def run_suites(
     which: str, methods: list[Method], aligned_cache: Path, suite_cache: Path,
-    csv_path: Path | None = None, json_path: Path | None = None,
+    csv_path: Path | None = None, json_path: Path | None = None, workers: int = 2,
 ) -> dict:
     """``fesnet-eval --suite``: print the tables, write the CSV of predictions (independent)
     and the JSON of every number; returns that JSON document."""
     doc: dict = {"suite_version": SUITE_VERSION, "methods": [m.name for m in methods]}
     if which in ("independent", "both"):
-        clips = ensure_rendered(suite_clips(), suite_cache)
-        videos = align_records(suite_records(clips), aligned_cache, "align suite")
+        clips = ensure_rendered(suite_clips(), suite_cache, workers)
+        videos = align_records(suite_records(clips), aligned_cache, "align suite", workers)
         csv_rows: list[dict] = []
         scores = score_independent(methods, videos, suite_groups(clips), csv_rows)
         print(f"\nindependent suite v{SUITE_VERSION} ({len(clips)} clips):\n")

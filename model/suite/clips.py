@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -168,7 +169,7 @@ def render_clip(spec: ClipSpec, path: Path, progress: bool = False) -> RenderedC
     """Render and encode one clip to ``path`` (written atomically) with its JSON beside it."""
     renderer = ClipRenderer(spec)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.mp4")
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.mp4")
     writer = H264Writer(tmp, spec.width, spec.height, spec.fps, spec.kbps)
     try:
         for image in renderer.frames(progress):
@@ -190,18 +191,34 @@ def load_rendered(spec: ClipSpec, cache_dir: Path) -> RenderedClip | None:
     return RenderedClip(spec, path, [tuple(x) for x in meta["labels"]], int(meta["n_frames"]))
 
 
-def ensure_rendered(specs: list[ClipSpec], cache_dir: Path) -> list[RenderedClip]:
-    """Every clip from the cache, rendering the missing ones (with progress bars)."""
+def _render_missing(spec: ClipSpec, cache_dir: Path) -> None:
+    if load_rendered(spec, cache_dir) is None:
+        render_clip(spec, clip_path(spec, cache_dir))
+
+
+def ensure_rendered(
+    specs: list[ClipSpec], cache_dir: Path, workers: int = 1
+) -> list[RenderedClip]:
+    """Every clip from the cache, rendering the missing ones (``workers`` processes share
+    them; progress bars per clip, and per frame with one worker)."""
+    from functools import partial
+
     from tqdm import tqdm
 
-    out = []
     todo = [s for s in specs if load_rendered(s, cache_dir) is None]
     bar = tqdm(total=len(todo), desc="render suite", unit="clip", disable=not todo)
-    for spec in specs:
-        clip = load_rendered(spec, cache_dir)
-        if clip is None:
-            clip = render_clip(spec, clip_path(spec, cache_dir), progress=True)
+    if workers > 1 and len(todo) > 1:
+        from concurrent.futures import ProcessPoolExecutor
+        from multiprocessing import get_context
+
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            for _ in pool.map(partial(_render_missing, cache_dir=cache_dir), todo):
+                bar.update()
+    else:
+        for spec in todo:
+            render_clip(spec, clip_path(spec, cache_dir), progress=True)
             bar.update()
-        out.append(clip)
     bar.close()
-    return out
+    out = [load_rendered(s, cache_dir) for s in specs]
+    assert all(c is not None for c in out)
+    return out  # type: ignore[return-value]
