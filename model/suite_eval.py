@@ -25,17 +25,29 @@ import logging
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
 
-from .data.common import VideoRecord
-from .data.preprocess import AlignedVideo, PreprocessSettings, cache_path, preprocess_record
+from .data.common import VideoRecord, labels_from_intervals
+from .data.preprocess import (
+    MODEL_FPS,
+    AlignedVideo,
+    PreprocessError,
+    PreprocessSettings,
+    cache_path,
+    preprocess_record,
+)
+from .data.resample import resample_indices
 from .methods import Method, evaluate, spot
-from .metrics import MetricTable, evaluate_videos
+from .metrics import MetricTable, evaluate_videos, labels_to_intervals
 from .suite import SUITE_VERSION
 from .suite.clips import RenderedClip, ensure_rendered, suite_clips
 from .suite.real import REAL_CLIPS, RealClip
+
+if TYPE_CHECKING:
+    from .data.align import FaceAligner
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +56,10 @@ CSV_FIELDS = ["method", "vid", "pred_onset", "pred_offset", "type", "score", "on
 
 def align_records(
     records: list[VideoRecord], cache_dir: Path, desc: str, workers: int = 1
-) -> list[AlignedVideo]:
+) -> list[AlignedVideo | None]:
     """Each record through the product's preprocessing (cached by video id); ``workers``
-    processes, each with its own aligner, share the uncached ones."""
+    processes, each with its own aligner, share the uncached ones. A clip in which the aligner
+    finds no face at all is None (logged): the product would spot nothing in it."""
     settings = PreprocessSettings()
     todo = [r for r in records if not cache_path(cache_dir, r.video_id, settings).exists()]
     if workers > 1 and len(todo) > 1:
@@ -54,13 +67,30 @@ def align_records(
         from multiprocessing import get_context
 
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            run = partial(preprocess_record, aligner=None, cache_dir=cache_dir,
-                          settings=settings)  # fmt: skip
+            run = partial(_align_or_none, cache_dir=cache_dir, settings=settings)
             for _ in tqdm(pool.map(run, todo), total=len(todo), desc=desc, unit="clip"):
                 pass
     with settings.make_aligner() as aligner:
-        return [preprocess_record(r, aligner, cache_dir, settings)
+        return [_align_or_none(r, cache_dir, settings, aligner)
                 for r in tqdm(records, desc=desc, unit="clip", disable=not todo or workers > 1)]
+
+
+def _align_or_none(
+    record: VideoRecord, cache_dir: Path, settings: PreprocessSettings,
+    aligner: FaceAligner | None = None,
+) -> AlignedVideo | None:
+    try:
+        return preprocess_record(record, aligner, cache_dir, settings)
+    except PreprocessError as e:
+        log.warning("%s", e)
+        return None
+
+
+def slot_labels(record: VideoRecord, n_frames: int) -> np.ndarray:
+    """The per-slot labels preprocessing gives a record of ``n_frames`` source frames (for a
+    clip without any face, which preprocessing cannot align)."""
+    index = resample_indices([i / record.fps for i in range(n_frames)], MODEL_FPS)
+    return labels_from_intervals(record.intervals, n_frames)[index]
 
 
 def suite_records(clips: list[RenderedClip]) -> list[VideoRecord]:
@@ -77,24 +107,51 @@ def suite_groups(clips: list[RenderedClip]) -> dict[str, list[int]]:
 
 
 def score_independent(
-    methods: list[Method], videos: list[AlignedVideo], groups: dict[str, list[int]],
+    methods: list[Method], videos: list[AlignedVideo | None], groups: dict[str, list[int]],
     csv_rows: list[dict] | None = None,
+    faceless: dict[int, tuple[str, np.ndarray]] | None = None,
 ) -> dict[str, dict[str, dict[str, MetricTable]]]:
-    """{method: {"groups": {group: table}, "videos": {video id: table}}}."""
+    """{method: {"groups": {group: table}, "videos": {video id: table}}}. A video that is None
+    had no face anywhere: every method predicts nothing there, against the slot labels of
+    ``faceless[index] = (video id, labels)``."""
+    found = [i for i, v in enumerate(videos) if v is not None]
     out = {}
     for m in methods:
-        rows = evaluate(m, videos, csv_rows)
+        scored = evaluate(m, [videos[i] for i in found], csv_rows)
+        rows: list = [None] * len(videos)
+        for i, r in zip(found, scored, strict=True):
+            rows[i] = r
+        for i, (_, labels) in (faceless or {}).items():
+            rows[i] = ([], labels_to_intervals(labels), len(labels))
         out[m.name] = {
             "groups": {g: evaluate_videos([rows[i] for i in idx]) for g, idx in groups.items()},
-            "videos": {v.video_id: evaluate_videos([r]) for v, r in zip(videos, rows,
-                                                                         strict=True)},
+            "videos": {_vid(videos, faceless, i): evaluate_videos([rows[i]])
+                       for i in range(len(videos))},
         }
     return out
 
 
-def _me_counts(t: MetricTable) -> str:
-    c = t.counts["ME"]
-    return f"{c.tp + c.fp} / {c.tp} / {c.tp + c.fn}"
+def _vid(videos: list, faceless: dict | None, i: int) -> str:
+    return videos[i].video_id if videos[i] is not None else (faceless or {})[i][0]
+
+
+def face_found(video: AlignedVideo | None) -> float:
+    """Percent of a clip's aligned source frames in which the aligner found a face."""
+    if video is None:
+        return 0.0
+    n = len(np.unique(video.source_index))
+    return 100.0 * (n - video.n_missing) / n
+
+
+def clip_table(clips: list[RenderedClip], videos: list[AlignedVideo | None]) -> str:
+    lines = ["| clip | FPS | frame | s | kbit/s | ME | MaE | face found (% of frames) |",
+             "|---|---:|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for c, v in zip(clips, videos, strict=True):
+        n_me = sum(1 for *_, lab in c.labels if lab == 1)
+        lines.append(f"| {c.spec.video_id} | {c.spec.fps} | {c.spec.width}x{c.spec.height} | "
+                     f"{c.spec.duration_s:g} | {c.spec.kbps} | {n_me} | {len(c.labels) - n_me} "
+                     f"| {face_found(v):.1f} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
 
 
 COLUMNS = "ME F1 | MaE F1 | overall F1 | TP / FP / FN | ME predicted / right / true |"
@@ -113,6 +170,11 @@ def independent_tables(scores: dict) -> str:
         for name, s in scores.items():
             lines.append(_row(f"{vid} | {name}", s["videos"][vid]))
     return "\n".join(lines) + "\n"
+
+
+def _me_counts(t: MetricTable) -> str:
+    c = t.counts["ME"]
+    return f"{c.tp + c.fp} / {c.tp} / {c.tp + c.fn}"
 
 
 def _row(prefix: str, t: MetricTable) -> str:
@@ -150,19 +212,19 @@ def slice_video(video: AlignedVideo, a: int, b: int) -> AlignedVideo:
 
 
 def events_per_minute(
-    methods: list[Method], videos: list[AlignedVideo], clips: tuple[RealClip, ...]
+    methods: list[Method], videos: list[AlignedVideo | None], clips: tuple[RealClip, ...]
 ) -> list[dict]:
     """One row per (method, clip): tracked seconds, ME and MaE events, and their rates."""
     rows = []
     for m in methods:
         for clip, v in zip(clips, videos, strict=True):
-            runs = segments(tracked_slots(v), m.merger.window_frames)
+            runs = [] if v is None else segments(tracked_slots(v), m.merger.window_frames)
             n_me = n_mae = 0
             for a, b in runs:
                 for _, _, label in spot(m, slice_video(v, a, b)).intervals:
                     n_me += label == 1
                     n_mae += label == 2
-            seconds = sum(b - a + 1 for a, b in runs) / v.model_fps
+            seconds = sum(b - a + 1 for a, b in runs) / MODEL_FPS
             rows.append({"method": m.name, "clip": clip.name,
                          "generator_still": clip.generator_still, "tracked_s": seconds,
                          "ME": n_me, "MaE": n_mae})  # fmt: skip
@@ -201,15 +263,21 @@ def run_suites(
     doc: dict = {"suite_version": SUITE_VERSION, "methods": [m.name for m in methods]}
     if which in ("independent", "both"):
         clips = ensure_rendered(suite_clips(), suite_cache, workers)
-        videos = align_records(suite_records(clips), aligned_cache, "align suite", workers)
+        records = suite_records(clips)
+        videos = align_records(records, aligned_cache, "align suite", workers)
+        faceless = {i: (r.video_id, slot_labels(r, c.n_frames))
+                    for i, (r, c, v) in enumerate(zip(records, clips, videos, strict=True))
+                    if v is None}  # fmt: skip
         csv_rows: list[dict] = []
-        scores = score_independent(methods, videos, suite_groups(clips), csv_rows)
+        scores = score_independent(methods, videos, suite_groups(clips), csv_rows, faceless)
         print(f"\nindependent suite v{SUITE_VERSION} ({len(clips)} clips):\n")
+        print(clip_table(clips, videos))
         print(independent_tables(scores))
         doc["independent"] = {name: {k: {g: t.to_dict() for g, t in v.items()}
                                      for k, v in s.items()} for name, s in scores.items()}
-        doc["clips"] = {c.spec.video_id: {"path": str(c.path), "labels": c.labels}
-                        for c in clips}  # fmt: skip
+        doc["clips"] = {c.spec.video_id: {"path": str(c.path), "labels": c.labels,
+                                          "face_found_pct": face_found(v)}
+                        for c, v in zip(clips, videos, strict=True)}  # fmt: skip
         if csv_path is not None:
             csv_path.parent.mkdir(parents=True, exist_ok=True)
             with csv_path.open("w", newline="") as f:

@@ -119,3 +119,27 @@ def _record(clip):
     from fesnet.model.suite_eval import _fps
 
     return VideoRecord(f"real-{clip.name}", clip.name, _fps(clip.path), clip.path, [])
+
+
+def test_a_clip_without_any_face_counts_every_label_as_missed() -> None:
+    from toy_videos import toy_video, with_landmarks
+
+    from fesnet.model.methods import Method
+    from fesnet.model.peer import LandmarkPeer, PeerConfig
+    from fesnet.model.suite_eval import score_independent
+
+    base = np.random.default_rng(1).uniform(20, 90, (468, 2))
+    seen = with_landmarks(toy_video(0, n=400), base, 0)
+    cfg = PeerConfig(k=3.0)
+    method = Method("landmarks", LandmarkPeer(cfg), cfg.merger_config(), 8)
+    labels = np.zeros(300, np.int64)
+    labels[50:70], labels[100:200] = 1, 2
+    scores = score_independent([method], [seen, None], {"all": [0, 1], "faceless": [1]},
+                               faceless={1: ("gone", labels)})  # fmt: skip
+    s = scores["landmarks"]
+    lost = s["groups"]["faceless"].counts
+    assert (lost["ME"].tp, lost["ME"].fp, lost["ME"].fn) == (0, 0, 1)
+    assert (lost["MaE"].tp, lost["MaE"].fp, lost["MaE"].fn) == (0, 0, 1)
+    assert list(s["videos"]) == ["toy0", "gone"]
+    total = s["groups"]["all"].counts["overall"]
+    assert total.fn == s["videos"]["toy0"].counts["overall"].fn + 2
