@@ -118,6 +118,7 @@ class CalibrationPhase:
         self._skip = threading.Event()
         self._failure: CalibrationError | None = None
         self._need_slots = int(np.ceil(self.baseline.duration_s * self.fps))
+        self._scored_slots = 0  # the recorder's count, handed over by the infer thread
         self._lock = threading.Lock()
 
     # -- control --------------------------------------------------------------------------------
@@ -130,11 +131,13 @@ class CalibrationPhase:
         return self.phase == "calibrating"
 
     def state(self) -> dict[str, Any]:
-        """What a viewer shows: phase, progress in [0, 1], the profile's thresholds when done."""
+        """What a viewer shows: phase, progress in [0, 1], the profile's thresholds when done.
+        Reads only what the infer thread handed over under the lock, never the recorder (which
+        that thread writes without one)."""
         with self._lock:
             out: dict[str, Any] = {
                 "phase": self.phase,
-                "progress": min(self.recorder.scored_slots / self._need_slots, 1.0),
+                "progress": min(self._scored_slots / self._need_slots, 1.0),
                 "profile": self.profile_name,
             }
             if self.profile is not None:
@@ -167,7 +170,10 @@ class CalibrationPhase:
             return events
         events = _no_expressions(events)  # the person was asked to rest
         assert self._t0 is not None
-        if self.recorder.scored_slots >= self._need_slots:
+        scored = self.recorder.scored_slots
+        with self._lock:
+            self._scored_slots = scored
+        if scored >= self._need_slots:
             events += self._complete(spotter, frame)
         elif frame.pts_s - self._t0 >= self.baseline.timeout_s:
             have = self.recorder.scored_slots / self.fps

@@ -267,3 +267,28 @@ def test_a_calibrated_live_session_sheds_stale_windows_like_an_uncalibrated_one(
     attach_calibration(spotter, BaselineConfig(duration_s=1.0))
     run_late(spotter, clock, frames)
     assert spotter.counters["windows_skipped"] == 0
+
+
+def test_state_reads_no_record_the_infer_thread_is_writing() -> None:
+    """A viewer thread polls ``state()`` while the infer thread records windows. Here the infer
+    thread records a new segment's window exactly while the viewer's call would be reading the
+    recorder's per-segment records (the worst interleaving, made deterministic): ``state()``
+    must not read them at all, only what the infer thread handed over under the phase's lock."""
+    _, frames = truth_and_frames()
+    spotter, phase = calibrating(baseline=BaselineConfig(duration_s=3.0))
+    for f in frames[:60]:
+        spotter.process(f)
+    before = phase.state()
+    assert 0.0 < before["progress"] < 1.0
+    recorder = phase.recorder
+
+    class RecordedMeanwhile(dict):
+        def values(self):  # the viewer's read, with the infer thread's write in the middle
+            for i, v in enumerate(dict.values(self)):
+                if i == 0:
+                    recorder.on_window(spotter_segment + 1, 0, np.zeros((32, 3), np.float32))
+                yield v
+
+    spotter_segment = max(recorder._covered)
+    recorder._covered = RecordedMeanwhile(recorder._covered)
+    assert phase.state() == before
