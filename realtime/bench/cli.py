@@ -212,8 +212,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as e:
         print(f"fesnet-bench: {e}", file=sys.stderr)
         return 2
+    from fesnet.model.runtime import LoadError
+
     command = " ".join(["fesnet-bench", *(argv if argv is not None else sys.argv[1:])])
-    report = run(config, command)
+    try:
+        report = run(config, command)
+    except LoadError as e:
+        print(f"fesnet-bench: {e}", file=sys.stderr)
+        return 2
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")

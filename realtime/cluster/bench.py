@@ -126,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     from fesnet.model.runtime import RuntimeConfig, load_runtime
 
-    from . import runtime
     from .config import ClusterConfig
+    from .runtime import RayPlacement
 
     counts = [int(x) for x in args.streams.split(",")]
     model = RuntimeConfig(backend="onnx", threads=1)
@@ -142,10 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         clip = short_clip(SAMPLE, args.seconds, Path(tmp))
         for mode in args.modes.split(","):
-            tier = cfg = None
+            tier = cfg = placement = None
             if mode.startswith("ray"):
                 cfg = ClusterConfig(replicas=int(mode[3:]), local_cpus=8)
-                rt, tier = runtime.cluster_runtime(cfg, model)
+                placement = RayPlacement(cfg)
+                rt = load_runtime(model, placement=placement)
+                tier = placement.tier
             else:
                 rt = load_runtime(model)
             for n in counts:
@@ -171,8 +173,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"dropped={row['dropped_frac']:.2%} model={row['model_ms_per_frame_p50']} "
                       f"ms/frame wire={row['wire_bytes_per_frame'] / 1024:.1f} KiB/frame",
                       flush=True)  # fmt: skip
-            if cfg is not None:
-                runtime.shutdown(cfg, tier)
+            if placement is not None:
+                placement.close(remove_tier=True)
     report["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)
     report["max_sustained"] = {
         m: max([r["n_streams"] for r in report["runs"] if r["mode"] == m and r["sustained"]],

@@ -156,12 +156,14 @@ def _run_on_cluster(
     emit: Any,
     stop: threading.Event,
 ) -> dict[str, dict[str, Any]]:
-    from fesnet.model.runtime import runtime_config
+    from fesnet.model.runtime import load_runtime, runtime_config
 
-    from . import runtime
+    from .runtime import RayPlacement
 
+    placement = RayPlacement(cfg)
     try:
-        rt, tier = runtime.cluster_runtime(cfg, runtime_config(args))
+        rt = load_runtime(runtime_config(args), placement=placement)
+        tier = placement.tier
         actors = {
             stream: spawn(cfg, tier, spec, stream, rt.stride_frames, args.pace, rt.merger)
             for stream, spec in zip(stream_names(specs), specs, strict=True)
@@ -176,4 +178,4 @@ def _run_on_cluster(
                 res["summary"]["wall_s"] = res["summary"].get("wall_s") or time.monotonic() - t0
         return results
     finally:
-        runtime.shutdown(cfg)
+        placement.close()

@@ -1,4 +1,5 @@
-"""Joining or starting Ray, placing the model tier on it, and the Runtime that uses it.
+"""Joining or starting Ray, placing the model tier on it (:class:`RayPlacement`, what the runtime
+loader is handed to load a model whose backend is that tier).
 
 Loopback. On Linux, Ray 2.60 turns a node address of 127.0.0.1 into the machine's outward
 address and listens on every interface; its single-machine mode
@@ -161,32 +162,23 @@ def deploy(
     return ModelTier(handle, described, cfg)
 
 
-def cluster_runtime(cfg: ClusterConfig, config: Any, profile: Any = None) -> tuple[Any, ModelTier]:
-    """Join the cluster, deploy the model tier and return the :class:`~fesnet.model.runtime.
-    Runtime` whose backend is that tier: the checkpoint, merger settings, stride and profile
-    follow the same rules as in-process (``fesnet.model.runtime``), only the backend differs."""
-    from fesnet.model.runtime import (
-        DEFAULT_STRIDE_FRAMES,
-        LoadError,
-        Runtime,
-        load_checkpoint,
-        merger_config,
-    )
+class RayPlacement:
+    """The model on Ray, as a placement for ``fesnet.model.runtime.load_runtime``: the loader
+    resolves the checkpoint, stride, merger settings and profile by the rules every program
+    shares, then this joins the cluster, deploys the model tier and hands back a backend over
+    it. ``close()`` leaves the cluster (removing the tier where ``shutdown`` says so)."""
 
-    if config.method != "fesnet":
-        raise LoadError(f"--method {config.method} runs in-process only (it has no model to "
-                        "place on a cluster): drop --cluster")  # fmt: skip
-    ckpt = load_checkpoint(config.checkpoint)
-    base = merger_config(ckpt, config.merger_config)
-    stride = config.stride_frames
-    if stride is None:
-        stride = int(ckpt.meta.get("stride_frames", DEFAULT_STRIDE_FRAMES))
-    if stride < 1:
-        raise LoadError(f"the window stride must be >= 1 slot, got {stride}")
-    connect(cfg)
-    tier = deploy(cfg, ckpt.path, config.backend, config.threads)
-    merger = base if profile is None else profile.apply(base)
-    return Runtime(ckpt, tier.backend(), merger, stride, base, profile), tier
+    def __init__(self, cfg: ClusterConfig) -> None:
+        self.cfg = cfg
+        self.tier: ModelTier | None = None
+
+    def backend(self, ckpt: Any, config: Any) -> Any:
+        connect(self.cfg)
+        self.tier = deploy(self.cfg, ckpt.path, config.backend, config.threads)
+        return self.tier.backend()
+
+    def close(self, remove_tier: bool = False) -> None:
+        shutdown(self.cfg, self.tier if remove_tier else None)
 
 
 def replica_infos(tier: ModelTier, calls: int = 8) -> list[dict[str, Any]]:
