@@ -156,13 +156,13 @@ class CalibrationPhase:
         if self._t0 is None:
             self._t0 = frame.pts_s
             message = f"calibrating: keep a neutral face for {self.baseline.duration_s:g} s"
-            events.append(spotter.events.status(frame, message, state="calibrating"))
+            events.append(spotter.status_event(message, frame, state="calibrating"))
         if self._skip.is_set():
             events += _no_expressions(spotter.end_segment())
             self.recorder.stop()
             self._set_phase("skipped")
             message = "calibration skipped: base thresholds"
-            events.append(spotter.events.status(frame, message, state="calibration_skipped"))
+            events.append(spotter.status_event(message, frame, state="calibration_skipped"))
         return events
 
     def after(self, spotter: Spotter, frame: Frame, events: list[SpotEvent]) -> list[SpotEvent]:
@@ -184,7 +184,7 @@ class CalibrationPhase:
             )
             self._set_phase("failed")
             self._failure = CalibrationError(message)
-            events.append(spotter.events.status(frame, message, state="calibration_failed"))
+            events.append(spotter.status_event(message, frame, state="calibration_failed"))
         return events
 
     def at_end(
@@ -231,7 +231,7 @@ class CalibrationPhase:
             "rest_p_expr_q99": round(stats.quantile(0.99), 6),
             "rest_slots": stats.n_slots,
         }
-        events.append(spotter.events.status(frame, message, state="calibrated", extra=extra))
+        events.append(spotter.status_event(message, frame, state="calibrated", extra=extra))
         return events
 
     def _set_phase(self, phase: str) -> None:
@@ -282,6 +282,21 @@ def attach_calibration(
     phase = CalibrationPhase(spotter, baseline, profile_name, on_profile, source_name)
     spotter.start_phase(phase)
     return phase
+
+
+def calibration_phase(
+    baseline: BaselineConfig | None = None,
+    profile_name: str = "session",
+    on_profile: Callable[[NeutralProfile], Any] | None = None,
+    source_name: str = "",
+) -> Callable[[Spotter], CalibrationPhase]:
+    """A stream that starts with a neutral-baseline phase: the phase factory
+    ``fesnet.realtime.session.open_stream(phase=...)`` takes."""
+
+    def make(spotter: Spotter) -> CalibrationPhase:
+        return CalibrationPhase(spotter, baseline, profile_name, on_profile, source_name)
+
+    return make
 
 
 def session_phase(baseline: BaselineConfig) -> Callable[[Spotter, str], CalibrationPhase]:

@@ -149,13 +149,21 @@ def stride_of(ckpt: Checkpoint, requested: int | None = None) -> int:
     stride = requested
     if stride is None:
         stride = int(ckpt.meta.get("stride_frames", DEFAULT_STRIDE_FRAMES))
-    if stride < 1:
-        raise LoadError(f"the window stride must be >= 1 slot, got {stride}")
-    window = ckpt.config.window_frames
-    if stride > window:
-        raise LoadError(f"--stride {stride} is longer than a window ({window} slots): slots "
-                        "between windows would never be scored")  # fmt: skip
+    try:
+        check_stride(stride, ckpt.config.window_frames)
+    except ValueError as e:
+        raise LoadError(str(e)) from e
     return stride
+
+
+def check_stride(stride_frames: int, window_frames: int) -> None:
+    """ValueError unless windows every ``stride_frames`` slots score every slot: 1 to a
+    window."""
+    if stride_frames < 1:
+        raise ValueError(f"the window stride must be >= 1 slot, got {stride_frames}")
+    if stride_frames > window_frames:
+        raise ValueError(f"--stride {stride_frames} is longer than a window ({window_frames} "
+                         "slots): slots between windows would never be scored")  # fmt: skip
 
 
 def load_runtime(

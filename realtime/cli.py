@@ -134,10 +134,11 @@ def _load_runtime(args: argparse.Namespace) -> Any:
     return runtime
 
 
-def _attach_calibration(args: argparse.Namespace, spotter: Any, runtime: Any, source: Any) -> None:
-    """``--calibrate``: a neutral-baseline phase first (saved as ``--profile`` NAME if given).
-    The relative rule applies when the checkpoint has a neutral reference."""
-    from fesnet.calibration.baseline import BaselineConfig, attach_calibration
+def _calibration(args: argparse.Namespace, runtime: Any, source: Any) -> Any:
+    """``--calibrate``: the stream starts with a neutral-baseline phase (saved as ``--profile``
+    NAME if given); returns the phase factory. The relative rule applies when the checkpoint
+    has a neutral reference."""
+    from fesnet.calibration.baseline import BaselineConfig, calibration_phase
     from fesnet.calibration.profile import (
         ProfileError,
         ThresholdRule,
@@ -158,8 +159,8 @@ def _attach_calibration(args: argparse.Namespace, spotter: Any, runtime: Any, so
         if args.profile is not None:
             print(f"profile {profile.name!r} saved to {save_profile(profile, args.profiles_dir)}")
 
-    attach_calibration(spotter, phase, args.profile or "session", save, source.describe())
     print(f"calibrating first: keep a neutral face for {args.calibrate_s:g} s")
+    return calibration_phase(phase, args.profile or "session", save, source.describe())
 
 
 def _read_truth(path: Path) -> list[tuple[int, int, int]]:
@@ -323,13 +324,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _spot(args: argparse.Namespace, spec: str, truth: Any, jsonl: Any) -> int:
-    from .engine import Engine
     from .events import ConsoleSink, ListSink
     from .observers import ScoreLog
-    from .pipeline import Pipeline
     from .plots import timeline_png
+    from .session import StreamModel, open_stream, run_streams
     from .sources import SourceError, open_source
-    from .spotter import Spotter
 
     runtime = _load_runtime(args)  # refuses a --stride longer than the model's window
     try:
@@ -342,8 +341,6 @@ def _spot(args: argparse.Namespace, spec: str, truth: Any, jsonl: Any) -> int:
               "lasts long enough to be reported: ME events are unreliable",
               file=sys.stderr)  # fmt: skip
 
-    engine = Engine(runtime.backend, runtime.window_frames, mode=args.engine)
-    spotter = Spotter(engine, runtime.merger, runtime.stride_frames, stream=source.stream)
     control = RunControl()
     collected = ListSink()
     sinks: list[Any] = [collected]
@@ -351,29 +348,24 @@ def _spot(args: argparse.Namespace, spec: str, truth: Any, jsonl: Any) -> int:
         sinks.append(control.output(jsonl))
     if not args.quiet:
         sinks.append(control.console(ConsoleSink()))
-    score_log = spotter.add_observer(ScoreLog()) if args.plot is not None else None
+    observers: list[Any] = []
+    score_log = ScoreLog() if args.plot is not None else None
+    if score_log is not None:
+        observers.append(score_log)
     video = None
     if args.video_out is not None:
         video = AnnotatedVideo(args.video_out, source.fps or 30.0, control.output_failed)
-        spotter.add_observer(video)
+        observers.append(video)
         sinks.append(video.on_event)
-    if args.calibrate:
-        _attach_calibration(args, spotter, runtime, source)
-    pipe = control.pipe = Pipeline(source, spotter, sinks)
+    phase = _calibration(args, runtime, source) if args.calibrate else None
+    pipe = control.pipe = open_stream(StreamModel.of(runtime, args.engine), source, sinks,
+                                      observers=observers, phase=phase)  # fmt: skip
     print(f"spotting {source.describe()} with {getattr(runtime.backend, 'name', args.backend)} "
           f"(stride {runtime.stride_frames}); Ctrl-C stops and closes open intervals")  # fmt: skip
 
     old = {s: signal.signal(s, control.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    failed: BaseException | None = None
     try:
-        pipe.start()
-        while True:
-            try:
-                if pipe.join(timeout=0.2):
-                    break
-            except Exception as e:
-                failed = e
-                break
+        (failed,) = run_streams([pipe])
     finally:
         for s, h in old.items():
             signal.signal(s, h)
@@ -402,8 +394,9 @@ def _spot(args: argparse.Namespace, spec: str, truth: Any, jsonl: Any) -> int:
             fps = source.fps or 30.0
             truth_s = [(a / fps, (b + 1) / fps, "ME" if c == 1 else "MaE") for a, b, c in truth]
         try:
+            in_force = score_log.merger or runtime.merger
             timeline_png(args.plot, pts, scores, detected, truth_s,
-                         on_threshold=spotter.merger_config.on_threshold)  # fmt: skip
+                         on_threshold=in_force.on_threshold)  # fmt: skip
             print(f"plot        {args.plot}")
         except (OSError, ValueError) as e:
             control.output_error = control.output_error or OutputError(

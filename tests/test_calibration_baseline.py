@@ -14,6 +14,7 @@ from fesnet.calibration.baseline import (
     CalibrationError,
     CalibrationPhase,
     attach_calibration,
+    calibration_phase,
 )
 from fesnet.calibration.profile import load_profile, save_profile
 from fesnet.model.merger import MergerConfig
@@ -150,14 +151,16 @@ def test_pipeline_with_a_calibration_phase_writes_status_events(tmp_path: Path) 
     video = write_video(tmp_path / "clip.mp4", np.stack([f.image[:, :, ::-1] for f in frames]),
                         fps=FPS)  # fmt: skip
     sink, jsonl = ListSink(), JsonlSink(tmp_path / "events.jsonl")
-    pipe = make_pipeline(FileSource(video), LevelBackend(), BASE, 8, [sink, jsonl],
-                         aligner=FrameIsCropAligner())  # fmt: skip
     profiles: list = []
-    phase = attach_calibration(pipe.spotter, BaselineConfig(duration_s=1.0), "bob",
-                               profiles.append)  # fmt: skip
+    pipe = make_pipeline(FileSource(video), LevelBackend(), BASE, 8, [sink, jsonl],
+                         aligner=FrameIsCropAligner(),
+                         phase=calibration_phase(BaselineConfig(duration_s=1.0), "bob",
+                                                 profiles.append))  # fmt: skip
+    phase = pipe.phase
     pipe.run()
     jsonl.close()
-    assert pipe.spotter.phase is phase and phase.phase == "calibrated" and len(profiles) == 1
+    assert isinstance(phase, CalibrationPhase)
+    assert phase.phase == "calibrated" and len(profiles) == 1
     lines = [d for d in read_events(tmp_path / "events.jsonl") if d["type"] == "status"]
     assert [d["state"] for d in lines] == ["calibrating", "calibrated"]
     assert lines[1]["profile"] == "bob" and "on_threshold" in lines[1]
@@ -256,17 +259,17 @@ def test_a_calibrated_live_session_sheds_stale_windows_like_an_uncalibrated_one(
         run_late(spotter, clock, frames[:half])
         if phase is not None:
             assert phase.phase == "calibrated"  # the phase ended inside the first half ...
-        before = spotter.counters["windows_skipped"]
+        before = spotter.summary()["windows_skipped"]
         run_late(spotter, clock, frames[half:])
-        assert spotter.counters["windows_skipped"] > before  # ... and shedding went on after it
-        counts[calibrated] = spotter.counters
+        assert spotter.summary()["windows_skipped"] > before  # ... and shedding went on after it
+        counts[calibrated] = spotter.summary()
     assert counts[True]["windows_skipped"] > 0 and counts[False]["windows_skipped"] > 0
     # Not behind: the same live frames consumed at once are all scored.
     clock = LateClock(0.0)
     spotter = make_spotter(LevelBackend(), BASE, 8, aligner=FrameIsCropAligner(), clock=clock)
     attach_calibration(spotter, BaselineConfig(duration_s=1.0))
     run_late(spotter, clock, frames)
-    assert spotter.counters["windows_skipped"] == 0
+    assert spotter.summary()["windows_skipped"] == 0
 
 
 def test_state_reads_no_record_the_infer_thread_is_writing() -> None:

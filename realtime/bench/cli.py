@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..engine import Engine
+from ..session import StreamModel
 from ..viewers.capacity import CapacitySetup, run_capacity
 from .align import make_aligner, run_align
 from .backends import build_timed_backend, run_model_benchmarks
@@ -175,25 +175,28 @@ def run(config: BenchConfig, command: str) -> dict[str, Any]:
     if config.lag_repeats or config.capacity_levels:
         backend = live_backend(config, ck)
         run_lag(config, report, ck, backend)
-        capacity(config, report, ck, Engine(backend, ck.config.window_frames))
+        capacity(config, report, ck, backend)
     report["pipeline_vs_flow"] = pipeline_vs_flow(report)
     report["machine"]["load_avg_1m_at_end"] = load_avg()
     return report
 
 
-def capacity(config: BenchConfig, report: dict[str, Any], ck: Any, engine: Engine) -> None:
-    """``report["capacity"]``: the viewers' capacity run over the profiles ``config`` names."""
+def capacity(config: BenchConfig, report: dict[str, Any], ck: Any, backend: Any) -> None:
+    """``report["capacity"]``: the viewers' capacity run over the profiles ``config`` names,
+    every profile's sessions on one engine over ``backend``."""
     from .profiles import PROFILES, hub_settings
 
     if not config.capacity_levels or config.video is None:
         why = "no --capacity levels given" if not config.capacity_levels else "no --video given"
         report["capacity"] = {"skipped": why}
         return
-    setups = []
+    setups: list[CapacitySetup] = []
     for name in config.profiles:
         merger, stride = hub_settings(ck, PROFILES[name])
-        setups.append(CapacitySetup(name, merger, stride, make_aligner(PROFILES[name].align)))
-    report["capacity"] = run_capacity(engine, setups, config.capacity_levels, config.video,
+        model = (setups[0].model.using(merger, stride) if setups
+                 else StreamModel.over(backend, merger, stride))  # fmt: skip
+        setups.append(CapacitySetup(name, model, make_aligner(PROFILES[name].align)))
+    report["capacity"] = run_capacity(setups, config.capacity_levels, config.video,
                                       config.capacity_seconds, load_avg)  # fmt: skip
 
 

@@ -69,23 +69,15 @@ def _stream_row(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_in_process(clip: Path, n: int, runtime: Any) -> dict[str, Any]:
-    from fesnet.realtime.engine import Engine
-    from fesnet.realtime.pipeline import Pipeline
+    from fesnet.realtime.session import StreamModel, open_stream, run_streams
     from fesnet.realtime.sources import FileSource
-    from fesnet.realtime.spotter import Spotter
 
-    engine = Engine(runtime.backend, runtime.window_frames)
-    pipes = [
-        Pipeline(FileSource(clip, pace="live", stream=f"s{i}"),
-                 Spotter(engine, runtime.merger, runtime.stride_frames, stream=f"s{i}"))
-        for i in range(n)
-    ]  # fmt: skip
-    for p in pipes:
-        p.start()
-    for p in pipes:
-        while not p.join(timeout=0.5):
-            pass
-    return {"streams": [_stream_row(p.summary()) for p in pipes], "wire_bytes": 0}
+    model = StreamModel.of(runtime)
+    runs = [open_stream(model, FileSource(clip, pace="live", stream=f"s{i}")) for i in range(n)]
+    for error in run_streams(runs, poll_s=0.5):
+        if error is not None:
+            raise error
+    return {"streams": [_stream_row(r.summary()) for r in runs], "wire_bytes": 0}
 
 
 def run_on_ray(clip: Path, n: int, tier: Any, cfg: Any, runtime: Any) -> dict[str, Any]:

@@ -118,18 +118,15 @@ def _run_in_process(
     args: argparse.Namespace, specs: list[str], emit: Any, stop: threading.Event
 ) -> dict[str, dict[str, Any]]:
     from fesnet.model.runtime import load_runtime, runtime_config
-    from fesnet.realtime.engine import Engine
-    from fesnet.realtime.pipeline import Pipeline
+    from fesnet.realtime.session import StreamModel, open_stream
     from fesnet.realtime.sources import open_source
-    from fesnet.realtime.spotter import Spotter
 
     runtime = load_runtime(runtime_config(args))
-    engine = Engine(runtime.backend, runtime.window_frames)
+    model = StreamModel.of(runtime)
     pipes = {}
     for stream, spec in zip(stream_names(specs), specs, strict=True):
         source = open_source(spec, pace=args.pace, stream=stream)
-        spotter = Spotter(engine, runtime.merger, runtime.stride_frames, stream=stream)
-        pipes[stream] = Pipeline(source, spotter, [emit])
+        pipes[stream] = open_stream(model, source, [emit])
     name = getattr(runtime.backend, "name", args.backend)
     print(f"spotting {len(pipes)} streams in this process with {name}", flush=True)
     for p in pipes.values():

@@ -43,10 +43,8 @@ class StreamWorker:
         pace: str,
         retry: RetryPolicy,
     ) -> None:
-        from fesnet.realtime.engine import Engine
-        from fesnet.realtime.pipeline import Pipeline
+        from fesnet.realtime.session import StreamModel, open_stream
         from fesnet.realtime.sources import open_source
-        from fesnet.realtime.spotter import Spotter
 
         from .backend import RayBackend
 
@@ -54,9 +52,8 @@ class StreamWorker:
         self._events: list[SpotEvent] = []
         self._cond = threading.Condition()
         source = open_source(spec, pace=pace, stream=stream)
-        engine = Engine(self.backend, self.backend.window_frames)
-        spotter = Spotter(engine, merger, stride_frames, stream=stream)
-        self.pipe = Pipeline(source, spotter, sinks=[self._sink])
+        model = StreamModel.over(self.backend, merger, stride_frames)
+        self.pipe = open_stream(model, source, [self._sink])
 
     def _sink(self, event: SpotEvent) -> None:
         with self._cond:

@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from fesnet.model.merger import MergerConfig
 from fesnet.model.noise import loggers_at
+from fesnet.realtime.session import StreamModel
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +40,11 @@ CONNECT_TIMEOUT_S = 120.0
 @dataclass(frozen=True)
 class CapacitySetup:
     """One way of serving cameras that a capacity run measures: its name in the report, the
-    merger settings and window stride of its sessions, and what makes each session's aligner."""
+    model its sessions spot with (engine, merger settings, stride), and what makes each
+    session's aligner."""
 
     name: str
-    merger: MergerConfig
-    stride_frames: int
+    model: StreamModel
     make_aligner: Callable[[], Any]
 
 
@@ -54,14 +54,18 @@ def _cpu_s(proc: Any) -> float:
 
 
 def _snapshot(sessions: list[Any]) -> list[tuple[int, int, int]]:
-    return [(s.input_rate.count, s.spotter.counters["frames"], s.source.dropped) for s in sessions]
+    return [(s.input_rate.count, _spotted(s), s.source.dropped) for s in sessions]
+
+
+def _spotted(session: Any) -> int:
+    return int(session.run.status()["frames"])
 
 
 async def _sessions_running(hub: Any, n: int, procs: list[Any]) -> list[Any]:
     deadline = time.monotonic() + CONNECT_TIMEOUT_S
     while True:
         sessions = hub.sessions()
-        if len(sessions) == n and all(s.spotter.counters["frames"] > 0 for s in sessions):
+        if len(sessions) == n and all(_spotted(s) > 0 for s in sessions):
             return sessions
         if time.monotonic() > deadline or any(p.returncode is not None for p in procs):
             raise RuntimeError(f"{len(sessions)} of {n} cameras connected and spotting")
@@ -69,7 +73,7 @@ async def _sessions_running(hub: Any, n: int, procs: list[Any]) -> list[Any]:
 
 
 async def serve_level(
-    engine: Any, setup: CapacitySetup, n: int, video: str, fps: float, seconds: float,
+    setup: CapacitySetup, n: int, video: str, fps: float, seconds: float,
     machine_load: Callable[[], float | None],
 ) -> dict[str, Any]:  # fmt: skip
     """N senders against a fresh server running ``setup``; one row of the report."""
@@ -81,7 +85,7 @@ async def serve_level(
     from .capacity_sender import loopback_ice
     from .webrtc_server import ServerConfig, WebRtcServer
 
-    hub = _bench_hub(engine, setup, n)
+    hub = _bench_hub(setup, n)
     server = WebRtcServer(hub, ServerConfig(port=0, max_peers=n))
     with mock.patch.object(aioice.ice, "get_host_addresses", aioice.ice.get_host_addresses):
         loopback_ice()
@@ -102,8 +106,8 @@ async def serve_level(
             before, cpu0, sent0 = _snapshot(sessions), _cpu_s(me), sum(map(_cpu_s, senders))
             t0, peak = time.monotonic(), 0
             while time.monotonic() - t0 < seconds:
-                peak = max(peak, *(s.input_rate.count - s.spotter.counters["frames"]
-                                   - s.source.dropped for s in sessions))  # fmt: skip
+                peak = max(peak, *(s.input_rate.count - _spotted(s) - s.source.dropped
+                                   for s in sessions))  # fmt: skip
                 await asyncio.sleep(0.1)
             after, wall = _snapshot(sessions), time.monotonic() - t0
             cpu, sent = _cpu_s(me) - cpu0, sum(map(_cpu_s, senders)) - sent0
@@ -138,11 +142,11 @@ async def serve_level(
     }
 
 
-def _bench_hub(engine: Any, setup: CapacitySetup, n: int) -> Any:
+def _bench_hub(setup: CapacitySetup, n: int) -> Any:
     """A hub whose camera sessions run ``setup`` (its aligner, stride and merger)."""
     from .hub import HubConfig, SpotHub
 
-    merger_cfg, stride, new_aligner = setup.merger, setup.stride_frames, setup.make_aligner
+    new_aligner = setup.make_aligner
     made: list[Any] = []
 
     class BenchHub(SpotHub):
@@ -154,11 +158,10 @@ def _bench_hub(engine: Any, setup: CapacitySetup, n: int) -> Any:
             for a in made:
                 a.close()
 
-    return BenchHub(engine, merger_cfg, stride, HubConfig(max_sessions=n))
+    return BenchHub(setup.model, HubConfig(max_sessions=n))
 
 
 def run_capacity(
-    engine: Any,
     setups: Sequence[CapacitySetup],
     levels: Sequence[int],
     video: str,
@@ -178,8 +181,7 @@ def run_capacity(
         for n in levels:
             for setup in setups:
                 log.info("capacity: %s, %d camera(s)", setup.name, n)
-                row = asyncio.run(serve_level(engine, setup, n, video, fps, seconds,
-                                              machine_load))  # fmt: skip
+                row = asyncio.run(serve_level(setup, n, video, fps, seconds, machine_load))
                 log.info("capacity: %s", row)
                 rows.append(row)
     served = {}
