@@ -26,7 +26,7 @@ def constructions(path: Path) -> set[str]:
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Call):
             f = node.func
-            name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
+            name = f.id if isinstance(f, ast.Name) else getattr(f, "attr", "")
             if name in ASSEMBLED_IN:
                 found.add(name)
     return found
