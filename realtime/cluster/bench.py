@@ -92,11 +92,11 @@ def run_on_ray(clip: Path, n: int, tier: Any, cfg: Any, runtime: Any) -> dict[st
     results = drive_actors(actors, lambda e: None, threading.Event())
     wire = WireStats()
     rows = []
-    for stream, res in results.items():
-        if "summary" not in res:
-            raise RuntimeError(f"{stream}: {res.get('error')}")
-        rows.append(_stream_row(res["summary"]))
-        wire.merge(res["wire"])
+    for res in results:
+        if res.error is not None or res.summary is None:
+            raise RuntimeError(f"{res.stream}: {res.error}")
+        rows.append(_stream_row(res.summary))
+        wire.merge(res.wire)
     return {"streams": rows, "wire_bytes": wire.total_bytes(), "wire": wire.snapshot()}
 
 

@@ -171,14 +171,19 @@ class RayPlacement:
     def __init__(self, cfg: ClusterConfig) -> None:
         self.cfg = cfg
         self.tier: ModelTier | None = None
+        self._joined = False
 
     def backend(self, ckpt: Any, config: Any) -> Any:
+        self._joined = True
         connect(self.cfg)
         self.tier = deploy(self.cfg, ckpt.path, config.backend, config.threads)
         return self.tier.backend()
 
     def close(self, remove_tier: bool = False) -> None:
-        shutdown(self.cfg, self.tier if remove_tier else None)
+        """Leave the cluster (nothing to do when the loader refused the model before placing
+        it: Ray was never imported)."""
+        if self._joined:
+            shutdown(self.cfg, self.tier if remove_tier else None)
 
 
 def replica_infos(tier: ModelTier, calls: int = 8) -> list[dict[str, Any]]:
