@@ -46,13 +46,15 @@ class RunControl:
 
     @contextlib.contextmanager
     def signals(self) -> Iterator[None]:
-        """SIGINT and SIGTERM stop the run (a second one stops waiting) while inside."""
+        """SIGINT and SIGTERM stop the run (a second one stops waiting) while inside. A handler
+        that was not Python's (a library's, set in C) is not put back: this one stays."""
         old = {s: signal.signal(s, self.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             yield
         finally:
             for s, h in old.items():
-                signal.signal(s, h)
+                if h is not None:
+                    signal.signal(s, h)
 
     def on_signal(self, signum: int, _frame: Any) -> None:
         if self.signum is not None:  # a second Ctrl-C: stop waiting for a clean end

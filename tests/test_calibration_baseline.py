@@ -194,7 +194,7 @@ def test_neutral_experiment_pools_sessions_and_reports_each_rule() -> None:
         Session("quiet", {}, make_clip(200, [], 0.1, 0.05, seed=7),
                 make_clip(640, events, 0.1, 0.05, seed=8)),
     ]  # fmt: skip
-    result = run_neutral_experiment(LevelBackend(), sessions, BASE)
+    result = run_neutral_experiment(LevelBackend(), sessions, BASE, stride_frames=8)
     none, calibrated = result.tables["none"], result.tables["q99+0.05"]
     assert none.n_videos == calibrated.n_videos == 2
     assert calibrated.f1_overall > none.f1_overall

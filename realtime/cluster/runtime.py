@@ -81,7 +81,9 @@ def _join(address: str, attempts: int = 3, backoff_s: float = 2.0) -> None:
         except (ConnectionError, RuntimeError) as e:
             if attempt == attempts:
                 raise
-            logger.warning("joining %s failed (%s); trying again", address, e)
+            # The last line says why; the lines above are the server's traceback.
+            why = (str(e).strip().splitlines() or [type(e).__name__])[-1]
+            logger.warning("joining %s failed (%s); trying again", address, why)
             time.sleep(backoff_s * attempt)
 
 
@@ -156,10 +158,28 @@ def deploy(
         # Handles only: no HTTP proxy, no gRPC proxy, so Serve opens no ingress port at all.
         serve.start(proxy_location="Disabled", http_options={"host": LOOPBACK})
         handle = serve.run(app, name=cfg.app_name, route_prefix=None)
-        described = handle.describe.remote().result(timeout_s=cfg.retry.call_timeout_s)
+        described = _describe(cfg)
     except Exception as e:
         raise ClusterError(f"could not deploy the model tier: {e}") from e
     return ModelTier(handle, described, cfg)
+
+
+def _describe(cfg: ClusterConfig) -> dict[str, Any]:
+    """What the deployed model says about itself, asked by a task inside the cluster. A Ray
+    Client driver that sends a Serve request itself keeps a router whose queue-length probes
+    time out on a loaded machine (0.1 s) and are cancelled; their late replies then raise
+    ``InvalidStateError`` in Ray Client's data thread (tracebacks mid-run and at exit)."""
+    import ray
+
+    timeout_s = cfg.retry.call_timeout_s
+    ask = ray.remote(num_cpus=0)(_ask_tier)
+    return ray.get(ask.remote(cfg.app_name, timeout_s), timeout=timeout_s + 60.0)
+
+
+def _ask_tier(app_name: str, timeout_s: float) -> dict[str, Any]:
+    from ray import serve
+
+    return serve.get_app_handle(app_name).describe.remote().result(timeout_s=timeout_s)
 
 
 class RayPlacement:
