@@ -25,7 +25,7 @@ import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from fesnet.model.backends import Backend
 from fesnet.model.merger import MergerConfig
@@ -40,6 +40,9 @@ from .sources import Source
 from .spotter import Phase, Spotter, SpotterConfig
 from .stats import StageStats
 from .tracking import FaceTracker
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack from Python 3.11
 
 PhaseFactory = Callable[[Spotter], Phase]
 """The spotter of a new stream -> the phase its session starts with."""
@@ -78,25 +81,28 @@ class StreamModel:
         return dataclasses.replace(self, merger=merger, stride_frames=stride_frames)
 
 
-def open_spotter(
-    model: StreamModel,
-    *,
-    stream: str = "0",
-    config: SpotterConfig | None = None,
-    tracker: FaceTracker | None = None,
-    observers: Sequence[Observer] = (),
-    phase: PhaseFactory | None = None,
-    clock: Clock | None = None,
-    stats: StageStats | None = None,
-) -> Spotter:
-    """A spotter over ``model``: observers attached, then the phase it starts with.
-    ``stats``: timings kept in an object of the caller's (a benchmark that wants every sample);
-    ``clock``: the time that decides staleness and latencies (tests drive it)."""
-    options: dict[str, Any] = {"config": config, "stream": stream, "tracker": tracker,
-                               "stats": stats}  # fmt: skip
-    if clock is not None:
-        options["clock"] = clock
-    spotter = Spotter(model.engine, model.merger, model.stride_frames, **options)
+class SpotterParts(TypedDict, total=False):
+    """What a stream may be given besides its model and source (all optional)."""
+
+    config: SpotterConfig | None
+    """Gaps, frozen camera, shedding, timeline length (``SpotterConfig``'s defaults)."""
+    tracker: FaceTracker | None
+    """The face tracker (default: mediapipe's, made on the align thread)."""
+    observers: Sequence[Observer]
+    """Attached before the first frame (plots, viewers, recorders)."""
+    phase: PhaseFactory | None
+    """The phase the stream starts with (the neutral-baseline calibration)."""
+    clock: Clock
+    """The time that decides staleness and latencies (tests drive it)."""
+    stats: StageStats | None
+    """Timings kept in an object of the caller's (a benchmark that wants every sample)."""
+
+
+def open_spotter(model: StreamModel, stream: str = "0", **parts: Unpack[SpotterParts]) -> Spotter:
+    """A spotter over ``model``: observers attached, then the phase it starts with."""
+    observers = parts.pop("observers", ())
+    phase = parts.pop("phase", None)
+    spotter = Spotter(model.engine, model.merger, model.stride_frames, stream=stream, **parts)
     for obs in observers:
         spotter.add_observer(obs)
     if phase is not None:
@@ -185,21 +191,11 @@ class StreamRun:
 
 
 def open_stream(
-    model: StreamModel,
-    source: Source,
-    sinks: Sequence[Sink] = (),
-    *,
-    config: SpotterConfig | None = None,
-    tracker: FaceTracker | None = None,
-    observers: Sequence[Observer] = (),
-    phase: PhaseFactory | None = None,
-    clock: Clock | None = None,
-    stats: StageStats | None = None,
+    model: StreamModel, source: Source, sinks: Sequence[Sink] = (), **parts: Unpack[SpotterParts]
 ) -> StreamRun:
     """``source`` spotted with ``model`` on its own threads, every event to every sink (each
     failing on its own). Not started: ``start()`` or ``run()``."""
-    spotter = open_spotter(model, stream=source.stream, config=config, tracker=tracker,
-                           observers=observers, phase=phase, clock=clock, stats=stats)  # fmt: skip
+    spotter = open_spotter(model, source.stream, **parts)
     return StreamRun(spotter, Pipeline(source, spotter, sinks))
 
 

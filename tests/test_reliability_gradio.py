@@ -138,15 +138,21 @@ def test_tabs_are_bounded_and_a_forgotten_tab_closes_its_session(tiny_runtime) -
     viewer.close()
 
 
-def test_exports_are_deleted_when_the_app_closes(tiny_runtime, short_clip: Path) -> None:
+def replayed(tiny_runtime, clip: Path, tab: Req) -> GradioViewer:
+    """A viewer whose tab ``tab`` replayed ``clip`` to its end."""
     viewer = GradioViewer(make_hub(tiny_runtime))
-    tab = Req("exporter")
 
     async def replay() -> None:
-        await viewer.replay(str(short_clip), tab)
-        await _until_ended(viewer.tab("exporter").live)
+        await viewer.replay(str(clip), tab)
+        await _until_ended(viewer.tab(tab.session_hash).live)
 
     asyncio.run(replay())
+    return viewer
+
+
+def test_exports_are_deleted_when_the_app_closes(tiny_runtime, short_clip: Path) -> None:
+    tab = Req("exporter")
+    viewer = replayed(tiny_runtime, short_clip, tab)
     path = Path(viewer.export(tab))
     assert path.is_file() and path.read_text().startswith("{")
     viewer.close()
@@ -160,14 +166,8 @@ def test_the_export_is_written_by_the_runs_jsonl_writer(tiny_runtime, short_clip
     from fesnet.realtime.events import event_to_json
     from fesnet.realtime.types import SpotEvent
 
-    viewer = GradioViewer(make_hub(tiny_runtime))
     tab = Req("exporter")
-
-    async def replay() -> None:
-        await viewer.replay(str(short_clip), tab)
-        await _until_ended(viewer.tab("exporter").live)
-
-    asyncio.run(replay())
+    viewer = replayed(tiny_runtime, short_clip, tab)
     live = viewer.tab("exporter").live
     kept = live.events()
     path = Path(viewer.export(tab))
