@@ -128,12 +128,6 @@ class Pipeline:
                 raise PipelineError(f"stream {self.stream}: {err!r}") from err
         return True
 
-    def run(self) -> None:
-        """start() + join(): process the whole source."""
-        self.start()
-        while not self.join(timeout=0.2):
-            pass
-
     @property
     def running(self) -> bool:
         return self.started and not self._done.is_set()
