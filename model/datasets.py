@@ -1,9 +1,12 @@
 """Which aligned videos training and evaluation use: one place, so both read the same splits.
 
-- ``synthetic``: long videos generated from the shipped real faces (model/data/synthetic.py).
-  Train and validation videos use the TRAIN identities (different seeds; some with a random
-  neutral look); the test videos use the held-out TEST identities, never seen in training or
-  threshold selection.
+- ``synthetic``: long videos generated from the shipped real faces (model/data/synthetic.py), in
+  two sets (``SyntheticSetConfig.preset``). ``v1``: train and validation videos use the TRAIN
+  identities (different seeds; some with a random neutral look). ``v2`` (model/data/webcam_set.py):
+  dozens of identities (more real faces, mirror images, morphs, jitters), six temporal
+  profiles, random AU region mixes and the distractors of a real webcam; its validation videos
+  show only people no training video shows. Both sets share one test split: the held-out TEST
+  identities, never seen in training or threshold selection, the same videos byte for byte.
 - ``casme2`` / ``sammlv``: the published layouts, k-fold by video (the paper's 5-fold protocol)
   or leave-one-subject-out.
 """
@@ -53,6 +56,21 @@ class SyntheticSetConfig:
     train_profiles: tuple[str, ...] = ("smooth", "asym")
     holdout_warp: str = "tps"
     holdout_profiles: tuple[str, ...] = ("linear",)
+    version: str = "v1"
+    """``v1`` (the fields above) or ``v2`` (train and val from webcam_set.py, sized below)."""
+    v2_train_videos: int = 96
+    v2_val_videos: int = 24
+    v2_duration_s: float = 30.0
+
+    @classmethod
+    def preset(cls, name: str, seed: int = 0) -> SyntheticSetConfig:
+        """The named set (SYNTHETIC_SETS) with the given seed."""
+        if name not in SYNTHETIC_SETS:
+            raise ValueError(f"unknown synthetic set {name!r}; choose one of {SYNTHETIC_SETS}")
+        return cls(seed=seed, version=name)
+
+
+SYNTHETIC_SETS = ("v1", "v2")
 
 
 def synthetic_jobs(
@@ -66,6 +84,13 @@ def synthetic_jobs(
 
     if split not in ("train", "val", "test"):
         raise ValueError(f"unknown split {split!r}: train, val or test")
+    if cfg.version not in SYNTHETIC_SETS:
+        raise ValueError(f"unknown synthetic set {cfg.version!r}; choose one of {SYNTHETIC_SETS}")
+    if cfg.version == "v2" and split != "test":
+        from .data.webcam_set import webcam_jobs
+
+        n = cfg.v2_train_videos if split == "train" else cfg.v2_val_videos
+        return webcam_jobs(split, cfg.seed, n, cfg.v2_duration_s)
     train_ids, test_ids = train_test_identities()
     base = cfg.seed * 100_000
     jobs: list[tuple[str, SyntheticSpec, int]] = []
@@ -123,14 +148,14 @@ def _preprocess_job(job: tuple[str, SyntheticSpec, int], cache_dir: Path) -> Ali
     return preprocess_synthetic(identity, spec, seed, cache_dir=cache_dir)
 
 
-def synthetic_split(
+def cache_synthetic_split(
     split: str,
     cache_dir: Path,
     cfg: SyntheticSetConfig = SyntheticSetConfig(),
     workers: int = 1,
-) -> list[AlignedVideo]:
-    """Generate (or read from the cache) and align one split of the synthetic set. Rendering
-    and alignment take ~30 s per 40 s video; ``workers`` processes share the uncached ones."""
+) -> list[tuple[str, SyntheticSpec, int]]:
+    """Render and align the videos of one split that are not cached yet (~30 s per 40 s video
+    on one core; ``workers`` processes share them). Returns the split's jobs."""
     from functools import partial
 
     from .data.preprocess import cached_synthetic
@@ -138,7 +163,7 @@ def synthetic_split(
     jobs = synthetic_jobs(split, cfg)
     todo = [job for job in jobs if cached_synthetic(*job, cache_dir=cache_dir) is None]
     run = partial(_preprocess_job, cache_dir=cache_dir)
-    desc = f"synthetic {split}"
+    desc = f"synthetic {cfg.version} {split}"
     if workers > 1 and len(todo) > 1:
         from concurrent.futures import ProcessPoolExecutor
         from multiprocessing import get_context
@@ -149,6 +174,18 @@ def synthetic_split(
     else:
         for job in tqdm(todo, desc=desc, unit="video", disable=len(todo) < 2):
             run(job)
+    return jobs
+
+
+def synthetic_split(
+    split: str,
+    cache_dir: Path,
+    cfg: SyntheticSetConfig = SyntheticSetConfig(),
+    workers: int = 1,
+) -> list[AlignedVideo]:
+    """Generate (or read from the cache) and align one split of the synthetic set, and load
+    it (all crops in memory: ~90 MB per 40 s video at 60 Hz)."""
+    jobs = cache_synthetic_split(split, cache_dir, cfg, workers)
     videos = [_preprocess_job(job, cache_dir) for job in jobs]
     n_look = sum(spec.rest_aus != () for _, spec, _ in jobs)
     log.info("synthetic %s: %d videos (%d with a varied look)", split, len(videos), n_look)

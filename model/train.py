@@ -1,6 +1,7 @@
 """Train FESNet: a straight-line script of plain functions (no Trainer class).
 
     fesnet-train --data synthetic --out runs/small --minutes 40
+    fesnet-train --data synthetic --set v2 --out runs/v2 --minutes 40
     fesnet-train --data casme2 --root /data/CASME2 --fold 0
     fesnet-train --data sammlv --root /data/SAMM-LV --fold 0
 
@@ -27,7 +28,7 @@ import torch
 
 from . import checkpoint
 from .data.preprocess import AlignedVideo
-from .datasets import SyntheticSetConfig, real_split, synthetic_split
+from .datasets import SYNTHETIC_SETS, SyntheticSetConfig, real_split, synthetic_split
 from .fesnet import FESNet, FESNetConfig
 from .geometry import GeometryConfig, geometry_features
 from .head import choose_merger_on_features, feature_videos, train_head, with_geometry
@@ -63,12 +64,14 @@ class TrainConfig:
 
 
 def build_dataset(
-    data: str, root: Path | None, cache_dir: Path, fold: int, folds: int, seed: int
+    data: str, root: Path | None, cache_dir: Path, fold: int, folds: int, seed: int,
+    synthetic_set: str = "v1",
 ) -> tuple[list[AlignedVideo], list[AlignedVideo], dict]:
     """-> (train videos, validation videos, a description of the data for the model card).
-    Validation never includes the test identities / test fold: thresholds are chosen on it."""
+    Validation never includes the test identities / test fold: thresholds are chosen on it.
+    ``synthetic_set``: which synthetic set (datasets.SYNTHETIC_SETS)."""
     if data == "synthetic":
-        cfg = SyntheticSetConfig(seed=seed)
+        cfg = SyntheticSetConfig.preset(synthetic_set, seed)
         desc = {"data": "synthetic", **asdict(cfg)}
         train = synthetic_split("train", cache_dir, cfg)
         return train, synthetic_split("val", cache_dir, cfg), desc
@@ -321,6 +324,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--data", default="synthetic", choices=["synthetic", "casme2", "sammlv"])
     p.add_argument("--root", type=Path, help="dataset folder (CAS(ME)^2 or SAMM-LV layout)")
+    p.add_argument("--set", dest="synthetic_set", default="v1", choices=SYNTHETIC_SETS,
+                   help="synthetic set: v1 (10 people), v2 (dozens of identities, webcam "
+                   "distractors, validation on held-out people); both share the test split")
     p.add_argument("--out", type=Path, default=Path("runs/train"))
     p.add_argument("--cache-dir", type=Path, default=Path(".cache/aligned"),
                    help="aligned-crop cache; a second run does not redo face alignment")
@@ -358,7 +364,8 @@ def main(argv: list[str] | None = None) -> None:
         eval_every=a.eval_every, seed=a.seed, threads=a.threads,
         loss=LossConfig(lsdm_weight=a.lsdm_weight),
     )
-    train_v, val_v, desc = build_dataset(a.data, a.root, a.cache_dir, a.fold, a.folds, a.seed)
+    train_v, val_v, desc = build_dataset(a.data, a.root, a.cache_dir, a.fold, a.folds, a.seed,
+                                         a.synthetic_set)
     log.info("%d training videos, %d validation videos", len(train_v), len(val_v))
     if a.minutes == 0 and a.init:
         path, last = a.init, a.init  # no end-to-end stage: only the head, from --init

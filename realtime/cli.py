@@ -25,9 +25,9 @@ from typing import Any
 from fesnet.model.options import float_range
 from fesnet.model.runtime import add_runtime_arguments
 
-from . import exitcodes
+from . import exitcodes, source_list
 from .annotated import AnnotatedVideo
-from .cluster.config import ClusterError, add_cluster_arguments
+from .cluster.config import ClusterError, ClusterUnavailable, add_cluster_arguments
 from .cluster.local import add_arguments as add_local_cluster_arguments
 from .outputs import OutputError, check_plot_path
 from .run_control import RunControl, explain_quiet_run, silence_stdout
@@ -67,8 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the bundled sample clip; a webcam is never opened unless asked for). "
         "Repeat it for several streams",
     )  # fmt: skip
-    run.add_argument("--sources", type=Path,
-                     help="a file with one source per line (several streams)")  # fmt: skip
+    run.add_argument("--sources", type=Path, help=source_list.HELP)
     run.add_argument("--events", type=Path, help="append events to this JSONL file")
     add_runtime_arguments(run)
     run.add_argument("--pace", choices=("live", "fast"), default="fast",
@@ -207,7 +206,7 @@ def _spot(args: argparse.Namespace, specs: list[str], cluster: Any, truth: Any, 
     if cluster is not None:
         from .cluster.runtime import RayPlacement
 
-        placement = RayPlacement(cluster)
+        placement = RayPlacement(cluster, streams=len(specs))
     try:
         runtime = _load_runtime(args, placement)  # refuses a --stride longer than a window
         control = RunControl()
@@ -226,6 +225,9 @@ def _spot(args: argparse.Namespace, specs: list[str], cluster: Any, truth: Any, 
         else:
             results, extras = _run_here(args, specs, runtime, sinks, control)
         return _report(args, runtime, results, control, collected, jsonl, truth, extras)
+    except ClusterUnavailable as e:  # nothing answers there: a failure, not bad input
+        print(f"fesnet-spot: error: {e}", file=sys.stderr)
+        return exitcodes.FAILED
     except Exception as e:
         from .sources import SourceError
 

@@ -36,7 +36,13 @@ STREAM_TIMEOUT_S = 10.0  # a network stream that does not answer within this is 
 
 
 class SourceError(RuntimeError):
-    """A source cannot be opened or failed while reading."""
+    """A source cannot be used: it cannot be opened, or what it holds cannot be spotted (bad
+    input: the CLI's exit code 2)."""
+
+
+class SourceLost(ConnectionError):
+    """A live source that delivered frames stopped delivering and did not come back after its
+    reconnect attempts: a failure while running (exit code 1), not bad input."""
 
 
 def check_frame_size(width: int, height: int, where: str) -> None:
@@ -124,8 +130,8 @@ class Source:
         try:
             self._run()
         except BaseException as e:
-            self._error = e
-            logger.error("source %s failed: %r", self.stream, e)
+            self._error = e  # re-raised by stop(): its consumer reports it, once
+            logger.info("source %s failed: %r", self.stream, e)
         finally:
             self._release()
             self.channel.close()
@@ -178,7 +184,7 @@ class Source:
     def raise_error(self) -> None:
         err, self._error = self._error, None
         if err is not None:
-            if isinstance(err, SourceError):
+            if isinstance(err, (SourceError, SourceLost)):
                 raise err
             raise SourceError(f"source {self.stream} failed: {err!r}") from err
 
@@ -227,11 +233,17 @@ class FileSource(Source):
         self.max_frames = max_frames
         if self.path.is_dir():
             raise SourceError(f"{self.path} is a directory; give a video file")
+        if self.path.exists() and not self.path.is_file():
+            raise SourceError(f"{self.path} is not a regular file (a device, FIFO or socket); "
+                              "give a video file")  # fmt: skip
         if not self.path.is_file():
             raise SourceError(f"video file {self.path} not found")
         import cv2
 
-        self._cap = _open_capture(str(self.path))
+        from fesnet.model.noise import FFMPEG_OPEN_NOISE, native_stderr_filtered
+
+        with native_stderr_filtered(FFMPEG_OPEN_NOISE):  # our error below says it better
+            self._cap = _open_capture(str(self.path))
         if not self._cap.isOpened():
             raise SourceError(f"cannot open {self.path} as a video (unknown format or corrupt)")
         fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
@@ -343,7 +355,7 @@ class _CaptureSource(Source):
                 continue
             failures += 1
             if failures > self.reconnect_attempts:
-                raise SourceError(
+                raise SourceLost(
                     f"{self.describe()}: read failed and {self.reconnect_attempts} reconnect "
                     "attempts did not help"
                 )

@@ -194,3 +194,22 @@ def test_bench_times_the_checkpoints_stride_by_default(tmp_path) -> None:
     assert report["model"]["stride_frames"] == report["settings"]["stride_frames"] == 2
     assert bench.main([*args, "--stride", "8"]) == 0
     assert json.loads(out.read_text())["model"]["stride_frames"] == 8
+
+
+def test_bench_tier_mode_report(tmp_path, capsys) -> None:
+    """``--tier``: the model tier alone (capacity per level, one camera's latency, against
+    today's per-stream engine); structure only."""
+    out = tmp_path / "t.json"
+    args = ["--tier", "--config", "tiny", "--tier-backend", "torch", "--streams", "1,2",
+            "--tier-compare", "1,2", "--seconds", "0.2", "--out", str(out)]  # fmt: skip
+    assert bench.main(args) == 0
+    t = json.loads(out.read_text())["tier"]
+    assert t["tier"] == "torch-cpu-fp32" and t["device"] == "cpu"
+    assert [r["streams"] for r in t["capacity"]["levels"]] == [1, 2]
+    assert all(r["mode"] == "pipelined" and r["device_ms"] for r in t["capacity"]["levels"])
+    assert set(t["latency"]["window_step_ms"]) == PCT_KEYS
+    assert [r["streams"] for r in t["engine_vs_tier"]] == [1, 2]
+    assert all(r["tier_vs_engine"] > 0 for r in t["engine_vs_tier"])
+    assert t["counts"]["windows"] > 0 and t["counts"]["missing"] == 0
+    assert "tier torch-cpu-fp32" in capsys.readouterr().out
+    assert not out.with_suffix(".png").exists()

@@ -93,3 +93,121 @@ def test_the_quantizer_noise_is_dropped_only_while_quantizing(caplog) -> None:
         logging.warning("a real quantizer problem")
     logging.warning(hint)
     assert [r.getMessage() for r in caplog.records] == ["a real quantizer problem", hint]
+
+
+CONCURRENT = """
+import os, sys, threading, time
+from fesnet.model.noise import native_stderr_filtered
+NOISE = (b"W0000 00:00:1795646855.542431    4648 inference_feedback_manager.cc:114] Feedback "
+         b"manager requires a model with a single signature inference. Disabling support for "
+         b"feedback tensors.\\n")
+def stream(delay_s):
+    time.sleep(delay_s)
+    with native_stderr_filtered():
+        time.sleep(0.2)
+        os.write(2, NOISE)
+        time.sleep(0.2)
+threads = [threading.Thread(target=stream, args=(d,)) for d in (0.0, 0.1, 0.15)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+os.write(2, b"an error after start-up\\n")
+"""
+
+
+def test_streams_starting_at_once_drop_their_noise_and_keep_stderr() -> None:
+    """Several streams start their aligners at once (a multi-stream run): before, the blocks
+    restored each other's temporary file as stderr, so noise leaked or every later error of
+    the process went into a deleted file."""
+    err = subprocess.run([sys.executable, "-c", CONCURRENT], capture_output=True, text=True,
+                         check=True, timeout=60).stderr  # fmt: skip
+    assert err.splitlines() == ["an error after start-up"]
+
+
+def test_the_exporter_graph_passes_are_quiet_at_info(tmp_path, caplog) -> None:
+    """The viewers log at INFO: a fresh ONNX cache printed ~116 lines of onnx_ir / onnxscript
+    passes (``fesnet-spot run``, at WARNING, printed none)."""
+    import logging
+
+    import torch
+
+    from fesnet.model.fesnet import FESNet, FESNetConfig
+    from fesnet.model.onnx_export import cached_onnx
+
+    torch.manual_seed(0)
+    with caplog.at_level(logging.INFO):
+        cached_onnx(FESNet(FESNetConfig.tiny()).eval(), cache_dir=tmp_path)
+    chatty = [r.name for r in caplog.records if r.name.startswith(("onnx_ir", "onnxscript"))]
+    assert chatty == []
+    assert any(r.name == "fesnet.model.onnx_export" for r in caplog.records)  # ours still shows
+    assert logging.getLogger("onnx_ir").level == logging.NOTSET  # put back after the export
+
+
+def test_ray_noise_is_dropped_only_inside_and_other_lines_show() -> None:
+    """Records are caught on the very loggers Ray uses (Ray may have set them not to propagate,
+    when another test imported it first)."""
+    import logging
+
+    from fesnet.model.noise import loggers_at, quiet_ray
+
+    lines = [
+        ("ray._private.authentication.authentication_token_setup", logging.WARNING,
+         "Token authentication is enabled for this Ray cluster. Set RAY_AUTH_MODE=disabled "
+         "to opt out. For more information, see https://docs.ray.io/..."),
+        ("ray._private.authentication.authentication_token_setup", logging.WARNING,
+         "Token authentication is disabled for this Ray cluster. Anyone with network access"),
+        ("ray._private.worker", logging.WARNING,
+         "SIGTERM handler is not set because current thread is not the main thread."),
+        ("ray.serve", logging.INFO, 'Started Serve in namespace "serve".'),
+        ("ray.client_builder", logging.INFO,
+         "Passing the following kwargs to ray.init() on the server: log_to_driver"),
+        ("ray.serve", logging.WARNING, "LongPollClient connection failed, shutting down."),
+        ("ray.serve", logging.WARNING, "Failed to get queue length from Replica(...)"),
+    ]  # fmt: skip
+    seen: list[str] = []
+    catch = logging.Handler()
+    catch.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
+    names = sorted({name for name, _, _ in lines})
+
+    def emit() -> list[str]:
+        seen.clear()
+        for name, level, message in lines:
+            logging.getLogger(name).log(level, message)
+        return list(seen)
+
+    for name in names:
+        logging.getLogger(name).addHandler(catch)
+    try:
+        with loggers_at(logging.INFO, *names):
+            with quiet_ray():
+                inside = emit()
+            outside = emit()
+    finally:
+        for name in names:
+            logging.getLogger(name).removeHandler(catch)
+    assert inside == [lines[1][2], lines[6][2]]
+    assert outside == [message for _, _, message in lines]
+
+
+def test_the_cluster_side_drivers_sigterm_notice_is_dropped_from_ray_clients_log() -> None:
+    """Ray Client streams its cluster-side driver's lines here for the whole connection (a
+    run printed "SIGTERM handler is not set ..." now and then, after its own output began)."""
+    import logging
+
+    from fesnet.model.noise import RAY_CLIENT_LOG, quiet_ray_client_log
+
+    seen: list[str] = []
+    catch = logging.Handler()
+    catch.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
+    log = logging.getLogger(RAY_CLIENT_LOG)
+    log.addHandler(catch)
+    try:
+        quiet_ray_client_log()
+        quiet_ray_client_log()  # once is enough: installing it twice changes nothing
+        log.warning("SIGTERM handler is not set because current thread is not the main thread.")
+        log.warning("a real warning from the cluster-side driver")
+    finally:
+        log.removeHandler(catch)
+    assert seen == ["a real warning from the cluster-side driver"]
+    assert len(log.filters) == 1

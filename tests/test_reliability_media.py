@@ -10,7 +10,7 @@ a clear error) and none of them crashes the spotter or hangs its consumer.
 | small backward jitter / repeated PTS| frame skipped and counted (``frames_out_of_order``)      |
 | variable frame rate                 | resampled by timestamp onto 60 Hz slots                  |
 | frozen camera (same image repeated) | ``status`` "camera frozen", then "changing again"        |
-| camera unplugged and replugged      | ``status`` "reconnecting" / "reconnected"; or SourceError |
+| camera unplugged and replugged      | ``status`` "reconnecting" / "reconnected"; or SourceLost |
 | no face                             | no events, frames counted                                |
 | several faces                       | ``status`` "2 faces in view", the same face stays tracked |
 | face leaving and returning          | ``face_lost`` / ``face_found``; no interval spans the gap |
@@ -45,7 +45,7 @@ from fesnet.realtime.observers import Observer
 from fesnet.realtime.pipeline import PipelineError
 from fesnet.realtime.push import PushSource
 from fesnet.realtime.session import StreamRun
-from fesnet.realtime.sources import FileSource, SourceError, _CaptureSource
+from fesnet.realtime.sources import FileSource, SourceError, SourceLost, _CaptureSource
 from fesnet.realtime.spotter import Spotter
 from fesnet.realtime.types import Frame, SpotEvent
 
@@ -330,7 +330,7 @@ def _run_fake_pipeline(
     try:
         while not pipe.join(timeout=0.2):
             assert time.monotonic() < deadline, "pipeline hangs"
-    except (PipelineError, SourceError) as e:  # join re-raises the source's own error
+    except (PipelineError, SourceError, SourceLost) as e:  # join re-raises the source's error
         err = e
     return pipe, (sink, err)
 
@@ -363,9 +363,10 @@ def test_camera_unplugged_and_replugged_reconnects(engine: Engine) -> None:
 
 
 def test_camera_that_stays_unplugged_ends_with_a_clear_error(engine: Engine) -> None:
+    """A failure while running (SourceLost: exit code 1), not bad input (SourceError: 2)."""
     cam = FlakyCamera(fail_from=20, n_fail=10**9, open_fails=10**9, attempts=3)
     pipe, (sink, err) = _run_fake_pipeline(engine, cam)
-    assert isinstance(err, SourceError)
+    assert isinstance(err, SourceLost) and not isinstance(err, SourceError)
     assert "read failed and 3 reconnect attempts did not help" in str(err)
     msgs = [e.message for e in sink.events if e.type == "status"]
     assert sum("reconnecting" in m for m in msgs) == 3

@@ -21,12 +21,19 @@ videos rendered from the shipped real face images (``model/data/faces``). What h
   give byte-identical frames, whether rendered in one go, streamed, or frame by frame.
 - Train and test identities (:func:`~.identities.train_test_identities`) are disjoint people.
 - *Motion families*: ``warp`` (how an AU's motion spreads over the face: ``shepard`` or ``tps``,
-  action_units.py) and ``profiles`` (the temporal shapes events draw from: ``smooth``, ``asym``,
-  ``linear``, plan.py). At their defaults (``shepard``, ``smooth``) nothing changes either.
+  action_units.py), ``profiles`` (the temporal shapes events draw from, profiles.py),
+  ``region_mix`` (prototype AU combinations or free, possibly one-sided mixes) and ``au_spread``
+  (the fields' reach). At their defaults (``shepard``, ``smooth``, ``combos``) nothing changes.
+- *Webcam distractors* (``spec.distractors``, distractors.py and face_motion.py): blinks of four
+  kinds, talking, head rotation, twitches, exposure flicker and steps, noise bursts, motion
+  blur, dropped frames, a soft lens; all labelled neutral and kept clear of MEs where they are
+  events. Off by default.
 
-The pieces: landmarks.py (FaceMesh point groups), identities.py (the faces), action_units.py
-(AUs and their displacement fields), plan.py (the per-frame schedule drawn from the seed), and
-this module (the spec and the renderer).
+The pieces: landmarks.py (FaceMesh point groups), identities.py and variants.py (the faces, and
+morphs and jitters of them), action_units.py (AUs and their displacement fields), profiles.py,
+spec.py (what a video contains), timeline.py, plan.py and distractors.py (the per-frame schedule
+drawn from the seed), face_motion.py (talking, rotation and camera effects), and this module
+(the renderer).
 - A session's *neutral look* can differ from the identity image (``rest_aus``, ``face_aspect``,
   ``light_gain``, ``light_side``): a constant resting AU offset (e.g. a one-sided lip corner),
   a wider or narrower face, a dim or bright room, side lighting. They are constant over the video,
@@ -34,147 +41,37 @@ this module (the spec and the renderer).
   defaults they change nothing: neither the bytes nor the digest of existing videos.
 
 Rendering per frame: one ``cv2.remap`` of the identity image by the sum of the active AUs'
-precomputed unit fields, one ``cv2.warpAffine`` for head pose and placement in the canvas, then
-lighting, noise and JPEG. About 3-6 ms per 256x256 frame on one core.
+precomputed unit fields (a second one for head rotation), one ``cv2.warpAffine`` for head pose
+and placement in the canvas, then lighting, optics (blur, lens), noise and JPEG. About 3-6 ms per
+256x256 frame on one idle core; the full-frame float work grows with the frame (640x480 ~5x).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
-from .action_units import ACTION_UNITS, REST_AUS, WARPS, au_unit_field, blink_field
+from .action_units import ACTION_UNITS, au_unit_field, blink_field
+from .face_motion import FaceMotion, motion_blur, side_masks, soft_focus, spread_field
 from .identities import IDENTITY_SIZE, Identity
-from .plan import MAE, ME, NEUTRAL, PROFILES, ExpressionEvent, plan_video
+from .plan import plan_video
+from .spec import (
+    GENERATOR_VERSION,
+    Distractors,
+    SyntheticSpec,
+    random_framing,
+    random_look,
+)
+from .timeline import MAE, ME, NEUTRAL, ExpressionEvent
 
 logger = logging.getLogger(__name__)
 
-# Bump when the rendering changes, so caches keyed by video id are invalidated.
-GENERATOR_VERSION = 1
-
-__all__ = ["MAE", "ME", "NEUTRAL", "SyntheticSpec", "SyntheticStream", "SyntheticVideo",
-           "generate_video", "iter_frames", "random_framing", "random_look"]
-
-
-@dataclass(frozen=True)
-class SyntheticSpec:
-    """What a synthetic video contains. Ranges are (low, high), drawn uniformly per event/video.
-
-    Amplitudes are peak displacements in pixels of the 256 px identity image; the placement warp
-    scales them with the face. ``frame_size`` is (width, height); ``face_size_px`` is the side of
-    the identity image in the frame (None: the frame's shorter side, so the face fills it).
-    """
-
-    duration_s: float = 30.0
-    fps: float = 60.0
-    n_me: int = 4
-    n_mae: int = 3
-    frame_size: tuple[int, int] = (256, 256)
-    face_size_px: int | None = None
-    me_duration_s: tuple[float, float] = (0.2, 0.5)
-    mae_duration_s: tuple[float, float] = (0.6, 4.0)
-    me_amplitude_px: tuple[float, float] = (1.0, 2.5)
-    mae_amplitude_px: tuple[float, float] = (3.0, 8.0)
-    min_gap_s: float = 1.0
-    reuse_me_combo_prob: float = 0.3
-    blink_rate_hz: float = 0.25
-    blink_duration_s: tuple[float, float] = (0.1, 0.3)
-    head_drift_px: float = 4.0
-    head_drift_deg: float = 2.0
-    head_drift_scale: float = 0.02
-    jitter_px: float = 0.3
-    n_head_moves: int = 2
-    head_move_px: tuple[float, float] = (4.0, 16.0)
-    head_move_duration_s: tuple[float, float] = (0.2, 0.6)
-    lighting_drift: float = 0.08
-    n_light_changes: int = 1
-    light_change: tuple[float, float] = (0.08, 0.2)
-    noise_sigma: tuple[float, float] = (0.5, 3.0)
-    jpeg_quality: tuple[int, int] | None = (60, 95)
-    rest_aus: tuple[tuple[str, float], ...] = ()
-    """Resting offsets held in every frame: (AU name, px). A resting asymmetry or expression of
-    the person's neutral face (not labelled)."""
-    face_aspect: float = 1.0
-    """Horizontal stretch of the face about its centre (face shape): 1.1 = 10 % wider."""
-    light_gain: float = 1.0
-    """Constant lighting gain of the session (0.6: a dim room)."""
-    light_side: float = 0.0
-    """Constant horizontal lighting slope (side light): the gain changes by +-light_side from the
-    frame's centre to its left/right edge."""
-    warp: str = "shepard"
-    """How an AU's motion spreads over the face (action_units.WARPS)."""
-    profiles: tuple[str, ...] = ("smooth",)
-    """Temporal profile families; each event draws one (plan.PROFILES)."""
-
-    def __post_init__(self) -> None:
-        if self.duration_s <= 0 or self.fps <= 0:
-            raise ValueError("duration_s and fps must be positive")
-        if self.n_me < 0 or self.n_mae < 0:
-            raise ValueError("n_me and n_mae must be >= 0")
-        if self.me_duration_s[1] > 0.5 + 1e-9:
-            raise ValueError("an ME lasts at most 0.5 s")
-        if self.mae_duration_s[0] < 0.5:
-            raise ValueError("a MaE lasts at least 0.5 s")
-        for name, _px in self.rest_aus:
-            if name not in ACTION_UNITS:
-                raise ValueError(f"rest_aus: unknown AU {name!r}; known: {sorted(ACTION_UNITS)}")
-        if self.face_aspect <= 0 or self.light_gain <= 0:
-            raise ValueError("face_aspect and light_gain must be positive")
-        if self.warp not in WARPS:
-            raise ValueError(f"unknown warp {self.warp!r}; choose one of {WARPS}")
-        if not self.profiles or not set(self.profiles) <= set(PROFILES):
-            raise ValueError(f"profiles must be a non-empty subset of {PROFILES}")
-
-    @property
-    def n_frames(self) -> int:
-        return round(self.duration_s * self.fps)
-
-    def digest(self) -> str:
-        """Short stable hash of the spec and generator version (for cache keys and video ids)."""
-        fields = asdict(self)
-        for name, default in _DEFAULTS_OUTSIDE_DIGEST.items():
-            if fields[name] == default:
-                del fields[name]  # absent at defaults: older videos keep their ids and caches
-        payload = json.dumps({"v": GENERATOR_VERSION, **fields}, sort_keys=True)
-        return hashlib.sha1(payload.encode()).hexdigest()[:10]
-
-
-# Fields added after videos were first cached: absent from the digest at their defaults.
-_DEFAULTS_OUTSIDE_DIGEST = {
-    "rest_aus": (), "face_aspect": 1.0, "light_gain": 1.0, "light_side": 0.0,
-    "warp": "shepard", "profiles": ("smooth",),
-}
-
-def random_look(rng: np.random.Generator) -> dict:
-    """SyntheticSpec fields of one random neutral look (drawn once, constant over a video):
-    1-2 resting AU offsets of 1.5-5 px, face width 0.88-1.12, room gain 0.55-1.3, side light
-    +-0.35. Used for the look videos of the training set and for the calibration sessions."""
-    n_rest = int(rng.integers(1, 3))
-    names = rng.choice(len(REST_AUS), size=n_rest, replace=False)
-    return {
-        "rest_aus": tuple(
-            (REST_AUS[int(i)], round(float(rng.uniform(1.5, 5.0)), 2)) for i in names
-        ),
-        "face_aspect": round(float(rng.uniform(0.88, 1.12)), 3),
-        "light_gain": round(float(rng.uniform(0.55, 1.3)), 3),
-        "light_side": round(float(rng.uniform(-0.35, 0.35)), 3),
-    }
-
-
-def random_framing(rng: np.random.Generator) -> dict:
-    """SyntheticSpec fields of a random camera framing: a 640x480 or 480x360 frame with the
-    face image 150-300 px wide (a webcam at arm's length), or the face filling a 256 px frame.
-    Smaller faces give FaceMesh fewer pixels, so landmarks and crops are noisier."""
-    kind = int(rng.integers(3))
-    if kind == 2:
-        return {}
-    frame = ((640, 480), (480, 360))[kind]
-    return {"frame_size": frame, "face_size_px": int(rng.integers(150, 301))}
+__all__ = ["GENERATOR_VERSION", "MAE", "ME", "NEUTRAL", "Distractors", "SyntheticSpec",
+           "SyntheticStream", "SyntheticVideo", "generate_video", "iter_frames",
+           "random_framing", "random_look"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -205,19 +102,34 @@ class SyntheticStream:
         ]
         self.timestamps_s = np.arange(self.n_frames, dtype=np.float64) / self.fps
         self.video_id = synthetic_video_id(identity.name, spec, self.seed)
-        self._fields = {
-            name: au_unit_field(identity, ACTION_UNITS[name], spec.warp)
-            for name in self.plan.au_amplitude
-        }
+        self._fields = self._expression_fields()
         self._blink = blink_field(identity)
         self._rest: np.ndarray | None = None
         for name, px in spec.rest_aus:
             term = au_unit_field(identity, ACTION_UNITS[name], spec.warp) * np.float32(px)
             self._rest = term if self._rest is None else self._rest + term
+        self._motion = None
+        if self.plan.extra is not None:
+            self._motion = FaceMotion(identity)
         s = IDENTITY_SIZE
         ys, xs = np.mgrid[0:s, 0:s].astype(np.float32)
         self._grid = np.stack([xs, ys], axis=-1)
         self._setup_canvas()
+
+    def _expression_fields(self) -> dict[str, np.ndarray]:
+        """Unit field of every track of the plan; a sided track ("AU|L") is its AU's field
+        masked to that half of the face."""
+        fields: dict[str, np.ndarray] = {}
+        masks = None
+        for key in self.plan.au_amplitude:
+            name, _, side = key.partition("|")
+            base = spread_field(self.identity, ACTION_UNITS[name], self.spec.warp,
+                                self.plan.spread)
+            if side:
+                masks = masks or side_masks(self.identity)
+                base = base * masks[side][..., None]
+            fields[key] = base
+        return fields
 
     @property
     def events(self) -> list[ExpressionEvent]:
@@ -270,12 +182,8 @@ class SyntheticStream:
             matrix = (np.vstack([matrix, [0.0, 0.0, 1.0]]) @ stretch)[:2]
         return matrix
 
-    def frame(self, i: int) -> np.ndarray:
-        """Render frame ``i`` (H, W, 3) uint8 BGR; independent of which frames came before."""
-        import cv2
-
-        if not 0 <= i < self.n_frames:
-            raise IndexError(f"frame {i} outside 0..{self.n_frames - 1}")
+    def _displacement(self, i: int) -> np.ndarray | None:
+        """The frame's summed displacement field (256, 256, 2), None when nothing moves."""
         plan = self.plan
         disp = self._rest
         for name, track in plan.au_amplitude.items():
@@ -285,11 +193,55 @@ class SyntheticStream:
         if plan.blink[i] != 0.0:
             term = self._blink * np.float32(plan.blink[i])
             disp = term if disp is None else disp + term
+        extra = plan.extra
+        if extra is not None and self._motion is not None:
+            for field, track in ((self._motion.jaw, extra.talk),
+                                 (self._motion.round, extra.talk_round)):
+                if track[i] != 0.0:
+                    term = field * np.float32(track[i])
+                    disp = term if disp is None else disp + term
+        return disp
+
+    def _face(self, i: int) -> np.ndarray:
+        """The identity image moved by the frame's expression, blink and talking, with the
+        mouth's dark inside where talking parted the lips, then turned by the head rotation."""
+        import cv2
+
+        disp = self._displacement(i)
         face = self.identity.image
         if disp is not None:
             maps = self._grid - disp
             face = cv2.remap(face, maps[..., 0], maps[..., 1], cv2.INTER_LINEAR,
                              borderMode=cv2.BORDER_REFLECT101)
+            extra = self.plan.extra
+            if extra is not None and extra.talk[i] > 0.0 and self._motion is not None:
+                face = self._motion.cavity(face, float(extra.talk[i]))
+        extra = self.plan.extra
+        if extra is None or (extra.yaw_deg[i] == 0.0 and extra.pitch_deg[i] == 0.0):
+            return face
+        assert self._motion is not None
+        turn = self._motion.rotation(float(extra.yaw_deg[i]), float(extra.pitch_deg[i]))
+        # The rotation field is forward and moves pixels by up to ~25 px: one fixed-point step
+        # inverts it (the field read where each output pixel came from).
+        maps = self._grid - turn
+        back = cv2.remap(turn, maps[..., 0], maps[..., 1], cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_REPLICATE)
+        maps = self._grid - back
+        return cv2.remap(face, maps[..., 0], maps[..., 1], cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_REFLECT101)
+
+    def frame(self, i: int) -> np.ndarray:
+        """Render frame ``i`` (H, W, 3) uint8 BGR; independent of which frames came before
+        (a dropped frame is its held frame again, byte for byte)."""
+        import cv2
+
+        if not 0 <= i < self.n_frames:
+            raise IndexError(f"frame {i} outside 0..{self.n_frames - 1}")
+        plan = self.plan
+        extra = plan.extra
+        if extra is not None and extra.hold[i] != i:
+            return self.frame(int(extra.hold[i]))
+        face = self._face(i)
         w, h = self.spec.frame_size
         matrix = self._matrix(i)
         warped = cv2.warpAffine(face, matrix, (w, h), flags=cv2.INTER_LINEAR,
@@ -301,15 +253,29 @@ class SyntheticStream:
         gx, gy = plan.gradient[i]
         slope = 1.0 + np.float32(gx) * self._xs + np.float32(gy) * self._ys
         light = np.float32(plan.gain[i]) * slope
+        lit = warped * light[..., None]
+        sigma = plan.noise_sigma
+        if extra is not None:
+            lit = self._camera(i, lit)
+            sigma = float(extra.noise_sigma[i])
         rng = np.random.default_rng([self.seed, 1, i])
-        noise = rng.standard_normal((h, w, 3), dtype=np.float32) * np.float32(plan.noise_sigma)
-        out = np.clip(warped * light[..., None] + noise, 0, 255).astype(np.uint8)
+        noise = rng.standard_normal((h, w, 3), dtype=np.float32) * np.float32(sigma)
+        out = np.clip(lit + noise, 0, 255).astype(np.uint8)
         if plan.jpeg_quality is not None:
             ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, plan.jpeg_quality])
             if not ok:
                 raise RuntimeError("JPEG encoding failed")
             out = cv2.imdecode(buf, cv2.IMREAD_COLOR)
         return out
+
+    def _camera(self, i: int, lit: np.ndarray) -> np.ndarray:
+        """Optics before the sensor noise: motion blur from the head's image speed, soft lens."""
+        extra = self.plan.extra
+        assert extra is not None
+        if extra.blur_exposure > 0.0 and i > 0:
+            step = (self.plan.pose[i, :2] - self.plan.pose[i - 1, :2]) * self._scale
+            lit = motion_blur(lit, (float(step[0]), float(step[1])), extra.blur_exposure)
+        return soft_focus(lit, extra.soft_focus)
 
     def __len__(self) -> int:
         return self.n_frames

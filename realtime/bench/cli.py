@@ -20,6 +20,7 @@ from .config import BenchConfig
 from .end_to_end import pipeline_vs_flow, run_end_to_end
 from .lag import run_lag
 from .plot import plot
+from .tier import run_tier_bench, tier_summary
 from .timing import face_crops, load_avg, machine_info
 
 SCHEMA = "fesnet-bench/1"
@@ -106,10 +107,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="fp16", help="TensorRT precision: fp32|fp16|int8|fp8")
     p.add_argument("--calibration", help="TensorRT int8/fp8 calibration windows (.npz)")
     p.add_argument("--cache-dir", help="where exported/compiled graphs are cached")
+    add_tier_arguments(p)
     p.add_argument("--out", default="bench.json", help="JSON report path")
     p.add_argument("--plot", default=None, help="PNG path (default: next to --out)")
     p.add_argument("--no-plot", action="store_true")
     return p
+
+
+def add_tier_arguments(p: argparse.ArgumentParser) -> None:
+    """The model-tier mode's options (realtime/bench/tier.py)."""
+    from fesnet.model.tier_run import PRECISIONS, TIER_BACKENDS
+
+    p.add_argument("--tier", action="store_true",
+                   help="benchmark the model tier only: cameras at 60 FPS per --streams level, "
+                   "one camera's latency, and against today's per-stream engine")
+    p.add_argument("--tier-backend", choices=TIER_BACKENDS, default="auto",
+                   help="the tier's model functions (auto: torch on CUDA, else ONNX Runtime)")
+    p.add_argument("--tier-precision", choices=PRECISIONS, default="auto",
+                   help="auto: fp16 on CUDA, fp32 on the CPU")
+    p.add_argument("--tier-compare", type=_csv(int), default=[1, 2, 4, 8],
+                   help="streams run against today's per-stream engine ('' for none)")
+    p.add_argument("--tier-max-bucket", type=int, default=None,
+                   help="largest model call of the tier (default: 1024 on CUDA, 64 on CPU)")
 
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
@@ -117,7 +136,8 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     torch is always measured (the reference every ratio is relative to)."""
     from fesnet.model.backends import available_backends
 
-    backends = args.backends or available_backends(include_compile=args.compile)
+    backends = args.backends or (["torch"] if args.tier else
+                                 available_backends(include_compile=args.compile))
     if "torch" not in backends:
         backends = ["torch", *backends]
     return BenchConfig(
@@ -143,6 +163,12 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         precision=args.precision,
         calibration=args.calibration,
         cache_dir=args.cache_dir,
+        tier=args.tier,
+        tier_backend=args.tier_backend,
+        tier_precision=args.tier_precision,
+        tier_compare=tuple(args.tier_compare),
+        tier_max_bucket=args.tier_max_bucket,
+        tier_compile=args.compile,
     )
 
 
@@ -167,6 +193,10 @@ def run(config: BenchConfig, command: str) -> dict[str, Any]:
             "profiles": list(config.profiles),
         },
     }
+    if config.tier:
+        run_tier_bench(config, report)
+        report["machine"]["load_avg_1m_at_end"] = load_avg()
+        return report
     ck = run_model_benchmarks(config, report)
     config = replace(config, stride_frames=report["model"]["stride_frames"])
     report["settings"]["stride_frames"] = config.stride_frames
@@ -228,13 +258,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(summary(report))
     print(f"wrote {out}")
-    if not args.no_plot:
+    if not args.no_plot and not config.tier:
         png = plot(report, Path(args.plot) if args.plot else out.with_suffix(".png"))
         print(f"wrote {png}")
     return 0
 
 
 def summary(report: dict[str, Any]) -> str:
+    if report.get("tier"):
+        return "\n".join(tier_summary(report))
     lines = ["backend         thr  enc f/s  win/s(B=1)  stream f/s  x torch  cached/naive"]
     ratios = {(r["backend"], r["threads"]): r for r in report.get("ratios_vs_torch", [])}
     for r in report.get("backends", []):
@@ -270,6 +302,7 @@ def summary(report: dict[str, Any]) -> str:
         lines.append(f"capacity {name:<8} {n} camera(s) at 30 FPS served")
     for name, why in report.get("unavailable", {}).items():
         lines.append(f"{name}: {why}")
+    lines += tier_summary(report)
     return "\n".join(lines)
 
 

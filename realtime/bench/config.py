@@ -47,6 +47,16 @@ class BenchConfig:
     precision: str = "fp16"
     calibration: str | None = None
     cache_dir: str | None = None
+    tier: bool = False
+    """Benchmark the model tier only (realtime/bench/tier.py): ``streams`` are the capacity
+    levels, ``tier_compare`` the stream counts run against today's per-stream engine."""
+    tier_backend: str = "auto"
+    tier_precision: str = "auto"
+    tier_compare: tuple[int, ...] = (1, 2, 4, 8)
+    tier_max_bucket: int | None = None
+    tier_compile: bool = False
+    tier_slots: int = 240
+    """Slots of each synthetic stream the comparison cycles through."""
 
     def __post_init__(self) -> None:
         from .profiles import PROFILES

@@ -11,6 +11,9 @@ Run as a process it reads commands on stdin, one per line, and answers each with
 ``status``, ``kill-worker`` (SIGKILL every process of the newest worker node, as a machine
 that vanishes), ``add-worker``, ``kill-replicas`` (SIGKILL every model replica process),
 ``quit``. The tests drive a cluster this way.
+
+It is a server: SIGINT or SIGTERM shuts every node down and ends it with exit code 0 (Ray's
+own SIGTERM handler, which each node installs, would wait 30 s for a drain and exit 1).
 """
 
 from __future__ import annotations
@@ -27,10 +30,16 @@ from typing import Any
 
 import psutil
 
+from fesnet.model.noise import quiet_ray
+from fesnet.model.options import int_range
+from fesnet.realtime import exitcodes
+
 from .runtime import LOOPBACK, loopback_only
 
 CLUSTER_CPUS = 2
 OBJECT_STORE_MB = 150
+MAX_WORKERS = 16  # worker nodes on one machine: each is a raylet and its worker processes
+MAX_CPUS = 1024  # logical CPUs a node may offer
 
 
 class LocalCluster:
@@ -52,27 +61,31 @@ class LocalCluster:
         loopback_only()
         from ray.cluster_utils import Cluster
 
-        self.cluster = Cluster(
-            initialize_head=True,
-            head_node_args={
-                "num_cpus": self.cpus,
-                "object_store_memory": self.object_store,
-                "include_dashboard": False,
-                "ray_client_server_port": self.client_port,
-                "resources": {"head": 100},
-            },
-        )
+        with quiet_ray():
+            self.cluster = Cluster(
+                initialize_head=True,
+                head_node_args={
+                    "num_cpus": self.cpus,
+                    "object_store_memory": self.object_store,
+                    "include_dashboard": False,
+                    "ray_client_server_port": self.client_port,
+                    "resources": {"head": 100},
+                },
+            )
+        _stop_signals_end_the_server()
         for _ in range(self.n_workers):
             self.add_worker()
         return self
 
     def add_worker(self) -> dict[str, Any]:
-        node = self.cluster.add_node(
-            num_cpus=self.cpus,
-            object_store_memory=self.object_store,
-            include_dashboard=False,
-            resources={"worker": 100},
-        )
+        with quiet_ray():
+            node = self.cluster.add_node(
+                num_cpus=self.cpus,
+                object_store_memory=self.object_store,
+                include_dashboard=False,
+                resources={"worker": 100},
+            )
+        _stop_signals_end_the_server()
         self.workers.append(node)
         return {"node_id": node.node_id, "raylet_pid": _raylet_pid(node)}
 
@@ -110,6 +123,15 @@ class LocalCluster:
         if self.cluster is not None:
             self.cluster.shutdown()
             self.cluster = None
+
+
+def _stop_signals_end_the_server() -> None:
+    """Every Ray node started in this process installs its own SIGTERM handler (drain for 30 s,
+    then exit 1): put back the command's, which ends the server like Ctrl-C."""
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, exitcodes.raise_stopped)
 
 
 def _free_port() -> int:
@@ -197,10 +219,11 @@ def serve_commands(cluster: LocalCluster, stdin: Any = sys.stdin) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workers", type=int, default=1, help="worker node processes")
-    parser.add_argument("--cpus", type=int, default=CLUSTER_CPUS,
-                        help="logical CPUs each node offers")  # fmt: skip
-    parser.add_argument("--client-port", type=int, default=10001,
+    parser.add_argument("--workers", type=int_range(0, MAX_WORKERS), default=1,
+                        help=f"worker node processes (0-{MAX_WORKERS})")  # fmt: skip
+    parser.add_argument("--cpus", type=int_range(1, MAX_CPUS), default=CLUSTER_CPUS,
+                        help=f"logical CPUs each node offers (1-{MAX_CPUS})")  # fmt: skip
+    parser.add_argument("--client-port", type=int_range(0, 65535), default=10001,
                         help="Ray Client port on 127.0.0.1 (0: any free port)")  # fmt: skip
     parser.add_argument("--commands", action="store_true",
                         help="read commands on stdin (tests): status, kill-worker, "
@@ -218,14 +241,14 @@ def run(args: argparse.Namespace) -> int:
             print(f"Ray cluster on this machine: a head and {args.workers} worker node(s), "
                   f"listening on {where}")  # fmt: skip
             print(f"point a server at it:  fesnet-spot webrtc-server --cluster {st['client']}")
-            print("Ctrl-C stops it")
+            print("Ctrl-C stops it", flush=True)
             while True:
                 time.sleep(3600)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, exitcodes.Stopped):
         pass
     finally:
         cluster.shutdown()
-    return 0
+    return exitcodes.OK
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,8 +14,9 @@ from __future__ import annotations
 import argparse
 import threading
 import time
-from pathlib import Path
 from typing import Any
+
+from fesnet.realtime.source_list import read_source_list
 
 from .config import ClusterConfig
 from .streams import drive_actors, spawn, stream_names
@@ -24,20 +25,12 @@ SINGLE_ONLY = ("plot", "video_out", "calibrate", "profile")
 """Options of a run of one source in this process only (``--truth`` takes one source)."""
 
 
-def read_sources(path: Path) -> list[str]:
-    """One source per line; blank lines and ``#`` comments skipped."""
-    lines = Path(path).read_text().splitlines()
-    return [s.strip() for s in lines if s.strip() and not s.strip().startswith("#")]
-
-
 def source_specs(args: argparse.Namespace) -> list[str]:
-    """Every ``--source``, then the lines of ``--sources`` FILE."""
+    """Every ``--source``, then the lines of ``--sources`` FILE (a ValueError when it cannot
+    be used: realtime/source_list.py)."""
     specs = list(args.source or [])
     if args.sources is not None:
-        try:
-            specs += read_sources(args.sources)
-        except (OSError, UnicodeDecodeError) as e:
-            raise ValueError(f"cannot read --sources {args.sources}: {e}") from e
+        specs += read_source_list(args.sources)
     return specs
 
 

@@ -10,23 +10,38 @@ no dashboard, no HTTP proxy and no gRPC proxy. The one port Ray itself still ope
 interface, the Serve replica's, is moved in the replica (serving.py). A cluster across
 machines is started with ``ray start`` on private addresses (docs/SCALING.md) and must live on
 a private network.
+
+Waits. Joining ``ray://HOST:PORT`` first checks, within ``JOIN_TIMEOUT_S``, that something
+there speaks gRPC (Ray Client does): nothing listening fails at once, nothing answering after
+that long fails with :class:`ClusterUnavailable` (Ray Client alone would retry for ~100 s).
+Model replicas the cluster can never place are refused before deploying; replicas that can
+be placed but do not start (resources held by others) are reported after ``REPORT_AFTER_S``
+with Serve's reason. Ctrl-C / SIGTERM end either wait at once (``exitcodes.stop_signals_raise``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import LOCAL, ClusterConfig, ClusterError
+from fesnet.model.noise import quiet_ray, quiet_ray_client_log
+from fesnet.realtime import exitcodes
+
+from .config import LOCAL, ClusterConfig, ClusterError, ClusterUnavailable, split_address
 
 logger = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
 _SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+JOIN_TIMEOUT_S = 10.0  # for a Ray Client port to answer at all
+REPORT_AFTER_S = 30.0  # model replicas not running after this long are reported
+DEPLOYMENT = "WindowEngine"
 
 
 def loopback_only() -> None:
@@ -41,7 +56,12 @@ def loopback_only() -> None:
 
 def connect(cfg: ClusterConfig) -> None:
     """ray.init for ``cfg.address``: a private loopback Ray (``auto``), or a running cluster
-    through Ray Client. Idempotent within a process."""
+    through Ray Client. Idempotent within a process.
+
+    Ray's auto-connect is turned off for this process (before Ray is imported): a Ray call
+    after :func:`shutdown` (Serve's background threads make some) would otherwise start a new
+    local Ray from that thread, outside :func:`loopback_only`'s settings."""
+    os.environ.setdefault("RAY_ENABLE_AUTO_CONNECT", "0")
     loopback_only() if cfg.address == LOCAL else os.environ.setdefault(
         "RAY_USAGE_STATS_ENABLED", "0"
     )
@@ -49,23 +69,69 @@ def connect(cfg: ClusterConfig) -> None:
 
     if ray.is_initialized():
         return
+    if cfg.address != LOCAL:
+        with exitcodes.stop_signals_raise():
+            check_reachable(cfg.address)
     try:
-        if cfg.address == LOCAL:
-            ray.init(
-                address="local",  # a new private Ray, never one another process left running
-                _node_ip_address=LOOPBACK,
-                num_cpus=cfg.local_cpus,
-                object_store_memory=cfg.local_object_store_mb * 2**20,
-                include_dashboard=False,
-                log_to_driver=False,
-                configure_logging=False,
-                namespace="fesnet",
-            )
-        else:
-            _join(cfg.address)
+        with quiet_ray():
+            _init(cfg)
     except Exception as e:  # ray raises ConnectionError, RuntimeError, ValueError, ...
-        raise ClusterError(f"cannot reach the Ray cluster at {cfg.address}: {e}") from e
+        raise ClusterUnavailable(
+            f"cannot reach the Ray cluster at {cfg.address}: {one_line(e)}"
+        ) from e
     logger.info("joined Ray at %s: %s", cfg.address, ray.cluster_resources())
+
+
+def _init(cfg: ClusterConfig) -> None:
+    import ray
+
+    if cfg.address == LOCAL:
+        ray.init(
+            address="local",  # a new private Ray, never one another process left running
+            _node_ip_address=LOOPBACK,
+            num_cpus=cfg.local_cpus,
+            object_store_memory=cfg.local_object_store_mb * 2**20,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+            namespace="fesnet",
+        )
+    else:
+        _join(cfg.address)
+
+
+def check_reachable(address: str, timeout_s: float = JOIN_TIMEOUT_S) -> None:
+    """:class:`ClusterUnavailable` unless a gRPC server (a Ray Client server is one) answers
+    at ``ray://HOST:PORT`` within ``timeout_s``. A refused connection fails at once."""
+    import grpc
+
+    host, port = split_address(address)
+    t0 = time.monotonic()
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as e:
+        why = e.strerror or type(e).__name__
+        raise ClusterUnavailable(f"cannot reach the Ray cluster at {address}: {why}") from e
+    channel = grpc.insecure_channel(f"{host}:{port}")
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout_s - (time.monotonic() - t0))
+    except grpc.FutureTimeoutError as e:
+        raise ClusterUnavailable(
+            f"cannot reach the Ray cluster at {address}: something accepts connections there "
+            f"but no Ray Client answered within {timeout_s:g} s"
+        ) from e
+    finally:
+        channel.close()
+
+
+def one_line(e: BaseException) -> str:
+    """An exception as one line: Ray Client passes its server's whole traceback on as the
+    message, whose last line names the error ("RuntimeError: Starting Ray client server
+    failed. See ...")."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    if not lines:
+        return type(e).__name__
+    return lines[-1] if any(ln.startswith("Traceback") for ln in lines) else lines[0]
 
 
 def _join(address: str, attempts: int = 3, backoff_s: float = 2.0) -> None:
@@ -74,6 +140,7 @@ def _join(address: str, attempts: int = 3, backoff_s: float = 2.0) -> None:
     failed")."""
     import ray
 
+    quiet_ray_client_log()
     for attempt in range(1, attempts + 1):
         try:
             ray.init(address, log_to_driver=False, namespace="fesnet")
@@ -81,9 +148,7 @@ def _join(address: str, attempts: int = 3, backoff_s: float = 2.0) -> None:
         except (ConnectionError, RuntimeError) as e:
             if attempt == attempts:
                 raise
-            # The last line says why; the lines above are the server's traceback.
-            why = (str(e).strip().splitlines() or [type(e).__name__])[-1]
-            logger.warning("joining %s failed (%s); trying again", address, why)
+            logger.warning("joining %s failed (%s); trying again", address, one_line(e))
             time.sleep(backoff_s * attempt)
 
 
@@ -95,12 +160,13 @@ def shutdown(cfg: ClusterConfig, tier: ModelTier | None = None) -> None:
 
     if not ray.is_initialized():
         return
-    if tier is not None or cfg.address == LOCAL:
-        try:
-            serve.delete(cfg.app_name)
-        except Exception as e:
-            logger.warning("could not remove the model tier: %r", e)
-    ray.shutdown()
+    with quiet_ray():
+        if tier is not None or cfg.address == LOCAL:
+            try:
+                serve.delete(cfg.app_name)
+            except Exception as e:
+                logger.warning("could not remove the model tier: %r", e)
+        ray.shutdown()
 
 
 @dataclass
@@ -120,12 +186,19 @@ class ModelTier:
 
 def deploy(
     cfg: ClusterConfig, checkpoint: str | Path | None = None, backend: str = "auto",
-    threads: int | None = 1,
+    threads: int | None = 1, streams: int = 0,
 ) -> ModelTier:  # fmt: skip
-    """Start (or update) the Serve application ``cfg.app_name`` running the window engine."""
+    """Start (or update) the Serve application ``cfg.app_name`` running the window engine.
+    ClusterError when the cluster can never place its replicas and ``streams`` stream actors
+    (``ClusterConfig.placement_error``)."""
+    import ray
     from ray import serve
 
     from .serving import WindowEngine, checkpoint_blob
+
+    problem = cfg.placement_error(ray.cluster_resources(), streams)
+    if problem is not None:
+        raise ClusterError(problem)
 
     actor: dict[str, Any] = {"num_cpus": cfg.replica_cpus}
     if cfg.replica_gpus > 0:
@@ -144,7 +217,7 @@ def deploy(
     else:
         scale = {"num_replicas": cfg.replicas}
     deployment = serve.deployment(WindowEngine).options(
-        name="WindowEngine",
+        name=DEPLOYMENT,
         ray_actor_options=actor,
         max_ongoing_requests=4 * cfg.max_batch_size,
         health_check_period_s=2.0,
@@ -155,13 +228,63 @@ def deploy(
         checkpoint_blob(checkpoint), backend, threads or 1, cfg.max_batch_size, cfg.batch_wait_s
     )
     try:
-        # Handles only: no HTTP proxy, no gRPC proxy, so Serve opens no ingress port at all.
-        serve.start(proxy_location="Disabled", http_options={"host": LOOPBACK})
-        handle = serve.run(app, name=cfg.app_name, route_prefix=None)
-        described = _describe(cfg)
+        with quiet_ray():
+            # Handles only: no HTTP proxy, no gRPC proxy, so Serve opens no ingress port at all.
+            serve.start(proxy_location="Disabled", http_options={"host": LOOPBACK})
+            target = serve.RunTarget(target=app, name=cfg.app_name, route_prefix=None)
+            handle = serve.run_many([target], wait_for_applications_running=False)[0]
+            with exitcodes.stop_signals_raise():
+                await_model_tier(lambda: tier_state(cfg), logger.warning)
+            described = _describe(cfg)
+    except ClusterError:
+        raise
     except Exception as e:
         raise ClusterError(f"could not deploy the model tier: {e}") from e
     return ModelTier(handle, described, cfg)
+
+
+def tier_state(cfg: ClusterConfig) -> tuple[str, str]:
+    """(the Serve application's status, what Serve says about its replicas)."""
+    from ray import serve
+
+    def name(state: Any) -> str:  # Serve's states are str enums: their value is the name
+        return str(getattr(state, "value", state))
+
+    app = serve.status().applications.get(cfg.app_name)
+    if app is None:
+        return "NOT_STARTED", "not deployed yet"
+    dep = app.deployments.get(DEPLOYMENT)
+    if dep is None:
+        return name(app.status), app.message or "no replica yet"
+    states = {name(k): v for k, v in dep.replica_states.items()}
+    running = f"{states.get('RUNNING', 0)} of {sum(states.values())} replica(s) running"
+    return name(app.status), f"{running}; {dep.message or app.message or 'no message'}"
+
+
+def await_model_tier(
+    state: Callable[[], tuple[str, str]],
+    report: Callable[[str], None],
+    report_after_s: float = REPORT_AFTER_S,
+    poll_s: float = 0.5,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Until ``state()`` says RUNNING; ClusterError on DEPLOY_FAILED. Still waiting after
+    ``report_after_s``: ``report`` says so once, with Serve's reason (replicas whose resources
+    are held by others wait, as Serve does, until the resources are free)."""
+    t0 = clock()
+    reported = False
+    while True:
+        status, why = state()
+        if status == "RUNNING":
+            return
+        if status == "DEPLOY_FAILED":
+            raise ClusterError(f"could not deploy the model tier: {why}")
+        if not reported and clock() - t0 >= report_after_s:
+            report(f"the model tier is not running after {report_after_s:g} s: "
+                   f"{why.rstrip('. ')}. Still waiting (Ctrl-C stops)")  # fmt: skip
+            reported = True
+        sleep(poll_s)
 
 
 def _describe(cfg: ClusterConfig) -> dict[str, Any]:
@@ -188,15 +311,16 @@ class RayPlacement:
     shares, then this joins the cluster, deploys the model tier and hands back a backend over
     it. ``close()`` leaves the cluster (removing the tier where ``shutdown`` says so)."""
 
-    def __init__(self, cfg: ClusterConfig) -> None:
+    def __init__(self, cfg: ClusterConfig, streams: int = 0) -> None:
         self.cfg = cfg
+        self.streams = streams  # stream actors that will need a place too (``run``)
         self.tier: ModelTier | None = None
         self._joined = False
 
     def backend(self, ckpt: Any, config: Any) -> Any:
         self._joined = True
         connect(self.cfg)
-        self.tier = deploy(self.cfg, ckpt.path, config.backend, config.threads)
+        self.tier = deploy(self.cfg, ckpt.path, config.backend, config.threads, self.streams)
         return self.tier.backend()
 
     def close(self, remove_tier: bool = False) -> None:

@@ -16,7 +16,12 @@ Rules (docs/VIEWERS.md "Access control"):
   or no-preflight ``fetch`` can only send text/plain, urlencoded or multipart bodies).
 - A server bound to loopback answers only to loopback host names in ``Host`` (a page that
   rebinds its own DNS name to 127.0.0.1 gets 403: DNS rebinding).
-- Tokens never reach a log: query strings and Referer headers are redacted in access logs.
+- Tokens never reach a log: query strings and Referer headers are redacted in access logs,
+  also where the name is percent-encoded (``?%74oken=``); a query token counts only under its
+  literal name ``token``. A request the HTTP parser refuses (a NUL byte in a header) is logged
+  as one line that names the reason, never the header's bytes.
+- ICE: a server bound to loopback gathers and advertises loopback candidates only, unless
+  asked for every interface (its media ports are then no wider than its signalling port).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import logging
 import re
 import secrets
 from collections.abc import Iterable
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 GRADIO_PORT = 7860
 WEBRTC_PORT = 8765
@@ -38,8 +43,14 @@ MAX_UPLOAD_MB = 200  # the largest video a Gradio tab may upload for replay
 LOOPBACK_NAMES = ("localhost",)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 JSON_TYPE = "application/json"
-TOKEN_PATTERN = re.compile(r"(?i)(token=)[^&\s\"'#]*|(bearer\s+)[^\s\"']+")
+TOKEN_NAME = "token"
+# "token=" in any case, with any of its characters percent-encoded ("%74oken=", "%54OKEN=").
+_ENCODED_NAME = "".join(
+    f"(?:{re.escape(c)}|%{ord(c.lower()):02x}|%{ord(c.upper()):02x})" for c in TOKEN_NAME + "="
+)
+TOKEN_PATTERN = re.compile(rf"(?i)({_ENCODED_NAME})[^&\s\"'#]*|(bearer\s+)[^\s\"']+")
 REDACTED = "[redacted]"
+LOOPBACK_ICE = {4: "127.0.0.1", 6: "::1"}
 
 
 def is_loopback(host: str) -> bool:
@@ -88,6 +99,28 @@ def bearer_token(authorization: str | None) -> str | None:
     if scheme.lower() != "bearer" or not rest.strip():
         return None
     return rest.strip()
+
+
+def query_token(raw_query: str) -> str | None:
+    """The value of the first ``token=`` in a raw (undecoded) query string, percent-decoded;
+    the name must be spelt literally: ``%74oken=`` is some other parameter, not a token."""
+    for pair in raw_query.split("&"):
+        name, eq, value = pair.partition("=")
+        if name == TOKEN_NAME and eq:
+            return unquote(value)
+    return None
+
+
+def ice_addresses(bound_host: str, all_interfaces: bool = False) -> list[str] | None:
+    """The addresses a server bound to ``bound_host`` gathers ICE candidates on: its loopback
+    address when bound to loopback (unless ``all_interfaces``); None (every interface) else."""
+    if all_interfaces or not is_loopback(bound_host):
+        return None
+    try:
+        version = ipaddress.ip_address(bound_host.strip("[]")).version
+    except ValueError:  # "localhost"
+        version = 4
+    return [LOOPBACK_ICE[version]]
 
 
 def _split_host(netloc: str, default_port: int | None) -> tuple[str, int | None]:
@@ -153,9 +186,26 @@ class RedactTokens(logging.Filter):
         return True
 
 
+class OneLineBadRequests(logging.Filter):
+    """A request the HTTP parser refused (aiohttp logs a traceback whose text quotes the
+    offending header line, which may hold a token) becomes one line: the status and the
+    parser's reason, no header bytes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        code, message = getattr(exc, "code", None), getattr(exc, "message", None)
+        if isinstance(code, int) and 400 <= code < 500 and isinstance(message, str):
+            reason = message.strip().splitlines()[0].rstrip(":") if message.strip() else "?"
+            where = record.getMessage()
+            record.msg, record.args = "%s: %d %s (%s)", (where, code, reason, type(exc).__name__)
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 def redact_access_logs(names: Iterable[str] = ("aiohttp.access", "uvicorn.access")) -> None:
-    """Install :class:`RedactTokens` on the servers' access loggers (idempotent)."""
-    for name in names:
+    """Install :class:`RedactTokens` on the servers' access loggers and
+    :class:`OneLineBadRequests` on aiohttp's server log (idempotent)."""
+    for name, kind in [*((n, RedactTokens) for n in names), ("aiohttp.server", OneLineBadRequests)]:
         log = logging.getLogger(name)
-        if not any(isinstance(f, RedactTokens) for f in log.filters):
-            log.addFilter(RedactTokens())
+        if not any(isinstance(f, kind) for f in log.filters):
+            log.addFilter(kind())

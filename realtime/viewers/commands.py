@@ -24,7 +24,12 @@ from typing import Any
 from fesnet.model.options import PORT, float_range, int_range
 from fesnet.model.runtime import add_runtime_arguments
 from fesnet.realtime import exitcodes
-from fesnet.realtime.cluster.config import ClusterError, add_cluster_arguments, cluster_config
+from fesnet.realtime.cluster.config import (
+    ClusterError,
+    ClusterUnavailable,
+    add_cluster_arguments,
+    cluster_config,
+)
 
 from .access import GRADIO_PORT, MAX_FRAME_PIXELS, MAX_SDP_BYTES, MAX_UPLOAD_MB, WEBRTC_PORT
 
@@ -51,6 +56,12 @@ def _access_arguments(parser: argparse.ArgumentParser, port: int) -> None:
     parser.add_argument(
         "--max-frame-pixels", type=int_range(64 * 64), default=MAX_FRAME_PIXELS,
         help="camera frames with more pixels are downscaled to this many (aspect kept)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--ice-all-interfaces", action="store_true",
+        help="bound to loopback, the server gathers and offers ICE candidates on loopback "
+        "only; with this flag, on every interface of the machine (bound elsewhere it always "
+        "does)",
     )  # fmt: skip
 
 
@@ -137,7 +148,8 @@ def make_hub(args: argparse.Namespace, max_sessions: int) -> Any:
             print(f"model tier on Ray ({cluster.address}): {runtime.backend.name}", flush=True)
     except (LoadError, ClusterError) as e:  # a bad checkpoint, backend, stride or cluster
         print(f"fesnet-spot: error: {e}", file=sys.stderr)
-        raise SystemExit(exitcodes.BAD_INPUT) from e
+        unavailable = isinstance(e, ClusterUnavailable)  # nothing answers: a failure
+        raise SystemExit(exitcodes.FAILED if unavailable else exitcodes.BAD_INPUT) from e
     camera_phase = None
     if args.calibrate_s > 0:
         from fesnet.calibration.baseline import BaselineConfig, session_phase
@@ -160,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
         return serve_gradio(
             make_hub(args, args.max_sessions), args.host, args.port, args.token,
             allowed_origins=tuple(args.allow_origin), max_upload_mb=args.max_upload_mb,
-            max_frame_pixels=args.max_frame_pixels,
+            max_frame_pixels=args.max_frame_pixels, ice_all_interfaces=args.ice_all_interfaces,
         )  # fmt: skip
     if args.command == "webrtc-server":
         from .webrtc_server import ServerConfig, serve_webrtc
@@ -168,7 +180,8 @@ def run(args: argparse.Namespace) -> int:
         config = ServerConfig(host=args.host, port=args.port, token=args.token,
                               max_peers=args.max_peers, max_sdp_bytes=args.max_sdp_bytes,
                               allowed_origins=tuple(args.allow_origin),
-                              max_frame_pixels=args.max_frame_pixels)  # fmt: skip
+                              max_frame_pixels=args.max_frame_pixels,
+                              ice_all_interfaces=args.ice_all_interfaces)  # fmt: skip
         return serve_webrtc(make_hub(args, args.max_peers), config)
     if args.command == "remote-camera":
         logging.getLogger().setLevel(logging.WARNING)

@@ -95,8 +95,10 @@ class GradioViewer:
         sample_clip: Path | None = SAMPLE_CLIP,
         max_tabs: int = MAX_TABS,
         max_frame_pixels: int = MAX_FRAME_PIXELS,
+        ice_addresses: list[str] | None = None,
     ) -> None:
         self.hub = hub
+        self.ice_addresses = ice_addresses  # None: every interface (access.ice_addresses)
         has_clip = sample_clip is not None and sample_clip.is_file()
         self.sample_clip = sample_clip if has_clip else None
         self.max_tabs = max_tabs
@@ -174,7 +176,8 @@ class GradioViewer:
             await self._stop_tab(tab)
             try:
                 offer = parse_offer(payload)
-                peer = RtcPeer(self.hub, prefix="cam", max_frame_pixels=self.max_frame_pixels)
+                peer = RtcPeer(self.hub, prefix="cam", max_frame_pixels=self.max_frame_pixels,
+                               ice_addresses=self.ice_addresses)  # fmt: skip
                 answer = await peer.accept(offer)
             except (OfferError, HubFull) as e:
                 return {"error": str(e)}
@@ -384,6 +387,7 @@ def launch(
     allowed_origins: tuple[str, ...] = (),
     max_upload_mb: int = MAX_UPLOAD_MB,
     max_frame_pixels: int = MAX_FRAME_PIXELS,
+    ice_all_interfaces: bool = False,
 ) -> tuple[Any, GradioViewer, str | None]:
     """Build and launch the app; returns (demo, viewer, token in force). Raises OSError when
     the port cannot be bound (the viewer is closed again then)."""
@@ -391,7 +395,8 @@ def launch(
 
     disable_telemetry()
     access.redact_access_logs()
-    viewer = GradioViewer(hub, max_frame_pixels=max_frame_pixels)
+    ice = access.ice_addresses(host, ice_all_interfaces)
+    viewer = GradioViewer(hub, max_frame_pixels=max_frame_pixels, ice_addresses=ice)
     demo = viewer.build()
     token = access.resolve_token(host, token)
     auth = None
@@ -428,6 +433,7 @@ def serve_gradio(
     allowed_origins: tuple[str, ...] = (),
     max_upload_mb: int = MAX_UPLOAD_MB,
     max_frame_pixels: int = MAX_FRAME_PIXELS,
+    ice_all_interfaces: bool = False,
 ) -> int:
     """Run the app until SIGINT / SIGTERM (exit code 0; 2 if the port cannot be bound). The
     hub's sessions are closed and the temporary files deleted on the way out."""
@@ -439,6 +445,7 @@ def serve_gradio(
         demo, viewer, _ = launch(
             hub, host, port, resolved, block=False, allowed_origins=allowed_origins,
             max_upload_mb=max_upload_mb, max_frame_pixels=max_frame_pixels,
+            ice_all_interfaces=ice_all_interfaces,
         )  # fmt: skip
         while True:
             time.sleep(0.5)

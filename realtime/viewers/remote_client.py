@@ -29,7 +29,7 @@ from typing import Any
 from aiortc import VideoStreamTrack
 
 from fesnet.realtime import exitcodes
-from fesnet.realtime.sources import Source, SourceError, open_source
+from fesnet.realtime.sources import Source, SourceError, SourceLost, open_source
 
 from .rtc import rtc_configuration
 
@@ -92,7 +92,7 @@ class SourceTrack(VideoStreamTrack):
 
     def stop(self) -> None:
         super().stop()
-        with contextlib.suppress(SourceError):
+        with contextlib.suppress(SourceError, SourceLost):
             self._source.stop()
 
 

@@ -13,12 +13,19 @@ Timestamps: a frame's source time is its RTP timestamp (``frame.pts`` in ``frame
 unwrapped across the 32-bit wrap and counted from the peer's first frame, so events are reported
 in seconds since the camera started streaming. ``t_capture_ns`` is the arrival time here (the
 sender's clock is not comparable), so latencies are measured from a frame's arrival.
+
+ICE host candidates: a peer may be told the only addresses to gather on (``ice_addresses``; a
+server bound to loopback gathers on loopback only: ``access.ice_addresses``). aioice reads the
+machine's addresses through one module function, so :func:`_gather_only_on` routes that
+function through a context variable that :meth:`RtcPeer.accept` sets while it gathers: peers
+with and without a restriction can live on one loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import json
 import logging
@@ -47,6 +54,30 @@ def frame_to_bgr(frame: Any, max_pixels: int = MAX_FRAME_PIXELS) -> Any:
     tw, th = max(2, int(w * scale) // 2 * 2), max(2, int(h * scale) // 2 * 2)
     small = frame.reformat(width=tw, height=th, format="bgr24", interpolation="FAST_BILINEAR")
     return small.to_ndarray()
+
+
+_ICE_ADDRESSES: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "fesnet_ice_addresses", default=None
+)
+
+
+def _gather_only_on(addresses: list[str] | None) -> contextvars.Token:
+    """Host candidates gathered in this context come from ``addresses`` only (None: every
+    interface, aioice's own choice). Returns the token to reset the context variable."""
+    import aioice.ice
+
+    machine = aioice.ice.get_host_addresses
+    if not getattr(machine, "fesnet_restrictable", False):
+
+        def host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+            only = _ICE_ADDRESSES.get()
+            if only is None:
+                return machine(use_ipv4, use_ipv6)
+            return [a for a in only if (use_ipv6 if ":" in a else use_ipv4)]
+
+        host_addresses.fesnet_restrictable = True  # type: ignore[attr-defined]
+        aioice.ice.get_host_addresses = host_addresses
+    return _ICE_ADDRESSES.set(addresses)
 
 
 class OfferError(ValueError):
@@ -116,10 +147,12 @@ class RtcPeer:
         on_closed: Callable[[RtcPeer], Awaitable[None] | None] | None = None,
         connect_timeout_s: float = 15.0,
         max_frame_pixels: int = MAX_FRAME_PIXELS,
+        ice_addresses: list[str] | None = None,
     ) -> None:
         from aiortc import RTCPeerConnection
 
         self.hub = hub
+        self.ice_addresses = ice_addresses
         self.max_frame_pixels = max_frame_pixels
         self.frames_downscaled = 0
         self.prefix = prefix
@@ -174,12 +207,13 @@ class RtcPeer:
             if pc.connectionState in ("failed", "closed"):
                 self.close_soon()
 
+        gathering = _gather_only_on(self.ice_addresses)
         try:
             await pc.setRemoteDescription(offer)
             if not video:
                 raise OfferError("the offer has no video track")
             answer = await pc.createAnswer()
-            await pc.setLocalDescription(answer)
+            await pc.setLocalDescription(answer)  # gathers the candidates the answer carries
             # Only a usable offer costs a session (a face tracker and a worker thread).
             self.session = await self._loop.run_in_executor(None, self.hub.open_push, self.prefix)
         except Exception as e:  # malformed SDP surfaces as many exception types
@@ -187,6 +221,8 @@ class RtcPeer:
             if isinstance(e, (OfferError, HubFull)):
                 raise
             raise OfferError(f"cannot use this offer: {type(e).__name__}: {e}") from e
+        finally:
+            _ICE_ADDRESSES.reset(gathering)
         self.session.listen_async(self._loop, self._send_event)
         self._spawn(self._read_video(video[0]))
         self._spawn(self._send_stats())

@@ -56,6 +56,7 @@ class ServerConfig:
     allowed_origins: tuple[str, ...] = ()  # browser origins besides the server's own
     max_frame_pixels: int = MAX_FRAME_PIXELS  # larger camera frames are downscaled
     max_pending_offers: int = 8  # offers being parsed at once (they hold no peer slot)
+    ice_all_interfaces: bool = False  # bound to loopback: also gather ICE on other interfaces
 
 
 class WebRtcServer:
@@ -66,6 +67,7 @@ class WebRtcServer:
         self.hub = hub
         self.config = config or ServerConfig()
         self.token = access.resolve_token(self.config.host, self.config.token)
+        self.ice_addresses = access.ice_addresses(self.config.host, self.config.ice_all_interfaces)
         self.peers: set[RtcPeer] = set()  # answered peers: each holds a slot of max_peers
         self.pending_offers = 0  # offers being read and applied: no slot yet
         self.offers_rejected = 0
@@ -139,9 +141,9 @@ class WebRtcServer:
         )
 
     def _request_token(self, request: Any) -> str | None:
-        """The header's Bearer token (preferred), else ``?token=``."""
+        """The header's Bearer token (preferred), else ``?token=`` (that name, spelt as is)."""
         token = access.bearer_token(request.headers.get("Authorization"))
-        return token if token is not None else request.query.get("token")
+        return token if token is not None else access.query_token(request.rel_url.raw_query_string)
 
     def _full(self) -> Any:
         from aiohttp import web
@@ -189,7 +191,7 @@ class WebRtcServer:
             peer = RtcPeer(
                 self.hub, prefix="peer", stats_every_s=self.config.stats_every_s,
                 on_closed=self._forget, connect_timeout_s=self.config.connect_timeout_s,
-                max_frame_pixels=self.config.max_frame_pixels,
+                max_frame_pixels=self.config.max_frame_pixels, ice_addresses=self.ice_addresses,
             )  # fmt: skip
             answer = await peer.accept(offer)
         except OfferError as e:
