@@ -3,12 +3,14 @@
     fesnet-eval        # shipped checkpoint and the landmark peer on the held-out test split
     fesnet-eval --method fesnet --checkpoint runs/x/best.pt --csv out/pred.csv
     fesnet-eval --data casme2 --root /data/CASME2 --fold 0 --checkpoint runs/x/best.pt
+    fesnet-eval --suite both      # the independent suite and the real clips (docs/SUITE.md)
 
 Predictions come from ``inference.spot_video``: the streaming spotter's model functions and
 merger, run offline. The peer (model/peer.py) runs through the same function and merger. Metrics
 are computed on the 60 Hz slot timeline; the CSV maps slots back to source frame indices. On the
 synthetic test split the tables are also given per motion family, so the family held out of
-training is reported apart from the ones trained on.
+training is reported apart from the ones trained on. Every registered method runs
+(``methods.load_methods``); ``--suite`` hands the loaded methods to ``suite_eval``.
 """
 
 from __future__ import annotations
@@ -17,67 +19,16 @@ import argparse
 import csv
 import json
 import logging
-from dataclasses import dataclass, replace
 from pathlib import Path
 
-from tqdm import tqdm
-
-from .backends import Backend
-from .data.preprocess import AlignedVideo
 from .datasets import SyntheticSetConfig, real_split, synthetic_families, synthetic_split
-from .fesnet import CLASS_NAMES, MODEL_FPS
-from .inference import spot_video, video_geometry
-from .merger import MergerConfig
-from .metrics import MetricTable, evaluate_videos, labels_to_intervals
-from .runtime import (
-    LoadError,
-    RuntimeConfig,
-    add_runtime_arguments,
-    load_runtime,
-    runtime_config,
-)
+from .methods import Method, evaluate, load_methods
+from .metrics import MetricTable, evaluate_videos
+from .runtime import METHODS, LoadError, add_runtime_arguments, runtime_config
 
 log = logging.getLogger(__name__)
 
 CSV_FIELDS = ["method", "vid", "pred_onset", "pred_offset", "type", "score", "onset_s", "offset_s"]
-
-
-@dataclass
-class Method:
-    """One spotter to evaluate: a backend (which says whether it reads the geometry channel)
-    and its merger settings."""
-
-    name: str
-    backend: Backend
-    merger: MergerConfig
-    stride_frames: int
-
-
-def evaluate(
-    method: Method, videos: list[AlignedVideo], csv_rows: list[dict] | None = None
-) -> list[tuple[list, list, int]]:
-    """Spot every video; returns one (predicted, true intervals, n slots) row per video (for
-    ``metrics.evaluate_videos``) and appends the final events to ``csv_rows``."""
-    rows = []
-    for v in tqdm(videos, desc=method.name, unit="video", disable=len(videos) < 2):
-        geom = video_geometry(method.backend, v)
-        pred = spot_video(method.backend, v.crops, method.merger, method.stride_frames, geom)
-        rows.append((pred.intervals, labels_to_intervals(v.labels), len(v.labels)))
-        if csv_rows is None:
-            continue
-        for ev in pred.events:
-            if ev.state in ("final", "interrupted"):
-                csv_rows.append({
-                    "method": method.name,
-                    "vid": v.video_id,
-                    "pred_onset": int(v.source_index[ev.onset_slot]),
-                    "pred_offset": int(v.source_index[ev.offset_slot]),
-                    "type": CLASS_NAMES[ev.label],
-                    "score": round(float(ev.score), 4),
-                    "onset_s": round(ev.onset_slot / MODEL_FPS, 3),
-                    "offset_s": round(ev.offset_slot / MODEL_FPS, 3),
-                })
-    return rows
 
 
 def grouped_tables(
@@ -100,32 +51,24 @@ def side_by_side(tables: dict[str, dict[str, MetricTable]]) -> str:
 
 
 def methods_for(a: argparse.Namespace) -> list[Method]:
-    out = []
-    if a.method in ("fesnet", "both"):
-        out.append(Method("fesnet", *_load(replace(runtime_config(a), method="fesnet"))))
-    if a.method in ("landmarks", "both"):
-        peer = replace(runtime_config(a), method="landmarks", merger_config=None)
-        out.append(Method("landmarks", *_load(peer)))
-    return out
-
-
-def _load(cfg: RuntimeConfig) -> tuple:
+    """The methods ``--method`` names: every registered one (``all``; ``both`` is its old
+    name) or one of them."""
+    names = METHODS if a.method in ("all", "both") else (a.method,)
     try:
-        rt = load_runtime(cfg)
+        return load_methods(runtime_config(a), names)
     except LoadError as e:
         raise SystemExit(f"error: {e}") from None
-    return rt.backend, rt.merger, rt.stride_frames
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fesnet-eval",
         description="Evaluate FESNet and the training-free landmark peer on the same videos: "
         "interval F1 (IoU >= 0.5, MEGC), Edit, Acc, per motion family on the synthetic test "
         "split; writes per-video predictions as CSV (method, vid, pred_onset, pred_offset, ...).",
     )
-    p.add_argument("--method", choices=["both", "fesnet", "landmarks"], default="both",
-                   help="which spotter(s) to evaluate (default: both, side by side)")
+    p.add_argument("--method", choices=["all", "both", *METHODS], default="all",
+                   help="which spotter(s) to evaluate (default: all, side by side)")
     add_runtime_arguments(p, backend="torch", threads=None, method=False)
     p.add_argument("--data", default="synthetic", choices=["synthetic", "casme2", "sammlv"])
     p.add_argument("--split", default="test", choices=["test", "val"],
@@ -136,9 +79,24 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cache-dir", type=Path, default=Path(".cache/aligned"))
     p.add_argument("--csv", type=Path, default=Path("out/predictions.csv"))
     p.add_argument("--json", type=Path, help="also write the metric tables as JSON")
-    a = p.parse_args(argv)
+    p.add_argument("--suite", choices=["independent", "real", "both"],
+                   help="instead of --data: the independent suite (clips from a renderer that "
+                   "shares no code with training; F1 per class and per video) and/or real "
+                   "unlabelled clips (events per minute of tracked face); docs/SUITE.md")
+    p.add_argument("--suite-cache", type=Path, default=Path(".cache"),
+                   help="where the suite's rendered clips are cached (<dir>/suite/v<version>)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    a = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     methods = methods_for(a)
+    if a.suite:
+        from .suite_eval import run_suites
+
+        run_suites(a.suite, methods, a.cache_dir, a.suite_cache, a.csv, a.json)
+        return
     groups: dict[str, list[int]]
     if a.data == "synthetic":
         cfg = SyntheticSetConfig()
