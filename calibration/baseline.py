@@ -118,6 +118,7 @@ class CalibrationPhase:
         self._skip = threading.Event()
         self._failure: CalibrationError | None = None
         self._need_slots = int(np.ceil(self.baseline.duration_s * self.fps))
+        self._scored_slots = 0  # the recorder's count, handed over by the infer thread
         self._lock = threading.Lock()
 
     # -- control --------------------------------------------------------------------------------
@@ -130,11 +131,13 @@ class CalibrationPhase:
         return self.phase == "calibrating"
 
     def state(self) -> dict[str, Any]:
-        """What a viewer shows: phase, progress in [0, 1], the profile's thresholds when done."""
+        """What a viewer shows: phase, progress in [0, 1], the profile's thresholds when done.
+        Reads only what the infer thread handed over under the lock, never the recorder (which
+        that thread writes without one)."""
         with self._lock:
             out: dict[str, Any] = {
                 "phase": self.phase,
-                "progress": min(self.recorder.scored_slots / self._need_slots, 1.0),
+                "progress": min(self._scored_slots / self._need_slots, 1.0),
                 "profile": self.profile_name,
             }
             if self.profile is not None:
@@ -153,13 +156,13 @@ class CalibrationPhase:
         if self._t0 is None:
             self._t0 = frame.pts_s
             message = f"calibrating: keep a neutral face for {self.baseline.duration_s:g} s"
-            events.append(spotter.events.status(frame, message, state="calibrating"))
+            events.append(spotter.status_event(message, frame, state="calibrating"))
         if self._skip.is_set():
             events += _no_expressions(spotter.end_segment())
             self.recorder.stop()
             self._set_phase("skipped")
             message = "calibration skipped: base thresholds"
-            events.append(spotter.events.status(frame, message, state="calibration_skipped"))
+            events.append(spotter.status_event(message, frame, state="calibration_skipped"))
         return events
 
     def after(self, spotter: Spotter, frame: Frame, events: list[SpotEvent]) -> list[SpotEvent]:
@@ -167,7 +170,10 @@ class CalibrationPhase:
             return events
         events = _no_expressions(events)  # the person was asked to rest
         assert self._t0 is not None
-        if self.recorder.scored_slots >= self._need_slots:
+        scored = self.recorder.scored_slots
+        with self._lock:
+            self._scored_slots = scored
+        if scored >= self._need_slots:
             events += self._complete(spotter, frame)
         elif frame.pts_s - self._t0 >= self.baseline.timeout_s:
             have = self.recorder.scored_slots / self.fps
@@ -178,7 +184,7 @@ class CalibrationPhase:
             )
             self._set_phase("failed")
             self._failure = CalibrationError(message)
-            events.append(spotter.events.status(frame, message, state="calibration_failed"))
+            events.append(spotter.status_event(message, frame, state="calibration_failed"))
         return events
 
     def at_end(
@@ -225,7 +231,7 @@ class CalibrationPhase:
             "rest_p_expr_q99": round(stats.quantile(0.99), 6),
             "rest_slots": stats.n_slots,
         }
-        events.append(spotter.events.status(frame, message, state="calibrated", extra=extra))
+        events.append(spotter.status_event(message, frame, state="calibrated", extra=extra))
         return events
 
     def _set_phase(self, phase: str) -> None:
@@ -276,6 +282,21 @@ def attach_calibration(
     phase = CalibrationPhase(spotter, baseline, profile_name, on_profile, source_name)
     spotter.start_phase(phase)
     return phase
+
+
+def calibration_phase(
+    baseline: BaselineConfig | None = None,
+    profile_name: str = "session",
+    on_profile: Callable[[NeutralProfile], Any] | None = None,
+    source_name: str = "",
+) -> Callable[[Spotter], CalibrationPhase]:
+    """A stream that starts with a neutral-baseline phase: the phase factory
+    ``fesnet.realtime.session.open_stream(phase=...)`` takes."""
+
+    def make(spotter: Spotter) -> CalibrationPhase:
+        return CalibrationPhase(spotter, baseline, profile_name, on_profile, source_name)
+
+    return make
 
 
 def session_phase(baseline: BaselineConfig) -> Callable[[Spotter, str], CalibrationPhase]:

@@ -204,13 +204,12 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
-    from fesnet.realtime.engine import Engine
     from fesnet.realtime.events import ConsoleSink
-    from fesnet.realtime.pipeline import Pipeline, PipelineError
+    from fesnet.realtime.pipeline import PipelineError
+    from fesnet.realtime.session import StreamModel, open_stream
     from fesnet.realtime.sources import SourceError, open_source
-    from fesnet.realtime.spotter import Spotter
 
-    from .baseline import BaselineConfig, CalibrationError, attach_calibration
+    from .baseline import BaselineConfig, CalibrationError, calibration_phase
     from .profile import ProfileError, ThresholdRule, check_name, checkpoint_rule, save_profile
 
     runtime = _runtime(args)
@@ -232,19 +231,16 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     except SourceError as e:
         raise UsageError(str(e)) from e
     saved: list[Path] = []
-    engine = Engine(runtime.backend, runtime.window_frames)
-    spotter = Spotter(engine, runtime.merger, runtime.stride_frames, stream=source.stream)
-    calibration = attach_calibration(
-        spotter, phase, args.name, lambda p: saved.append(save_profile(p, args.profiles_dir)),
+    record = calibration_phase(
+        phase, args.name, lambda p: saved.append(save_profile(p, args.profiles_dir)),
         source.describe(),
     )  # fmt: skip
-    pipe = Pipeline(source, spotter, [ConsoleSink()])
+    run = open_stream(StreamModel.of(runtime), source, [ConsoleSink()], phase=record)
+    calibration = run.phase
+    assert calibration is not None
     print(f"keep a neutral face towards the camera for {args.duration_s:g} s ...")
-    pipe.start()
     try:
-        while not pipe.join(timeout=0.1):
-            if not calibration.running:
-                pipe.request_stop()
+        run.run(stop_when=lambda: not calibration.running, poll_s=0.1)
     except PipelineError as e:
         cause = e.__cause__ or e
         if isinstance(cause, (CalibrationError, SourceError)):

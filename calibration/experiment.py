@@ -132,7 +132,8 @@ def run_neutral_experiment(
     sessions: Sequence[Session],
     base: MergerConfig,
     rules: dict[str, ThresholdRule] | None = None,
-    stride_frames: int = 8,
+    *,
+    stride_frames: int,
 ) -> NeutralResult:
     """Spot every session's test clip uncalibrated and calibrated by each rule."""
     rules = rules or DEFAULT_RULES

@@ -48,8 +48,8 @@ class ScoredVideo:
 def score_videos(
     backend: Backend,
     videos: Sequence[Any],
-    window_frames: int = 32,
-    stride_frames: int = 8,
+    window_frames: int,
+    stride_frames: int,
 ) -> list[ScoredVideo]:
     """Score every window of every aligned video once (``AlignedVideo``-like: ``video_id``,
     ``crops``, ``labels``, optional ``subject``)."""

@@ -27,8 +27,8 @@ from fesnet.model.geometry import GEOMETRY_DIMS, GeometryConfig, geometry_featur
 
 def sample_windows(
     videos: Sequence[Any],
-    n_windows: int = 128,
-    window_frames: int = 32,
+    n_windows: int,
+    window_frames: int,
     expression_fraction: float = 0.5,
     seed: int = 0,
     geometry: GeometryConfig | None = None,

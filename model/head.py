@@ -33,6 +33,7 @@ from .inference import encode_video, prediction_from_windows, score_windows, win
 from .losses import fesnet_loss
 from .merger import MergerConfig
 from .metrics import MetricTable, evaluate_videos, labels_to_intervals
+from .runtime import DEFAULT_STRIDE_FRAMES
 from .sampling import class_weights, clip_start, lr_at
 
 log = logging.getLogger(__name__)
@@ -227,7 +228,7 @@ def train_head(
     weight_decay: float = 1e-4,
     windows_per_step: int = 32,
     expression_fraction: float = 0.6,
-    stride_frames: int = 8,
+    stride_frames: int = DEFAULT_STRIDE_FRAMES,
     evals: int = 4,
     seed: int = 0,
     loss_cfg=None,

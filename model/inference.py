@@ -94,11 +94,12 @@ def video_geometry(backend: Backend, video: Any) -> np.ndarray | None:
 def predict_windows(
     backend: Backend,
     crops: np.ndarray,
-    window_frames: int = 32,
-    stride_frames: int = 8,
+    window_frames: int,
+    stride_frames: int,
     geom: np.ndarray | None = None,
 ) -> tuple[list[int], np.ndarray]:
-    """Encode every frame once, then score every window. Returns (starts, probs (W, T, 3))."""
+    """Encode every frame once, then score every window. Returns (starts, probs (W, T, 3)).
+    The window length and stride are the loaded model's (``Runtime``), never assumed here."""
     starts = window_starts(len(crops), window_frames, stride_frames)
     if not starts:
         return [], np.zeros((0, window_frames, 3), np.float32)
@@ -110,7 +111,7 @@ def spot_video(
     backend: Backend,
     crops: np.ndarray,
     merger_cfg: MergerConfig,
-    stride_frames: int = 8,
+    stride_frames: int,
     geom: np.ndarray | None = None,
 ) -> VideoPrediction:
     """Aligned 60 Hz crops (N, 112, 112, 3) -> events and intervals on the slot timeline.

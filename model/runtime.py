@@ -1,7 +1,8 @@
 """One runtime config and one loader: checkpoint -> backend -> merger config -> optional profile.
 
 Every program that runs the model loads it here (``fesnet-spot``, the viewers, ``fesnet-eval``,
-``fesnet-calibrate``, ``fesnet-bench``), so they agree on every default and fallback:
+``fesnet-calibrate``, ``fesnet-bench``), in this process or with the model tier on a cluster
+(``placement``), so they agree on every default and fallback:
 
 - **checkpoint**: the given path, else the shipped one (``checkpoint.DEFAULT_CHECKPOINT``);
 - **backend**: by name (``backends.BACKENDS``). ``"auto"`` is ONNX Runtime, and torch (with a
@@ -11,14 +12,20 @@ Every program that runs the model loads it here (``fesnet-spot``, the viewers, `
   defaults;
 - **window length**: ``window_frames`` has one owner, the model config in the checkpoint. The
   merger's copy is set from it; a merger JSON that names another length is refused;
-- **stride**: the given one, else the checkpoint's ``stride_frames``, else 8; from 1 slot to
-  a window (a longer stride would leave slots unscored);
+- **stride**: the given one, else the checkpoint's ``stride_frames``, else 8
+  (:func:`stride_of`, the one owner of that rule); from 1 slot to a window (a longer stride
+  would leave slots unscored), checked before anything is placed anywhere;
 - **method**: ``fesnet`` (the network) or ``landmarks`` (the training-free peer,
   model/peer.py: the geometry channel alone, no weights used; its merger settings are the peer's
   own unless a merger JSON is given);
 - **profile** (optional): any object with ``apply(MergerConfig) -> MergerConfig`` (a
   :class:`fesnet.calibration.profile.NeutralProfile`) moves the thresholds last. The profile is
-  passed in loaded: finding it by name is calibration's business, not the model's.
+  passed in loaded: finding it by name is calibration's business, not the model's;
+- **placement** (optional): where the network runs. None builds the backend here
+  (:func:`build_backend`); a :class:`Placement` (the Ray model tier,
+  ``fesnet.realtime.cluster.runtime.RayPlacement``) turns the same checkpoint and backend name
+  into a backend that calls the model elsewhere. Everything else above is resolved here first,
+  the same way for both.
 
 Anything that cannot be loaded is a :class:`LoadError` whose message says what to do.
 """
@@ -60,6 +67,13 @@ class ThresholdProfile(Protocol):
     def apply(self, base: MergerConfig) -> MergerConfig: ...
 
 
+class Placement(Protocol):
+    """Where the network runs when not in this process: it is handed the checkpoint and the
+    config after every rule of the loader has been applied, and returns the backend to call."""
+
+    def backend(self, ckpt: Checkpoint, config: RuntimeConfig) -> Backend: ...
+
+
 @dataclass(frozen=True)
 class RuntimeConfig:
     """What to load. Every field has the default all programs share (module docstring)."""
@@ -96,22 +110,21 @@ class Runtime:
 
     @classmethod
     def from_checkpoint(
-        cls, ckpt: Checkpoint, config: RuntimeConfig, profile: ThresholdProfile | None = None
+        cls,
+        ckpt: Checkpoint,
+        config: RuntimeConfig,
+        profile: ThresholdProfile | None = None,
+        placement: Placement | None = None,
     ) -> Runtime:
         """The rest of :func:`load_runtime` for weights already in memory (benchmarks of
         random weights)."""
-        stride = config.stride_frames
-        if stride is None:
-            stride = int(ckpt.meta.get("stride_frames", DEFAULT_STRIDE_FRAMES))
-        if stride < 1:
-            raise LoadError(f"the window stride must be >= 1 slot, got {stride}")
-        window = ckpt.config.window_frames
-        if stride > window:
-            raise LoadError(f"--stride {stride} is longer than a window ({window} slots): slots "
-                            "between windows would never be scored")  # fmt: skip
+        stride = stride_of(ckpt, config.stride_frames)
         if config.method not in METHODS:
             raise LoadError(f"unknown method {config.method!r}; choose one of {METHODS}")
         if config.method == "landmarks":
+            if placement is not None:
+                raise LoadError("--method landmarks runs in this process only (it has no model "
+                                "to place on a cluster): drop --cluster")  # fmt: skip
             from .peer import LandmarkPeer, PeerConfig
 
             peer = PeerConfig() if config.peer_k is None else PeerConfig(k=config.peer_k,
@@ -121,15 +134,46 @@ class Runtime:
                     else merger_config(ckpt, config.merger_config))  # fmt: skip
         else:
             base = merger_config(ckpt, config.merger_config)
-            backend = build_backend(config.backend, ckpt, config.threads,
-                                    **config.backend_options)  # fmt: skip
+            if placement is None:
+                backend = build_backend(config.backend, ckpt, config.threads,
+                                        **config.backend_options)  # fmt: skip
+            else:
+                backend = placement.backend(ckpt, config)
         merger = base if profile is None else profile.apply(base)
         return cls(ckpt, backend, merger, stride, base, profile)
 
 
-def load_runtime(config: RuntimeConfig, profile: ThresholdProfile | None = None) -> Runtime:
-    """Checkpoint -> backend -> merger config -> profile, with the shared defaults."""
-    return Runtime.from_checkpoint(load_checkpoint(config.checkpoint), config, profile)
+def stride_of(ckpt: Checkpoint, requested: int | None = None) -> int:
+    """The window stride in slots: ``requested``, else the checkpoint's ``stride_frames`` (what
+    its merger settings were fitted at), else ``DEFAULT_STRIDE_FRAMES``; from 1 to a window."""
+    stride = requested
+    if stride is None:
+        stride = int(ckpt.meta.get("stride_frames", DEFAULT_STRIDE_FRAMES))
+    try:
+        check_stride(stride, ckpt.config.window_frames)
+    except ValueError as e:
+        raise LoadError(str(e)) from e
+    return stride
+
+
+def check_stride(stride_frames: int, window_frames: int) -> None:
+    """ValueError unless windows every ``stride_frames`` slots score every slot: 1 to a
+    window."""
+    if stride_frames < 1:
+        raise ValueError(f"the window stride must be >= 1 slot, got {stride_frames}")
+    if stride_frames > window_frames:
+        raise ValueError(f"--stride {stride_frames} is longer than a window ({window_frames} "
+                         "slots): slots between windows would never be scored")  # fmt: skip
+
+
+def load_runtime(
+    config: RuntimeConfig,
+    profile: ThresholdProfile | None = None,
+    placement: Placement | None = None,
+) -> Runtime:
+    """Checkpoint -> backend (here, or where ``placement`` puts it) -> merger config ->
+    profile, with the shared defaults."""
+    return Runtime.from_checkpoint(load_checkpoint(config.checkpoint), config, profile, placement)
 
 
 def load_checkpoint(path: Path | str | None = None) -> Checkpoint:

@@ -36,6 +36,7 @@ from .inference import window_starts
 from .losses import LossConfig, fesnet_loss
 from .merger import MergerConfig
 from .metrics import MetricTable
+from .runtime import DEFAULT_STRIDE_FRAMES
 from .sampling import class_weights, clip_start, lr_at
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ class TrainConfig:
     minutes: float | None = None  # stop early when the time budget is spent
     clips_per_step: int = 4
     clip_frames: int = 64  # 60 Hz slots per sampled clip; windows of 32 every `stride` inside
-    stride_frames: int = 8
+    stride_frames: int = DEFAULT_STRIDE_FRAMES  # written to the checkpoint: what it runs at
     lr: float = 2e-3
     weight_decay: float = 1e-4
     warmup_steps: int = 100

@@ -16,11 +16,9 @@ what to do; 3 an output could not be written during the run (the summary is stil
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +26,11 @@ from fesnet.model.options import float_range
 from fesnet.model.runtime import add_runtime_arguments
 
 from . import exitcodes, source_list
-from .cluster.config import ClusterError, add_cluster_arguments
+from .annotated import AnnotatedVideo
+from .cluster.config import ClusterError, ClusterUnavailable, add_cluster_arguments
 from .cluster.local import add_arguments as add_local_cluster_arguments
-from .observers import Observer
-from .outputs import OutputError, check_plot_path, check_writable
+from .outputs import OutputError, check_plot_path
 from .run_control import RunControl, explain_quiet_run, silence_stdout
-from .tracking import TrackResult
-from .types import Frame
 from .viewers import commands as viewer_commands
 
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -107,9 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load_runtime(args: argparse.Namespace) -> Any:
-    """The model, loaded as every program loads it; ``--profile NAME`` without ``--calibrate``
-    moves the thresholds to NAME's saved profile."""
+def _load_runtime(args: argparse.Namespace, placement: Any = None) -> Any:
+    """The model, loaded as every program loads it (its network where ``placement`` puts it:
+    Ray with ``--cluster``); ``--profile NAME`` without ``--calibrate`` moves the thresholds to
+    NAME's saved profile."""
     from fesnet.model.runtime import LoadError, load_runtime, runtime_config
 
     profile = None
@@ -122,7 +119,7 @@ def _load_runtime(args: argparse.Namespace) -> Any:
         except ProfileError as e:
             raise UsageError(str(e)) from e
     try:
-        runtime = load_runtime(runtime_config(args), profile)
+        runtime = load_runtime(runtime_config(args), profile, placement)
     except LoadError as e:
         raise UsageError(str(e)) from e
     if profile is not None:
@@ -133,10 +130,11 @@ def _load_runtime(args: argparse.Namespace) -> Any:
     return runtime
 
 
-def _attach_calibration(args: argparse.Namespace, spotter: Any, runtime: Any, source: Any) -> None:
-    """``--calibrate``: a neutral-baseline phase first (saved as ``--profile`` NAME if given).
-    The relative rule applies when the checkpoint has a neutral reference."""
-    from fesnet.calibration.baseline import BaselineConfig, attach_calibration
+def _calibration(args: argparse.Namespace, runtime: Any, source: Any) -> Any:
+    """``--calibrate``: the stream starts with a neutral-baseline phase (saved as ``--profile``
+    NAME if given); returns the phase factory. The relative rule applies when the checkpoint
+    has a neutral reference."""
+    from fesnet.calibration.baseline import BaselineConfig, calibration_phase
     from fesnet.calibration.profile import (
         ProfileError,
         ThresholdRule,
@@ -157,297 +155,267 @@ def _attach_calibration(args: argparse.Namespace, spotter: Any, runtime: Any, so
         if args.profile is not None:
             print(f"profile {profile.name!r} saved to {save_profile(profile, args.profiles_dir)}")
 
-    attach_calibration(spotter, phase, args.profile or "session", save, source.describe())
     print(f"calibrating first: keep a neutral face for {args.calibrate_s:g} s")
-
-
-def _read_truth(path: Path) -> list[tuple[int, int, int]]:
-    try:
-        doc = json.loads(path.read_text())
-        return [(int(iv["onset"]), int(iv["offset"]), int(iv["label"])) for iv in doc["intervals"]]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise UsageError(f"cannot read ground truth {path}: {e}") from e
-
-
-def compare_with_truth(events: list[Any], truth: list[tuple[int, int, int]]) -> dict[str, Any]:
-    """Per-class interval F1 (IoU >= 0.5) of final events against truth (source frames)."""
-    from fesnet.model.metrics import match_intervals, spotting_f1
-
-    pred = [
-        (e.onset_frame, e.offset_frame, 1 if e.label == "ME" else 2)
-        for e in events
-        if e.type == "expression" and e.state in ("final", "interrupted")
-    ]
-    return spotting_f1([match_intervals(pred, truth)])
-
-
-def format_comparison(counts: dict[str, Any]) -> str:
-    lines = [f"{'class':<8}{'TP':>4}{'FP':>4}{'FN':>4}{'P':>7}{'R':>7}{'F1':>7}"]
-    for name in ("ME", "MaE", "overall"):
-        c = counts[name]
-        lines.append(
-            f"{name:<8}{c.tp:>4}{c.fp:>4}{c.fn:>4}{c.precision:>7.2f}{c.recall:>7.2f}{c.f1:>7.2f}"
-        )
-    return "\n".join(lines)
-
-
-class AnnotatedVideo(Observer):
-    """Writes each processed frame with its tracking state, its aligned crop and the expression
-    currently open (an observer of the spotter; ``on_event`` is its event sink). A video that
-    cannot be written is reported once to ``on_error`` (raised without one) and not retried."""
-
-    def __init__(
-        self, path: Path, fps: float, on_error: Callable[[OutputError], None] | None = None
-    ) -> None:
-        self.path, self.fps = path, fps
-        self.on_error = on_error
-        self._writer: Any = None
-        self.active: str | None = None
-        self.failed = False
-
-    def on_event(self, event: Any) -> None:
-        if event.type == "expression":
-            self.active = event.label if event.state == "onset" else None
-
-    def on_frame(self, frame: Frame, track: TrackResult) -> None:
-        import cv2
-
-        if self.failed:
-            return
-        img = frame.image.copy()
-        if self._writer is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            h, w = img.shape[:2]
-            self._writer = cv2.VideoWriter(
-                str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h)
-            )
-            if not self._writer.isOpened():
-                self.failed = True
-                error = OutputError(f"cannot write the annotated video {self.path}")
-                if self.on_error is None:
-                    raise error
-                self.on_error(error)
-                return
-        cv2.putText(img, f"{frame.pts_s:6.2f}s  {track.state}", (10, 24),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 2)  # fmt: skip
-        if self.active:
-            cv2.putText(img, self.active, (10, 56), cv2.FONT_HERSHEY_SIMPLEX, 1.0,
-                        (0, 165, 255) if self.active == "ME" else (255, 128, 0), 3)  # fmt: skip
-        if track.crop is not None:
-            crop = track.crop[:, :, ::-1]
-            ch, cw = crop.shape[:2]
-            if img.shape[0] >= ch and img.shape[1] >= cw:
-                img[-ch:, -cw:] = crop
-        self._writer.write(img)
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.release()
-
-    @staticmethod
-    def check(path: Path) -> None:
-        """OutputError unless a video can be written at ``path`` (folder writable, and the
-        container the extension names can take an mp4v stream). Leaves nothing behind."""
-        import cv2
-
-        check_writable(path, "annotated video")
-        existed = path.exists()
-        probe = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (64, 64))
-        ok = probe.isOpened()
-        probe.release()
-        if not existed:
-            path.unlink(missing_ok=True)
-        if not ok:
-            raise OutputError(
-                f"cannot write the annotated video {path}: OpenCV cannot write an mp4v video "
-                f"to a {path.suffix or 'file without an extension'} (use .mp4)"
-            )
-
-
-def _pct(summary: dict[str, Any], stage: str, key: str) -> str:
-    s = summary["stages"].get(stage)
-    return f"{s[key]:.1f} ms" if s else "n/a"
-
-
-def format_summary(summary: dict[str, Any]) -> str:
-    return "\n".join(
-        [
-            f"source      {summary['source']}",
-            f"frames      {summary['frames']} processed, {summary['dropped']} dropped, "
-            f"{summary['fps']:.1f} frames/s over {summary['wall_s']:.1f} s",
-            f"slots       {summary['slots']} at 60 Hz, {summary['encoded']} encoded, "
-            f"{summary['windows']} windows",
-            f"faces lost  {summary['faces_lost']}",
-            f"expressions {summary['expressions_final']} final"
-            + (" (stopped early: open intervals interrupted)" if summary["interrupted"] else ""),
-            "latency     capture -> frame scores p50 "
-            f"{_pct(summary, 'frame_score_latency', 'p50_ms')}, p99 "
-            f"{_pct(summary, 'frame_score_latency', 'p99_ms')}; capture -> event p50 "
-            f"{_pct(summary, 'event_latency', 'p50_ms')}, p99 "
-            f"{_pct(summary, 'event_latency', 'p99_ms')}",
-        ]
-    )
+    return calibration_phase(phase, args.profile or "session", save, source.describe())
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """One source, several, or ``--cluster``: the same sinks, stop rules, summary and exit
+    codes; only where the streams run differs."""
+    from .cluster.config import cluster_config
+    from .cluster.run import check_args, source_specs
     from .events import JsonlSink
+    from .reporting import read_truth
 
+    try:
+        specs = source_specs(args)
+        cluster = cluster_config(args)
+    except (ValueError, ClusterError) as e:
+        raise UsageError(str(e)) from e
     truth_path = args.truth
-    specs = _run_many(args)
-    if isinstance(specs, int):
-        return specs
-    spec = specs[0] if specs else None
-    if spec is None:
+    if not specs:
         if not SAMPLE_CLIP.is_file():
             raise UsageError(f"no --source given and the sample clip {SAMPLE_CLIP} is missing")
-        spec = str(SAMPLE_CLIP)
+        specs = [str(SAMPLE_CLIP)]
         truth_path = truth_path or (SAMPLE_TRUTH if SAMPLE_TRUTH.is_file() else None)
         print(f"no --source: running on the bundled sample clip {SAMPLE_CLIP.name} "
               "(use --source webcam:0 for a camera)")  # fmt: skip
-    truth = _read_truth(truth_path) if truth_path is not None else None
-    # Outputs first: a path that cannot be written is found before the model loads.
     try:
+        if len(specs) > 1 or cluster is not None:
+            check_args(args, specs)
+        truth = read_truth(truth_path) if truth_path is not None else None
+        # Outputs first: a path that cannot be written is found before the model loads.
         if args.video_out is not None:
             AnnotatedVideo.check(args.video_out)
         if args.plot is not None:
             check_plot_path(args.plot)
         jsonl = JsonlSink(args.events) if args.events else None
-    except OutputError as e:
+    except (ValueError, OutputError) as e:
         raise UsageError(str(e)) from e
     try:
-        return _spot(args, spec, truth, jsonl)
+        return _spot(args, specs, cluster, truth, jsonl)
     finally:
         if jsonl is not None:
             jsonl.close()
 
 
-def _spot(args: argparse.Namespace, spec: str, truth: Any, jsonl: Any) -> int:
-    from .engine import Engine
+def _spot(args: argparse.Namespace, specs: list[str], cluster: Any, truth: Any, jsonl: Any) -> int:
     from .events import ConsoleSink, ListSink
-    from .observers import ScoreLog
-    from .pipeline import Pipeline
-    from .plots import timeline_png
-    from .sources import SourceError, open_source
-    from .spotter import Spotter
 
-    runtime = _load_runtime(args)  # refuses a --stride longer than the model's window
+    placement = None
+    if cluster is not None:
+        from .cluster.runtime import RayPlacement
+
+        placement = RayPlacement(cluster, streams=len(specs))
     try:
-        source = open_source(spec, pace=args.pace)
-    except SourceError as e:
-        raise UsageError(str(e)) from e
-    if source.fps is not None and source.fps < MIN_ME_FPS:
-        print(f"warning: {spec} runs at {source.fps:g} fps; below {MIN_ME_FPS:g} fps a "
-              "micro-expression (< 0.5 s) spans only a few frames and a single changed frame "
-              "lasts long enough to be reported: ME events are unreliable",
-              file=sys.stderr)  # fmt: skip
+        runtime = _load_runtime(args, placement)  # refuses a --stride longer than a window
+        control = RunControl()
+        collected = ListSink()
+        sinks: list[Any] = [collected]
+        if jsonl is not None:
+            sinks.append(control.output(jsonl))
+        if not args.quiet:
+            sinks.append(control.console(ConsoleSink()))
+        if placement is not None:
+            from .cluster.run import run_on_cluster
 
-    engine = Engine(runtime.backend, runtime.window_frames, mode=args.engine)
-    spotter = Spotter(engine, runtime.merger, runtime.stride_frames, stream=source.stream)
-    control = RunControl()
-    collected = ListSink()
-    sinks: list[Any] = [collected]
-    if jsonl is not None:
-        sinks.append(control.output(jsonl))
-    if not args.quiet:
-        sinks.append(control.console(ConsoleSink()))
-    score_log = spotter.add_observer(ScoreLog()) if args.plot is not None else None
-    video = None
-    if args.video_out is not None:
-        video = AnnotatedVideo(args.video_out, source.fps or 30.0, control.output_failed)
-        spotter.add_observer(video)
-        sinks.append(video.on_event)
-    if args.calibrate:
-        _attach_calibration(args, spotter, runtime, source)
-    pipe = control.pipe = Pipeline(source, spotter, sinks)
-    print(f"spotting {source.describe()} with {getattr(runtime.backend, 'name', args.backend)} "
-          f"(stride {runtime.stride_frames}); Ctrl-C stops and closes open intervals")  # fmt: skip
+            results = run_on_cluster(cluster, placement.tier, runtime, specs, args.pace, sinks,
+                                     control)  # fmt: skip
+            extras = _Extras()
+        else:
+            results, extras = _run_here(args, specs, runtime, sinks, control)
+        return _report(args, runtime, results, control, collected, jsonl, truth, extras)
+    except ClusterUnavailable as e:  # nothing answers there: a failure, not bad input
+        print(f"fesnet-spot: error: {e}", file=sys.stderr)
+        return exitcodes.FAILED
+    except Exception as e:
+        from .sources import SourceError
 
-    old = {s: signal.signal(s, control.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    failed: BaseException | None = None
-    try:
-        pipe.start()
-        while True:
-            try:
-                if pipe.join(timeout=0.2):
-                    break
-            except Exception as e:
-                failed = e
-                break
+        if isinstance(e, SourceError | ClusterError):
+            raise UsageError(str(e)) from e
+        raise
     finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-        if video is not None:
-            video.close()
+        if placement is not None:
+            placement.close()
+
+
+class _Extras:
+    """What only a run of one source in this process writes: a timeline plot, an annotated
+    video (observers of its spotter) and its source's frame rate."""
+
+    def __init__(self, score_log: Any = None, video: Any = None, fps: float = 30.0) -> None:
+        self.score_log, self.video, self.fps = score_log, video, fps
+
+
+def _run_here(
+    args: argparse.Namespace, specs: list[str], runtime: Any, sinks: list[Any], control: Any
+) -> tuple[list[Any], _Extras]:
+    """The streams in this process, over one engine, until each ends or the run is stopped."""
+    from .cluster.streams import stream_names
+    from .observers import ScoreLog
+    from .reporting import StreamResult
+    from .session import StreamModel, open_stream, run_streams
+    from .sources import open_source
+
+    single = len(specs) == 1
+    names = [None] if single else stream_names(specs)
+    sources = []
+    try:
+        for spec, name in zip(specs, names, strict=True):
+            sources.append(open_source(spec, pace=args.pace, **({"stream": name} if name else {})))
+    except BaseException:
+        for source in sources:
+            source.stop()
+        raise
+    for spec, source in zip(specs, sources, strict=True):
+        if source.fps is not None and source.fps < MIN_ME_FPS:
+            print(f"warning: {spec} runs at {source.fps:g} fps; below {MIN_ME_FPS:g} fps a "
+                  "micro-expression (< 0.5 s) spans only a few frames and a single changed "
+                  "frame lasts long enough to be reported: ME events are unreliable",
+                  file=sys.stderr)  # fmt: skip
+    extras = _Extras(fps=sources[0].fps or 30.0)
+    observers: list[Any] = []
+    if single and args.plot is not None:
+        extras.score_log = ScoreLog()
+        observers.append(extras.score_log)
+    stream_sinks = list(sinks)
+    if single and args.video_out is not None:
+        extras.video = AnnotatedVideo(args.video_out, extras.fps, control.output_failed)
+        observers.append(extras.video)
+        stream_sinks.append(extras.video.on_event)
+    phase = _calibration(args, runtime, sources[0]) if single and args.calibrate else None
+    model = StreamModel.of(runtime, args.engine)
+    runs = [open_stream(model, source, stream_sinks, observers=observers, phase=phase)
+            for source in sources]  # fmt: skip
+    backend = getattr(runtime.backend, "name", args.backend)
+    if single:
+        print(f"spotting {sources[0].describe()} with {backend} (stride "
+              f"{runtime.stride_frames}); Ctrl-C stops and closes open intervals")  # fmt: skip
+    else:
+        print(f"spotting {len(runs)} streams in this process with {backend}", flush=True)
+    for run in runs:
+        control.on_stop(run.request_stop)
+    try:
+        with control.signals():
+            errors = run_streams(runs)
+    finally:
+        if extras.video is not None:
+            extras.video.close()
+    results = [StreamResult(r.stream, r.summary(), e) for r, e in zip(runs, errors, strict=True)]
+    return results, extras
+
+
+def _report(
+    args: argparse.Namespace,
+    runtime: Any,
+    results: list[Any],
+    control: Any,
+    collected: Any,
+    jsonl: Any,
+    truth: Any,
+    extras: _Extras,
+) -> int:
+    """What every run prints when its streams have ended, and its exit code."""
+    from .reporting import compare_with_truth, format_comparison, format_summary
+
     if control.stdout_closed:
         raise BrokenPipeError("stdout closed")
-    summary = pipe.summary()
-    print("\n" + format_summary(summary))
+    several = len(results) > 1 or args.cluster is not None
+    failed = [r.error for r in results if r.error is not None]
+    clean = not failed and control.signum is None and control.output_error is None
+    for r in results:
+        print(f"\n[{r.stream}]" if several else "")
+        if r.summary is not None:
+            print(format_summary(r.summary))
+            faces = sum(1 for e in collected.of_type("face_found") if e.stream == r.stream)
+            for note in explain_quiet_run(r.summary, faces, runtime.window_frames) if clean else ():
+                print(f"note        {note}")
+    _wire_line(results)
     if jsonl is not None:
         lost = f", {jsonl.lost} not written" if jsonl.lost else ""
         print(f"events      {jsonl.path} ({jsonl.count} written{lost})")
-    if failed is None and control.signum is None and control.output_error is None:
-        faces_found = len(collected.of_type("face_found"))
-        for note in explain_quiet_run(summary, faces_found, runtime.window_frames):
-            print(f"note        {note}")
-    if score_log is not None:
-        pts, scores, _ = score_log.arrays()
-        detected = [
-            (e.onset_s, e.offset_s, e.label)
-            for e in collected.events
-            if e.type == "expression" and e.state in ("final", "interrupted")
-        ]
-        truth_s = None
-        if truth is not None:
-            fps = source.fps or 30.0
-            truth_s = [(a / fps, (b + 1) / fps, "ME" if c == 1 else "MaE") for a, b, c in truth]
-        try:
-            timeline_png(args.plot, pts, scores, detected, truth_s,
-                         on_threshold=spotter.merger_config.on_threshold)  # fmt: skip
-            print(f"plot        {args.plot}")
-        except (OSError, ValueError) as e:
-            control.output_error = control.output_error or OutputError(
-                f"cannot write the plot {args.plot}: {e}"
-            )
-    if video is not None:
-        written = args.video_out.is_file() and args.video_out.stat().st_size > 0
-        if written:
-            print(f"video       {args.video_out}")
-        elif control.output_error is None and summary["frames"] > 0:
-            control.output_error = OutputError(f"the annotated video {args.video_out} was not "
-                                               "written")  # fmt: skip
-    if truth is not None and failed is None and not control.stopped_by_output:
-        print("\ncompared with the ground truth (interval F1, IoU >= 0.5):")
-        print(format_comparison(compare_with_truth(collected.events, truth)))
-    if failed is not None:
-        cause = failed.__cause__ or failed
-        bad_input: tuple[type[BaseException], ...] = (SourceError,)
-        if args.calibrate:
-            from fesnet.calibration.baseline import CalibrationError
-
-            bad_input += (CalibrationError,)
-        if isinstance(cause, bad_input):
-            raise UsageError(str(cause)) from failed
-        print(f"fesnet-spot: error: {failed}", file=sys.stderr)
-    elif control.output_error is not None:
+    _plot(args, runtime, collected, truth, extras, control)
+    _video(args, results, extras, control)
+    if truth is not None and not failed and not control.stopped_by_output:
+        for r in results:
+            mine = [e for e in collected.events if e.stream == r.stream]
+            print(f"\ncompared with the ground truth (interval F1, IoU >= 0.5)"
+                  f"{f' [{r.stream}]' if several else ''}:")  # fmt: skip
+            print(format_comparison(compare_with_truth(mine, truth)))
+    for error in failed:
+        cause = error.__cause__ or error
+        if _bad_input(args, cause):
+            raise UsageError(str(cause)) from error
+        print(f"fesnet-spot: error: {error}", file=sys.stderr)
+    if not failed and control.output_error is not None:
         stopped = "; the run was stopped" if control.stopped_by_output else ""
         print(f"fesnet-spot: error: {control.output_error}{stopped}", file=sys.stderr)
-    return control.exit_code(failed)
+    return control.exit_code(failed[0] if failed else None)
 
 
-def _run_many(args: argparse.Namespace) -> list[str] | int:
-    """Several sources or --cluster: run them (cluster/run.py); else the one source or none."""
-    from fesnet.model.runtime import LoadError
-
-    from .cluster.run import cmd_run_many, source_specs
+def _bad_input(args: argparse.Namespace, cause: BaseException) -> bool:
+    """A stream ended because its input is unusable (a source, a calibration without a face):
+    the run is refused as bad input (exit code 2), not reported as a failure."""
     from .sources import SourceError
 
+    bad: tuple[type[BaseException], ...] = (SourceError,)
+    if args.calibrate:
+        from fesnet.calibration.baseline import CalibrationError
+
+        bad += (CalibrationError,)
+    return isinstance(cause, bad)
+
+
+def _wire_line(results: list[Any]) -> None:
+    from .cluster.wire import WireStats
+
+    wire = WireStats()
+    for r in results:
+        wire.merge(r.wire)
+    frames = sum(r.summary["frames"] for r in results if r.summary is not None)
+    if wire.total_bytes() and frames:
+        print(f"\nwire        {wire.total_bytes() / frames / 1024:.1f} KiB per source frame "
+              f"to and from the model tier ({frames} frames)")  # fmt: skip
+
+
+def _plot(
+    args: argparse.Namespace, runtime: Any, collected: Any, truth: Any, extras: _Extras,
+    control: Any,
+) -> None:  # fmt: skip
+    from .plots import timeline_png
+
+    if extras.score_log is None:
+        return
+    pts, scores, _ = extras.score_log.arrays()
+    detected = [
+        (e.onset_s, e.offset_s, e.label)
+        for e in collected.events
+        if e.type == "expression" and e.state in ("final", "interrupted")
+    ]
+    truth_s = None
+    if truth is not None:
+        fps = extras.fps
+        truth_s = [(a / fps, (b + 1) / fps, "ME" if c == 1 else "MaE") for a, b, c in truth]
     try:
-        specs = source_specs(args)
-        if len(specs) > 1 or args.cluster is not None:
-            return cmd_run_many(args, specs or [str(SAMPLE_CLIP)], format_summary)
-    except (ValueError, ClusterError, LoadError, SourceError) as e:
-        raise UsageError(str(e)) from e
-    return specs
+        in_force = extras.score_log.merger or runtime.merger
+        timeline_png(args.plot, pts, scores, detected, truth_s,
+                     on_threshold=in_force.on_threshold)  # fmt: skip
+        print(f"plot        {args.plot}")
+    except (OSError, ValueError) as e:
+        control.output_error = control.output_error or OutputError(
+            f"cannot write the plot {args.plot}: {e}"
+        )
+
+
+def _video(args: argparse.Namespace, results: list[Any], extras: _Extras, control: Any) -> None:
+    if extras.video is None:
+        return
+    written = args.video_out.is_file() and args.video_out.stat().st_size > 0
+    if written:
+        print(f"video       {args.video_out}")
+    elif control.output_error is None and results[0].summary["frames"] > 0:
+        control.output_error = OutputError(f"the annotated video {args.video_out} was not "
+                                           "written")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

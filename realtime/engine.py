@@ -75,7 +75,8 @@ class WindowScheduler:
 
 
 class Engine:
-    def __init__(self, backend: Backend, window_frames: int = 32, mode: str = "cached") -> None:
+    def __init__(self, backend: Backend, window_frames: int, mode: str = "cached") -> None:
+        """``window_frames``: the model's (its checkpoint owns it: ``Runtime.window_frames``)."""
         if mode not in ENGINE_MODES:
             raise ValueError(f"engine mode must be one of {ENGINE_MODES}, got {mode!r}")
         self.backend = backend

@@ -1,8 +1,11 @@
 """Event sinks: JSON Lines (one object per line, flushed per event), console lines, callbacks.
 
 The schema is documented in docs/EVENTS.md. A sink is any callable taking a
-:class:`~fesnet.realtime.types.SpotEvent`; sinks run on the pipeline's worker thread, so a sink
-must not block (a viewer hands the event to its own queue or event loop).
+:class:`~fesnet.realtime.types.SpotEvent`; sinks run on a stream's worker thread (several
+streams may share one sink, so a sink is thread-safe) and must not block (a viewer hands the
+event to its own queue or event loop). Each sink fails on its own: :class:`Fanout` hands every
+event to every sink, so a file that cannot be written never silences the console or a viewer.
+:func:`format_event` is the one human line per event, for the console and the viewers alike.
 """
 
 from __future__ import annotations
@@ -10,15 +13,18 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 from .outputs import OutputError
 from .types import SpotEvent
+
+logger = logging.getLogger(__name__)
 
 Sink = Callable[[SpotEvent], None]
 
@@ -53,6 +59,9 @@ class JsonlSink:
         self.error: OutputError | None = None
         self.count = 0  # lines written
         self.lost = 0  # events not written because the file failed
+
+    def __repr__(self) -> str:
+        return f"the events file {self.path}"
 
     def __call__(self, event: SpotEvent) -> None:
         data = (event_to_json(event) + "\n").encode("utf-8")
@@ -96,6 +105,45 @@ class JsonlSink:
                 self._fd = None
 
 
+def write_events(path: str | Path, events: Iterable[SpotEvent]) -> int:
+    """Write ``events`` to a new JSONL file at ``path`` through :class:`JsonlSink` (the same
+    lines a run writes); returns how many. Raises OutputError (the file) or ValueError (an
+    event that is not valid JSON, e.g. a NaN)."""
+    sink = JsonlSink(path, mode="w")
+    try:
+        for event in events:
+            sink(event)
+        return sink.count
+    finally:
+        sink.close()
+
+
+class Fanout:
+    """Every event to every sink, each failing on its own: a sink that raises (a full disk, a
+    closed stdout, a viewer gone) neither stops the caller nor starves the other sinks; its
+    errors are counted and the first one logged. Thread-safe if the sinks are."""
+
+    def __init__(self, sinks: Sequence[Sink], owner: str = "") -> None:
+        self.sinks = list(sinks)
+        self.owner = owner
+        self.errors = 0
+        self._failed: set[int] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, event: SpotEvent) -> None:
+        for sink in self.sinks:
+            try:
+                sink(event)
+            except Exception as e:
+                with self._lock:
+                    self.errors += 1
+                    first = id(sink) not in self._failed
+                    self._failed.add(id(sink))
+                if first:
+                    logger.error("%s: sink %r failed (further errors counted): %r",
+                                 self.owner or "events", sink, e)  # fmt: skip
+
+
 def read_events(path: str | Path) -> list[dict[str, Any]]:
     """Parse a JSONL event file (blank lines ignored)."""
     out = []
@@ -114,35 +162,46 @@ def regions_text(regions: dict[str, float] | None, least: float = 0.1, most: int
     return f"  moved: {', '.join(parts)}" if parts else ""
 
 
-def format_event(event: SpotEvent) -> str:
-    """One human line per event, for the console."""
+def format_event(event: SpotEvent, *, stream: bool = True) -> str:
+    """One human line per event: the console prints it as the event happens, a viewer's log
+    shows it for an expression's latest state. ``stream``: start with ``[stream]`` (a viewer
+    shows one stream and leaves it out)."""
+    head = f"[{event.stream}] " if stream else ""
+    latency = "" if event.latency_ms is None else f", latency {event.latency_ms:.0f} ms"
     if event.type == "expression":
         if event.state == "onset":
             return (
-                f"[{event.stream}] {event.onset_s:8.2f} s  {event.label:<3} onset      "
-                f"(frame {event.onset_frame}, p={event.score:.2f}, "
-                f"latency {event.latency_ms:.0f} ms)"
+                f"{head}{event.onset_s:8.2f} s  {event.label:<3} onset      "
+                f"(frame {event.onset_frame}, p={event.score:.2f}{latency})"
             )
         return (
-            f"[{event.stream}] {event.onset_s:8.2f} s  {event.label:<3} {event.state:<11}"
+            f"{head}{event.onset_s:8.2f} s  {event.label:<3} {event.state:<11}"
             f"{event.onset_s:.2f}-{event.offset_s:.2f} s (frames {event.onset_frame}-"
-            f"{event.offset_frame}, apex {event.apex_s:.2f} s, p={event.score:.2f}, "
-            f"latency {event.latency_ms:.0f} ms){regions_text(event.regions)}"
+            f"{event.offset_frame}, apex {event.apex_s:.2f} s, p={event.score:.2f}"
+            f"{latency}){regions_text(event.regions)}"
         )
-    return f"[{event.stream}] {event.t_s:8.2f} s  {event.type}: {event.message}"
+    return f"{head}{event.t_s:8.2f} s  {event.type}: {event.message}"
 
 
 class ConsoleSink:
-    """Prints one line per event (for CLIs)."""
+    """Prints one line per event (for CLIs). Each line is one write under a lock, so the lines
+    of streams that share the console never run into each other."""
 
     def __init__(self, stream: IO[str] | None = None, status: bool = True) -> None:
         self.stream = stream or sys.stdout
         self.status = status
+        self._lock = threading.Lock()
 
     def __call__(self, event: SpotEvent) -> None:
         if event.type == "status" and not self.status:
             return
-        print(format_event(event), file=self.stream, flush=True)
+        line = format_event(event) + "\n"
+        with self._lock:
+            self.stream.write(line)
+            self.stream.flush()
+
+    def __repr__(self) -> str:
+        return "the console"
 
 
 class ListSink:

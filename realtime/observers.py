@@ -45,11 +45,16 @@ class Observer:
 
 @dataclass
 class ScoreLog(Observer):
-    """Committed per-slot fused scores of a whole run (for plots and offline comparison)."""
+    """Committed per-slot fused scores of a whole run (for plots and offline comparison), and
+    the merger settings in force at its end."""
 
     pts_s: list[np.ndarray] = field(default_factory=list)
     scores: list[np.ndarray] = field(default_factory=list)
     source_index: list[np.ndarray] = field(default_factory=list)
+    merger: MergerConfig | None = None
+
+    def on_merger_config(self, cfg: MergerConfig) -> None:
+        self.merger = cfg
 
     def on_committed(
         self, pts_s: np.ndarray, source_index: np.ndarray, scores: np.ndarray

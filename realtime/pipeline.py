@@ -13,7 +13,12 @@ Lifecycle: ``start()``, then ``join()`` (end of stream) or ``stop()`` (now: an o
 closed as "interrupted"). Both channels end on every exit path (close at the end, cancel on a
 stop or a failure), so no thread waits forever; a failing thread's first exception is re-raised
 by ``join()`` as :class:`PipelineError`, after the events so far were delivered. A failing sink
-never stops the stream: its errors are counted and the first one logged.
+never stops the stream (:class:`~fesnet.realtime.events.Fanout`): its errors are counted and
+the first one logged.
+
+The pipeline drives the spotter through its public surface only (``open``/``close`` on the
+align thread, ``track``, ``consume``, ``finish``/``interrupt``, ``emitted``, ``status_event``,
+``summary``). Pipelines are put together in one place: realtime/session.py.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .channel import EVERY_FRAME, FrameChannel
-from .events import Sink
+from .events import Fanout, Sink
 from .sources import Source
 from .spotter import Spotter
 from .stats import RateMeter
@@ -47,9 +52,8 @@ class Pipeline:
     def __init__(self, source: Source, spotter: Spotter, sinks: Sequence[Sink] = ()) -> None:
         self.source = source
         self.spotter = spotter
-        self.sinks = list(sinks)
         self.stream = spotter.stream
-        self.stats = spotter.stats
+        self._sinks = Fanout(sinks, f"stream {self.stream}")
         self.frame_rate = RateMeter()
         self._handover: FrameChannel[tuple[Frame, TrackResult]] = FrameChannel(
             EVERY_FRAME, HANDOVER_FRAMES
@@ -63,9 +67,6 @@ class Pipeline:
         self._done = threading.Event()
         self._ready = threading.Event()
         self.events_emitted = 0
-        self.sink_errors = 0
-        self._failed_sinks: set[int] = set()
-        self._sink_lock = threading.Lock()
         self.interrupted = False
         self.t_start: float | None = None
         self.t_end: float | None = None
@@ -127,12 +128,6 @@ class Pipeline:
                 raise PipelineError(f"stream {self.stream}: {err!r}") from err
         return True
 
-    def run(self) -> None:
-        """start() + join(): process the whole source."""
-        self.start()
-        while not self.join(timeout=0.2):
-            pass
-
     @property
     def running(self) -> bool:
         return self.started and not self._done.is_set()
@@ -140,9 +135,8 @@ class Pipeline:
     # -- threads -------------------------------------------------------------------------------
     def _align_work(self) -> None:
         """Align thread: source frames -> (frame, tracking result) into the hand-over channel."""
-        tracker = self.spotter.tracker
         try:
-            tracker.open()
+            self.spotter.open()
             # A live source starts only now: frames are not dropped while mediapipe loads.
             self.source.start()
             self._ready.set()
@@ -156,7 +150,7 @@ class Pipeline:
         except BaseException as e:
             self._fail(e)
         finally:
-            tracker.close()
+            self.spotter.close()
             self._handover.close()  # end of stream (after the frames already handed over)
 
     def _infer_work(self) -> None:
@@ -198,62 +192,35 @@ class Pipeline:
         if not events:
             return
         t0 = time.perf_counter()
+        self.spotter.emitted(events)
         for e in events:
-            if e.t_trigger_ns is not None:
-                e.latency_ms = (self.spotter.clock() - e.t_trigger_ns) / 1e6
-                if e.type == "expression":
-                    self.stats.add("event_latency", e.latency_ms / 1e3)
             self.events_emitted += 1
-            for sink in self.sinks:
-                self._call_sink(sink, e)
-        self.stats.add("emit", time.perf_counter() - t0)
-
-    def _call_sink(self, sink: Sink, event: SpotEvent) -> None:
-        """One failing sink (a viewer gone, a closed stdout) must not stop the stream or starve
-        the other sinks (the JSONL file): its errors are counted and the first one logged."""
-        try:
-            sink(event)
-        except Exception as e:
-            with self._sink_lock:
-                self.sink_errors += 1
-                first = id(sink) not in self._failed_sinks
-                self._failed_sinks.add(id(sink))
-            if first:
-                logger.error("stream %s: sink %r failed (further errors counted): %r",
-                             self.stream, sink, e)  # fmt: skip
+            self._sinks(e)
+        self.spotter.time_stage("emit", time.perf_counter() - t0)
 
     def _source_status(self, message: str) -> None:
         # Called on the source thread: sinks are called from there too, which the sink contract
         # (non-blocking, thread-safe) allows.
-        event = self.spotter.events.status(
-            self.spotter.last_frame, f"source: {message}", t_trigger_ns=self.spotter.clock()
-        )
-        self._emit([event])
+        self._emit([self.spotter.status_event(f"source: {message}")])
 
     # -- read side -----------------------------------------------------------------------------
+    @property
+    def sink_errors(self) -> int:
+        return self._sinks.errors
+
     def summary(self) -> dict[str, Any]:
         """Counters and per-stage timings of the run so far (the benchmark reads this)."""
-        c = self.spotter.counters
+        spotted = self.spotter.summary()
         wall = ((self.t_end or time.monotonic()) - self.t_start) if self.t_start else 0.0
         return {
             "stream": self.stream,
             "source": self.source.describe(),
-            "frames": c["frames"],
             "frames_read": self.source.frames_read,
             "dropped": self.source.dropped,
-            "slots": c["slots"],
-            "encoded": c["encoded"],
-            "windows": c["windows"],
-            "windows_skipped": c["windows_skipped"],
-            "faces_lost": c["faces_lost"],
-            "segments": self.spotter.segment,
+            **spotted,
             "events": self.events_emitted,
             "sink_errors": self.sink_errors,
-            "frames_out_of_order": c["frames_out_of_order"],
-            "frozen": c["frozen"],
-            "expressions_final": c["expression_final"],
             "interrupted": self.interrupted,
             "wall_s": wall,
-            "fps": c["frames"] / wall if wall > 0 else 0.0,
-            "stages": self.stats.summary(),
+            "fps": spotted["frames"] / wall if wall > 0 else 0.0,
         }

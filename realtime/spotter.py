@@ -15,25 +15,25 @@ Per source frame:
 ``stats``. Time comes from an injected ``clock`` (``time.monotonic_ns`` by default): it decides
 staleness and latencies, so tests can drive it.
 
-Segments. The slot timeline restarts (ring, timeline, resampler, scheduler, merger and per-slot
-features reset) when the face is lost or the source clock jumps by more than ``max_gap_s``
-(forwards, or backwards: a camera clock reset or a replay restarting at 0): the segment is ended
-exactly like the end of a stream (resampler flush, tail window, ``merger.flush()``), so no window
-ever spans a gap and a segment is spotted exactly as offline spotting of the same crops would. A
-frame at most ``max_gap_s`` older than the newest one (reordered or repeated) is skipped and
-counted (``frames_out_of_order``). A camera that keeps delivering the identical image for
-``frozen_after_s`` gets a ``status`` event (and another when the image changes again); its frames
-are still spotted. Stopping early (SIGINT, ``stop()``) calls :meth:`Spotter.interrupt`: an open
-interval is closed as "interrupted".
+Stream health. The rules about the source itself are small named parts beside the spotter, each
+a module of its own: :class:`~.source_clock.SourceClock` (a source clock jump by more than
+``max_gap_s``, forwards or backwards, ends the segment; a reordered or repeated frame is skipped
+and counted), :class:`~.frozen.FrozenCamera` (the identical image for ``frozen_after_s`` is a
+``status`` event, and so is its end) and :class:`~.overload.Overload` (a live stream that falls
+behind skips its stale windows). The spotter only applies their verdicts.
 
-Overload. Window work is per 60 Hz slot, not per source frame: dropping frames at a live source
-does not shed it (the next frame fills every slot since the last one and makes several windows
-ready at once, which takes longer, so more frames drop: latency grows). So when the frame that
-made windows ready is *live* (``Frame.live``) and was captured more than ``shed_after_s`` ago,
-only the newest of those windows is scored; the older, stale ones are skipped and counted
-(``windows_skipped``, and a ``status`` event at most every 10 s). The merger commits slots no
-window covered as neutral. Frames of a file read at full speed are not live and never shed
-(offline equality). The decision is the spotter's own, from the frame: no caller can forget it.
+Segments. The slot timeline restarts (ring, timeline, resampler, scheduler, merger and per-slot
+features reset) when the face is lost or the source clock jumps: the segment is ended exactly
+like the end of a stream (resampler flush, tail window, ``merger.flush()``), so no window ever
+spans a gap and a segment is spotted exactly as offline spotting of the same crops would be.
+Stopping early (SIGINT, ``stop()``) calls :meth:`Spotter.interrupt`: an open interval is closed
+as "interrupted".
+
+The public surface a driver uses: ``open`` / ``close`` (the tracker's aligner, on the align
+thread), ``track`` / ``consume`` (the two roles), ``finish`` / ``interrupt``, ``emitted`` (events
+leave: latency stamped), ``status_event`` (a message of the source), ``status`` (live numbers)
+and ``summary`` (the run's counts and timings). Nothing else reaches into its parts.
+Spotters are put together in one place only: realtime/session.py.
 
 Phases. A :class:`Phase` (the neutral-baseline calibration, calibration/baseline.py) composes
 with any spotter: it sees each frame before and after the spotter consumes it, may hold back
@@ -47,7 +47,7 @@ from __future__ import annotations
 import collections
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -60,13 +60,16 @@ from fesnet.model.merger import ConfigError, IntervalMerger, MergerConfig, Merge
 from .assembly import EventAssembler
 from .engine import GEOMETRY, Engine, WindowScheduler
 from .features import SlotFeatures
+from .frozen import FrozenCamera
 from .observers import Observer
+from .overload import Clock, Overload
 from .ring import FeatureRing, SlotTimeline
+from .source_clock import SourceClock
 from .stats import StageStats
 from .tracking import FaceTracker, Feed, TrackResult
 from .types import Frame, SlotMeta, SpotEvent, WindowRequest
 
-Clock = Callable[[], int]  # nanoseconds on the clock Frame.t_capture_ns is taken from
+RECENT_LATENCIES = 200  # what a live status's latency medians are taken over
 
 
 @dataclass(frozen=True)
@@ -124,13 +127,14 @@ class Phase(Protocol):
 
 class Spotter:
     """One stream: tracker -> resampler -> per-slot features -> ring -> engine -> merger ->
-    events. ``track`` belongs to one thread, everything else to another (module docstring)."""
+    events. ``track`` belongs to one thread, everything else to another (module docstring).
+    Made by realtime/session.py (``open_spotter``, ``open_stream``), nowhere else."""
 
     def __init__(
         self,
         engine: Engine,
         merger_cfg: MergerConfig,
-        stride_frames: int = 8,
+        stride_frames: int,
         *,
         config: SpotterConfig | None = None,
         stream: str = "0",
@@ -142,14 +146,14 @@ class Spotter:
         self.stride_frames = stride_frames
         self.config = config or SpotterConfig()
         self.stream = stream
-        self.tracker = tracker if tracker is not None else FaceTracker()
-        self.clock = clock
-        self.stats = stats or StageStats()
+        self._tracker = tracker if tracker is not None else FaceTracker()
+        self._clock = clock
+        self._stats = stats or StageStats()
         self.window_frames = engine.window_frames
         self._check_window(merger_cfg)
         self.fps = merger_cfg.fps
-        self.counters: collections.Counter[str] = collections.Counter()
-        self.features = SlotFeatures(engine, self.stats, self.counters)
+        self._counters: collections.Counter[str] = collections.Counter()
+        self.features = SlotFeatures(engine, self._stats, self._counters)
         # Room for the newest window plus every slot one frame can add (<= max_gap_s) plus a
         # stride: the windows made ready by one frame stay valid views until they are scored.
         max_slots_per_frame = math.ceil(self.config.max_gap_s * self.fps) + 2
@@ -160,14 +164,14 @@ class Spotter:
         self.resampler: Resampler[Feed] = Resampler(self.fps)
         self.scheduler = WindowScheduler(self.window_frames, stride_frames)
         self.merger = IntervalMerger(merger_cfg)
-        self.events = EventAssembler(stream)
+        self._events = EventAssembler(stream)
+        self._source_clock = SourceClock(self.config.max_gap_s)
+        self._frozen = FrozenCamera(self.config.frozen_after_s)
+        self._overload = Overload(self.config.shed_after_s, clock)
         self.phase: Phase | None = None
         self.segment = 0
         self._observers: list[Observer] = []
         self._last_frame: Frame | None = None
-        self._same_image: tuple[np.ndarray, float] | None = None  # (image, first pts seen)
-        self._frozen = False
-        self._shed_reported_pts: float | None = None
 
     def _check_window(self, cfg: MergerConfig) -> None:
         if cfg.window_frames != self.window_frames:
@@ -185,7 +189,7 @@ class Spotter:
 
     def start_phase(self, phase: Phase) -> Phase:
         """Start the session with ``phase`` (before the first frame)."""
-        if self.counters["frames"]:
+        if self._counters["frames"]:
             raise RuntimeError("a phase starts the session: attach it before the first frame")
         self.phase = phase
         return phase
@@ -210,13 +214,22 @@ class Spotter:
         return self._last_frame
 
     # -- align role ----------------------------------------------------------------------------
+    def open(self) -> None:
+        """Make the tracker's aligner, on the thread that tracks (mediapipe takes a moment:
+        a live source should start only after this)."""
+        self._tracker.open()
+
+    def close(self) -> None:
+        """Release the tracker's aligner (on the thread that tracks)."""
+        self._tracker.close()
+
     def track(self, frame: Frame) -> TrackResult:
         """Face detection and alignment of one raw frame (touches only the tracker)."""
         if frame.decode_s is not None:
-            self.stats.add("decode", frame.decode_s)
+            self._stats.add("decode", frame.decode_s)
         t0 = time.perf_counter()
-        tracked = self.tracker.update(frame)
-        self.stats.add("align", time.perf_counter() - t0)
+        tracked = self._tracker.update(frame)
+        self._stats.add("align", time.perf_counter() - t0)
         return tracked
 
     # -- infer role ----------------------------------------------------------------------------
@@ -228,11 +241,13 @@ class Spotter:
         """Everything after alignment: a tracked frame -> events (frames in source order)."""
         phase = self.phase
         events = phase.before(self, frame) if phase is not None else []
-        self.counters["frames"] += 1
-        events += self._check_frozen(frame)
-        events += [self.events.face(c, frame.t_capture_ns) for c in tracked.changes]
+        self._counters["frames"] += 1
+        frozen = self._frozen.check(frame)
+        if frozen is not None:
+            events.append(self._events.status(frame, frozen))
+        events += [self._events.face(c, frame.t_capture_ns) for c in tracked.changes]
         if tracked.segment_ended:
-            self.counters["faces_lost"] += 1
+            self._counters["faces_lost"] += 1
             events += self.end_segment()
         for feed in tracked.feed:
             events += self.push(feed)
@@ -253,43 +268,18 @@ class Spotter:
         frame = feed.frame
         events: list[SpotEvent] = []
         last = self._last_frame
-        jump = 0.0 if last is None else frame.pts_s - last.pts_s
-        if jump > self.config.max_gap_s:
-            message = f"source gap of {jump:.2f} s; timeline restarted"
-            events.append(self.events.status(frame, message))
-            events += self.end_segment()
-        elif jump < -self.config.max_gap_s:
-            message = f"source clock went back {-jump:.2f} s; timeline restarted"
-            events.append(self.events.status(frame, message))
-            events += self.end_segment()
-        elif last is not None and jump <= 0:
-            self.counters["frames_out_of_order"] += 1
+        step = self._source_clock.step(None if last is None else last.pts_s, frame.pts_s)
+        if step.skip:
             return events
+        if step.restart is not None:
+            events.append(self._events.status(frame, step.restart))
+            events += self.end_segment()
         self._last_frame = frame
         for slot, item in self.resampler.push(frame.pts_s, feed):
             self._add_slot(slot, item, frame.t_capture_ns)
         # Every window this frame made ready at once (the ring holds them all: see __init__).
         events += self._run_windows(self.scheduler.on_slots(self.ring.n_slots))
         return events
-
-    def _check_frozen(self, frame: Frame) -> list[SpotEvent]:
-        """A ``status`` event when the source has sent the identical image for
-        ``frozen_after_s`` (a hung camera driver repeats its last buffer), and when it moves again.
-        """
-        image, same = frame.image, self._same_image
-        if same is not None and same[0].shape == image.shape and np.array_equal(same[0], image):
-            held_s = frame.pts_s - same[1]
-            if not self._frozen and held_s >= self.config.frozen_after_s:
-                self._frozen = True
-                self.counters["frozen"] += 1
-                message = f"camera frozen: the same image for {held_s:.1f} s"
-                return [self.events.status(frame, message)]
-            return []
-        self._same_image = (image, frame.pts_s)
-        if self._frozen:
-            self._frozen = False
-            return [self.events.status(frame, "camera image changing again")]
-        return []
 
     def _add_slot(self, slot: int, feed: Feed, t_ready_ns: int) -> None:
         meta = SlotMeta(self.resampler.slot_time(slot), feed.frame.index, t_ready_ns)
@@ -298,7 +288,7 @@ class Spotter:
         geom = values.get(GEOMETRY)
         self.timeline.append(meta, None if geom is None else geom[RMS])
         assert n == slot, (n, slot)
-        self.counters["slots"] += 1
+        self._counters["slots"] += 1
 
     # -- windows -------------------------------------------------------------------------------
     def requests(self, starts: Sequence[int]) -> list[WindowRequest]:
@@ -307,56 +297,41 @@ class Spotter:
         t = self.window_frames
         return [WindowRequest(self.stream, s, self.ring.window(s, t)) for s in starts]
 
-    def _behind(self) -> bool:
-        """The newest frame is live and was captured more than ``shed_after_s`` ago."""
-        last, limit = self._last_frame, self.config.shed_after_s
-        if limit is None or last is None or not last.live:
-            return False
-        return (self.clock() - last.t_capture_ns) / 1e9 > limit
-
-    def _skip_window(self) -> list[SpotEvent]:
-        self.counters["windows_skipped"] += 1
-        last = self._last_frame
-        assert last is not None
-        reported = self._shed_reported_pts
-        if reported is not None and 0.0 <= last.pts_s - reported < 10.0:
-            return []
-        self._shed_reported_pts = last.pts_s
-        n = self.counters["windows_skipped"]
-        message = f"falling behind: {n} stale windows skipped so far (frames are dropped too)"
-        return [self.events.status(last, message)]
-
     def _run_windows(self, starts: Sequence[int]) -> list[SpotEvent]:
         events: list[SpotEvent] = []
         reqs = self.requests(starts)
+        newest = self._last_frame
         for i, req in enumerate(reqs):  # one at a time, as offline spotting scores them
-            if i < len(reqs) - 1 and self._behind():  # the newest window is always scored
-                events += self._skip_window()
+            # the newest window is always scored
+            if i < len(reqs) - 1 and newest is not None and self._overload.behind(newest):
+                message = self._overload.skip(newest)
+                if message is not None:
+                    events.append(self._events.status(newest, message))
                 continue
             t0 = time.perf_counter()
             (probs,) = self.engine.step([req])
-            self.stats.add("window", time.perf_counter() - t0)
-            events += [self.events.status(self._last_frame, m) for m in self.engine.take_notices()]
+            self._stats.add("window", time.perf_counter() - t0)
+            events += [self._events.status(newest, m) for m in self.engine.take_notices()]
             events += self.apply(req.start_slot, probs)
         return events
 
     def apply(self, start_slot: int, probs: np.ndarray) -> list[SpotEvent]:
         """One scored window -> merger -> events (what a multi-stream batcher calls per result)."""
         t_trigger_ns = self.timeline.meta(start_slot + self.window_frames - 1).t_capture_ns
-        self.stats.add("frame_score_latency", (self.clock() - t_trigger_ns) / 1e9)
-        self.counters["windows"] += 1
+        self._stats.add("frame_score_latency", (self._clock() - t_trigger_ns) / 1e9)
+        self._counters["windows"] += 1
         for obs in self._observers:
             obs.on_window(self.segment, start_slot, probs)
         t0 = time.perf_counter()
         merged = self.merger.update(start_slot, probs)
         self._drain()
-        self.stats.add("merge", time.perf_counter() - t0)
+        self._stats.add("merge", time.perf_counter() - t0)
         return self._expressions(merged, t_trigger_ns)
 
     def _expressions(self, merged: list[MergerEvent], t_trigger_ns: int) -> list[SpotEvent]:
         for m in merged:
-            self.counters[f"expression_{m.state}"] += 1
-        return [self.events.expression(m, self.timeline, t_trigger_ns) for m in merged]
+            self._counters[f"expression_{m.state}"] += 1
+        return [self._events.expression(m, self.timeline, t_trigger_ns) for m in merged]
 
     def _drain(self) -> None:
         first, scores = self.merger.drain_committed()
@@ -371,7 +346,7 @@ class Spotter:
     # -- segments ------------------------------------------------------------------------------
     def _t_ready_ns(self) -> int:
         last = self._last_frame
-        return last.t_capture_ns if last is not None else self.clock()
+        return last.t_capture_ns if last is not None else self._clock()
 
     def end_segment(self) -> list[SpotEvent]:
         """End the current slot timeline like the end of a stream, then start a new one."""
@@ -408,6 +383,65 @@ class Spotter:
         self.scheduler.reset()
         self.merger.reset()
         self.features.reset()
-        self.events.new_segment()
+        self._events.new_segment()
         self._last_frame = None
         self.segment += 1
+
+    # -- what leaves the stream ----------------------------------------------------------------
+    def status_event(
+        self,
+        message: str,
+        frame: Frame | None = None,
+        *,
+        state: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> SpotEvent:
+        """A ``status`` event about ``frame`` (a phase's); without one, about the newest frame
+        of the segment and triggered now (a message of the source, from any thread)."""
+        if frame is None:
+            return self._events.status(self._last_frame, message, state=state, extra=extra,
+                                       t_trigger_ns=self._clock())  # fmt: skip
+        return self._events.status(frame, message, state=state, extra=extra)
+
+    def emitted(self, events: Sequence[SpotEvent]) -> None:
+        """``events`` leave the stream now: each gets its ``latency_ms`` from the spotter's
+        clock (the one field set after assembly), and expression latencies are timed."""
+        now = self._clock()
+        for e in events:
+            if e.t_trigger_ns is not None:
+                e.latency_ms = (now - e.t_trigger_ns) / 1e6
+                if e.type == "expression":
+                    self._stats.add("event_latency", e.latency_ms / 1e3)
+
+    def time_stage(self, stage: str, seconds: float) -> None:
+        """Add a duration of a driver's own stage (the pipeline's emission) to the timings."""
+        self._stats.add(stage, seconds)
+
+    def status(self) -> dict[str, Any]:
+        """Live numbers (cheap, any thread): counts so far and the recent latency medians."""
+        score = self._stats.median_ms("frame_score_latency", last=RECENT_LATENCIES)
+        event = self._stats.median_ms("event_latency", last=RECENT_LATENCIES)
+        return {
+            **self._counts(),
+            "score_latency_p50_ms": None if score is None else round(score, 1),
+            "event_latency_p50_ms": None if event is None else round(event, 1),
+        }
+
+    def summary(self) -> dict[str, Any]:
+        """The run so far: counts and per-stage timings over the whole run."""
+        return {**self._counts(), "stages": self._stats.summary()}
+
+    def _counts(self) -> dict[str, Any]:
+        c = self._counters
+        return {
+            "frames": c["frames"],
+            "slots": c["slots"],
+            "encoded": c["encoded"],
+            "windows": c["windows"],
+            "windows_skipped": self._overload.windows_skipped,
+            "faces_lost": c["faces_lost"],
+            "segments": self.segment,
+            "frames_out_of_order": self._source_clock.out_of_order,
+            "frozen": self._frozen.times_frozen,
+            "expressions_final": c["expression_final"],
+        }

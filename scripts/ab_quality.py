@@ -46,6 +46,7 @@ from fesnet.model.inference import prediction_from_windows, score_windows, windo
 from fesnet.model.merger import MergerConfig
 from fesnet.model.metrics import MetricTable, evaluate_videos, labels_to_intervals
 from fesnet.model.peer import LandmarkPeer, PeerConfig
+from fesnet.model.runtime import stride_of
 
 log = logging.getLogger("ab_quality")
 
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     feats = {s: feature_videos(shipped.net, v, GeometryConfig(), a.feature_cache, encoder)
              for s, v in splits.items()}  # fmt: skip
     groups = subsets(feats["test"], synthetic_families("test", cfg))
-    stride = int(shipped.meta.get("stride_frames", 8))
+    stride = stride_of(shipped)
     results_path = a.out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     want = set(a.only) if a.only else None

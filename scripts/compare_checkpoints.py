@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from fesnet.model.geometry import GeometryTracker
-from fesnet.model.runtime import load_checkpoint
+from fesnet.model.runtime import load_checkpoint, stride_of
 from fesnet.realtime.bench.backends import build_timed_backend, geometry_input, set_torch_threads
 from fesnet.realtime.bench.config import BenchConfig
 from fesnet.realtime.bench.end_to_end import pipeline_run
@@ -84,8 +84,7 @@ def main(argv: list[str] | None = None) -> None:
         crops = face_crops(ck.config.window_frames, ck.config.image_size)
         backend, _ = build_timed_backend(a.backend, ck, cfg, a.threads, crops)
         models[name] = (ck, backend)
-    strides = {name: a.stride or int(ck.meta.get("stride_frames", 8))
-               for name, (ck, _) in models.items()}  # fmt: skip
+    strides = {name: stride_of(ck, a.stride) for name, (ck, _) in models.items()}
     model_ms = model_cost(models, strides)
     runs: dict[str, list[dict]] = {"old": [], "new": []}
     for r in range(a.rounds):

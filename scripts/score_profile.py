@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> None:
     for path in a.checkpoints:
         runtime = load_runtime(RuntimeConfig(path, "torch", a.threads))
         cfg = runtime.merger
-        scored = score_videos(runtime.backend, videos)
+        scored = score_videos(runtime.backend, videos, runtime.window_frames,
+                              runtime.stride_frames)  # fmt: skip
         result = {"on_threshold": cfg.on_threshold, **profile(scored, cfg)}
         print(json.dumps({"checkpoint": str(path), "mean fused p_expr": result}))
 

@@ -39,11 +39,10 @@ import psutil
 
 from fesnet.model import checkpoint as ckpt_mod
 from fesnet.model.runtime import Runtime, RuntimeConfig, load_runtime
-from fesnet.realtime.engine import Engine
 from fesnet.realtime.events import JsonlSink, read_events
-from fesnet.realtime.pipeline import Pipeline
 from fesnet.realtime.push import PushSource
-from fesnet.realtime.spotter import Spotter
+from fesnet.realtime.session import StreamModel, open_stream
+from fesnet.realtime.stats import StageStats
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "realtime" / "assets" / "sample.mp4"
@@ -162,9 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     events_path.unlink(missing_ok=True)
     jsonl = JsonlSink(events_path)
     source = PushSource(stream="soak")
-    engine = Engine(runtime.backend, runtime.window_frames)
-    spotter = Spotter(engine, runtime.merger, runtime.stride_frames, stream=source.stream)
-    pipe = Pipeline(source, spotter, [jsonl])
+    timings = StageStats()  # bounded, as in a live session
+    pipe = open_stream(StreamModel.of(runtime), source, [jsonl], stats=timings)
     proc = psutil.Process()
     pipe.start()
     if not pipe.wait_ready(120):
@@ -186,8 +184,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         next_sample += args.sample_s
         # The stats keep the recent samples only (bounded): take the ones since the last sample.
-        n_lat = pipe.stats.count("frame_score_latency")
-        lat = pipe.stats.values_ms("frame_score_latency")
+        n_lat = timings.count("frame_score_latency")
+        lat = timings.values_ms("frame_score_latency")
         new = lat[len(lat) - min(len(lat), n_lat - lat_seen) :]
         lat_seen = n_lat
         s = {
@@ -195,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             "rss_mb": round(proc.memory_info().rss / 2**20, 1),
             "threads": proc.num_threads(),
             "pushed": producer.pushed,
-            "processed": pipe.spotter.counters["frames"],
+            "processed": pipe.status()["frames"],
             "dropped": source.dropped,
             "events": pipe.events_emitted,
             "latency_p50_ms": round(float(np.median(new)), 1) if len(new) else None,

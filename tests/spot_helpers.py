@@ -1,6 +1,7 @@
-"""Building the streaming spotter in tests: a Spotter over any backend (or a shared Engine), and a
-Pipeline that runs it on a source, with the tracker's aligner given (a stand-in, no mediapipe) or
-made on the align thread (mediapipe)."""
+"""Building the streaming spotter in tests, through the one place streams are put together
+(realtime/session.py): a Spotter over any backend (or a shared Engine), and a stream that runs
+it on a source, with the tracker's aligner given (a stand-in, no mediapipe) or made on the align
+thread (mediapipe)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,17 @@ from fesnet.model.merger import MergerConfig
 from fesnet.realtime.engine import Engine
 from fesnet.realtime.events import Sink
 from fesnet.realtime.observers import Observer
-from fesnet.realtime.pipeline import Pipeline
+from fesnet.realtime.session import StreamModel, StreamRun, open_spotter, open_stream
 from fesnet.realtime.sources import Source
 from fesnet.realtime.spotter import Spotter
 from fesnet.realtime.tracking import FaceTracker
+
+
+def stream_model(backend: Any, cfg: MergerConfig | None = None, stride: int = 8) -> StreamModel:
+    cfg = cfg or MergerConfig()
+    if isinstance(backend, Engine):
+        return StreamModel(backend, cfg, stride)
+    return StreamModel.over(backend, cfg, stride)
 
 
 def make_spotter(
@@ -25,10 +33,8 @@ def make_spotter(
     aligner: Any = None,
     **kwargs: Any,
 ) -> Spotter:
-    cfg = cfg or MergerConfig()
-    engine = backend if isinstance(backend, Engine) else Engine(backend, cfg.window_frames)
-    tracker = FaceTracker(aligner) if aligner is not None else None
-    return Spotter(engine, cfg, stride, tracker=tracker, **kwargs)
+    tracker = FaceTracker(aligner) if aligner is not None else kwargs.pop("tracker", None)
+    return open_spotter(stream_model(backend, cfg, stride), tracker=tracker, **kwargs)
 
 
 def make_pipeline(
@@ -41,8 +47,7 @@ def make_pipeline(
     aligner: Any = None,
     observers: Sequence[Observer] = (),
     **kwargs: Any,
-) -> Pipeline:
-    spotter = make_spotter(backend, cfg, stride, aligner=aligner, stream=source.stream, **kwargs)
-    for obs in observers:
-        spotter.add_observer(obs)
-    return Pipeline(source, spotter, sinks)
+) -> StreamRun:
+    tracker = FaceTracker(aligner) if aligner is not None else kwargs.pop("tracker", None)
+    return open_stream(stream_model(backend, cfg, stride), source, sinks, tracker=tracker,
+                       observers=observers, **kwargs)  # fmt: skip

@@ -14,6 +14,7 @@ from fesnet.calibration.baseline import (
     CalibrationError,
     CalibrationPhase,
     attach_calibration,
+    calibration_phase,
 )
 from fesnet.calibration.profile import load_profile, save_profile
 from fesnet.model.merger import MergerConfig
@@ -150,14 +151,16 @@ def test_pipeline_with_a_calibration_phase_writes_status_events(tmp_path: Path) 
     video = write_video(tmp_path / "clip.mp4", np.stack([f.image[:, :, ::-1] for f in frames]),
                         fps=FPS)  # fmt: skip
     sink, jsonl = ListSink(), JsonlSink(tmp_path / "events.jsonl")
-    pipe = make_pipeline(FileSource(video), LevelBackend(), BASE, 8, [sink, jsonl],
-                         aligner=FrameIsCropAligner())  # fmt: skip
     profiles: list = []
-    phase = attach_calibration(pipe.spotter, BaselineConfig(duration_s=1.0), "bob",
-                               profiles.append)  # fmt: skip
+    pipe = make_pipeline(FileSource(video), LevelBackend(), BASE, 8, [sink, jsonl],
+                         aligner=FrameIsCropAligner(),
+                         phase=calibration_phase(BaselineConfig(duration_s=1.0), "bob",
+                                                 profiles.append))  # fmt: skip
+    phase = pipe.phase
     pipe.run()
     jsonl.close()
-    assert pipe.spotter.phase is phase and phase.phase == "calibrated" and len(profiles) == 1
+    assert isinstance(phase, CalibrationPhase)
+    assert phase.phase == "calibrated" and len(profiles) == 1
     lines = [d for d in read_events(tmp_path / "events.jsonl") if d["type"] == "status"]
     assert [d["state"] for d in lines] == ["calibrating", "calibrated"]
     assert lines[1]["profile"] == "bob" and "on_threshold" in lines[1]
@@ -191,7 +194,7 @@ def test_neutral_experiment_pools_sessions_and_reports_each_rule() -> None:
         Session("quiet", {}, make_clip(200, [], 0.1, 0.05, seed=7),
                 make_clip(640, events, 0.1, 0.05, seed=8)),
     ]  # fmt: skip
-    result = run_neutral_experiment(LevelBackend(), sessions, BASE)
+    result = run_neutral_experiment(LevelBackend(), sessions, BASE, stride_frames=8)
     none, calibrated = result.tables["none"], result.tables["q99+0.05"]
     assert none.n_videos == calibrated.n_videos == 2
     assert calibrated.f1_overall > none.f1_overall
@@ -256,14 +259,39 @@ def test_a_calibrated_live_session_sheds_stale_windows_like_an_uncalibrated_one(
         run_late(spotter, clock, frames[:half])
         if phase is not None:
             assert phase.phase == "calibrated"  # the phase ended inside the first half ...
-        before = spotter.counters["windows_skipped"]
+        before = spotter.summary()["windows_skipped"]
         run_late(spotter, clock, frames[half:])
-        assert spotter.counters["windows_skipped"] > before  # ... and shedding went on after it
-        counts[calibrated] = spotter.counters
+        assert spotter.summary()["windows_skipped"] > before  # ... and shedding went on after it
+        counts[calibrated] = spotter.summary()
     assert counts[True]["windows_skipped"] > 0 and counts[False]["windows_skipped"] > 0
     # Not behind: the same live frames consumed at once are all scored.
     clock = LateClock(0.0)
     spotter = make_spotter(LevelBackend(), BASE, 8, aligner=FrameIsCropAligner(), clock=clock)
     attach_calibration(spotter, BaselineConfig(duration_s=1.0))
     run_late(spotter, clock, frames)
-    assert spotter.counters["windows_skipped"] == 0
+    assert spotter.summary()["windows_skipped"] == 0
+
+
+def test_state_reads_no_record_the_infer_thread_is_writing() -> None:
+    """A viewer thread polls ``state()`` while the infer thread records windows. Here the infer
+    thread records a new segment's window exactly while the viewer's call would be reading the
+    recorder's per-segment records (the worst interleaving, made deterministic): ``state()``
+    must not read them at all, only what the infer thread handed over under the phase's lock."""
+    _, frames = truth_and_frames()
+    spotter, phase = calibrating(baseline=BaselineConfig(duration_s=3.0))
+    for f in frames[:60]:
+        spotter.process(f)
+    before = phase.state()
+    assert 0.0 < before["progress"] < 1.0
+    recorder = phase.recorder
+
+    class RecordedMeanwhile(dict):
+        def values(self):  # the viewer's read, with the infer thread's write in the middle
+            for i, v in enumerate(dict.values(self)):
+                if i == 0:
+                    recorder.on_window(spotter_segment + 1, 0, np.zeros((32, 3), np.float32))
+                yield v
+
+    spotter_segment = max(recorder._covered)
+    recorder._covered = RecordedMeanwhile(recorder._covered)
+    assert phase.state() == before

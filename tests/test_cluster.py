@@ -10,6 +10,8 @@ Runs go through the real CLI with ``--cluster ray://127.0.0.1:PORT``.
 
 from __future__ import annotations
 
+import json
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +31,13 @@ from cluster_helpers import (
     wait_for_first_event,
     wait_for_line,
 )
+from test_reliability_media import assert_paired as assert_paired_events
+
+from fesnet.realtime.types import SpotEvent
+
+
+def assert_paired(evs: list[dict[str, Any]]) -> None:
+    assert_paired_events([SpotEvent(**e) for e in evs])
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -79,6 +88,24 @@ def geometry_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
         w[:, -cols:] = 0.05 * torch.randn_like(w[:, -cols:])
     meta = {"merger": base.merger, "geometry": GeometryConfig().to_dict()}
     return ckpt_mod.save(tmp_path_factory.mktemp("geom") / "geom.pt", net, meta)
+
+
+@pytest.fixture(scope="module")
+def busy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Merger settings under which an interval opens at once and stays open."""
+    path = tmp_path_factory.mktemp("busy") / "busy.json"
+    path.write_text(json.dumps({"on_threshold": 0.05, "off_threshold": 0.05,
+                                "max_expression_s": 60.0}))  # fmt: skip
+    return path
+
+
+def wait_for_onset(p, path: Path, timeout_s: float = 180.0) -> None:
+    """Until an interval is open (an onset written)."""
+    t0 = time.monotonic()
+    while not (path.is_file() and '"state":"onset"' in path.read_text()):
+        assert p.poll() is None, f"the run ended early: {p.stderr.read()[-3000:]}"
+        assert time.monotonic() - t0 < timeout_s, "no onset from the stream"
+        time.sleep(0.2)
 
 
 def test_two_streams_on_the_cluster_give_the_in_process_events(cluster, reference, tmp_path):
@@ -152,24 +179,75 @@ def test_losing_the_model_node_mid_run_the_stream_carries_on(cluster, reference,
     assert any(e["type"] == "status" and "model tier" in e["message"] for e in evs)
 
 
-def test_a_stream_whose_node_dies_ends_with_a_clear_error(cluster, tmp_path):
-    """The stream's actor on the worker node, the model on the head: SIGKILL the worker node.
-    The run ends (no hang) with exit code 1, an error naming the stream and a status event."""
+def test_a_stream_whose_node_dies_ends_with_a_clear_error(cluster, busy, tmp_path):
+    """The stream's actor on the worker node, the model on the head: SIGKILL the worker node
+    while an interval is open. The run ends (no hang) with exit code 1, one error line naming
+    the stream, the stream's summary as last seen, its open interval closed as
+    ``interrupted`` and a status event (before: InvalidStateError tracebacks, the error line
+    twice, an empty summary, the interval never closed)."""
     cluster.ensure_worker()
     path = tmp_path / "events.jsonl"
-    p = run_cli(["--source", str(SAMPLE), "--events", str(path),
-                 "--cluster", cluster.address, "--replicas", "1",
+    p = run_cli(["--source", str(SAMPLE), "--events", str(path), "--merger-config", str(busy),
+                 "--pace", "live", "--cluster", cluster.address, "--replicas", "1",
                  "--replica-resource", "head", "--stream-resource", "worker"])  # fmt: skip
     wait_for_line(p, "spotting")
-    wait_for_first_event(p, path)
-    time.sleep(2.0)
+    wait_for_onset(p, path)
     assert "killed_node" in cluster.command("kill-worker")
-    code, _out, err = finish(p)
+    code, out, err = finish(p)
     assert code == 1
-    assert "stream s0" in err and "actor died" in err
+    assert "Traceback" not in err and "InvalidStateError" not in err, err[-3000:]
+    errors = [line for line in err.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and "stream s0" in errors[0] and "actor died" in errors[0], err
+    assert "[s0]" in out and "frames      " in out and "stopped early" in out  # its summary
     evs = events(path)
     assert evs[-1]["type"] == "status" and "actor died" in evs[-1]["message"]
+    assert_paired(evs)
+    assert any(e.get("state") == "interrupted" for e in evs)
     cluster.command("add-worker")
+
+
+def test_a_full_disk_on_the_cluster_is_exit_3_with_the_summary(cluster):
+    """``--events /dev/full`` on Ray: one line, exit 3, the summary (before: an OutputError
+    traceback, exit 1, no summary)."""
+    code, out, err = finish(run_cli(["--source", str(SAMPLE), "--events", "/dev/full",
+                                     "--cluster", cluster.address, "--replicas", "1"]))  # fmt: skip
+    assert code == 3, err[-3000:]
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("fesnet-spot: error:")]
+    assert len(errors) == 1 and "cannot write events to /dev/full" in errors[0], err[-3000:]
+    assert "[s0]" in out and "frames      " in out and "(0 written" in out
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stopped_cluster_run_says_so_and_closes_its_interval(cluster, busy, tmp_path, signum):
+    """SIGINT / SIGTERM while a stream on Ray has an interval open: 128 + N, the summary, the
+    interval closed as ``interrupted`` (before: exit 0)."""
+    path = tmp_path / "events.jsonl"
+    p = run_cli(["--source", str(SAMPLE), "--events", str(path), "--merger-config", str(busy),
+                 "--pace", "live", "--cluster", cluster.address, "--replicas", "1"])  # fmt: skip
+    wait_for_line(p, "spotting")
+    wait_for_onset(p, path)
+    p.send_signal(signum)
+    code, out, err = finish(p)
+    assert code == 128 + signum, err[-3000:]
+    assert "Traceback" not in err
+    assert "[s0]" in out and "stopped early" in out
+    evs = events(path)
+    assert_paired(evs)
+    assert any(e.get("state") == "interrupted" for e in evs)
+
+
+def test_the_sample_clip_on_the_cluster_is_compared_with_its_truth(cluster, reference):
+    """No ``--source`` on Ray: the bundled sample clip, and its F1 table, as in-process."""
+    from fesnet.realtime.reporting import compare_with_truth, format_comparison, read_truth
+
+    code, out, err = finish(run_cli(["--cluster", cluster.address, "--replicas", "1"]))
+    assert code == 0, err[-3000:]
+    truth = read_truth(SAMPLE.with_name("sample_truth.json"))
+    # ``reference``: the in-process events, their stream and latency left out
+    in_process = [SpotEvent(stream="0", **e) for e in reference]
+    expected = format_comparison(compare_with_truth(in_process, truth))
+    assert "compared with the ground truth" in out and expected in out
 
 
 def test_a_bad_cluster_address_is_a_usage_error(tmp_path):

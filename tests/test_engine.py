@@ -36,7 +36,8 @@ def backend() -> TorchBackend:
 def test_batched_cached_and_naive_agree(backend: TorchBackend) -> None:
     rng = np.random.default_rng(0)
     crops = rng.integers(0, 255, (48, 112, 112, 3), dtype=np.uint8)
-    cached, naive = Engine(backend), Engine(backend, mode="naive")
+    t = FESNetConfig.tiny().window_frames
+    cached, naive = Engine(backend, t), Engine(backend, t, mode="naive")
     ring = FeatureRing(40, naive.slot_arrays())  # the naive spec: the features and the crops
     assert set(ring.arrays) == {"x_prime", "x_atten", "crops"}
     assert set(cached.slot_arrays()) == {"x_prime", "x_atten"}
@@ -58,9 +59,9 @@ def test_batched_cached_and_naive_agree(backend: TorchBackend) -> None:
 
 
 def test_naive_mode_needs_crops(backend: TorchBackend) -> None:
-    eng = Engine(backend, mode="naive")
+    eng = Engine(backend, 32, mode="naive")
     z = np.zeros((32, 1), np.float32)
     with pytest.raises(ValueError, match="crops"):
         eng.step([WindowRequest("a", 0, {"x_prime": z, "x_atten": z})])
     with pytest.raises(ValueError):
-        Engine(backend, mode="fast")
+        Engine(backend, 32, mode="fast")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from spot_helpers import make_spotter
 from test_streaming_equivalence import offline_tuples, streaming_tuples
 
 from fesnet.model.backends import TorchBackend
@@ -17,8 +18,6 @@ from fesnet.model.geometry import geometry_features, region_shares
 from fesnet.model.head import with_geometry
 from fesnet.model.inference import spot_video
 from fesnet.model.peer import LandmarkPeer, PeerConfig
-from fesnet.realtime.engine import Engine
-from fesnet.realtime.spotter import Spotter
 from fesnet.realtime.tracking import Feed
 from fesnet.realtime.types import Frame
 
@@ -37,7 +36,7 @@ def face_track(face: np.ndarray, n: int, fps: float) -> np.ndarray:
 
 
 def stream(backend, crops, landmarks, fps, merger, stride=8):
-    spotter = Spotter(Engine(backend, merger.window_frames), merger, stride, stream="s")
+    spotter = make_spotter(backend, merger, stride, stream="s")
     events = []
     for i, (crop, lm) in enumerate(zip(crops, landmarks, strict=True)):
         frame = Frame(np.zeros((1, 1, 3), np.uint8), i, i / fps, 0, "s")

@@ -184,3 +184,30 @@ def test_defining_the_command_lines_imports_no_heavy_library() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def room(module: str) -> str:
+    """What a plan of the house draws as one room: a subpackage below a top package (all of
+    ``fesnet.realtime.viewers``, ``fesnet.model.data``, ...) or one module at a package's top."""
+    parts = module.split(".")
+    return ".".join(parts[:3])
+
+
+def rooms(g: dict[str, set[str]]) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for module, targets in g.items():
+        own = room(module)
+        out.setdefault(own, set()).update(room(t) for t in targets if room(t) != own)
+    return out
+
+
+# model/data's landmark tables and model/geometry.py: the model-data work's, not the streaming
+# path's (the one room circle left).
+KNOWN_ROOM_CIRCLES = [["fesnet.model.data", "fesnet.model.geometry", "fesnet.model.data"]]
+
+
+def test_no_two_rooms_import_each_other() -> None:
+    """Modules of one subpackage may import each other; two subpackages (or a subpackage and a
+    module beside it) may not, entry points included: ``fesnet-bench`` living in bench/ does not
+    make a bench <-> viewers pair acceptable."""
+    assert circles(rooms(graph())) == KNOWN_ROOM_CIRCLES

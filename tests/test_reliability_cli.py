@@ -265,11 +265,12 @@ def test_a_stride_longer_than_a_window_is_refused(
 
 def test_a_hub_refuses_a_stride_longer_than_a_window(tiny_runtime) -> None:
     from fesnet.realtime.engine import Engine
+    from fesnet.realtime.session import StreamModel
     from fesnet.realtime.viewers.hub import SpotHub
 
     engine = Engine(tiny_runtime.backend, tiny_runtime.window_frames)
     with pytest.raises(ValueError, match="stride 10000"):
-        SpotHub(engine, tiny_runtime.merger, 10000)
+        SpotHub(StreamModel(engine, tiny_runtime.merger, 10000))
 
 
 # -- items 11 and 18: signals, start-up, stdout, silent streams ------------------------------------

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from spot_helpers import make_spotter
 from test_reliability_media import BUSY, assert_paired, frame
 
 from fesnet.model.backends import TorchBackend
@@ -20,7 +21,7 @@ from fesnet.model.fesnet import FESNet, FESNetConfig
 from fesnet.realtime.engine import Engine
 from fesnet.realtime.observers import LiveView
 from fesnet.realtime.spotter import Spotter
-from fesnet.realtime.tracking import COUNT_FACES_EVERY_FRAMES, FaceTracker
+from fesnet.realtime.tracking import COUNT_FACES_EVERY_FRAMES
 from fesnet.realtime.types import SpotEvent
 
 FACES = Path(__file__).resolve().parents[1] / "model" / "data" / "faces"
@@ -55,8 +56,8 @@ def video_aligner() -> Any:
 
 def real_spotter(engine: Engine, aligner: FaceAligner) -> tuple[Spotter, LiveView]:
     aligner.reset()
-    spotter = Spotter(engine, BUSY, 8, stream="s", tracker=FaceTracker(aligner))
-    return spotter, spotter.add_observer(LiveView())
+    view = LiveView()
+    return make_spotter(engine, BUSY, 8, stream="s", aligner=aligner, observers=[view]), view
 
 
 @pytest.mark.slow
@@ -73,7 +74,7 @@ def test_several_faces_are_reported_and_the_same_face_stays_tracked(
     status = [e for e in events if e.type == "status"]
     assert status and status[0].message == "2 faces in view; tracking the same one"
     assert status[0].n_faces == 2
-    assert sp.tracker.state == "several_faces"
+    assert view.view().state == "several_faces"
     assert not [e for e in events if e.type == "face_lost"]
     alone = crops[3].astype(np.float32)
     for crop in crops[8:]:  # still the left face (the one tracked first), not the new one
@@ -113,7 +114,7 @@ def test_resolution_changing_mid_stream_keeps_tracking(
             i += 1
     events += sp.finish()
     assert [e.type for e in events if e.type != "expression"] == ["face_found"]
-    assert sp.counters["encoded"] == i
+    assert sp.summary()["encoded"] == i
 
 
 @pytest.mark.slow

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from spot_helpers import make_pipeline
+from spot_helpers import make_pipeline, make_spotter
 from test_reliability_media import BUSY, MarkedAligner, assert_paired, frame, marked
 
 from fesnet.model import checkpoint
@@ -29,10 +29,11 @@ from fesnet.model.fesnet import FESNet, FESNetConfig
 from fesnet.model.merger import MergerConfig
 from fesnet.realtime.engine import Engine
 from fesnet.realtime.events import JsonlSink, ListSink, read_events
-from fesnet.realtime.pipeline import Pipeline, PipelineError
+from fesnet.realtime.pipeline import PipelineError
 from fesnet.realtime.push import PushSource
+from fesnet.realtime.session import StreamRun
 from fesnet.realtime.sources import EVERY_FRAME, Source
-from fesnet.realtime.spotter import Spotter
+from fesnet.realtime.stats import StageStats
 from fesnet.realtime.tracking import FaceTracker, TrackerConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -97,7 +98,7 @@ class CrashingAligner(MarkedAligner):
         return super().align(frame_bgr)
 
 
-def _join_or_error(pipe: Pipeline, timeout: float = 20) -> BaseException | None:
+def _join_or_error(pipe: StreamRun, timeout: float = 20) -> BaseException | None:
     deadline = time.monotonic() + timeout
     try:
         while not pipe.join(timeout=0.2):
@@ -156,8 +157,9 @@ def test_slow_engine_drops_stale_frames_instead_of_growing_latency(backend: Torc
     run, not a growing backlog (it grew from 0.1 s to 1.1 s in 5 s before windows were shed)."""
     src = PushSource(stream="cam")
     sink = ListSink()
+    timings = StageStats()
     pipe = make_pipeline(src, SlowBackend(backend, 0.08), BUSY, 4, [sink],
-                         aligner=MarkedAligner())  # fmt: skip
+                         aligner=MarkedAligner(), stats=timings)  # fmt: skip
     pipe.start()
     assert pipe.wait_ready(10)
     n, t0 = 300, time.monotonic()
@@ -169,7 +171,7 @@ def test_slow_engine_drops_stale_frames_instead_of_growing_latency(backend: Torc
     s = pipe.summary()
     assert s["dropped"] > 0 and s["frames"] + s["dropped"] == n
     assert src.channel.high_water <= 1
-    lat = pipe.stats.values_ms("frame_score_latency")
+    lat = timings.values_ms("frame_score_latency")
     third = len(lat) // 3
     assert third >= 3
     # Bounded by the shedding budget (0.3 s) plus a window or two: a plateau, not a ramp
@@ -344,7 +346,7 @@ def test_alignment_runs_on_its_own_thread_beside_the_encoder(backend: TorchBacke
     assert rec.overlapped() > 10, rec.overlapped()  # of 120 encodes, with 10 ms of align each
 
     tracker = FaceTracker(MarkedAligner(), TrackerConfig())
-    sp = Spotter(Engine(backend, 32), BUSY, 8, tracker=tracker)
+    sp = make_spotter(backend, BUSY, 8, tracker=tracker)
     single = []
     for i in range(120):
         single += sp.process(frame(marked(1, 100 + i % 3), i, i / 30))

@@ -138,19 +138,50 @@ def test_tabs_are_bounded_and_a_forgotten_tab_closes_its_session(tiny_runtime) -
     viewer.close()
 
 
-def test_exports_are_deleted_when_the_app_closes(tiny_runtime, short_clip: Path) -> None:
+def replayed(tiny_runtime, clip: Path, tab: Req) -> GradioViewer:
+    """A viewer whose tab ``tab`` replayed ``clip`` to its end."""
     viewer = GradioViewer(make_hub(tiny_runtime))
-    tab = Req("exporter")
 
     async def replay() -> None:
-        await viewer.replay(str(short_clip), tab)
-        await _until_ended(viewer.tab("exporter").live)
+        await viewer.replay(str(clip), tab)
+        await _until_ended(viewer.tab(tab.session_hash).live)
 
     asyncio.run(replay())
+    return viewer
+
+
+def test_exports_are_deleted_when_the_app_closes(tiny_runtime, short_clip: Path) -> None:
+    tab = Req("exporter")
+    viewer = replayed(tiny_runtime, short_clip, tab)
     path = Path(viewer.export(tab))
     assert path.is_file() and path.read_text().startswith("{")
     viewer.close()
     assert not path.exists() and not path.parent.exists()
+
+
+def test_the_export_is_written_by_the_runs_jsonl_writer(tiny_runtime, short_clip: Path) -> None:
+    """The downloadable event log has the lines a run's ``--events`` file has, written by the
+    same writer: whole lines of valid JSON. An event JSON cannot carry (a NaN score) is refused,
+    never written as ``NaN`` (which no JSON reader accepts)."""
+    from fesnet.realtime.events import event_to_json
+    from fesnet.realtime.types import SpotEvent
+
+    tab = Req("exporter")
+    viewer = replayed(tiny_runtime, short_clip, tab)
+    live = viewer.tab("exporter").live
+    kept = live.events()
+    path = Path(viewer.export(tab))
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert lines and all(json.loads(line) for line in lines)
+    broken = SpotEvent(type="expression", stream=live.id, t_s=1.0, state="onset", label="ME",
+                       onset_s=1.0, apex_s=1.0, onset_frame=30, apex_frame=30,
+                       score=float("nan"), event_id=99)  # fmt: skip
+    live._on_event(broken)  # as the stream delivers its events
+    with pytest.raises(ValueError):
+        viewer.export(tab)
+    assert "NaN" not in path.read_text(encoding="utf-8")
+    assert lines == [event_to_json(e) for e in kept]  # the lines a run writes, and SpotEvents
+    viewer.close()
 
 
 # -- items 4 and 15: requests from other sites, upload size --------------------------------------

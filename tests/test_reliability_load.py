@@ -53,7 +53,7 @@ def in_flight(session: Any) -> int:
     """Pushed - spotted - dropped, read in that order (a frame spotted or dropped meanwhile only
     lowers the count, so it never overstates the backlog)."""
     pushed = session.source.frames_read
-    spotted = session.spotter.counters["frames"]
+    spotted = session.run.status()["frames"]
     return pushed - spotted - session.source.dropped
 
 
@@ -61,7 +61,7 @@ async def _wait_served(sessions: list[Any], before: list[int], timeout_s: float 
     """Until every session spotted more frames than ``before`` (a generous timeout, not a speed
     gate: a loaded machine is slow, but a camera that is never served is a failure)."""
     deadline = asyncio.get_running_loop().time() + timeout_s
-    while any(s.spotter.counters["frames"] <= b for s, b in zip(sessions, before, strict=True)):
+    while any(s.run.status()["frames"] <= b for s, b in zip(sessions, before, strict=True)):
         assert asyncio.get_running_loop().time() < deadline, "a camera is not being served"
         await asyncio.sleep(0.2)
 
@@ -87,7 +87,7 @@ def test_cameras_until_the_cpu_saturates_degrade_by_dropping(tiny_runtime: Any) 
                     cams.append(cam)
                 sessions = hub.sessions()
                 assert len(sessions) == level
-                before = [s.spotter.counters["frames"] for s in sessions]
+                before = [s.run.status()["frames"] for s in sessions]
                 peak = 0
                 for _ in range(int(LEVEL_S / 0.1)):  # sample the backlog while streaming
                     peak = max(peak, *(in_flight(s) for s in sessions))
@@ -101,7 +101,7 @@ def test_cameras_until_the_cpu_saturates_degrade_by_dropping(tiny_runtime: Any) 
                     health = await resp.json()
                 rows.append({
                     "cameras": level, "peers": len(server.peers),
-                    "spotted": [s.spotter.counters["frames"] - b
+                    "spotted": [s.run.status()["frames"] - b
                                 for s, b in zip(sessions, before, strict=True)],
                     "dropped": dropped,
                     "peak_in_flight": peak,

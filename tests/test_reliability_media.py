@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from spot_helpers import make_pipeline
+from spot_helpers import make_pipeline, make_spotter
 
 from fesnet.model.backends import TorchBackend
 from fesnet.model.fesnet import FESNet, FESNetConfig
@@ -42,11 +42,11 @@ from fesnet.model.merger import MergerConfig
 from fesnet.realtime.engine import Engine
 from fesnet.realtime.events import ListSink
 from fesnet.realtime.observers import Observer
-from fesnet.realtime.pipeline import Pipeline, PipelineError
+from fesnet.realtime.pipeline import PipelineError
 from fesnet.realtime.push import PushSource
+from fesnet.realtime.session import StreamRun
 from fesnet.realtime.sources import FileSource, SourceError, SourceLost, _CaptureSource
 from fesnet.realtime.spotter import Spotter
-from fesnet.realtime.tracking import FaceTracker
 from fesnet.realtime.types import Frame, SpotEvent
 
 FACES = Path(__file__).resolve().parents[1] / "model" / "data" / "faces"
@@ -97,7 +97,7 @@ def frame(image: np.ndarray, index: int, pts_s: float) -> Frame:
 
 
 def fake_spotter(engine: Engine, cfg: MergerConfig = BUSY, **kw: Any) -> Spotter:
-    return Spotter(engine, cfg, 8, stream="s", tracker=FaceTracker(MarkedAligner()), **kw)
+    return make_spotter(engine, cfg, 8, stream="s", aligner=MarkedAligner(), **kw)
 
 
 def messages(events: list[SpotEvent]) -> list[str]:
@@ -219,11 +219,11 @@ def test_clock_jumping_backwards_restarts_instead_of_stalling(engine: Engine) ->
     events: list[SpotEvent] = []
     for i in range(60):
         events += sp.process(frame(marked(1, 100 + i % 3), i, 100.0 + i / 30))
-    slots_before = sp.counters["slots"]
+    slots_before = sp.summary()["slots"]
     for i in range(60, 120):  # the camera clock resets to 0 (a replay restarting, a driver reset)
         events += sp.process(frame(marked(1, 100 + i % 3), i, (i - 60) / 30))
     assert any("source clock went back 101.97 s" in m for m in messages(events))
-    assert sp.counters["slots"] - slots_before >= 100  # the new timeline is spotted, no stall
+    assert sp.summary()["slots"] - slots_before >= 100  # the new timeline is spotted, no stall
     events += sp.finish()
     assert_paired(events)
 
@@ -237,7 +237,7 @@ def test_backward_jitter_and_repeated_timestamps_are_skipped_and_counted(engine:
     for i, t in enumerate(ts):
         events += sp.process(frame(marked(1, 100 + i % 3), i, t))
     events += sp.finish()
-    assert sp.counters["frames_out_of_order"] == 2
+    assert sp.summary()["frames_out_of_order"] == 2
     assert not messages(events)  # no restart for a jitter
     assert sp.segment == 1
 
@@ -252,8 +252,8 @@ def test_variable_frame_rate_is_resampled_by_timestamp(engine: Engine) -> None:
         events += sp.process(frame(marked(1, 100 + i % 3), i, float(t)))
     events += sp.finish()
     expected_slots = ts[-1] * 60
-    assert abs(sp.counters["slots"] - expected_slots) <= 3
-    assert sp.counters["windows"] >= 5 and not messages(events)
+    assert abs(sp.summary()["slots"] - expected_slots) <= 3
+    assert sp.summary()["windows"] >= 5 and not messages(events)
 
 
 # -- camera states ---------------------------------------------------------------------------------
@@ -269,7 +269,7 @@ def test_frozen_camera_is_reported_and_recovers(engine: Engine) -> None:
     assert [m.split(":")[0] for m in msgs] == ["camera frozen", "camera image changing again"]
     frozen = next(e for e in events if e.message and e.message.startswith("camera frozen"))
     assert 60 + 2 * 60 <= frozen.onset_frame <= 60 + 2 * 60 + 2  # after frozen_after_s = 2 s
-    assert sp.counters["frozen"] == 1
+    assert sp.summary()["frozen"] == 1
 
 
 class FakeCapture:
@@ -320,7 +320,7 @@ class FrameIndices(Observer):
 
 def _run_fake_pipeline(
     engine: Engine, source: Any, observer: Observer | None = None, timeout: float = 20
-) -> tuple[Pipeline, Any]:
+) -> tuple[StreamRun, Any]:
     sink = ListSink()
     pipe = make_pipeline(source, engine, BUSY, 8, [sink], aligner=MarkedAligner(),
                          observers=[observer] if observer else [])  # fmt: skip
@@ -381,7 +381,7 @@ def test_no_face_gives_no_events_and_counts_frames(engine: Engine) -> None:
         events += sp.process(frame(marked(0, i % 50), i, i / 30))  # a live empty scene
     events += sp.finish()
     assert events == []
-    assert sp.counters["frames"] == 90 and sp.counters["slots"] == 0
+    assert sp.summary()["frames"] == 90 and sp.summary()["slots"] == 0
 
 
 def test_face_leaving_and_returning_closes_and_reopens_cleanly(engine: Engine) -> None:

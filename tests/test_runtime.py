@@ -119,3 +119,46 @@ def test_every_command_line_spells_the_config_the_same_way(tiny_ckpt: Path) -> N
                               "--stride", "2"])  # fmt: skip
     assert runtime_config(args) == RuntimeConfig(tiny_ckpt, "torch", 1, None, 2)
     assert parser.parse_args([]).backend == AUTO
+
+
+class RecordingPlacement:
+    """A placement (the role of the Ray model tier): records each time it is asked to place the
+    network, and places it here."""
+
+    def __init__(self) -> None:
+        self.asked: list[RuntimeConfig] = []
+
+    def backend(self, ckpt: checkpoint.Checkpoint, config: RuntimeConfig):
+        from fesnet.model.backends import TorchBackend
+
+        self.asked.append(config)
+        return TorchBackend(ckpt.net)
+
+
+def test_a_placed_model_follows_the_same_rules_before_anything_is_placed(tiny_ckpt: Path) -> None:
+    """In-process and on a cluster, one loader: the stride is checked against the window (and the
+    method against the placement) before the network is placed anywhere."""
+    placement = RecordingPlacement()
+    with pytest.raises(LoadError, match="longer than a window"):
+        load_runtime(RuntimeConfig(tiny_ckpt, "torch", stride_frames=40), placement=placement)
+    with pytest.raises(LoadError, match="in this process only"):
+        load_runtime(RuntimeConfig(tiny_ckpt, method="landmarks"), placement=placement)
+    assert placement.asked == []
+    placed = load_runtime(RuntimeConfig(tiny_ckpt, "torch"), Stricter(), placement)
+    here = load_runtime(RuntimeConfig(tiny_ckpt, "torch"), Stricter())
+    assert len(placement.asked) == 1
+    assert (placed.stride_frames, placed.merger, placed.base_merger, placed.window_frames) == (
+        here.stride_frames, here.merger, here.base_merger, here.window_frames)  # fmt: skip
+
+
+def test_the_cluster_command_line_refuses_a_stride_longer_than_a_window(
+    tiny_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``run --cluster auto --stride 40`` is refused as in-process is (exit 2, one line), before
+    any Ray process starts."""
+    from fesnet.realtime.cli import main
+
+    rc = main(["run", "--cluster", "auto", "--stride", "40", "--checkpoint", str(tiny_ckpt),
+               "--backend", "torch", "--source", str(tmp_path / "any.mp4")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and "longer than a window" in err and "Traceback" not in err

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from spot_helpers import make_pipeline
+from spot_helpers import make_pipeline, make_spotter
 
 from fesnet.model.backends import TorchBackend
 from fesnet.model.data.resample import resample_indices
@@ -24,7 +24,6 @@ from fesnet.realtime.engine import Engine
 from fesnet.realtime.events import ListSink
 from fesnet.realtime.observers import ScoreLog
 from fesnet.realtime.sources import FileSource
-from fesnet.realtime.spotter import Spotter
 from fesnet.realtime.types import Frame
 
 FACES = Path(__file__).resolve().parents[1] / "model" / "data" / "faces"
@@ -87,8 +86,8 @@ def streaming_tuples(events) -> list[tuple]:
 
 
 def run_streaming(backend, crops, fps_source: float, cfg: MergerConfig, stride: int):
-    engine = Engine(backend, cfg.window_frames)
-    spotter = Spotter(engine, cfg, stride, stream="s")
+    engine = Engine(backend, cfg.window_frames)  # its count says how often the encoder ran
+    spotter = make_spotter(engine, cfg, stride, stream="s")
     scores = spotter.add_observer(ScoreLog())
     events = []
     for i, crop in enumerate(crops):
@@ -113,7 +112,7 @@ def test_streaming_equals_offline_at_60fps(backend: TorchBackend, stride: int) -
     offline = spot_video(backend, crops, CFG, stride_frames=stride)
     spotter, engine, score_log, events = run_streaming(backend, crops, 60.0, CFG, stride)
 
-    assert spotter.counters["windows"] == len(offline.starts)
+    assert spotter.summary()["windows"] == len(offline.starts)
     assert engine.encoded_frames == n  # the encoder ran once per frame
     want = offline_tuples(offline, np.arange(n))
     assert streaming_tuples(events) == want
@@ -137,7 +136,7 @@ def test_streaming_equals_offline_for_a_30fps_source(backend: TorchBackend) -> N
     spotter, engine, score_log, events = run_streaming(backend, src_crops, 30.0, CFG, 32)
 
     assert engine.encoded_frames == n_src  # duplicated slots reuse cached features
-    assert spotter.counters["slots"] == len(source_index)
+    assert spotter.summary()["slots"] == len(source_index)
     assert streaming_tuples(events) == offline_tuples(offline, source_index)
     assert len(events) > 0
     _, scores, src = score_log.arrays()

@@ -78,7 +78,7 @@ def test_shared_tier_equals_each_stream_alone(geo_net: FESNet, streams: list) ->
     for (st, p), (st3, p3) in zip(shared, by_three, strict=True):
         assert st == st3 and np.abs(p - p3).max() < 1e-5
     backend = TorchBackend(geo_net)
-    engine = Engine(backend)
+    engine = Engine(backend, T)
     alone = [engine_windows(engine, s, STRIDE) for s in streams]
     offline = [predict_windows(backend, s.slot_frames(), T, STRIDE, s.geom) for s in streams]
     merger = loose_merger([p for _, p in offline])

@@ -14,43 +14,58 @@ from calibration_helpers import FrameIsCropAligner, LevelBackend, make_clip, wri
 
 from fesnet.calibration.baseline import BaselineConfig, session_phase
 from fesnet.model.merger import MergerConfig
-from fesnet.realtime.engine import Engine
 from fesnet.realtime.observers import ViewState
 from fesnet.realtime.push import PushSource
+from fesnet.realtime.session import StreamModel
+from fesnet.realtime.types import SpotEvent
 from fesnet.realtime.viewers import display
 from fesnet.realtime.viewers.hub import HubConfig, SpotHub
 
 
-def expr(state: str, event_id: int, onset: float, offset: float | None = None, **kw) -> dict:
-    e = {"type": "expression", "state": state, "label": kw.get("label", "ME"), "t_s": onset,
-         "event_id": event_id, "onset_s": onset, "score": kw.get("score", 0.8)}  # fmt: skip
+def expr(state: str, event_id: int, onset: float, offset: float | None = None, **kw) -> SpotEvent:
+    e = SpotEvent(type="expression", stream="cam0", t_s=onset, state=state,  # type: ignore[arg-type]
+                  label=kw.get("label", "ME"), event_id=event_id, onset_s=onset,
+                  onset_frame=int(onset * 30), apex_s=onset, apex_frame=int(onset * 30),
+                  score=kw.get("score", 0.8), regions=kw.get("regions"))  # fmt: skip
     if offset is not None:
-        e |= {"offset_s": offset, "apex_s": (onset + offset) / 2}
+        e.offset_s, e.offset_frame, e.apex_s = offset, int(offset * 30), (onset + offset) / 2
     return e
+
+
+def other(kind: str, t_s: float, message: str) -> SpotEvent:
+    return SpotEvent(type=kind, stream="cam0", t_s=t_s, message=message)  # type: ignore[arg-type]
 
 
 def test_the_event_log_shows_each_expression_once() -> None:
     events = [
-        {"type": "face_found", "t_s": 0.5, "message": "face found"},
+        other("face_found", 0.5, "face found"),
         expr("onset", 0, 1.0),
         expr("cancelled", 0, 1.0, 1.05),  # withdrawn: not shown (it stays in the JSONL)
         expr("onset", 1, 2.0, label="MaE"),
-        {"type": "status", "t_s": 2.5, "message": "camera frozen"},
+        other("status", 2.5, "camera frozen"),
         expr("final", 1, 2.0, 3.1, label="MaE", score=0.91),
         expr("onset", 2, 4.0),  # still open
     ]
     lines = display.event_log(events).splitlines()
     assert len(lines) == 4  # newest first: the open ME, the status, the MaE, the face
-    assert "ME  open since 4.00 s" in lines[0]
+    assert "4.00 s  ME  onset" in lines[0]
     assert "camera frozen" in lines[1]
-    assert "MaE 2.00-3.10 s" in lines[2] and "p=0.91" in lines[2] and "apex 2.55 s" in lines[2]
-    assert "face found" in lines[3]
-    assert not any("1.00" in line or "cancelled" in line or "onset" in line for line in lines)
+    assert "MaE final" in lines[2] and "2.00-3.10 s" in lines[2] and "p=0.91" in lines[2]
+    assert "apex 2.55 s" in lines[2] and "face found" in lines[3]
+    assert not any("1.00" in line or "cancelled" in line for line in lines)
     # Once the open one closes, its onset line becomes its result, in the same place.
     closed = display.event_log([*events, expr("final", 2, 4.0, 4.3)]).splitlines()
-    assert len(closed) == 4 and "ME  4.00-4.30 s" in closed[0] and "open" not in closed[0]
+    assert len(closed) == 4 and "ME  final" in closed[0] and "4.00-4.30 s" in closed[0]
     stopped = display.event_log([*events, expr("interrupted", 2, 4.0, 4.2)])
-    assert "4.00-4.20 s" in stopped and "stream stopped" in stopped
+    assert "4.00-4.20 s" in stopped and "interrupted" in stopped
+
+
+def test_the_viewer_and_the_console_write_the_same_line() -> None:
+    """One formatter: a viewer's log line is the console's line without the stream tag."""
+    from fesnet.realtime.events import format_event
+
+    for e in (expr("onset", 0, 1.0), expr("final", 0, 1.0, 1.4), other("status", 2.0, "hi")):
+        assert format_event(e) == f"[cam0] {display.event_log([e])}"
 
 
 def test_the_event_log_and_the_console_say_which_regions_moved() -> None:
@@ -60,7 +75,7 @@ def test_the_event_log_and_the_console_say_which_regions_moved() -> None:
     from fesnet.realtime.types import SpotEvent
 
     shares = {"mouth": 0.62, "brows": 0.21, "eyes": 0.1, "nose": 0.05, "cheeks": 0.02}
-    line = display.event_log([expr("final", 0, 1.0, 2.0, label="MaE") | {"regions": shares}])
+    line = display.event_log([expr("final", 0, 1.0, 2.0, label="MaE", regions=shares)])
     assert line.endswith("moved: mouth 62%, brows 21%, eyes 10%")
     assert "moved" not in display.event_log([expr("final", 0, 1.0, 2.0)])
     assert regions_text(None) == regions_text({}) == ""
@@ -74,7 +89,7 @@ def test_the_event_log_and_the_console_say_which_regions_moved() -> None:
 class FakeLive:
     id = "cam0"
 
-    def __init__(self, on: float, off: float, events: list[dict]) -> None:
+    def __init__(self, on: float, off: float, events: list[SpotEvent]) -> None:
         t = np.arange(0, 6, 1 / 60)
         self._view = ViewState("tracking", 1, None, t, np.full_like(t, 0.3), np.full_like(t, 0.2),
                                on, off)  # fmt: skip
@@ -83,7 +98,7 @@ class FakeLive:
     def view(self) -> ViewState:
         return self._view
 
-    def events(self) -> list[dict]:
+    def events(self) -> list[SpotEvent]:
         return self._events
 
 
@@ -132,7 +147,7 @@ def test_a_pushed_frame_is_converted_by_the_reader_and_only_if_read() -> None:
 def test_camera_sessions_start_with_the_given_phase_and_replays_do_not(tmp_path: Path) -> None:
     base = MergerConfig(on_threshold=0.5, off_threshold=0.3)
     config = HubConfig(camera_phase=session_phase(BaselineConfig(duration_s=0.5)))
-    hub = SpotHub(Engine(LevelBackend()), base, 8, config)
+    hub = SpotHub(StreamModel.over(LevelBackend(), base, 8), config)
     crops = make_clip(90, [], rest=0.45, rest_noise=0.08, seed=3).crops
     try:
         cam = hub.open_push("cam", aligner=FrameIsCropAligner())

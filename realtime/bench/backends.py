@@ -126,12 +126,12 @@ def load_model(config: BenchConfig) -> tuple[Any, dict[str, Any]]:
 
 def run_model_benchmarks(config: BenchConfig, report: dict[str, Any]) -> Any:
     """Backends, cached vs naive and optical flow into ``report``; returns the Checkpoint."""
-    from fesnet.model.runtime import DEFAULT_STRIDE_FRAMES, LoadError
+    from fesnet.model.runtime import LoadError, stride_of
     from fesnet.model.tensorrt_export import tensorrt_unavailable_reason
 
     ck, model_info = load_model(config)
     cfg = ck.config
-    stride = config.stride_frames or int(ck.meta.get("stride_frames", DEFAULT_STRIDE_FRAMES))
+    stride = stride_of(ck, config.stride_frames)
     report["model"] = {
         **model_info,
         "window_frames": cfg.window_frames,
@@ -206,9 +206,10 @@ def set_torch_threads(threads: int) -> None:
 def build_timed_backend(
     name: str, ck: Any, config: BenchConfig, threads: int, crops: np.ndarray
 ) -> tuple[Any, float]:
-    """The loader's backend with the bench's options; returns it and its setup time (export,
-    compile or engine load, and the first call)."""
-    from fesnet.model.runtime import build_backend
+    """The backend ``name`` loaded as every program loads it (``fesnet.model.runtime``), with the
+    bench's options; returns it and its setup time (export, compile or engine load, and the first
+    call)."""
+    from fesnet.model.runtime import Runtime, RuntimeConfig
 
     opts: dict[str, Any] = {}
     if name in ("torch", "torch-compile"):
@@ -220,7 +221,9 @@ def build_timed_backend(
         if config.cache_dir:
             opts["cache_dir"] = config.cache_dir
     t0 = time.perf_counter()
-    backend = build_backend(name, ck, threads, **opts)
+    load = RuntimeConfig(backend=name, threads=threads, stride_frames=config.stride_frames,
+                         backend_options=opts)  # fmt: skip
+    backend = Runtime.from_checkpoint(ck, load).backend
     backend.encode(crops[:1])
     t = ck.config.window_frames
     backend.window(*(x[None] for x in backend.encode(crops[:t])), geometry_input(backend, t))

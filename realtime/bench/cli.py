@@ -12,9 +12,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..engine import Engine
-from ..viewers.capacity import run_capacity
-from .align import run_align
+from ..session import StreamModel
+from ..viewers.capacity import CapacitySetup, run_capacity
+from .align import make_aligner, run_align
 from .backends import build_timed_backend, run_model_benchmarks
 from .config import BenchConfig
 from .end_to_end import pipeline_vs_flow, run_end_to_end
@@ -205,10 +205,29 @@ def run(config: BenchConfig, command: str) -> dict[str, Any]:
     if config.lag_repeats or config.capacity_levels:
         backend = live_backend(config, ck)
         run_lag(config, report, ck, backend)
-        run_capacity(config, report, ck, Engine(backend, ck.config.window_frames))
+        capacity(config, report, ck, backend)
     report["pipeline_vs_flow"] = pipeline_vs_flow(report)
     report["machine"]["load_avg_1m_at_end"] = load_avg()
     return report
+
+
+def capacity(config: BenchConfig, report: dict[str, Any], ck: Any, backend: Any) -> None:
+    """``report["capacity"]``: the viewers' capacity run over the profiles ``config`` names,
+    every profile's sessions on one engine over ``backend``."""
+    from .profiles import PROFILES, hub_settings
+
+    if not config.capacity_levels or config.video is None:
+        why = "no --capacity levels given" if not config.capacity_levels else "no --video given"
+        report["capacity"] = {"skipped": why}
+        return
+    setups: list[CapacitySetup] = []
+    for name in config.profiles:
+        merger, stride = hub_settings(ck, PROFILES[name])
+        model = (setups[0].model.using(merger, stride) if setups
+                 else StreamModel.over(backend, merger, stride))  # fmt: skip
+        setups.append(CapacitySetup(name, model, make_aligner(PROFILES[name].align)))
+    report["capacity"] = run_capacity(setups, config.capacity_levels, config.video,
+                                      config.capacity_seconds, load_avg)  # fmt: skip
 
 
 def live_backend(config: BenchConfig, ck: Any) -> Any:
@@ -226,8 +245,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as e:
         print(f"fesnet-bench: {e}", file=sys.stderr)
         return 2
+    from fesnet.model.runtime import LoadError
+
     command = " ".join(["fesnet-bench", *(argv if argv is not None else sys.argv[1:])])
-    report = run(config, command)
+    try:
+        report = run(config, command)
+    except LoadError as e:
+        print(f"fesnet-bench: {e}", file=sys.stderr)
+        return 2
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")

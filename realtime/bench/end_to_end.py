@@ -71,39 +71,34 @@ def pipeline_run(
     """
     from fesnet.model.runtime import merger_config
 
-    from ..engine import Engine
-    from ..pipeline import Pipeline
+    from ..session import StreamModel, open_stream, run_streams
     from ..sources import FileSource
-    from ..spotter import Spotter
     from ..stats import StageStats
     from ..tracking import FaceTracker
     from .align import make_aligner
 
-    merger_cfg = merger_config(ck)
+    model = StreamModel.over(backend, merger_config(ck), stride_frames)
     aligner_factory = make_aligner(align)
-    pipes = []
-    for i in range(n_streams):
-        # Every sample kept (a clip is finite): the percentiles below are exact, over the whole
-        # clip, not over a live stream's bounded recent history.
-        tracker = FaceTracker(make_aligner=aligner_factory)
-        spotter = Spotter(Engine(backend, ck.config.window_frames), merger_cfg, stride_frames,
-                          stream=f"s{i}", tracker=tracker,
-                          stats=StageStats(keep_recent=None))  # fmt: skip
-        pipes.append(Pipeline(FileSource(video, pace=pace, stream=f"s{i}"), spotter))
+    # Every sample kept (a clip is finite): the percentiles below are exact, over the whole
+    # clip, not over a live stream's bounded recent history.
+    timings = [StageStats(keep_recent=None) for _ in range(n_streams)]
+    runs = [
+        open_stream(model, FileSource(video, pace=pace, stream=f"s{i}"),
+                    tracker=FaceTracker(make_aligner=aligner_factory), stats=timings[i])
+        for i in range(n_streams)
+    ]  # fmt: skip
     t0 = time.perf_counter()
-    for p in pipes:
-        p.start()
-    for p in pipes:
-        while not p.join(timeout=0.5):
-            pass
+    for error in run_streams(runs, poll_s=0.5):
+        if error is not None:
+            raise error
     wall_s = time.perf_counter() - t0
-    summaries = [p.summary() for p in pipes]
+    summaries = [r.summary() for r in runs]
 
     def merged(stage: str) -> dict[str, float]:
-        return percentiles_ms(np.concatenate([p.stats.values_ms(stage) for p in pipes]) / 1e3)
+        return percentiles_ms(np.concatenate([t.values_ms(stage) for t in timings]) / 1e3)
 
     frames = sum(s["frames"] for s in summaries)
-    src_fps = pipes[0].source.fps
+    src_fps = runs[0].source.fps
     stages = {st: merged(st) for st in STAGES}
     per_frame_ms, serial_ms = camera_60fps_ms_per_frame(stages, stride_frames)
     return {

@@ -62,10 +62,9 @@ def lag_run(backend: Any, ck: Any, video: str, profile: Any) -> dict[str, Any]:
     """One live-paced replay of ``video`` with ``profile``: the lags and what was dropped."""
     import cv2
 
-    from ..engine import Engine
-    from ..pipeline import Pipeline
+    from ..session import StreamModel, open_stream
     from ..sources import FileSource
-    from ..spotter import Spotter
+    from ..stats import StageStats
     from ..tracking import FaceTracker
     from .align import make_aligner
     from .profiles import hub_settings
@@ -76,18 +75,16 @@ def lag_run(backend: Any, ck: Any, video: str, profile: Any) -> dict[str, Any]:
     cap.release()
     merger_cfg, stride = hub_settings(ck, profile)
     lags = ExpressionLag(last_frame=n_frames - 1 - int(END_MARGIN_S * fps))
-    spotter = Spotter(Engine(backend, ck.config.window_frames), merger_cfg, stride,
-                      tracker=FaceTracker(make_aligner=make_aligner(profile.align)))  # fmt: skip
-    spotter.add_observer(lags)
-    pipe = Pipeline(FileSource(video, pace="live"), spotter, sinks=[lags])
-    pipe.start()
-    while not pipe.join(timeout=0.5):
-        pass
-    summary = pipe.summary()
+    timings = StageStats(keep_recent=None)  # every window of the clip
+    run = open_stream(StreamModel.over(backend, merger_cfg, stride), FileSource(video, pace="live"),
+                      [lags], tracker=FaceTracker(make_aligner=make_aligner(profile.align)),
+                      observers=[lags], stats=timings)  # fmt: skip
+    run.run(poll_s=0.5)
+    summary = run.summary()
     return {
         "final_s": lags.final,
         "onset_s": lags.onset,
-        "frame_score_s": list(pipe.stats.values_ms("frame_score_latency") / 1e3),
+        "frame_score_s": list(timings.values_ms("frame_score_latency") / 1e3),
         "frames": summary["frames"],
         "dropped": summary["dropped"],
         "stride_frames": stride,

@@ -47,9 +47,6 @@ PROFILES = {
 
 def hub_settings(ck: Any, profile: Profile) -> tuple[Any, int]:
     """(merger config, stride) of ``profile`` over checkpoint ``ck``."""
-    from fesnet.model.runtime import DEFAULT_STRIDE_FRAMES, merger_config
+    from fesnet.model.runtime import merger_config, stride_of
 
-    stride = profile.stride_frames
-    if stride is None:
-        stride = int(ck.meta.get("stride_frames", DEFAULT_STRIDE_FRAMES))
-    return replace(merger_config(ck), **profile.merger), stride
+    return replace(merger_config(ck), **profile.merger), stride_of(ck, profile.stride_frames)

@@ -288,13 +288,13 @@ def run_tier_bench(config: BenchConfig, report: dict[str, Any]) -> None:
     """``fesnet-bench --tier``: the model tier of ``config.tier_backend`` on ``config.device``:
     capacity over ``config.streams``, one camera's latency, and against today's per-stream
     Engine (the same backend, numpy in and out) at ``config.tier_compare`` streams."""
-    from fesnet.model.runtime import DEFAULT_STRIDE_FRAMES, build_backend
+    from fesnet.model.runtime import build_backend, stride_of
     from fesnet.model.tier_run import make_tier, resolve
 
     from .backends import load_model
 
     ck, model_info = load_model(config)
-    stride = config.stride_frames or int(ck.meta.get("stride_frames", DEFAULT_STRIDE_FRAMES))
+    stride = stride_of(ck, config.stride_frames)
     name, device, precision = resolve(config.tier_backend, config.device, config.tier_precision)
     threads = min(config.threads)
     levels = sorted(set(config.streams) | set(config.tier_compare))

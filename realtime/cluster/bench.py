@@ -69,23 +69,15 @@ def _stream_row(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_in_process(clip: Path, n: int, runtime: Any) -> dict[str, Any]:
-    from fesnet.realtime.engine import Engine
-    from fesnet.realtime.pipeline import Pipeline
+    from fesnet.realtime.session import StreamModel, open_stream, run_streams
     from fesnet.realtime.sources import FileSource
-    from fesnet.realtime.spotter import Spotter
 
-    engine = Engine(runtime.backend, runtime.window_frames)
-    pipes = [
-        Pipeline(FileSource(clip, pace="live", stream=f"s{i}"),
-                 Spotter(engine, runtime.merger, runtime.stride_frames, stream=f"s{i}"))
-        for i in range(n)
-    ]  # fmt: skip
-    for p in pipes:
-        p.start()
-    for p in pipes:
-        while not p.join(timeout=0.5):
-            pass
-    return {"streams": [_stream_row(p.summary()) for p in pipes], "wire_bytes": 0}
+    model = StreamModel.of(runtime)
+    runs = [open_stream(model, FileSource(clip, pace="live", stream=f"s{i}")) for i in range(n)]
+    for error in run_streams(runs, poll_s=0.5):
+        if error is not None:
+            raise error
+    return {"streams": [_stream_row(r.summary()) for r in runs], "wire_bytes": 0}
 
 
 def run_on_ray(clip: Path, n: int, tier: Any, cfg: Any, runtime: Any) -> dict[str, Any]:
@@ -100,11 +92,11 @@ def run_on_ray(clip: Path, n: int, tier: Any, cfg: Any, runtime: Any) -> dict[st
     results = drive_actors(actors, lambda e: None, threading.Event())
     wire = WireStats()
     rows = []
-    for stream, res in results.items():
-        if "summary" not in res:
-            raise RuntimeError(f"{stream}: {res.get('error')}")
-        rows.append(_stream_row(res["summary"]))
-        wire.merge(res["wire"])
+    for res in results:
+        if res.error is not None or res.summary is None:
+            raise RuntimeError(f"{res.stream}: {res.error}")
+        rows.append(_stream_row(res.summary))
+        wire.merge(res.wire)
     return {"streams": rows, "wire_bytes": wire.total_bytes(), "wire": wire.snapshot()}
 
 
@@ -126,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     from fesnet.model.runtime import RuntimeConfig, load_runtime
 
-    from . import runtime
     from .config import ClusterConfig
+    from .runtime import RayPlacement
 
     counts = [int(x) for x in args.streams.split(",")]
     model = RuntimeConfig(backend="onnx", threads=1)
@@ -142,10 +134,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         clip = short_clip(SAMPLE, args.seconds, Path(tmp))
         for mode in args.modes.split(","):
-            tier = cfg = None
+            tier = cfg = placement = None
             if mode.startswith("ray"):
                 cfg = ClusterConfig(replicas=int(mode[3:]), local_cpus=8)
-                rt, tier = runtime.cluster_runtime(cfg, model)
+                placement = RayPlacement(cfg)
+                rt = load_runtime(model, placement=placement)
+                tier = placement.tier
             else:
                 rt = load_runtime(model)
             for n in counts:
@@ -171,8 +165,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"dropped={row['dropped_frac']:.2%} model={row['model_ms_per_frame_p50']} "
                       f"ms/frame wire={row['wire_bytes_per_frame'] / 1024:.1f} KiB/frame",
                       flush=True)  # fmt: skip
-            if cfg is not None:
-                runtime.shutdown(cfg, tier)
+            if placement is not None:
+                placement.close(remove_tier=True)
     report["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)
     report["max_sustained"] = {
         m: max([r["n_streams"] for r in report["runs"] if r["mode"] == m and r["sustained"]],

@@ -1,31 +1,28 @@
-"""``fesnet-spot run`` with several sources, or with ``--cluster`` (called by realtime/cli.py).
+"""``fesnet-spot run`` with several sources or ``--cluster``: the sources, what such a run
+refuses, and the streams on Ray (called by realtime/cli.py, which runs every kind of run with
+the same sinks, stop rules, summary and exit codes).
 
     fesnet-spot run --source a.mp4 --source rtsp://cam2/stream --events out.jsonl
     fesnet-spot run --sources cameras.txt --cluster ray://10.0.0.5:10001 --replicas 2
 
 Events of every stream go to one JSONL file and the console, each tagged with its ``stream``
-(``s0``, ``s1``, ... in the order given). Exit code 1 when any stream failed (its error is
-printed), 0 when all ended normally.
+(``s0``, ``s1``, ... in the order given).
 """
 
 from __future__ import annotations
 
 import argparse
-import signal
-import sys
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
-from fesnet.realtime import exitcodes
 from fesnet.realtime.source_list import read_source_list
 
-from .config import ClusterConfig, ClusterUnavailable, cluster_config
+from .config import ClusterConfig
 from .streams import drive_actors, spawn, stream_names
-from .wire import WireStats
 
-SINGLE_ONLY = ("truth", "plot", "video_out", "calibrate", "profile")
+SINGLE_ONLY = ("plot", "video_out", "calibrate", "profile")
+"""Options of a run of one source in this process only (``--truth`` takes one source)."""
 
 
 def source_specs(args: argparse.Namespace) -> list[str]:
@@ -39,6 +36,8 @@ def source_specs(args: argparse.Namespace) -> list[str]:
 
 def check_args(args: argparse.Namespace, specs: list[str]) -> None:
     """Refuse what a multi-stream run cannot do (a ValueError the CLI prints as usage)."""
+    if args.truth is not None and len(specs) > 1:
+        raise ValueError("--truth is the ground truth of one source: give one --source")
     used = [f"--{n.replace('_', '-')}" for n in SINGLE_ONLY if getattr(args, n, None)]
     if used:
         raise ValueError(f"{', '.join(used)} work with one in-process source only "
@@ -49,128 +48,33 @@ def check_args(args: argparse.Namespace, specs: list[str]) -> None:
         raise ValueError("no sources given")
 
 
-def cmd_run_many(
-    args: argparse.Namespace, specs: list[str], format_summary: Callable[[dict], str]
-) -> int:
-    """Spot every source; events to the JSONL file and the console. Bad input raises
-    ValueError, ClusterError, ``LoadError`` or ``SourceError`` (the CLI's usage errors)."""
-    from fesnet.realtime.events import ConsoleSink, JsonlSink
-
-    check_args(args, specs)
-    cfg = cluster_config(args)
-    sinks: list[Any] = []
-    jsonl = JsonlSink(args.events) if args.events else None
-    if jsonl is not None:
-        sinks.append(jsonl)
-    if not args.quiet:
-        sinks.append(ConsoleSink())
-    lock = threading.Lock()
-
-    def emit(event: Any) -> None:
-        with lock:
-            for sink in sinks:
-                sink(event)
-
-    stop = threading.Event()
-    old = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        if cfg is None:
-            results = _run_in_process(args, specs, emit, stop)
-        else:
-            results = _run_on_cluster(args, cfg, specs, emit, stop)
-    except ClusterUnavailable as e:  # nothing answers there: a failure, not bad input
-        print(f"fesnet-spot: error: {e}", file=sys.stderr)
-        return exitcodes.FAILED
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-        if jsonl is not None:
-            jsonl.close()
-    return _report(args, results, format_summary)
-
-
-def _report(
-    args: argparse.Namespace, results: dict[str, dict[str, Any]], format_summary: Callable
-) -> int:
-    failed = 0
-    wire = WireStats()
-    for stream, res in results.items():
-        print(f"\n[{stream}]")
-        if "summary" in res:
-            print(format_summary(res["summary"]))
-            wire.merge(res.get("wire", {}))
-        if res.get("error"):
-            failed += 1
-            print(f"error: {res['error']}", file=sys.stderr)
-    frames = sum(r["summary"]["frames"] for r in results.values() if "summary" in r)
-    if wire.total_bytes() and frames:
-        print(f"\nwire        {wire.total_bytes() / frames / 1024:.1f} KiB per source frame "
-              f"to and from the model tier ({frames} frames)")  # fmt: skip
-    if args.events:
-        print(f"events      {args.events}")
-    return 1 if failed else 0
-
-
-def _run_in_process(
-    args: argparse.Namespace, specs: list[str], emit: Any, stop: threading.Event
-) -> dict[str, dict[str, Any]]:
-    from fesnet.model.runtime import load_runtime, runtime_config
-    from fesnet.realtime.engine import Engine
-    from fesnet.realtime.pipeline import Pipeline
-    from fesnet.realtime.sources import open_source
-    from fesnet.realtime.spotter import Spotter
-
-    runtime = load_runtime(runtime_config(args))
-    engine = Engine(runtime.backend, runtime.window_frames)
-    pipes = {}
-    for stream, spec in zip(stream_names(specs), specs, strict=True):
-        source = open_source(spec, pace=args.pace, stream=stream)
-        spotter = Spotter(engine, runtime.merger, runtime.stride_frames, stream=stream)
-        pipes[stream] = Pipeline(source, spotter, [emit])
-    name = getattr(runtime.backend, "name", args.backend)
-    print(f"spotting {len(pipes)} streams in this process with {name}", flush=True)
-    for p in pipes.values():
-        p.start()
-    results: dict[str, dict[str, Any]] = {}
-    for stream, p in pipes.items():
-        while True:
-            if stop.is_set():
-                p.request_stop()
-            try:
-                if p.join(timeout=0.2):
-                    results[stream] = {"summary": p.summary()}
-                    break
-            except Exception as e:
-                results[stream] = {"summary": p.summary(), "error": f"stream {stream}: {e}"}
-                break
-    return results
-
-
-def _run_on_cluster(
-    args: argparse.Namespace,
+def run_on_cluster(
     cfg: ClusterConfig,
+    tier: Any,
+    runtime: Any,
     specs: list[str],
-    emit: Any,
-    stop: threading.Event,
-) -> dict[str, dict[str, Any]]:
-    from fesnet.model.runtime import runtime_config
+    pace: str,
+    sinks: list[Any],
+    control: Any,
+) -> list[Any]:
+    """Every source in a stream actor of its own, calling the model tier ``tier`` that the
+    runtime loader placed; events to ``sinks`` (each failing on its own) until every stream has
+    ended or ``control`` stops the run. Returns each stream's result."""
+    from fesnet.realtime.events import Fanout
 
-    from . import runtime
-
-    try:
-        rt, tier = runtime.cluster_runtime(cfg, runtime_config(args), streams=len(specs))
-        actors = {
-            stream: spawn(cfg, tier, spec, stream, rt.stride_frames, args.pace, rt.merger)
-            for stream, spec in zip(stream_names(specs), specs, strict=True)
-        }
-        replicas = "autoscaled" if cfg.autoscale else str(cfg.replicas)
-        print(f"spotting {len(actors)} streams on Ray ({cfg.address}): one actor per stream, "
-              f"{replicas} model replica(s) with {rt.backend.name}", flush=True)  # fmt: skip
-        t0 = time.monotonic()
-        results = drive_actors(actors, emit, stop)
-        for res in results.values():
-            if "summary" in res:
-                res["summary"]["wall_s"] = res["summary"].get("wall_s") or time.monotonic() - t0
-        return results
-    finally:
-        runtime.shutdown(cfg)
+    actors = {
+        stream: spawn(cfg, tier, spec, stream, runtime.stride_frames, pace, runtime.merger)
+        for stream, spec in zip(stream_names(specs), specs, strict=True)
+    }
+    replicas = "autoscaled" if cfg.autoscale else str(cfg.replicas)
+    print(f"spotting {len(actors)} streams on Ray ({cfg.address}): one actor per stream, "
+          f"{replicas} model replica(s) with {runtime.backend.name}", flush=True)  # fmt: skip
+    stop = threading.Event()
+    control.on_stop(stop.set)
+    t0 = time.monotonic()
+    with control.signals():
+        results = drive_actors(actors, Fanout(sinks, "the cluster run"), stop)
+    for res in results:
+        if res.summary is not None and not res.summary.get("wall_s"):
+            res.summary["wall_s"] = time.monotonic() - t0
+    return results

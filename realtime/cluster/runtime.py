@@ -1,4 +1,5 @@
-"""Joining or starting Ray, placing the model tier on it, and the Runtime that uses it.
+"""Joining or starting Ray, placing the model tier on it (:class:`RayPlacement`, what the runtime
+loader is handed to load a model whose backend is that tier).
 
 Loopback. On Linux, Ray 2.60 turns a node address of 127.0.0.1 into the machine's outward
 address and listens on every interface; its single-machine mode
@@ -234,7 +235,7 @@ def deploy(
             handle = serve.run_many([target], wait_for_applications_running=False)[0]
             with exitcodes.stop_signals_raise():
                 await_model_tier(lambda: tier_state(cfg), logger.warning)
-            described = handle.describe.remote().result(timeout_s=cfg.retry.call_timeout_s)
+            described = _describe(cfg)
     except ClusterError:
         raise
     except Exception as e:
@@ -286,35 +287,47 @@ def await_model_tier(
         sleep(poll_s)
 
 
-def cluster_runtime(
-    cfg: ClusterConfig, config: Any, profile: Any = None, streams: int = 0
-) -> tuple[Any, ModelTier]:
-    """Join the cluster, deploy the model tier and return the :class:`~fesnet.model.runtime.
-    Runtime` whose backend is that tier: the checkpoint, merger settings, stride and profile
-    follow the same rules as in-process (``fesnet.model.runtime``), only the backend differs.
-    ``streams``: stream actors that will need a place on the cluster too (``run``)."""
-    from fesnet.model.runtime import (
-        DEFAULT_STRIDE_FRAMES,
-        LoadError,
-        Runtime,
-        load_checkpoint,
-        merger_config,
-    )
+def _describe(cfg: ClusterConfig) -> dict[str, Any]:
+    """What the deployed model says about itself, asked by a task inside the cluster. A Ray
+    Client driver that sends a Serve request itself keeps a router whose queue-length probes
+    time out on a loaded machine (0.1 s) and are cancelled; their late replies then raise
+    ``InvalidStateError`` in Ray Client's data thread (tracebacks mid-run and at exit)."""
+    import ray
 
-    if config.method != "fesnet":
-        raise LoadError(f"--method {config.method} runs in-process only (it has no model to "
-                        "place on a cluster): drop --cluster")  # fmt: skip
-    ckpt = load_checkpoint(config.checkpoint)
-    base = merger_config(ckpt, config.merger_config)
-    stride = config.stride_frames
-    if stride is None:
-        stride = int(ckpt.meta.get("stride_frames", DEFAULT_STRIDE_FRAMES))
-    if stride < 1:
-        raise LoadError(f"the window stride must be >= 1 slot, got {stride}")
-    connect(cfg)
-    tier = deploy(cfg, ckpt.path, config.backend, config.threads, streams)
-    merger = base if profile is None else profile.apply(base)
-    return Runtime(ckpt, tier.backend(), merger, stride, base, profile), tier
+    timeout_s = cfg.retry.call_timeout_s
+    ask = ray.remote(num_cpus=0)(_ask_tier)
+    return ray.get(ask.remote(cfg.app_name, timeout_s), timeout=timeout_s + 60.0)
+
+
+def _ask_tier(app_name: str, timeout_s: float) -> dict[str, Any]:
+    from ray import serve
+
+    return serve.get_app_handle(app_name).describe.remote().result(timeout_s=timeout_s)
+
+
+class RayPlacement:
+    """The model on Ray, as a placement for ``fesnet.model.runtime.load_runtime``: the loader
+    resolves the checkpoint, stride, merger settings and profile by the rules every program
+    shares, then this joins the cluster, deploys the model tier and hands back a backend over
+    it. ``close()`` leaves the cluster (removing the tier where ``shutdown`` says so)."""
+
+    def __init__(self, cfg: ClusterConfig, streams: int = 0) -> None:
+        self.cfg = cfg
+        self.streams = streams  # stream actors that will need a place too (``run``)
+        self.tier: ModelTier | None = None
+        self._joined = False
+
+    def backend(self, ckpt: Any, config: Any) -> Any:
+        self._joined = True
+        connect(self.cfg)
+        self.tier = deploy(self.cfg, ckpt.path, config.backend, config.threads, self.streams)
+        return self.tier.backend()
+
+    def close(self, remove_tier: bool = False) -> None:
+        """Leave the cluster (nothing to do when the loader refused the model before placing
+        it: Ray was never imported)."""
+        if self._joined:
+            shutdown(self.cfg, self.tier if remove_tier else None)
 
 
 def replica_infos(tier: ModelTier, calls: int = 8) -> list[dict[str, Any]]:

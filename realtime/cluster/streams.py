@@ -1,25 +1,28 @@
 """Several sources in one ``fesnet-spot run``: in-process, or one Ray actor per stream.
 
-In-process (no ``--cluster``), every source gets its own :class:`~fesnet.realtime.pipeline.
-Pipeline` over one shared backend, as the viewers' hub does. With ``--cluster`` every file or
-RTSP source gets a :class:`StreamWorker` actor that owns the stream's whole ingest (source,
+In this process (no ``--cluster``), every source is a stream of its own over one shared engine
+(realtime/session.py), as the viewers' hub runs them. With ``--cluster`` every file or RTSP
+source gets a :class:`StreamWorker` actor that owns the stream's whole ingest (source,
 face tracker, ring, merger: the Pipeline) and calls the model tier through a
 :class:`~fesnet.realtime.cluster.backend.RayBackend`. The driver polls the actors for events and
 writes them to the same sinks as a single-source run.
 
-A stream whose actor dies (its node lost) ends with a ``status`` event and a clear error naming
-it; the others carry on. A stream that stops answering polls for ``stall_s`` is killed and ends
-the same way: nothing waits forever.
+A stream whose actor dies (its node lost) ends with its open intervals closed as
+``interrupted``, a ``status`` event and one error line naming it, and its summary as last
+polled; the others carry on. A stream that stops answering polls for ``stall_s`` is killed and
+ends the same way: nothing waits forever.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from fesnet.realtime.reporting import StreamResult
 from fesnet.realtime.types import SpotEvent
 
 from .config import ClusterConfig, RetryPolicy
@@ -43,10 +46,8 @@ class StreamWorker:
         pace: str,
         retry: RetryPolicy,
     ) -> None:
-        from fesnet.realtime.engine import Engine
-        from fesnet.realtime.pipeline import Pipeline
+        from fesnet.realtime.session import StreamModel, open_stream
         from fesnet.realtime.sources import open_source
-        from fesnet.realtime.spotter import Spotter
 
         from .backend import RayBackend
 
@@ -54,9 +55,8 @@ class StreamWorker:
         self._events: list[SpotEvent] = []
         self._cond = threading.Condition()
         source = open_source(spec, pace=pace, stream=stream)
-        engine = Engine(self.backend, self.backend.window_frames)
-        spotter = Spotter(engine, merger, stride_frames, stream=stream)
-        self.pipe = Pipeline(source, spotter, sinks=[self._sink])
+        model = StreamModel.over(self.backend, merger, stride_frames)
+        self.pipe = open_stream(model, source, [self._sink])
 
     def _sink(self, event: SpotEvent) -> None:
         with self._cond:
@@ -87,8 +87,9 @@ class StreamWorker:
             with self._cond:
                 out["events"] += self._events
                 self._events = []
-            out["summary"] = self.pipe.summary()
-            out["wire"] = self.backend.stats.snapshot()
+        # Every poll: if the actor is lost later, the driver still has the stream's summary.
+        out["summary"] = self.pipe.summary()
+        out["wire"] = self.backend.stats.snapshot()
         return out
 
     def request_stop(self) -> None:
@@ -115,25 +116,71 @@ def spawn(
                             pace, cfg.retry)  # fmt: skip
 
 
+class StreamLost(RuntimeError):
+    """A stream on the cluster ended without its actor's say: the actor died or stalled."""
+
+
+class OpenIntervals:
+    """The expressions each stream has opened and not closed yet, as the driver saw its events
+    (a sink). When a stream's actor is lost, its open intervals are closed here as
+    ``interrupted``: at the onset's apex, the last moment of them the driver knows."""
+
+    def __init__(self) -> None:
+        self._open: dict[tuple[str, int | None], SpotEvent] = {}
+
+    def __call__(self, event: SpotEvent) -> None:
+        if event.type != "expression":
+            return
+        key = (event.stream, event.event_id)
+        if event.state == "onset":
+            self._open[key] = event
+        else:
+            self._open.pop(key, None)
+
+    def close(self, stream: str) -> list[SpotEvent]:
+        closed = []
+        for key in [k for k in self._open if k[0] == stream]:
+            e = self._open.pop(key)
+            closed.append(dataclasses.replace(e, state="interrupted", offset_s=e.apex_s,
+                                              offset_frame=e.apex_frame, latency_ms=None,
+                                              t_trigger_ns=None))  # fmt: skip
+        return closed
+
+
 def drive_actors(
     actors: dict[str, Any],
     emit: Callable[[SpotEvent], None],
     stop: threading.Event,
     stall_s: float = 120.0,
     poll_s: float = 0.5,
-) -> dict[str, dict[str, Any]]:
-    """Poll every stream actor until each has ended; returns {stream: result}, where a result
-    has ``summary`` and ``wire`` (the stream ended) or ``error`` (it died or stalled)."""
+) -> list[StreamResult]:
+    """Poll every stream actor until each has ended; returns each stream's result, in the
+    order of ``actors``: its newest summary and what crossed the wire, and its error (the
+    stream failed, or its actor died or stalled: then its open intervals are closed as
+    ``interrupted`` and a ``status`` event says why)."""
     import ray
-    from ray import exceptions as rex
 
-    results: dict[str, dict[str, Any]] = {}
+    results: dict[str, StreamResult] = {}
+    latest: dict[str, dict[str, Any]] = {}
     last_t: dict[str, float] = {}
+    opened = OpenIntervals()
+
+    def lost(stream: str, message: str) -> None:
+        """The stream ended without its actor: one line of error, its summary as last seen."""
+        for e in opened.close(stream):
+            emit(e)
+        emit(_status(stream, last_t.get(stream, 0.0), message))
+        summary = latest.get(stream, {}).get("summary")
+        if summary is not None:
+            summary["interrupted"] = True
+        results[stream] = StreamResult(stream, summary, StreamLost(f"stream {stream}: {message}"),
+                                       latest.get(stream, {}).get("wire", {}))  # fmt: skip
+
     for stream, actor in actors.items():
         try:
             ray.get(actor.start.remote(), timeout=stall_s)
         except Exception as e:  # SourceError from the actor's __init__ arrives here
-            results[stream] = _failed(stream, emit, f"could not start: {_root(e)}", 0.0)
+            lost(stream, f"could not start: {_root(e)}")
     pending = {actors[s].poll.remote(poll_s): s for s in actors if s not in results}
     asked = {s: time.monotonic() for s in pending.values()}
     stopping = False
@@ -141,35 +188,43 @@ def drive_actors(
         if stop.is_set() and not stopping:
             stopping = True
             for s in pending.values():
-                actors[s].request_stop.remote()
+                _quietly(lambda s=s: actors[s].request_stop.remote())
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=poll_s)
         now = time.monotonic()
         for ref in ready:
             stream = pending.pop(ref)
             try:
                 out = ray.get(ref)
-            except (rex.RayActorError, rex.RaySystemError) as e:
-                msg = f"its actor died ({type(e).__name__}); the stream ended"
-                results[stream] = _failed(stream, emit, msg, last_t.get(stream, 0.0))
+            except Exception as e:  # the actor (or its node) is gone
+                lost(stream, f"its actor died ({type(e).__name__}); the stream ended")
                 continue
             for e in out["events"]:
                 last_t[stream] = e.t_s
+                opened(e)
                 emit(e)
+            latest[stream] = out
             if out["done"]:
-                results[stream] = out
-                if out["error"]:
+                error = StreamLost(f"stream {stream}: {out['error']}") if out["error"] else None
+                if error is not None:
                     emit(_status(stream, last_t.get(stream, 0.0), f"stream failed: {out['error']}"))
+                results[stream] = StreamResult(stream, out["summary"], error, out["wire"])
             else:
-                new = actors[stream].poll.remote(poll_s)
-                pending[new] = stream
+                pending[actors[stream].poll.remote(poll_s)] = stream
                 asked[stream] = now
         for ref, stream in list(pending.items()):
             if now - asked[stream] > stall_s:
                 pending.pop(ref)
-                ray.kill(actors[stream], no_restart=True)
-                msg = f"its actor stopped answering for {stall_s:.0f} s and was killed"
-                results[stream] = _failed(stream, emit, msg, last_t.get(stream, 0.0))
-    return results
+                _quietly(lambda s=stream: ray.kill(actors[s], no_restart=True))
+                lost(stream, f"its actor stopped answering for {stall_s:.0f} s and was killed")
+    return [results[s] for s in actors]
+
+
+def _quietly(call: Callable[[], Any]) -> None:
+    """A call to an actor that may be gone already: its failure is the poll's to report."""
+    try:
+        call()
+    except Exception as e:
+        logger.debug("call to a stream actor failed: %r", e)
 
 
 def _root(e: BaseException) -> str:
@@ -179,12 +234,6 @@ def _root(e: BaseException) -> str:
 
 def _status(stream: str, t_s: float, message: str) -> SpotEvent:
     return SpotEvent(type="status", stream=stream, t_s=t_s, message=message)
-
-
-def _failed(stream: str, emit: Callable[[SpotEvent], None], message: str, t_s: float) -> dict:
-    logger.error("stream %s: %s", stream, message)
-    emit(_status(stream, t_s, message))
-    return {"error": f"stream {stream}: {message}"}
 
 
 def stream_names(specs: Sequence[str]) -> list[str]:

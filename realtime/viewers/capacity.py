@@ -8,8 +8,9 @@ After a warm-up every session is measured for ``seconds``: frames that arrived, 
 frames dropped at its latest-only slot. A level is *served* when every camera delivered at least
 ``MIN_DELIVERED`` of the clip's frame rate and its session spotted at least ``MIN_SPOTTED`` of what
 arrived: a session that falls behind drops at its slot (it never queues), so drops are the sign.
-The setups (profiles.py: before and now) take turns level by level, so both see the same load.
-The senders share the cores (their CPU time is reported beside the server's).
+The setups (fesnet-bench's profiles, resolved by it into :class:`CapacitySetup`) take turns level
+by level, so all see the same load. The senders share the cores (their CPU time is reported beside
+the server's). Nothing here imports the benchmark package: it hands in what to serve.
 """
 
 from __future__ import annotations
@@ -19,15 +20,14 @@ import contextlib
 import logging
 import sys
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from fesnet.model.noise import loggers_at
-
-from ..bench.config import BenchConfig
-from ..bench.profiles import Profile, hub_settings
-from ..bench.timing import load_avg
+from fesnet.realtime.session import StreamModel
 
 log = logging.getLogger(__name__)
 
@@ -37,20 +37,35 @@ WARM_UP_S = 4.0
 CONNECT_TIMEOUT_S = 120.0
 
 
+@dataclass(frozen=True)
+class CapacitySetup:
+    """One way of serving cameras that a capacity run measures: its name in the report, the
+    model its sessions spot with (engine, merger settings, stride), and what makes each
+    session's aligner."""
+
+    name: str
+    model: StreamModel
+    make_aligner: Callable[[], Any]
+
+
 def _cpu_s(proc: Any) -> float:
     t = proc.cpu_times()
     return float(t.user + t.system)
 
 
 def _snapshot(sessions: list[Any]) -> list[tuple[int, int, int]]:
-    return [(s.input_rate.count, s.spotter.counters["frames"], s.source.dropped) for s in sessions]
+    return [(s.input_rate.count, _spotted(s), s.source.dropped) for s in sessions]
+
+
+def _spotted(session: Any) -> int:
+    return int(session.run.status()["frames"])
 
 
 async def _sessions_running(hub: Any, n: int, procs: list[Any]) -> list[Any]:
     deadline = time.monotonic() + CONNECT_TIMEOUT_S
     while True:
         sessions = hub.sessions()
-        if len(sessions) == n and all(s.spotter.counters["frames"] > 0 for s in sessions):
+        if len(sessions) == n and all(_spotted(s) > 0 for s in sessions):
             return sessions
         if time.monotonic() > deadline or any(p.returncode is not None for p in procs):
             raise RuntimeError(f"{len(sessions)} of {n} cameras connected and spotting")
@@ -58,9 +73,10 @@ async def _sessions_running(hub: Any, n: int, procs: list[Any]) -> list[Any]:
 
 
 async def serve_level(
-    engine: Any, ck: Any, profile: Profile, n: int, video: str, fps: float, seconds: float
-) -> dict[str, Any]:
-    """N senders against a fresh server running ``profile``; one row of the report."""
+    setup: CapacitySetup, n: int, video: str, fps: float, seconds: float,
+    machine_load: Callable[[], float | None],
+) -> dict[str, Any]:  # fmt: skip
+    """N senders against a fresh server running ``setup``; one row of the report."""
     from unittest import mock
 
     import aioice.ice
@@ -69,7 +85,7 @@ async def serve_level(
     from .capacity_sender import loopback_ice
     from .webrtc_server import ServerConfig, WebRtcServer
 
-    hub = _bench_hub(engine, ck, profile, n)
+    hub = _bench_hub(setup, n)
     server = WebRtcServer(hub, ServerConfig(port=0, max_peers=n))
     with mock.patch.object(aioice.ice, "get_host_addresses", aioice.ice.get_host_addresses):
         loopback_ice()
@@ -90,8 +106,8 @@ async def serve_level(
             before, cpu0, sent0 = _snapshot(sessions), _cpu_s(me), sum(map(_cpu_s, senders))
             t0, peak = time.monotonic(), 0
             while time.monotonic() - t0 < seconds:
-                peak = max(peak, *(s.input_rate.count - s.spotter.counters["frames"]
-                                   - s.source.dropped for s in sessions))  # fmt: skip
+                peak = max(peak, *(s.input_rate.count - _spotted(s) - s.source.dropped
+                                   for s in sessions))  # fmt: skip
                 await asyncio.sleep(0.1)
             after, wall = _snapshot(sessions), time.monotonic() - t0
             cpu, sent = _cpu_s(me) - cpu0, sum(map(_cpu_s, senders)) - sent0
@@ -110,7 +126,7 @@ async def serve_level(
     spotted_share = spotted / np.maximum(got, 1)
     delivered = got / wall / fps
     return {
-        "profile": profile.name,
+        "profile": setup.name,
         "cameras": n,
         "seconds": round(wall, 2),
         "received_fps": [round(float(x), 2) for x in got / wall],
@@ -122,17 +138,15 @@ async def serve_level(
         "server_cpu_cores": round(cpu / wall, 3),
         "server_cpu_cores_per_camera": round(cpu / wall / n, 3),
         "senders_cpu_cores": round(sent / wall, 3),
-        "load_avg_1m": load_avg(),
+        "load_avg_1m": machine_load(),
     }
 
 
-def _bench_hub(engine: Any, ck: Any, profile: Profile, n: int) -> Any:
-    """A hub whose camera sessions run ``profile`` (its aligner, stride and merger)."""
-    from ..bench.align import make_aligner
+def _bench_hub(setup: CapacitySetup, n: int) -> Any:
+    """A hub whose camera sessions run ``setup`` (its aligner, stride and merger)."""
     from .hub import HubConfig, SpotHub
 
-    merger_cfg, stride = hub_settings(ck, profile)
-    new_aligner = make_aligner(profile.align)
+    new_aligner = setup.make_aligner
     made: list[Any] = []
 
     class BenchHub(SpotHub):
@@ -144,47 +158,43 @@ def _bench_hub(engine: Any, ck: Any, profile: Profile, n: int) -> Any:
             for a in made:
                 a.close()
 
-    return BenchHub(engine, merger_cfg, stride, HubConfig(max_sessions=n))
+    return BenchHub(setup.model, HubConfig(max_sessions=n))
 
 
-def run_capacity(config: BenchConfig, report: dict[str, Any], ck: Any, engine: Any) -> None:
-    """``report["capacity"]``: every profile at every level, taking turns; and per profile the
-    most cameras served with every smaller level served too."""
-    if not config.capacity_levels:
-        report["capacity"] = {"skipped": "no --capacity levels given"}
-        return
-    if config.video is None:
-        report["capacity"] = {"skipped": "no --video given"}
-        return
+def run_capacity(
+    setups: Sequence[CapacitySetup],
+    levels: Sequence[int],
+    video: str,
+    seconds: float,
+    machine_load: Callable[[], float | None],
+) -> dict[str, Any]:
+    """Every setup at every level of cameras, taking turns; and per setup the most cameras
+    served with every smaller level served too."""
     import cv2
 
-    from ..bench.profiles import PROFILES
-
-    cap = cv2.VideoCapture(config.video)
+    cap = cv2.VideoCapture(video)
     fps = float(cap.get(cv2.CAP_PROP_FPS) or 30.0)
     cap.release()
-    profiles = [PROFILES[name] for name in config.profiles]
     rows = []
     # a line per peer and ICE check otherwise
     with loggers_at(logging.WARNING, "aioice", "aiohttp.access", "fesnet.realtime.viewers"):
-        for n in config.capacity_levels:
-            for profile in profiles:
-                log.info("capacity: %s, %d camera(s)", profile.name, n)
-                row = asyncio.run(serve_level(engine, ck, profile, n, config.video, fps,
-                                              config.capacity_seconds))  # fmt: skip
+        for n in levels:
+            for setup in setups:
+                log.info("capacity: %s, %d camera(s)", setup.name, n)
+                row = asyncio.run(serve_level(setup, n, video, fps, seconds, machine_load))
                 log.info("capacity: %s", row)
                 rows.append(row)
     served = {}
-    for profile in profiles:
+    for setup in setups:
         best = 0
-        own = sorted((r for r in rows if r["profile"] == profile.name), key=lambda r: r["cameras"])
+        own = sorted((r for r in rows if r["profile"] == setup.name), key=lambda r: r["cameras"])
         for r in own:
             if not r["served"]:
                 break
             best = r["cameras"]
-        served[profile.name] = best
-    report["capacity"] = {
-        "video": config.video,
+        served[setup.name] = best
+    return {
+        "video": video,
         "camera_fps": fps,
         "criterion": {"min_delivered": MIN_DELIVERED, "min_spotted": MIN_SPOTTED},
         "levels": rows,

@@ -140,10 +140,11 @@ def make_hub(args: argparse.Namespace, max_sessions: int) -> Any:
         else:
             import atexit
 
-            from fesnet.realtime.cluster import runtime as on_ray
+            from fesnet.realtime.cluster.runtime import RayPlacement
 
-            runtime, _tier = on_ray.cluster_runtime(cluster, runtime_config(args))
-            atexit.register(on_ray.shutdown, cluster)
+            placement = RayPlacement(cluster)
+            atexit.register(placement.close)
+            runtime = load_runtime(runtime_config(args), placement=placement)
             print(f"model tier on Ray ({cluster.address}): {runtime.backend.name}", flush=True)
     except (LoadError, ClusterError) as e:  # a bad checkpoint, backend, stride or cluster
         print(f"fesnet-spot: error: {e}", file=sys.stderr)

@@ -1,7 +1,9 @@
 """What a viewer tab shows of its session: the aligned crop, the stats box, the event log read as
 a result (each expression once), and the timeline of committed scores with the thresholds in
 force. Pure rendering (matplotlib's object API, no pyplot state; no gradio), so concurrent tabs
-can draw at once and the rendering is tested without a server."""
+can draw at once and the rendering is tested without a server. It renders the session's
+:class:`~fesnet.realtime.types.SpotEvent` objects, each line by the console's own
+``format_event``."""
 
 from __future__ import annotations
 
@@ -9,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from fesnet.realtime.events import regions_text
+from fesnet.realtime.events import format_event
+from fesnet.realtime.types import SpotEvent
 
 from .hub import LiveSession
 
@@ -50,57 +53,40 @@ def _calibration_line(c: dict[str, Any] | None) -> str:
     return f"  \ncalibration {c['phase']}"
 
 
-def _describe(e: dict[str, Any]) -> str:
-    """One line of the log: an expression as a result, anything else as it happened."""
-    t = f"{e.get('t_s', 0.0):8.2f} s  "
-    if e.get("type") != "expression":
-        return f"{t}{e['type']}: {e.get('message', '')}"
-    label, score = f"{e.get('label', '?'):<3}", f"p={e.get('score', 0.0):.2f}"
-    if e["state"] == "onset":
-        return f"{t}{label} open since {e['onset_s']:.2f} s  {score}"
-    span = f"{e['onset_s']:.2f}-{e.get('offset_s', e['onset_s']):.2f} s"
-    apex = f"apex {e['apex_s']:.2f} s  " if "apex_s" in e else ""
-    how = "  (stream stopped)" if e["state"] == "interrupted" else ""
-    return f"{t}{label} {span}  {apex}{score}{regions_text(e.get('regions'))}{how}"
-
-
-def event_log(events: list[dict[str, Any]], n: int = 200) -> str:
-    """The session's events as a result, newest first: each expression once (its final line,
-    with label, times and score, in the place its onset had), an onset only while its interval
-    is open, cancelled onsets not at all (every state stays in the JSONL export); face and status
-    events as they came."""
-    rows: list[dict[str, Any] | None] = []
-    row_of: dict[Any, int] = {}  # event_id of an expression -> its row
+def event_log(events: list[SpotEvent], n: int = 200) -> str:
+    """The session's events as a result, newest first: each expression once (its latest state,
+    in the place its onset had: an onset only while its interval is open, cancelled ones not
+    at all; every state stays in the JSONL export); face and status events as they came."""
+    rows: list[SpotEvent | None] = []
+    row_of: dict[int | None, int] = {}  # event_id of an expression -> its row
     for e in events:
-        if e.get("type") != "expression":
+        if e.type != "expression":
             rows.append(e)
             continue
-        key = e.get("event_id")
-        if e["state"] == "onset":
-            row_of[key] = len(rows)
+        if e.state == "onset":
+            row_of[e.event_id] = len(rows)
             rows.append(e)
-        elif key in row_of:
-            rows[row_of.pop(key)] = None if e["state"] == "cancelled" else e
-        elif e["state"] != "cancelled":
+        elif e.event_id in row_of:
+            rows[row_of.pop(e.event_id)] = None if e.state == "cancelled" else e
+        elif e.state != "cancelled":
             rows.append(e)
     shown = [r for r in rows if r is not None][-n:]
-    return "\n".join(_describe(e) for e in reversed(shown))
+    return "\n".join(format_event(e, stream=False) for e in reversed(shown))
 
 
-def intervals_of(events: list[dict[str, Any]]) -> list[tuple[float, float | None, str]]:
+def intervals_of(events: list[SpotEvent]) -> list[tuple[float, float | None, str]]:
     """Detected intervals from an event list: finals, plus an onset still open (end None)."""
-    finals: dict[int, tuple[float, float | None, str]] = {}
+    found: dict[int | None, tuple[float, float | None, str]] = {}
     for e in events:
-        if e.get("type") != "expression":
+        if e.type != "expression" or e.onset_s is None or e.label is None:
             continue
-        key = e.get("event_id", -1)
-        if e["state"] == "onset":
-            finals[key] = (e["onset_s"], None, e["label"])
-        elif e["state"] in ("final", "interrupted"):
-            finals[key] = (e["onset_s"], e.get("offset_s"), e["label"])
+        if e.state == "onset":
+            found[e.event_id] = (e.onset_s, None, e.label)
+        elif e.state in ("final", "interrupted"):
+            found[e.event_id] = (e.onset_s, e.offset_s, e.label)
         else:  # cancelled
-            finals.pop(key, None)
-    return list(finals.values())
+            found.pop(e.event_id, None)
+    return list(found.values())
 
 
 def timeline_key(live: LiveSession | None) -> tuple[Any, ...]:
@@ -110,7 +96,7 @@ def timeline_key(live: LiveSession | None) -> tuple[Any, ...]:
         return (None,)
     view = live.view()
     t = view.recent_pts_s
-    return (live.id, len(t), float(t[-1]) if len(t) else None, live.pipeline.events_emitted,
+    return (live.id, len(t), float(t[-1]) if len(t) else None, live.run.events_emitted,
             view.on_threshold, view.off_threshold)  # fmt: skip
 
 

@@ -244,7 +244,7 @@ class GradioViewer:
         if tab.live is None:
             return None
         path = self.export_dir / f"fesnet-events-{tab.live.id}.jsonl"
-        path.write_text(tab.live.events_jsonl(), encoding="utf-8")
+        tab.live.export_events(path)
         return str(path)
 
     def tick(self, request: Any) -> tuple[Any, str, str]:

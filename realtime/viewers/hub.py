@@ -1,12 +1,14 @@
 """Live spotting sessions for the viewers: one shared engine, one spotter per camera.
 
-A :class:`SpotHub` owns the model (one :class:`~fesnet.realtime.engine.Engine` over one backend,
-with the merger config and stride the runtime loader gave it) and hands out
-:class:`LiveSession` objects, one per camera / peer / replay. Each session is its own
-:class:`~fesnet.realtime.spotter.Spotter` driven by its own
-:class:`~fesnet.realtime.pipeline.Pipeline` (own face tracker, ring, merger and threads), so
-streams never mix state; all of them call the same engine, which is what lets several cameras
-share one model (and later one batching inference server).
+A :class:`SpotHub` owns the model (a :class:`~fesnet.realtime.session.StreamModel`: one engine
+over one backend, with the merger config and stride the runtime loader gave it) and hands out
+:class:`LiveSession` objects, one per camera / peer / replay. Each session is a stream opened by
+``fesnet.realtime.session.open_stream`` (own face tracker, ring, merger and threads), so streams
+never mix state; all of them call the same engine, which is what lets several cameras share one
+model (and one batching model tier on Ray).
+
+A session keeps its events as :class:`~fesnet.realtime.types.SpotEvent` objects (bounded): the
+viewers render them, and the export writes them with the same JSONL writer as a run.
 
 Camera sessions may start with a phase (``HubConfig.camera_phase``: the entry point passes the
 neutral-baseline calibration of calibration/baseline.py); the hub only sees the
@@ -23,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
-import json
 import logging
 import threading
 import time
@@ -34,13 +35,11 @@ from typing import Any
 
 import numpy as np
 
-from fesnet.model.merger import MergerConfig
 from fesnet.model.runtime import Runtime
-from fesnet.realtime.engine import Engine
-from fesnet.realtime.events import event_to_json
+from fesnet.realtime.events import event_to_json, write_events
 from fesnet.realtime.observers import LiveView, ViewState
-from fesnet.realtime.pipeline import Pipeline
 from fesnet.realtime.push import PushSource
+from fesnet.realtime.session import StreamModel, open_stream
 from fesnet.realtime.sources import FileSource, Source
 from fesnet.realtime.spotter import Phase, Spotter, SpotterConfig
 from fesnet.realtime.stats import RateMeter
@@ -71,6 +70,11 @@ class HubConfig:
     never do."""
 
 
+SESSION_NUMBERS = ("frames", "fps", "dropped", "windows_skipped", "score_latency_p50_ms",
+                   "event_latency_p50_ms", "events", "running")  # fmt: skip
+"""What a session's stats take from its stream's live status."""
+
+
 class LiveSession:
     """One camera (a WebRTC peer, a replayed file): a spotter, its pipeline, its event log and
     listeners, and what a viewer shows of it."""
@@ -88,24 +92,25 @@ class LiveSession:
         self.created_s = time.monotonic()
         self._lock = threading.Lock()
         self._listeners: list[Listener] = []
-        self._events: collections.deque[dict[str, Any]] = collections.deque(
+        self._events: collections.deque[SpotEvent] = collections.deque(
             maxlen=hub.config.max_events_kept
         )
         self.input_rate = RateMeter()
         self.error: BaseException | None = None
-        self.spotter = Spotter(
-            hub.engine,
-            hub.merger_cfg,
-            hub.stride_frames,
-            config=hub.config.spotter,
-            stream=session_id,
+        self.live_view = LiveView()
+        camera_phase = hub.config.camera_phase
+        phase = None
+        if camera_phase is not None and isinstance(source, PushSource):
+
+            def phase(spotter: Spotter) -> Phase:
+                return camera_phase(spotter, session_id)
+
+        self.run = open_stream(
+            hub.model, source, [self._on_event], config=hub.config.spotter,
             tracker=FaceTracker(aligner) if aligner is not None else None,
-        )
-        self.live_view = self.spotter.add_observer(LiveView())
-        self.phase: Phase | None = None
-        if hub.config.camera_phase is not None and isinstance(source, PushSource):
-            self.phase = self.spotter.start_phase(hub.config.camera_phase(self.spotter, self.id))
-        self.pipeline = Pipeline(source, self.spotter, sinks=[self._on_event])
+            observers=[self.live_view], phase=phase,
+        )  # fmt: skip
+        self.phase: Phase | None = self.run.phase
         self._closed = False
         self._close_lock = threading.Lock()
 
@@ -136,9 +141,8 @@ class LiveSession:
 
     # -- events --------------------------------------------------------------------------------
     def _on_event(self, event: SpotEvent) -> None:
-        d = event.to_dict()
         with self._lock:
-            self._events.append(d)
+            self._events.append(event)
             listeners = list(self._listeners)
         for fn in listeners:
             try:
@@ -159,27 +163,30 @@ class LiveSession:
 
         self.add_listener(hop)
 
-    def events(self) -> list[dict[str, Any]]:
+    def events(self) -> list[SpotEvent]:
+        """The events kept so far (the newest ``max_events_kept``), oldest first."""
         with self._lock:
             return list(self._events)
 
-    def events_jsonl(self) -> str:
-        return "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in self.events())
+    def export_events(self, path: str | Path) -> int:
+        """Write the kept events to a new JSONL file: the lines a run's ``--events`` file has,
+        by the same writer (docs/EVENTS.md). Returns how many."""
+        return write_events(path, self.events())
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> LiveSession:
-        self.pipeline.start()
+        self.run.start()
         return self
 
     @property
     def running(self) -> bool:
-        return self.pipeline.running
+        return self.run.running
 
     @property
     def ended(self) -> bool:
         """The stream ended by itself (a replay reached its end, a worker failed): the session
         no longer uses its slot, although nobody has closed it yet."""
-        return self.pipeline.t_end is not None
+        return self.run.ended
 
     @property
     def closed(self) -> bool:
@@ -196,11 +203,11 @@ class LiveSession:
         if isinstance(self.source, PushSource):
             self.source.close()
         else:
-            self.pipeline.request_stop()
+            self.run.request_stop()
         try:
-            if not self.pipeline.join(timeout):
-                self.pipeline.request_stop()
-                self.pipeline.join(timeout)
+            if not self.run.join(timeout):
+                self.run.request_stop()
+                self.run.join(timeout)
         except Exception as e:
             self.error = e
             logger.warning("session %s ended with an error: %r", self.id, e)
@@ -213,25 +220,15 @@ class LiveSession:
 
     def stats(self) -> dict[str, Any]:
         """Numbers a viewer shows: frame rates, drops, latency, counts (JSON-ready)."""
-        now = time.monotonic()
         view = self.view()
-        timings = self.pipeline.stats
-        score_p50 = timings.median_ms("frame_score_latency", last=200)
-        event_p50 = timings.median_ms("event_latency", last=200)
+        run = self.run.status()
         return {
             "type": "stats",
             "stream": self.id,
             "state": view.state,
             "frames_in": self.input_rate.count,
-            "input_fps": round(self.input_rate.rate(now), 2),
-            "frames": self.spotter.counters["frames"],
-            "fps": round(self.pipeline.frame_rate.rate(now), 2),
-            "dropped": self.source.dropped,
-            "windows_skipped": self.spotter.counters["windows_skipped"],
-            "score_latency_p50_ms": None if score_p50 is None else round(score_p50, 1),
-            "event_latency_p50_ms": None if event_p50 is None else round(event_p50, 1),
-            "events": self.pipeline.events_emitted,
-            "running": self.pipeline.running,
+            "input_fps": round(self.input_rate.rate(time.monotonic()), 2),
+            **{k: run[k] for k in SESSION_NUMBERS},
             "on_threshold": view.on_threshold,
             "off_threshold": view.off_threshold,
             "calibration": None if self.phase is None else self.phase.state(),
@@ -241,20 +238,9 @@ class LiveSession:
 class SpotHub:
     """One engine shared by every session; creates, tracks and limits sessions. Thread-safe."""
 
-    def __init__(
-        self,
-        engine: Engine,
-        merger_cfg: MergerConfig,
-        stride_frames: int = 8,
-        config: HubConfig | None = None,
-    ) -> None:
-        self.engine = engine
-        self.merger_cfg = merger_cfg
-        self.stride_frames = stride_frames
+    def __init__(self, model: StreamModel, config: HubConfig | None = None) -> None:
+        self.model = model
         self.config = config or HubConfig()
-        if not 1 <= stride_frames <= engine.window_frames:
-            raise ValueError(f"stride {stride_frames} must be between 1 and the window length "
-                             f"({engine.window_frames} slots)")  # fmt: skip
         self._sessions: dict[str, LiveSession] = {}
         self._lock = threading.Lock()
         self._ids = itertools.count()
@@ -262,8 +248,7 @@ class SpotHub:
     @classmethod
     def from_runtime(cls, runtime: Runtime, config: HubConfig | None = None) -> SpotHub:
         """A hub over a model loaded by ``fesnet.model.runtime.load_runtime``."""
-        engine = Engine(runtime.backend, runtime.window_frames)
-        return cls(engine, runtime.merger, runtime.stride_frames, config)
+        return cls(StreamModel.of(runtime), config)
 
     def _new_id(self, prefix: str) -> str:
         return f"{prefix}{next(self._ids)}"

@@ -125,7 +125,7 @@ def session_numbers(hub: SpotHub, stats: dict[str, Any] | None) -> dict[str, Any
     within 1 %) plus the last stats message."""
     out: dict[str, Any] = dict(stats or {})
     for s in hub.sessions():
-        summary = s.pipeline.stats.summary()
+        summary = s.run.summary()["stages"]
         for stage, key in (("frame_score_latency", "score"), ("event_latency", "event")):
             st = summary.get(stage)
             if st:
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {
         "load_avg_1m": round(os.getloadavg()[0], 2),
         "cpus": os.cpu_count(),
-        "backend": hub.engine.backend.name,
+        "backend": hub.model.engine.backend.name,
     }
     paths = args.paths.split(",")
     with loopback_ice():

@@ -135,7 +135,7 @@ class WebRtcServer:
                 "max_peers": self.config.max_peers,
                 "rss_mb": round(psutil.Process().memory_info().rss / 2**20, 1),
                 "frames_dropped": sum(s.source.dropped for s in sessions),
-                "windows_skipped": sum(s.spotter.counters["windows_skipped"] for s in sessions),
+                "windows_skipped": sum(s.run.status()["windows_skipped"] for s in sessions),
                 "offers_rejected": self.offers_rejected,
             }
         )
