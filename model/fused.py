@@ -183,6 +183,11 @@ class FusedBackend:
     def window(
         self, x_prime: np.ndarray, x_atten: np.ndarray, geom: np.ndarray | None = None
     ) -> np.ndarray:
+        return self.post_window(self.net.window(x_prime, x_atten, geom), geom)
+
+    def post_window(self, probs: np.ndarray, geom: np.ndarray | None) -> np.ndarray:
+        """The network's window probabilities -> the fused ones (``model.backends.split_post``:
+        the model tier computes the network's part, the stream applies this)."""
         if geom is None:
             raise ValueError("the fused spotter scores the geometry channel: geom is required")
-        return fuse(self.net.window(x_prime, x_atten, geom), geom, self.cfg)
+        return fuse(probs, geom, self.cfg)
