@@ -4,9 +4,11 @@ crops around the face, and how many frames a full-range fallback would recover.
 FaceMesh (mediapipe 0.10.14's legacy solution, what ``FaceAligner`` runs) acquires a face with
 the short-range face detector and then follows it from its own landmarks. This probe prints, for
 every ``--every``-th frame, the best score of the short-range detector (``model_selection=0``, the
-one inside FaceMesh) and of the full-range one (``model_selection=1``) on the whole frame and on
-square crops of ``k`` times the full-range box, and whether FaceMesh finds the face there. Then it
-runs the fallback proposed for the aligner over every frame and counts the frames with a face:
+one inside FaceMesh) and of the full-range one (``model_selection=1``) on the whole frame, the
+short-range score on the frame made grey, and the scores on square crops of ``k`` times the
+full-range box, with whether FaceMesh finds the face there. Over every frame it counts the frames
+in which FaceMesh (video mode) finds a face on the grey frame, and runs the fallback proposed for
+the aligner, counting the frames with a face:
 FaceMesh on the whole frame; where it finds none, FaceMesh (video mode) on a fixed square crop of
 ``--crop`` times the full-range detector's box, kept while FaceMesh follows the face inside it;
 where that loses the face, the full-range detector and a static FaceMesh on a new crop in the
@@ -67,11 +69,11 @@ def main() -> None:
     short = fd.FaceDetection(model_selection=0, min_detection_confidence=0.1)
     full = fd.FaceDetection(model_selection=1, min_detection_confidence=0.1)
     still_mesh = fm.FaceMesh(static_image_mode=True, max_num_faces=1)
-    frame_mesh, crop_mesh = (fm.FaceMesh(max_num_faces=1) for _ in range(2))
-    print("| frame | short | full | FaceMesh | crop k: short / full / FaceMesh |")
-    print("|---:|---:|---:|---|---|")
+    frame_mesh, crop_mesh, grey_mesh = (fm.FaceMesh(max_num_faces=1) for _ in range(3))
+    print("| frame | short | full | short, grey | FaceMesh | crop k: short / full / FaceMesh |")
+    print("|---:|---:|---:|---:|---|---|")
     cap = cv2.VideoCapture(a.video)
-    n = on_frame = on_crop = 0
+    n = on_frame = on_crop = on_grey = 0
     roi: tuple[float, float, float] | None = None
     extra_ms = []
     while True:
@@ -79,9 +81,12 @@ def main() -> None:
         if not ok:
             break
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        grey = cv2.cvtColor(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2RGB)
+        on_grey += mesh_in(grey_mesh, grey, 0, 0) is not None
         if n % a.every == 0:
             box = box_px(full, rgb)
             row = [f"{best_score(short, rgb):.2f}", f"{best_score(full, rgb):.2f}",
+                   f"{best_score(short, grey):.2f}",
                    str(mesh_in(still_mesh, rgb, 0, 0) is not None)]  # fmt: skip
             crops = []
             for k in (1.2, 1.5, 2.0, 2.5, 3.0, 4.0) if box else ():
@@ -107,7 +112,7 @@ def main() -> None:
     print(f"\n{n} frames: FaceMesh on the frame finds a face in {on_frame}, the full-range "
           f"fallback in {on_crop} more ({100 * (on_frame + on_crop) / max(n, 1):.1f}% in all); "
           f"the fallback costs {np.median(extra_ms) if extra_ms else 0:.1f} ms per frame "
-          f"(median, on top of FaceMesh).")
+          f"(median, on top of FaceMesh). FaceMesh on the grey frames: {on_grey}.")
 
 
 if __name__ == "__main__":

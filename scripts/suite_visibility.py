@@ -18,7 +18,13 @@ expression), 20 pairs per expression. Reported per stratum and class: medians, t
 95th percentile and the share of expressions above it. Reads the caches that
 ``fesnet-eval --suite independent`` made.
 
+``--clean CLIP`` asks how much FaceMesh itself reports, without the camera, tracking or the
+aligner: for each expression of that clip, the rendered frame at its apex without camera noise
+or H.264, and the same frame (the same pose and distractors) without the expression, both
+through FaceMesh in static mode on the whole frame; the gain along the truth in frame pixels.
+
     python scripts/suite_visibility.py
+    python scripts/suite_visibility.py --clean clear-obama-60fps-720p-talk
 """
 
 from __future__ import annotations
@@ -56,11 +62,55 @@ def row(name: str, m: list[float], f: list[float]) -> str:
             f"{100 * np.mean(m_ > p95):.0f}% |")  # fmt: skip
 
 
+def clean_gains(name: str) -> None:
+    """``--clean``: FaceMesh's own gain on camera-free frames of one clip (module docstring)."""
+    import cv2
+    import mediapipe as mp
+
+    from fesnet.model.data.align import landmarks_to_pixels
+
+    spec = next(s for s in suite_clips() if s.name == name)
+    r = ClipRenderer(spec)
+    mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1)
+
+    def landmarks(field: np.ndarray, pose) -> np.ndarray | None:
+        canvas = r.scene.copy()
+        r.face.draw(canvas, field, pose)
+        rgb = cv2.cvtColor(np.clip(canvas, 0, 255).astype(np.uint8), cv2.COLOR_BGR2RGB)
+        found = mesh.process(rgb).multi_face_landmarks
+        return None if not found else landmarks_to_pixels(found[0], spec.width, spec.height)
+
+    print("| expression | peak (IOD) | templates | FaceMesh gain along the truth |\n"
+          "|---|---:|---|---:|")  # fmt: skip
+    strengths = r.timeline.strengths()
+    for k, e in enumerate(r.timeline.expressions):
+        apex = e.onset + int(np.argmax(strengths[e.onset : e.offset + 1, k]))
+        pose, expr = r.pose(apex), r.expression_field(apex)
+        rest, _ = r.face.project(r.face.rest, pose)
+        moved, _ = r.face.project(r.face.rest + r.face.bank.frame.to_pixels(expr), pose)
+        truth = (moved - rest)[: len(r.face.rest)]
+        size = np.linalg.norm(truth, axis=1)
+        idx = np.flatnonzero(size >= 0.5 * size.max())
+        with_e, without = landmarks(r.field(apex), pose), landmarks(r.field(apex) - expr, pose)
+        gain = "no face"
+        if with_e is not None and without is not None:
+            unit = truth[idx] / size[idx, None]
+            seen = np.mean(np.sum((with_e[idx] - without[idx]) * unit, axis=1))
+            gain = f"{float(seen / size[idx].mean()):.2f}"
+        label = "ME" if e.label == 1 else "MaE"
+        print(f"| {label} at {e.onset / spec.fps:.1f} s | {e.peak_iod:.3f} | "
+              f"{', '.join(t for t, _ in e.templates)} | {gain} |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--suite-cache", type=Path, default=Path(".cache"))
     p.add_argument("--cache-dir", type=Path, default=Path(".cache/aligned"))
+    p.add_argument("--clean", metavar="CLIP", help="FaceMesh's own gain on one clip's frames")
     a = p.parse_args()
+    if a.clean:
+        clean_gains(a.clean)
+        return
     rng = np.random.default_rng(0)
     crop_px = PreprocessSettings().crop_size
     specs = suite_clips()
