@@ -80,7 +80,6 @@ GEOMETRY_DIMS = 2 * N_GROUPS + 2 * (N_REGIONS + 1)
 DISP = slice(0, 2 * N_GROUPS)
 RMS = slice(2 * N_GROUPS, 2 * N_GROUPS + N_REGIONS)
 RMS_ALL = 2 * N_GROUPS + N_REGIONS
-Z = slice(RMS_ALL + 1, RMS_ALL + 1 + N_REGIONS)
 Z_ALL = GEOMETRY_DIMS - 1
 
 _RIGID = np.array(lm.RIGID)

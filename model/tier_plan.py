@@ -185,10 +185,6 @@ class StreamTable:
         first, end = int(self._first[handle]), int(self._end[handle])
         return (max(first, end - self.ring_slots), end) if end > first else (end, end)
 
-    @property
-    def n_open(self) -> int:
-        return int(self._open.sum())
-
     def check_open(self, handles: np.ndarray) -> None:
         bad = (handles < 0) | (handles >= self.max_streams)
         if bad.any() or not self._open[handles].all():

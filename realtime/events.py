@@ -28,9 +28,6 @@ logger = logging.getLogger(__name__)
 
 Sink = Callable[[SpotEvent], None]
 
-SCHEMA_VERSION = 1
-
-
 def event_to_json(event: SpotEvent) -> str:
     return json.dumps(event.to_dict(), separators=(",", ":"), allow_nan=False)
 

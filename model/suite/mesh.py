@@ -35,10 +35,6 @@ class Topology:
     openings: dict[str, np.ndarray]  # "eye_l", "eye_r", "mouth": ordered loops of mesh vertices
     oval: np.ndarray  # ordered loop of the face outline
 
-    @property
-    def n_vertices(self) -> int:
-        return N_MESH + len(self.openings) + len(RING_SCALES) * len(self.oval)
-
 
 def _edges() -> set[tuple[int, int]]:
     from mediapipe.python.solutions.face_mesh_connections import FACEMESH_TESSELATION

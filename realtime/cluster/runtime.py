@@ -329,11 +329,3 @@ class RayPlacement:
         if self._joined:
             shutdown(self.cfg, self.tier if remove_tier else None)
 
-
-def replica_infos(tier: ModelTier, calls: int = 8) -> list[dict[str, Any]]:
-    """``info()`` of the replicas that answer ``calls`` calls (distinct by pid)."""
-    seen: dict[int, dict[str, Any]] = {}
-    for _ in range(calls):
-        info = tier.handle.info.remote().result(timeout_s=tier.config.retry.call_timeout_s)
-        seen[info["pid"]] = info
-    return list(seen.values())

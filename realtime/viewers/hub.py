@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from fesnet.model.runtime import Runtime
-from fesnet.realtime.events import event_to_json, write_events
+from fesnet.realtime.events import write_events
 from fesnet.realtime.observers import LiveView, ViewState
 from fesnet.realtime.push import PushSource
 from fesnet.realtime.session import StreamModel, open_stream
@@ -307,7 +307,3 @@ class SpotHub:
         for s in self.sessions():
             s.close(timeout)
 
-
-def event_json(event: SpotEvent) -> str:
-    """The spotter's event JSON, as sent on a data channel (schema: docs/EVENTS.md)."""
-    return event_to_json(event)

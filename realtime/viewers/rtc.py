@@ -33,8 +33,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from fesnet.realtime.events import event_to_json
+
 from .access import MAX_FRAME_PIXELS, MAX_SDP_BYTES
-from .hub import HubFull, LiveSession, SpotHub, event_json
+from .hub import HubFull, LiveSession, SpotHub
 
 logger = logging.getLogger(__name__)
 
@@ -306,7 +308,7 @@ class RtcPeer:
             ch.send(text)
 
     def _send_event(self, event: Any) -> None:
-        self._send_text(event_json(event))
+        self._send_text(event_to_json(event))
 
     async def _send_stats(self) -> None:
         while self.session is not None and self._closing is None and not self._finished:
