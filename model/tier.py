@@ -3,7 +3,7 @@ runs.
 
 The decisive streaming fact (DESIGN.md) caches a frame's encoder features once per frame. On a GPU
 the cache must live on the GPU too: features are 50,176 bytes a slot, and a window of 32 slots
-re-uploaded from the host costs 23x the window head itself (issue measurements in docs/GPU.md).
+re-uploaded from the host costs 23x the window head itself (measured: docs/GPU.md).
 So :class:`ModelTier` holds, per stream, a ring of ``ring_slots`` slots of ``x_prime``,
 ``x_atten`` and the geometry vector in tensors pre-allocated on the model's device, and callers
 send only what is new:

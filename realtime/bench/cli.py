@@ -73,9 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--align",
         type=_csv(str),
         default=["before", "every-frame", "periodic"],
-        help="aligners to time on --video, the first the reference (before: the aligner before "
-        "issue 16; every-frame: FaceMesh looks for 2 faces on every frame; periodic: it follows "
-        "one and the detector counts faces every 15th frame; '' for none)",
+        help="aligners to time on --video, the first the reference (before: the first aligner, "
+        "landmarks read point by point; every-frame: FaceMesh looks for 2 faces on every frame; "
+        "periodic: it follows one and the detector counts faces every 15th frame; '' for none)",
     )
     p.add_argument(
         "--e2e-align",
@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--profiles",
         type=_csv(str),
         default=["before", "now"],
-        help="settings the live runs compare (before: the spotter issue 16 found; now)",
+        help="settings the live runs compare (before: the first aligner at stride 8 with the "
+        "first shipped merger; now: what fesnet-spot runs)",
     )
     p.add_argument(
         "--lag-repeats",
