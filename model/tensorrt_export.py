@@ -15,6 +15,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -185,6 +186,40 @@ def _quantize(
     return net
 
 
+def _input_specs(
+    cfg: Any,
+    names: tuple[str, ...],
+    window: tuple[torch.Tensor, ...],
+    max_frames: int,
+    max_batch: int,
+) -> tuple[list[Any], list[Any]]:
+    """TensorRT's input ranges: the encoder's frames (1 to ``max_frames``, optimised for 1) and
+    each window input (1 to ``max_batch`` windows of the model's T slots, optimised for 1)."""
+    import torch_tensorrt
+
+    side, t = cfg.image_size, cfg.window_frames
+    enc_in = [
+        torch_tensorrt.Input(
+            min_shape=(1, side, side, 3),
+            opt_shape=(1, side, side, 3),
+            max_shape=(max_frames, side, side, 3),
+            dtype=torch.uint8,
+            name="frames_u8",
+        )
+    ]
+    win_in = [
+        torch_tensorrt.Input(
+            min_shape=(1, t, *x.shape[2:]),
+            opt_shape=(1, t, *x.shape[2:]),
+            max_shape=(max_batch, t, *x.shape[2:]),
+            dtype=torch.float32,
+            name=nm,
+        )
+        for nm, x in zip(names, window, strict=True)
+    ]
+    return enc_in, win_in
+
+
 def compile_tensorrt(
     net: FESNet,
     out_dir: str | Path,
@@ -223,26 +258,7 @@ def compile_tensorrt(
     b = torch.export.Dim("batch", min=1, max=max_batch)
     enc_dyn = {"frames_u8": {0: n}}
     win_dyn = {name: {0: b} for name in names}
-    side, t = cfg.image_size, cfg.window_frames
-    enc_in = [
-        torch_tensorrt.Input(
-            min_shape=(1, side, side, 3),
-            opt_shape=(1, side, side, 3),
-            max_shape=(max_frames, side, side, 3),
-            dtype=torch.uint8,
-            name="frames_u8",
-        )
-    ]
-    win_in = [
-        torch_tensorrt.Input(
-            min_shape=(1, t, *x.shape[2:]),
-            opt_shape=(1, t, *x.shape[2:]),
-            max_shape=(max_batch, t, *x.shape[2:]),
-            dtype=torch.float32,
-            name=nm,
-        )
-        for nm, x in zip(names, window, strict=True)
-    ]
+    enc_in, win_in = _input_specs(cfg, names, window, max_frames, max_batch)
     extra = {}
     if precision == "int8":
         extra["enabled_precisions"] = {torch.int8}

@@ -7,8 +7,8 @@ observer must return quickly and must not call back into the spotter; one that i
 other threads (a viewer) guards its own state.
 
 - :class:`ScoreLog`: committed per-slot scores of a whole run (plots, offline comparison);
-- :class:`LiveView`: the thread-safe state a viewer polls (face state, newest crop, recent
-  scores, the thresholds in force).
+- :class:`LiveView`: the thread-safe state a viewer polls (face state, newest crop, newest
+  frame with the tracked face's box, recent scores, the thresholds in force).
 """
 
 from __future__ import annotations
@@ -92,6 +92,31 @@ class ViewState:
         return self.recent_me + self.recent_mae
 
 
+@dataclass(frozen=True)
+class FrameView:
+    """The newest consumed frame of a stream and where its tracked face is."""
+
+    seq: int
+    """How many frames the stream has consumed: a new number, a new picture."""
+    image: np.ndarray
+    """(H, W, 3) BGR, the source's own array (a source never writes a frame it handed on)."""
+    box: tuple[float, float, float, float] | None
+    """The tracked face's landmark box (x0, y0, x1, y1) in fractions of the frame (None: no
+    face in this frame)."""
+
+
+def face_box(landmarks: np.ndarray, shape: tuple[int, ...]) -> tuple[float, float, float, float]:
+    """The box around a face's landmarks (frame pixels) as fractions of a frame of ``shape``."""
+    h, w = shape[:2]
+    (x0, y0), (x1, y1) = landmarks.min(axis=0), landmarks.max(axis=0)
+    return (
+        float(np.clip(x0 / w, 0, 1)),
+        float(np.clip(y0 / h, 0, 1)),
+        float(np.clip(x1 / w, 0, 1)),
+        float(np.clip(y1 / h, 0, 1)),
+    )
+
+
 class LiveView(Observer):
     """The viewer's side of a stream: thread-safe, bounded (``recent_slots`` committed slots)."""
 
@@ -103,13 +128,23 @@ class LiveView(Observer):
         self._state = NO_FACE
         self._n_faces = 0
         self._crop: np.ndarray | None = None
+        self._frame: FrameView | None = None
         self._thresholds: tuple[float, float] | None = None
 
     def on_frame(self, frame: Frame, tracked: TrackResult) -> None:
+        marks = tracked.landmarks
+        box = None if marks is None else face_box(marks, frame.image.shape)
         with self._lock:
             self._state, self._n_faces = tracked.state, tracked.n_faces
             if tracked.crop is not None:
                 self._crop = tracked.crop
+            seq = 1 if self._frame is None else self._frame.seq + 1
+            self._frame = FrameView(seq, frame.image, box)
+
+    def frame(self) -> FrameView | None:
+        """The newest consumed frame with its face box (None before the first)."""
+        with self._lock:
+            return self._frame
 
     def on_committed(
         self, pts_s: np.ndarray, source_index: np.ndarray, scores: np.ndarray

@@ -61,6 +61,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=["farneback", "tvl1"],
         help="optical-flow baselines to time ('' for none)",
     )
+    add_live_arguments(p)
+    p.add_argument("--device", default="cpu", help="device of the torch backends (cpu, cuda)")
+    p.add_argument("--precision", default="fp16", help="TensorRT precision: fp32|fp16|int8|fp8")
+    p.add_argument("--calibration", help="TensorRT int8/fp8 calibration windows (.npz)")
+    p.add_argument("--cache-dir", help="where exported/compiled graphs are cached")
+    add_tier_arguments(p)
+    p.add_argument("--out", default="bench.json", help="JSON report path")
+    p.add_argument("--plot", default=None, help="PNG path (default: next to --out)")
+    p.add_argument("--no-plot", action="store_true")
+    return p
+
+
+def add_live_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of the runs on a clip: the pipeline, the aligners, the expression lag and
+    the capacity of remote cameras."""
     p.add_argument("--video", help="clip for the end-to-end pipeline runs")
     p.add_argument("--pace", choices=["live", "fast"], default="fast")
     p.add_argument(
@@ -104,15 +119,6 @@ def build_parser() -> argparse.ArgumentParser:
         "per profile, e.g. 1,2,3 (default: skip)",
     )
     p.add_argument("--capacity-seconds", type=float, default=10.0, help="measured per level")
-    p.add_argument("--device", default="cpu", help="device of the torch backends (cpu, cuda)")
-    p.add_argument("--precision", default="fp16", help="TensorRT precision: fp32|fp16|int8|fp8")
-    p.add_argument("--calibration", help="TensorRT int8/fp8 calibration windows (.npz)")
-    p.add_argument("--cache-dir", help="where exported/compiled graphs are cached")
-    add_tier_arguments(p)
-    p.add_argument("--out", default="bench.json", help="JSON report path")
-    p.add_argument("--plot", default=None, help="PNG path (default: next to --out)")
-    p.add_argument("--no-plot", action="store_true")
-    return p
 
 
 def add_tier_arguments(p: argparse.ArgumentParser) -> None:

@@ -37,7 +37,7 @@ import numpy as np
 
 from fesnet.model.runtime import Runtime
 from fesnet.realtime.events import write_events
-from fesnet.realtime.observers import LiveView, ViewState
+from fesnet.realtime.observers import FrameView, LiveView, ViewState
 from fesnet.realtime.push import PushSource
 from fesnet.realtime.session import StreamModel, open_stream
 from fesnet.realtime.sources import FileSource, Source
@@ -168,6 +168,10 @@ class LiveSession:
         with self._lock:
             return list(self._events)
 
+    def last_event(self) -> SpotEvent | None:
+        with self._lock:
+            return self._events[-1] if self._events else None
+
     def export_events(self, path: str | Path) -> int:
         """Write the kept events to a new JSONL file: the lines a run's ``--events`` file has,
         by the same writer (docs/EVENTS.md). Returns how many."""
@@ -217,6 +221,10 @@ class LiveSession:
     def view(self) -> ViewState:
         """What a viewer draws: face state, newest crop, recent scores, thresholds in force."""
         return self.live_view.view()
+
+    def frame(self) -> FrameView | None:
+        """The newest frame the spotter consumed, with the tracked face's box."""
+        return self.live_view.frame()
 
     def stats(self) -> dict[str, Any]:
         """Numbers a viewer shows: frame rates, drops, latency, counts (JSON-ready)."""
