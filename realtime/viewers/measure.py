@@ -159,6 +159,32 @@ def measure_gradio(pw: Any, hub: SpotHub, y4m: Path, seconds: float, shot: Path 
         hub.close_all()
 
 
+def measure_gradio_replay(
+    pw: Any, hub: SpotHub, y4m: Path, seconds: float, shot: Path | None
+) -> dict:
+    """The Gradio page replaying the sample clip (no camera): it plays in the video panel."""
+    from .gradio_app import launch
+
+    port = free_port()
+    demo, _viewer, _ = launch(hub, port=port, block=False)
+    browser = pw.chromium.launch(executable_path=chromium_path(), args=chromium_args(y4m))
+    try:
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.get_by_role("button", name="Play sample clip").click()
+        wait_for(page, "window.fesnetCamera.panel.mode === 'replay' && window.fesnetCamera.stats")
+        time.sleep(seconds)
+        numbers = session_numbers(hub, page.evaluate("window.fesnetCamera.stats"))
+        numbers["frames_shown"] = page.evaluate("window.fesnetCamera.panel.frames")
+        if shot is not None:
+            page.screenshot(path=str(shot), full_page=True)
+        return numbers
+    finally:
+        browser.close()
+        demo.close()
+        hub.close_all()
+
+
 def measure_client_page(
     pw: Any, hub: SpotHub, y4m: Path, seconds: float, shot: Path | None
 ) -> dict:
@@ -202,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     add_model_arguments(parser)  # the viewers' own options: the same model, stride, calibration
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--screenshots", type=Path, default=None, help="folder for PNGs")
-    parser.add_argument("--paths", default="gradio,client-page,python-client")
+    parser.add_argument("--paths", default="gradio,gradio-replay,client-page,python-client")
     parser.add_argument("--workdir", type=Path, default=Path("runs/viewers"))
     args = parser.parse_args(argv)
 
@@ -230,6 +256,11 @@ def main(argv: list[str] | None = None) -> int:
             if "gradio" in paths:
                 results["gradio"] = measure_gradio(
                     pw, hub, y4m, args.seconds, shots / "gradio_app.png" if shots else None
+                )
+            if "gradio-replay" in paths:
+                results["gradio-replay"] = measure_gradio_replay(
+                    pw, hub, y4m, min(args.seconds, 8.0),
+                    shots / "gradio_replay.png" if shots else None,
                 )
             if "client-page" in paths:
                 results["client-page"] = measure_client_page(
