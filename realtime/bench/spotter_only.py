@@ -72,8 +72,8 @@ class CropAligner:
 
 
 def write_clip(path: Path, seconds: float) -> Path:
-    """A 60 FPS 112x112 clip: rest at p_expr 0.2, an expression (p_expr 1) every 2 s (ME 0.3 s, MaE 1 s
-    in turn)."""
+    """A 60 FPS 112x112 clip: rest at p_expr 0.2, an expression (p_expr 1) every 2 s (ME 0.3 s,
+    MaE 1 s in turn)."""
     import cv2
 
     n = int(seconds * FPS)
