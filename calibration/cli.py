@@ -204,9 +204,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
-    from fesnet.realtime.events import ConsoleSink
     from fesnet.realtime.pipeline import PipelineError
     from fesnet.realtime.session import StreamModel, open_stream
+    from fesnet.realtime.sinks import ConsoleSink
     from fesnet.realtime.sources import SourceError, open_source
 
     from .baseline import BaselineConfig, CalibrationError, calibration_phase

@@ -164,8 +164,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     codes; only where the streams run differs."""
     from .cluster.config import cluster_config
     from .cluster.run import check_args, source_specs
-    from .events import JsonlSink
     from .reporting import read_truth
+    from .sinks import JsonlSink
 
     try:
         specs = source_specs(args)
@@ -200,7 +200,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _spot(args: argparse.Namespace, specs: list[str], cluster: Any, truth: Any, jsonl: Any) -> int:
-    from .events import ConsoleSink, ListSink
+    from .sinks import ConsoleSink, ListSink
 
     placement = None
     if cluster is not None:

@@ -39,9 +39,9 @@ import psutil
 
 from fesnet.model import checkpoint as ckpt_mod
 from fesnet.model.runtime import Runtime, RuntimeConfig, load_runtime
-from fesnet.realtime.events import JsonlSink, read_events
 from fesnet.realtime.push import PushSource
 from fesnet.realtime.session import StreamModel, open_stream
+from fesnet.realtime.sinks import JsonlSink, read_events
 from fesnet.realtime.stats import StageStats
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,9 +10,9 @@ from typing import Any
 
 from fesnet.model.merger import MergerConfig
 from fesnet.realtime.engine import Engine
-from fesnet.realtime.events import Sink
 from fesnet.realtime.observers import Observer
 from fesnet.realtime.session import StreamModel, StreamRun, open_spotter, open_stream
+from fesnet.realtime.sinks import Sink
 from fesnet.realtime.sources import Source
 from fesnet.realtime.spotter import Spotter
 from fesnet.realtime.tracking import FaceTracker

@@ -19,7 +19,7 @@ from fesnet.calibration.baseline import (
 from fesnet.calibration.profile import load_profile, save_profile
 from fesnet.model.merger import MergerConfig
 from fesnet.model.metrics import match_intervals, spotting_f1
-from fesnet.realtime.events import JsonlSink, ListSink, read_events
+from fesnet.realtime.sinks import JsonlSink, ListSink, read_events
 from fesnet.realtime.sources import FileSource
 from fesnet.realtime.spotter import Spotter
 from fesnet.realtime.types import Frame

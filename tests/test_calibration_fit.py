@@ -22,7 +22,7 @@ from fesnet.calibration.fit import (
 )
 from fesnet.model.merger import MergerConfig
 from fesnet.model.metrics import MetricTable, evaluate_videos
-from fesnet.realtime.events import ListSink
+from fesnet.realtime.sinks import ListSink
 from fesnet.realtime.sources import FileSource
 from fesnet.realtime.types import Frame
 

@@ -12,7 +12,7 @@ import torch
 from fesnet.model import checkpoint
 from fesnet.model.fesnet import FESNet, FESNetConfig
 from fesnet.realtime.cli import main
-from fesnet.realtime.events import read_events
+from fesnet.realtime.sinks import read_events
 
 FACES = Path(__file__).resolve().parents[1] / "model" / "data" / "faces"
 

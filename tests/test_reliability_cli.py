@@ -26,7 +26,7 @@ from test_cli import face_clip
 from fesnet.model import checkpoint
 from fesnet.model.fesnet import FESNet, FESNetConfig
 from fesnet.realtime.cli import main
-from fesnet.realtime.events import JsonlSink, read_events
+from fesnet.realtime.sinks import JsonlSink, read_events
 from fesnet.realtime.types import SpotEvent
 
 REPO = Path(__file__).resolve().parents[1]

@@ -28,10 +28,10 @@ from fesnet.model.backends import TorchBackend
 from fesnet.model.fesnet import FESNet, FESNetConfig
 from fesnet.model.merger import MergerConfig
 from fesnet.realtime.engine import Engine
-from fesnet.realtime.events import JsonlSink, ListSink, read_events
 from fesnet.realtime.pipeline import PipelineError
 from fesnet.realtime.push import PushSource
 from fesnet.realtime.session import StreamRun
+from fesnet.realtime.sinks import JsonlSink, ListSink, read_events
 from fesnet.realtime.sources import EVERY_FRAME, Source
 from fesnet.realtime.stats import StageStats
 from fesnet.realtime.tracking import FaceTracker, TrackerConfig

@@ -163,7 +163,7 @@ def test_the_export_is_written_by_the_runs_jsonl_writer(tiny_runtime, short_clip
     """The downloadable event log has the lines a run's ``--events`` file has, written by the
     same writer: whole lines of valid JSON. An event JSON cannot carry (a NaN score) is refused,
     never written as ``NaN`` (which no JSON reader accepts)."""
-    from fesnet.realtime.events import event_to_json
+    from fesnet.realtime.sinks import event_to_json
     from fesnet.realtime.types import SpotEvent
 
     tab = Req("exporter")

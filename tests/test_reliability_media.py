@@ -40,11 +40,11 @@ from fesnet.model.backends import TorchBackend
 from fesnet.model.fesnet import FESNet, FESNetConfig
 from fesnet.model.merger import MergerConfig
 from fesnet.realtime.engine import Engine
-from fesnet.realtime.events import ListSink
 from fesnet.realtime.observers import Observer
 from fesnet.realtime.pipeline import PipelineError
 from fesnet.realtime.push import PushSource
 from fesnet.realtime.session import StreamRun
+from fesnet.realtime.sinks import ListSink
 from fesnet.realtime.sources import FileSource, SourceError, SourceLost, _CaptureSource
 from fesnet.realtime.spotter import Spotter
 from fesnet.realtime.types import Frame, SpotEvent

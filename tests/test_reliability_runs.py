@@ -25,7 +25,7 @@ from test_reliability_cli import (
 from test_reliability_media import assert_paired
 
 from fesnet.realtime.cli import main
-from fesnet.realtime.events import read_events
+from fesnet.realtime.sinks import read_events
 from fesnet.realtime.types import SpotEvent
 
 

@@ -11,8 +11,8 @@ import pytest
 from calibration_helpers import FrameIsCropAligner, LevelBackend, make_clip, write_video
 
 from fesnet.model.merger import MergerConfig
-from fesnet.realtime.events import ListSink
 from fesnet.realtime.session import StreamModel, open_stream, run_streams
+from fesnet.realtime.sinks import ListSink
 from fesnet.realtime.sources import FileSource
 from fesnet.realtime.tracking import FaceTracker
 

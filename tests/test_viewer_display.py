@@ -62,7 +62,7 @@ def test_the_event_log_shows_each_expression_once() -> None:
 
 def test_the_viewer_and_the_console_write_the_same_line() -> None:
     """One formatter: a viewer's log line is the console's line without the stream tag."""
-    from fesnet.realtime.events import format_event
+    from fesnet.realtime.sinks import format_event
 
     for e in (expr("onset", 0, 1.0), expr("final", 0, 1.0, 1.4), other("status", 2.0, "hi")):
         assert format_event(e) == f"[cam0] {display.event_log([e])}"
@@ -71,7 +71,7 @@ def test_the_viewer_and_the_console_write_the_same_line() -> None:
 def test_the_event_log_and_the_console_say_which_regions_moved() -> None:
     """With the geometry channel a final event names the regions that moved (shares >= 10 %,
     at most three, largest first); without it the line is as before."""
-    from fesnet.realtime.events import format_event, regions_text
+    from fesnet.realtime.sinks import format_event, regions_text
     from fesnet.realtime.types import SpotEvent
 
     shares = {"mouth": 0.62, "brows": 0.21, "eyes": 0.1, "nose": 0.05, "cheeks": 0.02}
@@ -212,7 +212,7 @@ def test_a_replay_panel_carries_its_frames_and_the_face_box(tmp_path: Path) -> N
         view = display.panel(replay)
         assert view["mode"] == "replay" and view["seq"] == 40  # every frame was consumed
         assert view["box"] == pytest.approx((10 / 112, 20 / 112, 50 / 112, 80 / 112))
-        from fesnet.realtime.events import format_event
+        from fesnet.realtime.sinks import format_event
 
         assert view["stats"]["stream"] == replay.id and view["stats"]["running"] is False
         assert view["event"] == format_event(replay.events()[-1], stream=False) != ""

@@ -60,7 +60,7 @@ def run_on_cluster(
     """Every source in a stream actor of its own, calling the model tier ``tier`` that the
     runtime loader placed; events to ``sinks`` (each failing on its own) until every stream has
     ended or ``control`` stops the run. Returns each stream's result."""
-    from fesnet.realtime.events import Fanout
+    from fesnet.realtime.sinks import Fanout
 
     actors = {
         stream: spawn(cfg, tier, spec, stream, runtime.stride_frames, pace, runtime.merger)

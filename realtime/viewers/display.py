@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from fesnet.realtime.events import format_event
 from fesnet.realtime.push import PushSource
+from fesnet.realtime.sinks import format_event
 from fesnet.realtime.types import SpotEvent
 
 from .hub import LiveSession

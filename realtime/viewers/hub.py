@@ -36,10 +36,10 @@ from typing import Any
 import numpy as np
 
 from fesnet.model.runtime import Runtime
-from fesnet.realtime.events import write_events
 from fesnet.realtime.observers import FrameView, LiveView, ViewState
 from fesnet.realtime.push import PushSource
 from fesnet.realtime.session import StreamModel, open_stream
+from fesnet.realtime.sinks import write_events
 from fesnet.realtime.sources import FileSource, Source
 from fesnet.realtime.spotter import Phase, Spotter, SpotterConfig
 from fesnet.realtime.stats import RateMeter

@@ -33,7 +33,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fesnet.realtime.events import event_to_json
+from fesnet.realtime.sinks import event_to_json
 
 from .access import MAX_FRAME_PIXELS, MAX_SDP_BYTES
 from .hub import HubFull, LiveSession, SpotHub
