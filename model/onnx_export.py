@@ -43,7 +43,7 @@ from .graphs import (
     weights_hash,
     window_inputs,
 )
-from .noise import quiet_onnx_export, quiet_quantize
+from .third_party_logs import quiet_onnx_export, quiet_quantize
 
 log = logging.getLogger(__name__)
 

@@ -240,7 +240,7 @@ class FileSource(Source):
             raise SourceError(f"video file {self.path} not found")
         import cv2
 
-        from fesnet.model.noise import FFMPEG_OPEN_NOISE, native_stderr_filtered
+        from fesnet.model.third_party_logs import FFMPEG_OPEN_NOISE, native_stderr_filtered
 
         with native_stderr_filtered(FFMPEG_OPEN_NOISE):  # our error below says it better
             self._cap = _open_capture(str(self.path))

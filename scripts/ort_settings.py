@@ -47,9 +47,9 @@ def main(argv: list[str] | None = None) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from fesnet.model.backends import TorchBackend
-    from fesnet.model.noise import quiet_quantize
     from fesnet.model.onnx_export import cached_onnx, int8_encoder
     from fesnet.model.runtime import load_checkpoint
+    from fesnet.model.third_party_logs import quiet_quantize
     from fesnet.realtime.bench.timing import face_crops, load_avg, percentiles_ms, time_interleaved
 
     torch.set_num_threads(1)

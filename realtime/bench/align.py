@@ -91,7 +91,7 @@ class PointwiseAligner:
 
 
 def _pointwise_aligner() -> PointwiseAligner:
-    from fesnet.model.noise import ignore_known_warnings, native_stderr_filtered
+    from fesnet.model.third_party_logs import ignore_known_warnings, native_stderr_filtered
 
     ignore_known_warnings()
     with native_stderr_filtered():

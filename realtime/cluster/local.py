@@ -30,8 +30,8 @@ from typing import Any
 
 import psutil
 
-from fesnet.model.noise import quiet_ray
 from fesnet.model.options import int_range
+from fesnet.model.third_party_logs import quiet_ray
 from fesnet.realtime import exitcodes
 
 from .runtime import LOOPBACK, loopback_only

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fesnet.model.noise import quiet_ray, quiet_ray_client_log
+from fesnet.model.third_party_logs import quiet_ray, quiet_ray_client_log
 from fesnet.realtime import exitcodes
 
 from .config import LOCAL, ClusterConfig, ClusterError, ClusterUnavailable, split_address

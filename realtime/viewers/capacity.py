@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from fesnet.model.noise import loggers_at
+from fesnet.model.third_party_logs import loggers_at
 from fesnet.realtime.session import StreamModel
 
 log = logging.getLogger(__name__)

@@ -6,11 +6,11 @@ import subprocess
 import sys
 import warnings
 
-from fesnet.model.noise import ignore_known_warnings, quiet_onnx_export, quiet_quantize
+from fesnet.model.third_party_logs import ignore_known_warnings, quiet_onnx_export, quiet_quantize
 
 NATIVE = """
 import os, sys
-from fesnet.model.noise import native_stderr_filtered
+from fesnet.model.third_party_logs import native_stderr_filtered
 with native_stderr_filtered():
     os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\\n")
     os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are "
@@ -97,7 +97,7 @@ def test_the_quantizer_noise_is_dropped_only_while_quantizing(caplog) -> None:
 
 CONCURRENT = """
 import os, sys, threading, time
-from fesnet.model.noise import native_stderr_filtered
+from fesnet.model.third_party_logs import native_stderr_filtered
 NOISE = (b"W0000 00:00:1795646855.542431    4648 inference_feedback_manager.cc:114] Feedback "
          b"manager requires a model with a single signature inference. Disabling support for "
          b"feedback tensors.\\n")
@@ -149,7 +149,7 @@ def test_ray_noise_is_dropped_only_inside_and_other_lines_show() -> None:
     when another test imported it first)."""
     import logging
 
-    from fesnet.model.noise import loggers_at, quiet_ray
+    from fesnet.model.third_party_logs import loggers_at, quiet_ray
 
     lines = [
         ("ray._private.authentication.authentication_token_setup", logging.WARNING,
@@ -195,7 +195,7 @@ def test_the_cluster_side_drivers_sigterm_notice_is_dropped_from_ray_clients_log
     run printed "SIGTERM handler is not set ..." now and then, after its own output began)."""
     import logging
 
-    from fesnet.model.noise import RAY_CLIENT_LOG, quiet_ray_client_log
+    from fesnet.model.third_party_logs import RAY_CLIENT_LOG, quiet_ray_client_log
 
     seen: list[str] = []
     catch = logging.Handler()
