@@ -39,8 +39,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from fesnet.argtypes import float_range, int_range
+
 from .merger import ConfigError, MergerConfig
-from .options import float_range, int_range
 
 if TYPE_CHECKING:
     from .backends import Backend

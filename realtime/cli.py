@@ -22,7 +22,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from fesnet.model.options import float_range
+from fesnet.argtypes import float_range
 from fesnet.model.runtime import add_runtime_arguments
 
 from . import exitcodes, source_list

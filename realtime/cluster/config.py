@@ -12,7 +12,7 @@ import argparse
 import re
 from dataclasses import dataclass
 
-from fesnet.model.options import float_range, int_range
+from fesnet.argtypes import float_range, int_range
 
 LOCAL = "auto"
 _RAY_CLIENT = re.compile(r"^ray://([^:/\s]+):(\d+)$")

@@ -30,7 +30,7 @@ from typing import Any
 
 import psutil
 
-from fesnet.model.options import int_range
+from fesnet.argtypes import int_range
 from fesnet.model.third_party_logs import quiet_ray
 from fesnet.realtime import exitcodes
 

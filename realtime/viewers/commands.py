@@ -21,7 +21,7 @@ import argparse
 import sys
 from typing import Any
 
-from fesnet.model.options import PORT, float_range, int_range
+from fesnet.argtypes import float_range, int_range
 from fesnet.model.runtime import add_runtime_arguments
 from fesnet.realtime import exitcodes
 from fesnet.realtime.cluster.config import (
@@ -31,7 +31,14 @@ from fesnet.realtime.cluster.config import (
     cluster_config,
 )
 
-from .access import GRADIO_PORT, MAX_FRAME_PIXELS, MAX_SDP_BYTES, MAX_UPLOAD_MB, WEBRTC_PORT
+from .access import (
+    GRADIO_PORT,
+    MAX_FRAME_PIXELS,
+    MAX_SDP_BYTES,
+    MAX_UPLOAD_MB,
+    PORT,
+    WEBRTC_PORT,
+)
 
 COMMANDS = ("serve", "webrtc-server", "remote-camera")
 
