@@ -23,7 +23,7 @@ Every program that runs the model loads it here (``fesnet-spot``, the viewers, `
   passed in loaded: finding it by name is calibration's business, not the model's;
 - **placement** (optional): where the network runs. None builds the backend here
   (:func:`build_backend`); a :class:`Placement` (the Ray model tier,
-  ``fesnet.realtime.cluster.runtime.RayPlacement``) turns the same checkpoint and backend name
+  ``fesnet.realtime.cluster.placement.RayPlacement``) turns the same checkpoint and backend name
   into a backend that calls the model elsewhere. Everything else above is resolved here first,
   the same way for both.
 

@@ -204,7 +204,7 @@ def _spot(args: argparse.Namespace, specs: list[str], cluster: Any, truth: Any, 
 
     placement = None
     if cluster is not None:
-        from .cluster.runtime import RayPlacement
+        from .cluster.placement import RayPlacement
 
         placement = RayPlacement(cluster, streams=len(specs))
     try:

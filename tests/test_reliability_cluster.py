@@ -61,7 +61,7 @@ def test_what_a_cluster_cannot_place_is_named() -> None:
 def test_replicas_that_do_not_start_are_reported_once_with_serves_reason() -> None:
     """The wait for the model tier on a simulated clock: a report after 30 s with Serve's
     reason, once; the wait ends when the application runs; a failed deployment raises."""
-    from fesnet.realtime.cluster.runtime import await_model_tier
+    from fesnet.realtime.cluster.placement import await_model_tier
 
     now = [0.0]
     states = iter([("DEPLOYING", "0 of 2 replica(s) running; waiting for resources")] * 200

@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     from fesnet.model.runtime import RuntimeConfig, load_runtime
 
     from .config import ClusterConfig
-    from .runtime import RayPlacement
+    from .placement import RayPlacement
 
     counts = [int(x) for x in args.streams.split(",")]
     model = RuntimeConfig(backend="onnx", threads=1)

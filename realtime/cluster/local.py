@@ -2,7 +2,7 @@
 
 A head node and ``workers`` worker nodes, each its own set of Ray processes (GCS on the head, a
 raylet and its workers per node), all at 127.0.0.1 in Ray's single-machine mode
-(runtime.py: :func:`~fesnet.realtime.cluster.runtime.loopback_only`). The Ray Client port is
+(placement.py: :func:`~fesnet.realtime.cluster.placement.loopback_only`). The Ray Client port is
 printed: point ``--cluster ray://127.0.0.1:PORT`` at it. Built on ``ray.cluster_utils.Cluster``,
 Ray's own tool for multi-node clusters on one machine (``ray start`` refuses to add a worker
 node in single-machine mode).
@@ -34,7 +34,7 @@ from fesnet.argtypes import int_range
 from fesnet.model.third_party_logs import quiet_ray
 from fesnet.realtime import exitcodes
 
-from .runtime import LOOPBACK, loopback_only
+from .placement import LOOPBACK, loopback_only
 
 CLUSTER_CPUS = 2
 OBJECT_STORE_MB = 150

@@ -147,7 +147,7 @@ def make_hub(args: argparse.Namespace, max_sessions: int) -> Any:
         else:
             import atexit
 
-            from fesnet.realtime.cluster.runtime import RayPlacement
+            from fesnet.realtime.cluster.placement import RayPlacement
 
             placement = RayPlacement(cluster)
             atexit.register(placement.close)
