@@ -272,9 +272,8 @@ def cmd_profiles(args: argparse.Namespace) -> int:
 
 
 def cmd_int8(args: argparse.Namespace) -> int:
+    from fesnet.model.quantization_windows import sample_windows, write_windows
     from fesnet.model.runtime import LoadError, load_checkpoint
-
-    from .int8 import sample_windows, write_windows
 
     try:
         ck = load_checkpoint(args.checkpoint)

@@ -4,7 +4,7 @@
 modules the ONNX export uses and saves each with ``torch_tensorrt.save``; ``load_tensorrt``
 reloads them. Precision: fp32, fp16 (``model.half()``: torch-tensorrt 2.14 compiles strongly
 typed, where ``enabled_precisions`` is ignored), int8/fp8 (nvidia-modelopt fake quantisation
-calibrated on windows from ``calibration_data.read_calibration_windows``).
+calibrated on windows from ``quantization_windows.read_calibration_windows``).
 """
 
 from __future__ import annotations
@@ -21,11 +21,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from .calibration_data import (
-    CalibrationError,
-    read_calibration_geometry,
-    read_calibration_windows,
-)
 from .fesnet import FESNet
 from .graphs import (
     DEFAULT_CACHE_DIR,
@@ -38,6 +33,11 @@ from .graphs import (
     example_inputs,
     weights_hash,
     window_inputs,
+)
+from .quantization_windows import (
+    QuantizationDataError,
+    read_calibration_geometry,
+    read_calibration_windows,
 )
 
 log = logging.getLogger(__name__)
@@ -168,7 +168,7 @@ def _quantize(
     import modelopt.torch.quantization as mtq
 
     if net.cfg.geometry_dims and calib_geom is None:
-        raise CalibrationError("this network reads the geometry channel: its calibration file "
+        raise QuantizationDataError("this network reads the geometry channel: its calibration file "
                                "needs 'geom' (fesnet-calibrate int8 writes it)")
     cfg = mtq.INT8_DEFAULT_CFG if precision == "int8" else mtq.FP8_DEFAULT_CFG
 
@@ -245,8 +245,8 @@ def compile_tensorrt(
     dep = dep.to(device)
     if precision in ("int8", "fp8"):
         if calibration is None:
-            raise CalibrationError(
-                f"{precision} needs calibration windows (.npz, see calibration_data.py)"
+            raise QuantizationDataError(
+                f"{precision} needs calibration windows (.npz, see quantization_windows.py)"
             )
         windows = read_calibration_windows(calibration, net.cfg.window_frames)
         _quantize(dep, precision, windows, device, read_calibration_geometry(calibration))

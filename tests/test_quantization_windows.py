@@ -9,8 +9,11 @@ import pytest
 from calibration_helpers import make_clip
 
 from fesnet.calibration import cli
-from fesnet.calibration.int8 import sample_windows, write_windows
-from fesnet.model.calibration_data import read_calibration_windows
+from fesnet.model.quantization_windows import (
+    read_calibration_windows,
+    sample_windows,
+    write_windows,
+)
 
 
 def test_windows_are_balanced_distinct_and_readable_by_the_export_path(tmp_path: Path) -> None:
@@ -44,8 +47,8 @@ def test_a_geometry_network_gets_its_windows_geometry_vectors(tmp_path: Path) ->
     are the slices of each whole video's vectors (computed from its start, as a stream does)."""
     import dataclasses
 
-    from fesnet.model.calibration_data import read_calibration_geometry
     from fesnet.model.geometry import GeometryConfig, geometry_features
+    from fesnet.model.quantization_windows import read_calibration_geometry
 
     rng = np.random.default_rng(0)
     videos = []
