@@ -94,27 +94,30 @@ class ViewState:
 
 @dataclass(frozen=True)
 class FrameView:
-    """The newest consumed frame of a stream and where its tracked face is."""
+    """The newest consumed frame of a stream and its tracked face (arrays are the source's and
+    the tracker's own: neither writes one it handed on)."""
 
     seq: int
     """How many frames the stream has consumed: a new number, a new picture."""
     image: np.ndarray
-    """(H, W, 3) BGR, the source's own array (a source never writes a frame it handed on)."""
-    box: tuple[float, float, float, float] | None
-    """The tracked face's landmark box (x0, y0, x1, y1) in fractions of the frame (None: no
-    face in this frame)."""
+    """(H, W, 3) BGR."""
+    landmarks: np.ndarray | None
+    """The tracked face in frame pixels (468, 2); None: no face in this frame."""
 
-
-def face_box(landmarks: np.ndarray, shape: tuple[int, ...]) -> tuple[float, float, float, float]:
-    """The box around a face's landmarks (frame pixels) as fractions of a frame of ``shape``."""
-    h, w = shape[:2]
-    (x0, y0), (x1, y1) = landmarks.min(axis=0), landmarks.max(axis=0)
-    return (
-        float(np.clip(x0 / w, 0, 1)),
-        float(np.clip(y0 / h, 0, 1)),
-        float(np.clip(x1 / w, 0, 1)),
-        float(np.clip(y1 / h, 0, 1)),
-    )
+    @property
+    def box(self) -> tuple[float, float, float, float] | None:
+        """The face's landmark box (x0, y0, x1, y1) in fractions of the frame (computed when a
+        viewer asks, not for every frame)."""
+        if self.landmarks is None:
+            return None
+        h, w = self.image.shape[:2]
+        (x0, y0), (x1, y1) = self.landmarks.min(axis=0), self.landmarks.max(axis=0)
+        return (
+            min(max(float(x0) / w, 0.0), 1.0),
+            min(max(float(y0) / h, 0.0), 1.0),
+            min(max(float(x1) / w, 0.0), 1.0),
+            min(max(float(y1) / h, 0.0), 1.0),
+        )
 
 
 class LiveView(Observer):
@@ -128,23 +131,24 @@ class LiveView(Observer):
         self._state = NO_FACE
         self._n_faces = 0
         self._crop: np.ndarray | None = None
-        self._frame: FrameView | None = None
+        self._seq = 0
+        self._newest: tuple[np.ndarray, np.ndarray | None] | None = None
         self._thresholds: tuple[float, float] | None = None
 
     def on_frame(self, frame: Frame, tracked: TrackResult) -> None:
-        marks = tracked.landmarks
-        box = None if marks is None else face_box(marks, frame.image.shape)
         with self._lock:
             self._state, self._n_faces = tracked.state, tracked.n_faces
             if tracked.crop is not None:
                 self._crop = tracked.crop
-            seq = 1 if self._frame is None else self._frame.seq + 1
-            self._frame = FrameView(seq, frame.image, box)
+            self._seq += 1
+            self._newest = (frame.image, tracked.landmarks)
 
     def frame(self) -> FrameView | None:
         """The newest consumed frame with its face box (None before the first)."""
         with self._lock:
-            return self._frame
+            if self._newest is None:
+                return None
+            return FrameView(self._seq, *self._newest)
 
     def on_committed(
         self, pts_s: np.ndarray, source_index: np.ndarray, scores: np.ndarray
