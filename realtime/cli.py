@@ -31,11 +31,9 @@ from .cluster.config import ClusterError, ClusterUnavailable, add_cluster_argume
 from .cluster.local import add_arguments as add_local_cluster_arguments
 from .outputs import OutputError, check_plot_path
 from .run_control import RunControl, explain_quiet_run, silence_stdout
+from .sample_clip import SAMPLE_CLIP, SAMPLE_TRUTH
 from .viewers import commands as viewer_commands
 
-ASSETS = Path(__file__).resolve().parent / "assets"
-SAMPLE_CLIP = ASSETS / "sample.mp4"
-SAMPLE_TRUTH = ASSETS / "sample_truth.json"
 MIN_ME_FPS = 15.0  # below this an ME (< 0.5 s) spans a few frames and one changed frame is enough
 
 

@@ -27,9 +27,8 @@ from fesnet.realtime.bench.backends import build_timed_backend, geometry_input, 
 from fesnet.realtime.bench.config import BenchConfig
 from fesnet.realtime.bench.end_to_end import pipeline_run
 from fesnet.realtime.bench.timing import face_crops, load_avg, median_s, time_interleaved
+from fesnet.realtime.sample_clip import SAMPLE_CLIP
 from fesnet.realtime.stats import STAGES
-
-SAMPLE = Path(__file__).resolve().parents[1] / "realtime" / "assets" / "sample.mp4"
 
 
 def model_cost(
@@ -65,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("old", type=Path, help="the previous checkpoint (.pt, its .json beside it)")
     p.add_argument("new", type=Path, help="the candidate checkpoint")
-    p.add_argument("--video", type=Path, default=SAMPLE)
+    p.add_argument("--video", type=Path, default=SAMPLE_CLIP)
     p.add_argument("--backend", default="onnx")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--stride", type=int, help="window stride of both (default: each "

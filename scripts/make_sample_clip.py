@@ -26,10 +26,11 @@ import cv2
 from fesnet.model.data.align import FaceAligner
 from fesnet.model.data.identities import load_identities
 from fesnet.model.data.synthetic import SyntheticSpec, SyntheticStream
+from fesnet.realtime.sample_clip import ASSETS
 
 logger = logging.getLogger("make_sample_clip")
 
-DEFAULT_OUT = Path(__file__).resolve().parents[1] / "realtime" / "assets"
+DEFAULT_OUT = ASSETS
 IDENTITY = "wolfgang"
 SEED = 20260101
 SPEC = SyntheticSpec(

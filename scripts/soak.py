@@ -40,12 +40,12 @@ import psutil
 from fesnet.model import checkpoint as ckpt_mod
 from fesnet.model.runtime import Runtime, RuntimeConfig, load_runtime
 from fesnet.realtime.push import PushSource
+from fesnet.realtime.sample_clip import SAMPLE_CLIP
 from fesnet.realtime.session import StreamModel, open_stream
 from fesnet.realtime.sinks import JsonlSink, read_events
 from fesnet.realtime.stats import StageStats
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "realtime" / "assets" / "sample.mp4"
 
 
 def load_jpegs(path: Path, size: tuple[int, int]) -> tuple[list[bytes], float]:
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
 
     size = (args.width, args.height)
-    jpegs, clip_fps = load_jpegs(SAMPLE, size)
+    jpegs, clip_fps = load_jpegs(SAMPLE_CLIP, size)
     runtime, kind = load_model(args.checkpoint, args.threads, args.backend)
     events_path = args.events or Path(tempfile.mkdtemp(prefix="soak-")) / "events.jsonl"
     events_path.unlink(missing_ok=True)

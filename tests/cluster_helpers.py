@@ -16,7 +16,9 @@ from typing import Any
 
 import pytest
 
-SAMPLE = Path(__file__).resolve().parents[1] / "realtime" / "assets" / "sample.mp4"
+from fesnet.realtime.sample_clip import SAMPLE_CLIP
+
+SAMPLE = SAMPLE_CLIP
 RUN_TIMEOUT_S = 400
 # The same command line, with ICE on 127.0.0.1 only (as the loopback_ice fixture does
 # in-process): the WebRTC server and the remote camera of the server tests.

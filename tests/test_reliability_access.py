@@ -26,7 +26,7 @@ pytest.importorskip("aiohttp")
 from test_webrtc_server import a_valid_offer, make_hub, start_server
 
 from fesnet.realtime.cli import main
-from fesnet.realtime.viewers.fakecam import SAMPLE_CLIP
+from fesnet.realtime.sample_clip import SAMPLE_CLIP
 from fesnet.realtime.viewers.rtc import RtcPeer
 
 pytestmark = pytest.mark.usefixtures("loopback_ice")

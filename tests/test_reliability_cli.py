@@ -26,11 +26,12 @@ from test_cli import face_clip
 from fesnet.model import checkpoint
 from fesnet.model.fesnet import FESNet, FESNetConfig
 from fesnet.realtime.cli import main
+from fesnet.realtime.sample_clip import SAMPLE_CLIP
 from fesnet.realtime.sinks import JsonlSink, read_events
 from fesnet.realtime.types import SpotEvent
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "realtime" / "assets" / "sample.mp4"
+SAMPLE = SAMPLE_CLIP
 # The documented exit codes (README "Exit codes"), as a supervisor sees them.
 OK, BAD_INPUT, OUTPUT_FAILED, STDOUT_CLOSED = 0, 2, 3, 141
 

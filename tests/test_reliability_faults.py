@@ -30,6 +30,7 @@ from fesnet.model.merger import MergerConfig
 from fesnet.realtime.engine import Engine
 from fesnet.realtime.pipeline import PipelineError
 from fesnet.realtime.push import PushSource
+from fesnet.realtime.sample_clip import SAMPLE_CLIP
 from fesnet.realtime.session import StreamRun
 from fesnet.realtime.sinks import JsonlSink, ListSink, read_events
 from fesnet.realtime.sources import EVERY_FRAME, Source
@@ -37,7 +38,7 @@ from fesnet.realtime.stats import StageStats
 from fesnet.realtime.tracking import FaceTracker, TrackerConfig
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "realtime" / "assets" / "sample.mp4"
+SAMPLE = SAMPLE_CLIP
 
 
 @pytest.fixture(scope="module")

@@ -27,13 +27,14 @@ pytest.importorskip("aiohttp")
 
 import psutil
 
+from fesnet.realtime.sample_clip import SAMPLE_CLIP
 from fesnet.realtime.viewers.access import is_loopback, resolve_token
 from fesnet.realtime.viewers.hub import HubConfig, SpotHub
 from fesnet.realtime.viewers.remote_client import RemoteCamera, SourceTrack
 from fesnet.realtime.viewers.webrtc_server import ServerConfig, WebRtcServer
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "realtime" / "assets" / "sample.mp4"
+SAMPLE = SAMPLE_CLIP
 MAX_SDP = 16 * 1024
 FUZZ_SEED = 20261124
 # never a 5xx crash, never a dropped connection; 415 for a body not sent as JSON

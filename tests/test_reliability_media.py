@@ -43,6 +43,7 @@ from fesnet.realtime.engine import Engine
 from fesnet.realtime.observers import Observer
 from fesnet.realtime.pipeline import PipelineError
 from fesnet.realtime.push import PushSource
+from fesnet.realtime.sample_clip import SAMPLE_CLIP
 from fesnet.realtime.session import StreamRun
 from fesnet.realtime.sinks import ListSink
 from fesnet.realtime.sources import FileSource, SourceError, SourceLost, _CaptureSource
@@ -50,7 +51,7 @@ from fesnet.realtime.spotter import Spotter
 from fesnet.realtime.types import Frame, SpotEvent
 
 FACES = Path(__file__).resolve().parents[1] / "model" / "data" / "faces"
-SAMPLE = Path(__file__).resolve().parents[1] / "realtime" / "assets" / "sample.mp4"
+SAMPLE = SAMPLE_CLIP
 # Thresholds an untrained network always exceeds: every face segment opens an interval.
 BUSY = MergerConfig(on_threshold=0.05, off_threshold=0.05, max_expression_s=60.0)
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-SAMPLE = Path(__file__).resolve().parents[1] / "assets" / "sample.mp4"
+from fesnet.realtime.sample_clip import SAMPLE_CLIP
 
 
 def short_clip(src: Path, seconds: float, out_dir: Path) -> Path:
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": [],
     }
     with tempfile.TemporaryDirectory() as tmp:
-        clip = short_clip(SAMPLE, args.seconds, Path(tmp))
+        clip = short_clip(SAMPLE_CLIP, args.seconds, Path(tmp))
         for mode in args.modes.split(","):
             tier = cfg = placement = None
             if mode.startswith("ray"):

@@ -37,6 +37,7 @@ import gradio as gr
 
 from fesnet.realtime.exitcodes import BAD_INPUT, Stopped
 from fesnet.realtime.privacy import disable_telemetry
+from fesnet.realtime.sample_clip import SAMPLE_CLIP
 
 from . import access
 from .access import GRADIO_PORT, MAX_FRAME_PIXELS, MAX_UPLOAD_MB
@@ -49,7 +50,6 @@ from .display import (
     timeline_figure,
     timeline_key,
 )
-from .fakecam import SAMPLE_CLIP
 from .hub import HubFull, LiveSession, SpotHub
 from .request_guard import RequestGuard
 from .rtc import OfferError, RtcPeer, parse_offer

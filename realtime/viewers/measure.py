@@ -30,7 +30,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .fakecam import SAMPLE_CLIP, real_face_frames, write_y4m
+from fesnet.realtime.sample_clip import SAMPLE_CLIP
+
+from .fakecam import real_face_frames, write_y4m
 from .hub import SpotHub
 
 CHROMIUM = "/usr/bin/chromium"
