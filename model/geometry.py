@@ -141,11 +141,6 @@ class GeometryConfig:
         return cls(**d)
 
 
-def crop_landmarks(landmarks: np.ndarray, transform: np.ndarray) -> np.ndarray:
-    """Frame-pixel landmarks (K, 2) -> crop-pixel landmarks through the (2, 3) alignment."""
-    return (landmarks @ transform[:, :2].T + transform[:, 2]).astype(np.float32)
-
-
 def similarity_fit(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Least-squares similarity (Umeyama, no reflection) mapping points ``src`` (K, 2) onto
     ``dst`` (K, 2): returns (A (2, 2) = scale * rotation, t (2,)) with dst ~ src @ A.T + t."""

@@ -143,12 +143,8 @@ def test_every_import_runs_the_allowed_way() -> None:
     assert violations(g) == []
 
 
-# The one circle left, in the model-quality work of issue 12 (not touched by the redesign):
-KNOWN_CIRCLES: list[list[str]] = []
-
-
 def test_no_module_imports_itself_back() -> None:
-    assert circles(graph()) == KNOWN_CIRCLES
+    assert circles(graph()) == []
 
 
 def test_the_checker_sees_a_wrong_import_and_a_circle(tmp_path: Path) -> None:
@@ -208,13 +204,8 @@ def rooms(g: dict[str, set[str]]) -> dict[str, set[str]]:
     return out
 
 
-# model/data's landmark tables and model/geometry.py: the model-data work's, not the streaming
-# path's (the one room circle left).
-KNOWN_ROOM_CIRCLES = [["fesnet.model.data", "fesnet.model.geometry", "fesnet.model.data"]]
-
-
 def test_no_two_rooms_import_each_other() -> None:
     """Modules of one subpackage may import each other; two subpackages (or a subpackage and a
     module beside it) may not, entry points included: ``fesnet-bench`` living in bench/ does not
     make a bench <-> viewers pair acceptable."""
-    assert circles(rooms(graph())) == KNOWN_ROOM_CIRCLES
+    assert circles(rooms(graph())) == []
