@@ -213,3 +213,21 @@ def test_bench_tier_mode_report(tmp_path, capsys) -> None:
     assert t["counts"]["windows"] > 0 and t["counts"]["missing"] == 0
     assert "tier torch-cpu-fp32" in capsys.readouterr().out
     assert not out.with_suffix(".png").exists()
+
+
+def test_the_spotter_only_measure_runs_the_whole_stream_without_model_or_landmarks(
+    tmp_path, capsys
+) -> None:
+    """realtime/bench/spotter_only.py: every frame of its clip through a viewer session, its
+    expressions found (so the merger, the events and the sinks did their work), one JSON line a
+    repetition."""
+    from fesnet.realtime.bench import spotter_only
+
+    out = tmp_path / "so.jsonl"
+    assert spotter_only.main(["--reps", "2", "--seconds", "4", "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 2
+    for row in rows:
+        assert row["frames"] == 240  # 4 s at 60 FPS, nothing dropped
+        assert row["events"] >= 3  # face found, and an expression's onset and its final
+        assert row["us_per_frame"] > 0 and row["cpu_us_per_frame"] > 0

@@ -2,12 +2,14 @@
 
     fesnet.<root modules>  <-  fesnet.model  <-  fesnet.realtime  <-  fesnet.calibration
                                                                   <-  fesnet.realtime.viewers
+                                                                         <-  fesnet.realtime.bench
                                                  (all of them)    <-  entry points
 
 The root modules (``fesnet/*.py``: the argparse types every command line uses) import nothing of
 the project; model imports nothing of the others; realtime imports model; calibration and the
-viewers import realtime and model but not each other; only the entry points (command lines)
-compose everything.
+viewers import realtime and model but not each other; the benchmarks (realtime/bench/) measure
+the viewers and the cluster too, and nothing of the product imports them; only the entry points
+(command lines) compose everything.
 Every import counts, also one inside a function; one under ``if TYPE_CHECKING:`` does not (it
 never runs). And no module imports itself back through others: no circle anywhere.
 """
@@ -26,8 +28,8 @@ ENTRY_POINTS = {
     "fesnet.realtime.cli",  # fesnet-spot
     "fesnet.realtime.__main__",
     "fesnet.realtime.viewers.commands",  # fesnet-spot serve / webrtc-server / remote-camera
-    "fesnet.realtime.viewers.measure",  # python -m fesnet.realtime.viewers.measure
-    "fesnet.realtime.bench.cli",  # fesnet-bench (its capacity run serves remote cameras)
+    "fesnet.realtime.bench.viewer_paths",  # python -m fesnet.realtime.bench.viewer_paths
+    "fesnet.realtime.bench.cli",  # fesnet-bench
     "fesnet.calibration.cli",  # fesnet-calibrate
 }
 MAY_IMPORT = {
@@ -36,6 +38,7 @@ MAY_IMPORT = {
     "realtime": {"root", "model", "realtime"},
     "calibration": {"root", "model", "realtime", "calibration"},
     "viewers": {"root", "model", "realtime", "viewers"},
+    "bench": {"root", "model", "realtime", "viewers", "bench"},
 }
 
 
@@ -44,6 +47,8 @@ def layer(module: str) -> str:
         return "entry"
     if module.startswith("fesnet.realtime.viewers"):
         return "viewers"
+    if module.startswith("fesnet.realtime.bench"):
+        return "bench"
     parts = module.split(".")
     return parts[1] if len(parts) > 1 and parts[1] in FOLDERS else "root"
 

@@ -20,7 +20,7 @@ pytest.importorskip("playwright.sync_api")
 pytest.importorskip("aiortc")
 
 from fesnet.calibration.baseline import BaselineConfig, session_phase
-from fesnet.realtime.viewers import measure
+from fesnet.realtime.bench import viewer_paths as measure
 from fesnet.realtime.viewers.hub import HubConfig, SpotHub
 
 pytestmark = [

@@ -18,9 +18,9 @@ pytest.importorskip("aiortc")
 pytest.importorskip("aiohttp")
 
 from fesnet.calibration.baseline import BaselineConfig, session_phase
+from fesnet.realtime.bench.fakecam import real_face_frames
 from fesnet.realtime.sample_clip import SAMPLE_CLIP
 from fesnet.realtime.viewers.access import is_loopback, resolve_token, token_ok
-from fesnet.realtime.viewers.fakecam import real_face_frames
 from fesnet.realtime.viewers.hub import HubConfig, SpotHub
 from fesnet.realtime.viewers.remote_client import RemoteCamera, SourceTrack
 from fesnet.realtime.viewers.rtc import OfferError, RtpClock, parse_offer

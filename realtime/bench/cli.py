@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from ..session import StreamModel
-from ..viewers.capacity import CapacitySetup, run_capacity
 from .align import make_aligner, run_align
 from .backends import build_timed_backend, run_model_benchmarks
+from .capacity import CapacitySetup, run_capacity
 from .config import BenchConfig
 from .end_to_end import pipeline_vs_flow, run_end_to_end
 from .lag import run_lag

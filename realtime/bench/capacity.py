@@ -82,8 +82,8 @@ async def serve_level(
     import aioice.ice
     import psutil
 
+    from ..viewers.webrtc_server import ServerConfig, WebRtcServer
     from .capacity_sender import loopback_ice
-    from .webrtc_server import ServerConfig, WebRtcServer
 
     hub = _bench_hub(setup, n)
     server = WebRtcServer(hub, ServerConfig(port=0, max_peers=n))
@@ -95,7 +95,7 @@ async def serve_level(
         try:
             for _ in range(n):
                 procs.append(await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "fesnet.realtime.viewers.capacity_sender", url, video,
+                    sys.executable, "-m", "fesnet.realtime.bench.capacity_sender", url, video,
                     "--seconds", str(WARM_UP_S + seconds + 30), "--loopback",
                     stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
                 ))  # fmt: skip
@@ -144,7 +144,7 @@ async def serve_level(
 
 def _bench_hub(setup: CapacitySetup, n: int) -> Any:
     """A hub whose camera sessions run ``setup`` (its aligner, stride and merger)."""
-    from .hub import HubConfig, SpotHub
+    from ..viewers.hub import HubConfig, SpotHub
 
     new_aligner = setup.make_aligner
     made: list[Any] = []

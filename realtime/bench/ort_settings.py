@@ -7,7 +7,7 @@ crops, interleaved round-robin (fesnet.realtime.bench.timing), so they share the
 torch eager is timed beside them as the reference of the project's speed tables. Each variant's
 largest deviation from the float graph's outputs is printed too.
 
-    python scripts/ort_settings.py [--seconds 3] [--out ort_settings.json]
+    python -m fesnet.realtime.bench.ort_settings [--seconds 3] [--out ort_settings.json]
 """
 
 from __future__ import annotations

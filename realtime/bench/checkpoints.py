@@ -1,7 +1,7 @@
 """Streaming cost of two checkpoints, measured in one run (issue 12: a new model may cost at most
 1.25x the previous one per frame).
 
-    python scripts/compare_checkpoints.py OLD.pt NEW.pt --rounds 3 --out docs/checkpoint_cost.json
+    python -m fesnet.realtime.bench.checkpoints OLD.pt NEW.pt --rounds 3 --out cost.json
 
 Two measures, both taken alternately (old, new, old, new, ...) so that both see the same load:
 

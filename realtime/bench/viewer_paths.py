@@ -1,6 +1,6 @@
 """Measure (and screenshot) both viewer paths in headless Chromium with a fake camera.
 
-``python -m fesnet.realtime.viewers.measure --seconds 20 --screenshots docs/screenshots``
+``python -m fesnet.realtime.bench.viewer_paths --seconds 20 --screenshots docs/screenshots``
 
 Paths measured, each for ``--seconds`` of streaming a real face clip (the bundled sample clip as a
 Chromium fake camera, 640x480 at 30 FPS):
@@ -32,8 +32,8 @@ from typing import Any
 
 from fesnet.realtime.sample_clip import SAMPLE_CLIP
 
+from ..viewers.hub import SpotHub
 from .fakecam import real_face_frames, write_y4m
-from .hub import SpotHub
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -85,7 +85,7 @@ def loopback_ice() -> Iterator[None]:
 @contextlib.contextmanager
 def webrtc_server_thread(hub: SpotHub, **config: Any) -> Iterator[tuple[Any, str]]:
     """Run a :class:`WebRtcServer` on its own event loop thread; yields (server, base URL)."""
-    from .webrtc_server import ServerConfig, WebRtcServer
+    from ..viewers.webrtc_server import ServerConfig, WebRtcServer
 
     loop = asyncio.new_event_loop()
     server = WebRtcServer(hub, ServerConfig(port=0, **config))
@@ -138,7 +138,7 @@ def session_numbers(hub: SpotHub, stats: dict[str, Any] | None) -> dict[str, Any
 
 
 def measure_gradio(pw: Any, hub: SpotHub, y4m: Path, seconds: float, shot: Path | None) -> dict:
-    from .gradio_app import launch
+    from ..viewers.gradio_app import launch
 
     port = free_port()
     demo, _viewer, _ = launch(hub, port=port, block=False)
@@ -165,7 +165,7 @@ def measure_gradio_replay(
     pw: Any, hub: SpotHub, y4m: Path, seconds: float, shot: Path | None
 ) -> dict:
     """The Gradio page replaying the sample clip (no camera): it plays in the video panel."""
-    from .gradio_app import launch
+    from ..viewers.gradio_app import launch
 
     port = free_port()
     demo, _viewer, _ = launch(hub, port=port, block=False)
@@ -206,7 +206,7 @@ def measure_client_page(
 
 
 def measure_python_client(hub: SpotHub, clip: Path, seconds: float) -> dict:
-    from .remote_client import RemoteCamera, SourceTrack
+    from ..viewers.remote_client import RemoteCamera, SourceTrack
 
     with webrtc_server_thread(hub) as (_server, url):
         numbers: dict[str, Any] = {}
@@ -224,7 +224,7 @@ def measure_python_client(hub: SpotHub, clip: Path, seconds: float) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .commands import add_model_arguments, make_hub
+    from ..viewers.commands import add_model_arguments, make_hub
 
     parser = argparse.ArgumentParser(description=__doc__)
     add_model_arguments(parser)  # the viewers' own options: the same model, stride, calibration

@@ -12,8 +12,8 @@ frames pushed / processed / dropped, capture->score latency percentiles per samp
 and the event ledger: events the pipeline emitted vs lines in the JSONL file (``events_lost`` must
 be 0) and whether every expression onset got exactly one final/cancelled/interrupted.
 
-    python scripts/soak.py --minutes 30                    # the full soak
-    python scripts/soak.py --minutes 2 --out /tmp/soak.json  # a smoke run
+    python -m fesnet.realtime.bench.soak --minutes 30                    # the full soak
+    python -m fesnet.realtime.bench.soak --minutes 2 --out /tmp/soak.json  # a smoke run
 
 Without ``--checkpoint`` the shipped model is used if present, else a tiny random network (the
 soak is about the pipeline's memory and bookkeeping, not about what the model spots); the merger
@@ -44,8 +44,6 @@ from fesnet.realtime.sample_clip import SAMPLE_CLIP
 from fesnet.realtime.session import StreamModel, open_stream
 from fesnet.realtime.sinks import JsonlSink, read_events
 from fesnet.realtime.stats import StageStats
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def load_jpegs(path: Path, size: tuple[int, int]) -> tuple[list[bytes], float]:
@@ -150,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sample-s", type=float, default=10.0)
     p.add_argument("--warmup-s", type=float, default=30.0)
     p.add_argument("--events", type=Path, default=None, help="JSONL path (default: a temp file)")
-    p.add_argument("--out", type=Path, default=REPO / "docs" / "soak_result.json")
+    p.add_argument("--out", type=Path, default=Path("docs") / "soak_result.json")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 

@@ -1,6 +1,6 @@
 """How many 30 FPS cameras this machine sustains, in-process and on Ray, in one run.
 
-    python -m fesnet.realtime.cluster.bench --out docs/benchmarks/cluster-2core.json
+    python -m fesnet.realtime.bench.cluster --out docs/benchmarks/cluster-2core.json
 
 For each mode (in-process: one process, one shared engine, as ``fesnet-spot run`` with several
 sources; Ray with 1 and with 2 model replicas: ``--cluster auto``, a stream actor per camera)
@@ -81,8 +81,8 @@ def run_in_process(clip: Path, n: int, runtime: Any) -> dict[str, Any]:
 
 
 def run_on_ray(clip: Path, n: int, tier: Any, cfg: Any, runtime: Any) -> dict[str, Any]:
-    from .streams import drive_actors, spawn
-    from .wire import WireStats
+    from ..cluster.streams import drive_actors, spawn
+    from ..cluster.wire import WireStats
 
     actors = {
         f"s{i}": spawn(cfg, tier, str(clip), f"s{i}", runtime.stride_frames, "live",
@@ -108,7 +108,7 @@ def sustained(run: dict[str, Any], max_drop: float) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m fesnet.realtime.cluster.bench")
+    p = argparse.ArgumentParser(prog="python -m fesnet.realtime.bench.cluster")
     p.add_argument("--streams", default="1,2,3,4", help="stream counts to try")
     p.add_argument("--seconds", type=float, default=10.0, help="clip length per run")
     p.add_argument("--max-drop", type=float, default=0.01, help="frames a stream may drop")
@@ -118,13 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     from fesnet.model.runtime import RuntimeConfig, load_runtime
 
-    from .config import ClusterConfig
-    from .placement import RayPlacement
+    from ..cluster.config import ClusterConfig
+    from ..cluster.placement import RayPlacement
 
     counts = [int(x) for x in args.streams.split(",")]
     model = RuntimeConfig(backend="onnx", threads=1)
     report: dict[str, Any] = {
-        "command": "python -m fesnet.realtime.cluster.bench " + " ".join(argv or []),
+        "command": "python -m fesnet.realtime.bench.cluster " + " ".join(argv or []),
         "started": dt.datetime.now(dt.timezone.utc).isoformat(),
         "cpu_count": os.cpu_count(),
         "load_avg_1m_at_start": round(os.getloadavg()[0], 2),
