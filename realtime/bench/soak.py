@@ -133,7 +133,25 @@ def onset_pairing(events: list[dict[str, Any]]) -> tuple[int, int]:
     return len(onsets), sum(1 for k in onsets if ends[k] != 1)
 
 
-def main(argv: list[str] | None = None) -> int:
+def sample(
+    t_s: float, proc: Any, producer: Producer, pipe: Any, source: PushSource, latency: np.ndarray
+) -> dict[str, Any]:
+    """One row of the soak's record: memory, threads, frame counts, and the latency of the
+    frames scored since the last row."""
+    return {
+        "t_s": round(t_s, 1),
+        "rss_mb": round(proc.memory_info().rss / 2**20, 1),
+        "threads": proc.num_threads(),
+        "pushed": producer.pushed,
+        "processed": pipe.status()["frames"],
+        "dropped": source.dropped,
+        "events": pipe.events_emitted,
+        "latency_p50_ms": round(float(np.median(latency)), 1) if len(latency) else None,
+        "latency_max_ms": round(float(latency.max()), 1) if len(latency) else None,
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--minutes", type=float, default=30.0)
     p.add_argument("--fps", type=float, default=60.0, help="push rate of the replay")
@@ -149,7 +167,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup-s", type=float, default=30.0)
     p.add_argument("--events", type=Path, default=None, help="JSONL path (default: a temp file)")
     p.add_argument("--out", type=Path, default=Path("docs") / "soak_result.json")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
     size = (args.width, args.height)
@@ -186,17 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         lat = timings.values_ms("frame_score_latency")
         new = lat[len(lat) - min(len(lat), n_lat - lat_seen) :]
         lat_seen = n_lat
-        s = {
-            "t_s": round(time.monotonic() - t_start, 1),
-            "rss_mb": round(proc.memory_info().rss / 2**20, 1),
-            "threads": proc.num_threads(),
-            "pushed": producer.pushed,
-            "processed": pipe.status()["frames"],
-            "dropped": source.dropped,
-            "events": pipe.events_emitted,
-            "latency_p50_ms": round(float(np.median(new)), 1) if len(new) else None,
-            "latency_max_ms": round(float(new.max()), 1) if len(new) else None,
-        }
+        s = sample(time.monotonic() - t_start, proc, producer, pipe, source, new)
         samples.append(s)
         print(json.dumps(s), flush=True)
     producer.stop_event.set()
