@@ -116,7 +116,7 @@ def _cached_features(
     if cache_dir is None:
         return tuple(a.astype(np.float16) for a in encode_video(backend, v.crops))
     paths = [Path(cache_dir) / f"{v.video_id}-enc{digest}.{name}.npy"
-             for name in ("x_prime", "x_atten")]  # fmt: skip
+             for name in ("x_prime", "x_atten")]
     if not all(p.exists() for p in paths):
         paths[0].parent.mkdir(parents=True, exist_ok=True)
         for p, a in zip(paths, encode_video(backend, v.crops), strict=True):
@@ -184,7 +184,7 @@ def score_feature_video(
     starts = window_starts(len(f), t, stride_frames)
     geom = f.geom if net.cfg.geometry_dims else None
     probs = score_windows(TorchBackend(net), f.x_prime.astype(np.float32),
-                          f.x_atten.astype(np.float32), geom, starts, t)  # fmt: skip
+                          f.x_atten.astype(np.float32), geom, starts, t)
     return starts, probs
 
 

@@ -138,7 +138,7 @@ class Fanout:
                     self._failed.add(id(sink))
                 if first:
                     logger.error("%s: sink %r failed (further errors counted): %r",
-                                 self.owner or "events", sink, e)  # fmt: skip
+                                 self.owner or "events", sink, e)
 
 
 def read_events(path: str | Path) -> list[dict[str, Any]]:

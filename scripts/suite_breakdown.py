@@ -36,13 +36,13 @@ def main() -> None:
     meta = {}
     for spec in suite_clips():
         meta[spec.video_id] = json.loads(clip_path(spec, a.suite_cache).with_suffix(".json")
-                                         .read_text())  # fmt: skip
+                                         .read_text())
     preds: dict[tuple[str, str], list[tuple[int, int, int]]] = defaultdict(list)
     with a.predictions.open() as f:
         for r in csv.DictReader(f):
             label = 1 if r["type"] == "ME" else 2
             preds[(r["method"], r["vid"])].append((int(r["pred_onset"]), int(r["pred_offset"]),
-                                                   label))  # fmt: skip
+                                                   label))
     methods = sorted({m for m, _ in preds})
     hits: dict[str, Counter] = {m: Counter() for m in methods}
     totals: Counter = Counter()
@@ -61,7 +61,7 @@ def main() -> None:
         for m in methods:
             for p in preds[(m, vid)]:
                 if any(p[2] == e["label"] and interval_iou(p, (e["onset"], e["offset"],
-                       e["label"])) >= 0.5 for e in exprs):  # fmt: skip
+                       e["label"])) >= 0.5 for e in exprs):
                     continue
                 near = int(0.2 * fps)
                 what = "nothing"
@@ -73,11 +73,11 @@ def main() -> None:
                     what = "a blink"
                 false[m][("ME" if p[2] == 1 else "MaE", what)] += 1
     print("| class | first template's region | peak | true | " +
-          " | ".join(f"{m} found" for m in methods) + " |")  # fmt: skip
+          " | ".join(f"{m} found" for m in methods) + " |")
     print("|---|---|---|---:|" + "---:|" * len(methods))
     for key in sorted(totals):
         print(f"| {' | '.join(key)} | {totals[key]} | " +
-              " | ".join(str(hits[m][key]) for m in methods) + " |")  # fmt: skip
+              " | ".join(str(hits[m][key]) for m in methods) + " |")
     print("\n| method | false event | overlaps (within 0.2 s) | count |\n|---|---|---|---:|")
     for m in methods:
         for (cls, what), n in sorted(false[m].items()):

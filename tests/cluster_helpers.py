@@ -38,7 +38,7 @@ class ClusterProcess:
             [sys.executable, "-m", "fesnet.realtime.cluster.local", "--workers", str(workers),
              "--client-port", "0", "--commands"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True,
-        )  # fmt: skip
+        )
         self.status = self._answer()
         self.address = self.status["client"]
 
@@ -79,7 +79,7 @@ def cli(args: list[str], **kw: Any) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "fesnet.realtime.cli", *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, **kw,
-    )  # fmt: skip
+    )
 
 
 def run_cli(args: list[str]) -> subprocess.Popen:

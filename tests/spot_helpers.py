@@ -50,4 +50,4 @@ def make_pipeline(
 ) -> StreamRun:
     tracker = FaceTracker(aligner) if aligner is not None else kwargs.pop("tracker", None)
     return open_stream(stream_model(backend, cfg, stride), source, sinks, tracker=tracker,
-                       observers=observers, **kwargs)  # fmt: skip
+                       observers=observers, **kwargs)

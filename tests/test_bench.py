@@ -56,7 +56,7 @@ def test_bench_end_to_end_report(short_clip, tmp_path, capsys, monkeypatch) -> N
         "--video", str(short_clip),
         "--cache-dir", str(tmp_path / "cache"),
         "--out", str(out),
-    ]  # fmt: skip
+    ]
     assert bench.main(args) == 0
     report = json.loads(out.read_text())
     assert out.with_suffix(".png").stat().st_size > 0
@@ -142,7 +142,7 @@ def test_60fps_estimate_is_the_slowest_thread_or_the_work_over_the_cores() -> No
     """Hand-computed: align 6 ms on its own thread; infer = encode 3 + (window 8 + merge 0) / 8
     + emit 0 = 4 ms; decode 1 ms. Serial sum 11 ms. On 2 cores the bound is max(6, 4, 1, 5.5)."""
     stages = {"decode": {"p50_ms": 1.0}, "align": {"p50_ms": 6.0}, "encode": {"p50_ms": 3.0},
-              "window": {"p50_ms": 8.0}, "merge": {"p50_ms": 0.0}}  # fmt: skip
+              "window": {"p50_ms": 8.0}, "merge": {"p50_ms": 0.0}}
     assert camera_60fps_ms_per_frame(stages, 8, cores=2) == (6.0, 11.0)
     # One core: the threads cannot overlap, the serial sum is the cost.
     assert camera_60fps_ms_per_frame(stages, 8, cores=1) == (11.0, 11.0)
@@ -188,7 +188,7 @@ def test_bench_times_the_checkpoints_stride_by_default(tmp_path) -> None:
     checkpoint.update_meta(path, stride_frames=2)
     out = tmp_path / "b.json"
     args = ["--checkpoint", str(path), "--backends", "torch", "--seconds", "0.01", "--streams",
-            "1", "--flow", "", "--no-plot", "--out", str(out)]  # fmt: skip
+            "1", "--flow", "", "--no-plot", "--out", str(out)]
     assert bench.main(args) == 0
     report = json.loads(out.read_text())
     assert report["model"]["stride_frames"] == report["settings"]["stride_frames"] == 2
@@ -201,7 +201,7 @@ def test_bench_tier_mode_report(tmp_path, capsys) -> None:
     today's per-stream engine); structure only."""
     out = tmp_path / "t.json"
     args = ["--tier", "--config", "tiny", "--tier-backend", "torch", "--streams", "1,2",
-            "--tier-compare", "1,2", "--seconds", "0.2", "--out", str(out)]  # fmt: skip
+            "--tier-compare", "1,2", "--seconds", "0.2", "--out", str(out)]
     assert bench.main(args) == 0
     t = json.loads(out.read_text())["tier"]
     assert t["tier"] == "torch-cpu-fp32" and t["device"] == "cpu"

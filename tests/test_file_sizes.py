@@ -1,7 +1,10 @@
 """Sizes the house keeps: no source file over 500 lines, and no function over 80 lines in model/,
 realtime/ and calibration/. A module that grows past it holds more than one idea and is split by
 idea (pure moves), as realtime/push.py, realtime/run_control.py and realtime/viewers/display.py
-were; a function that grows past it is split into named steps."""
+were; a function that grows past it is split into named steps.
+
+And no formatter pragmas: no formatter runs over the code (CI runs ``ruff check``, the linter;
+the line length is its E501), so a formatter pragma (fmt skip) would guard nothing."""
 
 from __future__ import annotations
 
@@ -57,6 +60,18 @@ def test_no_function_is_over_80_lines() -> None:
                     long[f"{path.relative_to(REPO)}:{name}"] = n
     assert seen > 500  # the functions were found
     assert long == {}
+
+
+def test_no_formatter_pragmas() -> None:
+    pragma = "# fmt" + ":"  # spelled in two parts, so this file does not hold one itself
+    found = [
+        f"{path.relative_to(REPO)}:{i}"
+        for folder in FOLDERS
+        for path in sorted((REPO / folder).rglob("*.py"))
+        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if pragma in line
+    ]
+    assert found == []
 
 
 def test_the_function_measure_counts_decorators_nesting_and_methods() -> None:

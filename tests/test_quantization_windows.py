@@ -76,7 +76,7 @@ def test_bad_requests_are_clear() -> None:
 def test_cli_help_and_missing_checkpoint(tmp_path: Path, capsys) -> None:
     assert cli.main([]) == 2
     code = cli.main(["fit", "--checkpoint", str(tmp_path / "none.pt"), "--out",
-                     str(tmp_path / "m.json")])  # fmt: skip
+                     str(tmp_path / "m.json")])
     assert code == 2 and "not found" in capsys.readouterr().err
     assert cli.main(["profiles", "--profiles-dir", str(tmp_path)]) == 0
     assert cli.main(["profiles", "nobody", "--profiles-dir", str(tmp_path)]) == 2

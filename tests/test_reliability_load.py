@@ -113,7 +113,7 @@ def test_cameras_until_the_cpu_saturates_degrade_by_dropping(tiny_runtime: Any) 
                         1 for c in cams for ev in c.result.events
                         if str(ev.get("message", "")).startswith("falling behind")
                     ),
-                })  # fmt: skip
+                })
             return rows
         finally:
             await asyncio.gather(*(c.run(duration_s=0.1) for c in cams), return_exceptions=True)

@@ -324,7 +324,7 @@ def _run_fake_pipeline(
 ) -> tuple[StreamRun, Any]:
     sink = ListSink()
     pipe = make_pipeline(source, engine, BUSY, 8, [sink], aligner=MarkedAligner(),
-                         observers=[observer] if observer else [])  # fmt: skip
+                         observers=[observer] if observer else [])
     pipe.start()
     deadline = time.monotonic() + timeout
     err = None
@@ -413,7 +413,7 @@ def test_malformed_pushed_frames_are_rejected_at_the_producer(engine: Engine) ->
         np.zeros((24, 32), np.uint8), np.zeros((24, 32, 4), np.uint8),
         np.zeros((1, 1, 3), np.uint8), np.zeros((24, 32, 3), np.float32),
         np.zeros((0, 32, 3), np.uint8), "not an image", None,
-    ]  # fmt: skip
+    ]
     for i in range(60):
         if i % 10 == 5:
             with pytest.raises(ValueError):

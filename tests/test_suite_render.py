@@ -19,7 +19,7 @@ from fesnet.model.suite.motion import MAE_SECONDS, ME, ME_SECONDS
 from fesnet.model.suite.timeline import make_timeline
 
 GENERATOR = {f"fesnet.model.data.{m}" for m in
-             ("synthetic", "action_units", "plan", "identities", "landmarks")}  # fmt: skip
+             ("synthetic", "action_units", "plan", "identities", "landmarks")}
 
 
 def closure(g: dict[str, set[str]], roots: list[str]) -> set[str]:
@@ -53,7 +53,7 @@ def test_rendering_a_frame_loads_no_generator_module() -> None:
         "print(sorted(m for m in sys.modules if m.startswith('fesnet.model.data')))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, timeout=300)  # fmt: skip
+                         check=True, timeout=300)
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
 
 
@@ -61,7 +61,7 @@ def test_the_suite_covers_every_face_rate_and_size() -> None:
     specs = suite_clips()
     assert len(specs) == 12 and len({s.video_id for s in specs}) == 12
     assert {s.still for s in specs} == {"astronaut", "f13-anc", "wolfgang", "grace_hopper",
-                                        "obama", "einstein"}  # fmt: skip
+                                        "obama", "einstein"}
     combos = {(s.fps, s.height) for s in specs}
     assert combos == {(30, 480), (30, 720), (60, 480), (60, 720)}
     assert all(30 <= s.duration_s <= 40 for s in specs)
@@ -107,7 +107,7 @@ def test_the_rendered_face_moves_only_inside_labels() -> None:
         moved = float(np.abs(r.expression_field(i)).max())
         assert (moved > 0) == labelled[i], i
     other = [i for i in range(r.spec.n_frames) if not labelled[i]
-             and np.abs(r.field(i)).max() > 0]  # fmt: skip
+             and np.abs(r.field(i)).max() > 0]
     assert other  # distractors are there, labelled neutral
 
 

@@ -26,9 +26,9 @@ print("after", file=sys.stderr)
 
 def test_native_noise_is_dropped_and_real_lines_are_kept() -> None:
     err = subprocess.run([sys.executable, "-c", NATIVE], capture_output=True, text=True,
-                         check=True).stderr  # fmt: skip
+                         check=True).stderr
     assert err.splitlines() == ["E0000 graph.cc:1] a real native error", "a python warning line",
-                                "after"]  # fmt: skip
+                                "after"]
 
 
 def test_a_line_cut_off_by_a_file_size_limit_does_not_run_into_the_next() -> None:
@@ -47,7 +47,7 @@ def test_a_line_cut_off_by_a_file_size_limit_does_not_run_into_the_next() -> Non
         "        pass\nwith native_stderr_filtered():",
     ).replace('    print("a python warning line", file=sys.stderr)\n', "")
     err = subprocess.run([sys.executable, "-c", native], capture_output=True, text=True,
-                         check=True, preexec_fn=small_files).stderr  # fmt: skip
+                         check=True, preexec_fn=small_files).stderr
     lines = err.splitlines()
     assert lines[-1] == "after" and lines[0].startswith("W0000 ")
     assert "inference_feedback_manager.cc" not in err  # cut off at the limit
@@ -62,10 +62,10 @@ def test_export_noise_is_dropped_only_inside_the_export() -> None:
         with quiet_onnx_export():
             assert registration.getEffectiveLevel() == logging.ERROR
             warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use ...",
-                          FutureWarning, stacklevel=1)  # fmt: skip
+                          FutureWarning, stacklevel=1)
             warnings.warn("a real problem", UserWarning, stacklevel=1)
         warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated", FutureWarning,
-                      stacklevel=1)  # fmt: skip
+                      stacklevel=1)
     assert [str(w.message) for w in seen] == [
         "a real problem",
         "`isinstance(treespec, LeafSpec)` is deprecated",
@@ -78,7 +78,7 @@ def test_the_protobuf_deprecation_is_ignored_and_others_are_not() -> None:
         warnings.simplefilter("always")
         ignore_known_warnings()
         warnings.warn("SymbolDatabase.GetPrototype() is deprecated. Please use ...", UserWarning,
-                      stacklevel=1)  # fmt: skip
+                      stacklevel=1)
         warnings.warn("something else is deprecated", UserWarning, stacklevel=1)
     assert [str(w.message) for w in seen] == ["something else is deprecated"]
 
@@ -121,7 +121,7 @@ def test_streams_starting_at_once_drop_their_noise_and_keep_stderr() -> None:
     restored each other's temporary file as stderr, so noise leaked or every later error of
     the process went into a deleted file."""
     err = subprocess.run([sys.executable, "-c", CONCURRENT], capture_output=True, text=True,
-                         check=True, timeout=60).stderr  # fmt: skip
+                         check=True, timeout=60).stderr
     assert err.splitlines() == ["an error after start-up"]
 
 
@@ -164,7 +164,7 @@ def test_ray_noise_is_dropped_only_inside_and_other_lines_show() -> None:
          "Passing the following kwargs to ray.init() on the server: log_to_driver"),
         ("ray.serve", logging.WARNING, "LongPollClient connection failed, shutting down."),
         ("ray.serve", logging.WARNING, "Failed to get queue length from Replica(...)"),
-    ]  # fmt: skip
+    ]
     seen: list[str] = []
     catch = logging.Handler()
     catch.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]

@@ -26,7 +26,7 @@ def expr(state: str, event_id: int, onset: float, offset: float | None = None, *
     e = SpotEvent(type="expression", stream="cam0", t_s=onset, state=state,  # type: ignore[arg-type]
                   label=kw.get("label", "ME"), event_id=event_id, onset_s=onset,
                   onset_frame=int(onset * 30), apex_s=onset, apex_frame=int(onset * 30),
-                  score=kw.get("score", 0.8), regions=kw.get("regions"))  # fmt: skip
+                  score=kw.get("score", 0.8), regions=kw.get("regions"))
     if offset is not None:
         e.offset_s, e.offset_frame, e.apex_s = offset, int(offset * 30), (onset + offset) / 2
     return e
@@ -92,7 +92,7 @@ class FakeLive:
     def __init__(self, on: float, off: float, events: list[SpotEvent]) -> None:
         t = np.arange(0, 6, 1 / 60)
         self._view = ViewState("tracking", 1, None, t, np.full_like(t, 0.3), np.full_like(t, 0.2),
-                               on, off)  # fmt: skip
+                               on, off)
         self._events = events
 
     def view(self) -> ViewState:
@@ -165,7 +165,7 @@ def test_camera_sessions_start_with_the_given_phase_and_replays_do_not(tmp_path:
         assert not cam.skip_phase()  # nothing left to skip
         cam.close()
         replay = hub.open_file(write_video(tmp_path / "c.mp4", crops, fps=30.0), pace="fast",
-                               aligner=FrameIsCropAligner())  # fmt: skip
+                               aligner=FrameIsCropAligner())
         assert replay.phase is None and replay.stats()["calibration"] is None
         replay.close()
     finally:

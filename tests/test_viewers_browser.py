@@ -104,7 +104,7 @@ def test_gradio_webcam_over_webrtc(chromium, gradio_url: str, hub: SpotHub, tmp_
         assert "calibrated on" in page.input_value("#fesnet-events textarea")
         assert page.locator("#fesnet-crop img").count() == 1
         measure.wait_for(page, "!!document.querySelector('#fesnet-timeline img, "
-                               "#fesnet-timeline svg, #fesnet-timeline canvas')")  # fmt: skip
+                               "#fesnet-timeline svg, #fesnet-timeline canvas')")
         page.screenshot(path=str(tmp_path / "gradio.png"), full_page=True)
         # Export: a JSONL of this session's events.
         page.get_by_role("button", name="Export events (JSONL)").click()
@@ -227,7 +227,7 @@ def test_gradio_requires_the_token_when_bound_beyond_loopback(hub: SpotHub) -> N
             req = urllib.request.Request(
                 f"{base}/gradio_api/component_server", data=b"{}", method="POST",
                 headers={"Content-Type": "application/json"},
-            )  # fmt: skip
+            )
             urllib.request.urlopen(req, timeout=10)
         assert err.value.code == 401
     finally:

@@ -93,7 +93,7 @@ def test_parse_offer_rejects_bad_shapes() -> None:
         {"sdp": "", "type": "offer"},
         {"sdp": "hello", "type": "offer"}, {"sdp": "v=0\r\nm=audio 9 RTP 0\r\n", "type": "offer"},
         {"sdp": good + "a=x:" + "y" * 70_000 + "\r\n", "type": "offer"},
-    ):  # fmt: skip
+    ):
         with pytest.raises(OfferError):
             parse_offer(bad)
 
@@ -244,7 +244,7 @@ def test_malformed_and_oversized_offers_get_400_and_server_stays_healthy(tiny_ru
                 json.dumps({"sdp": no_ice_sdp, "type": "offer"}),
                 json.dumps({"sdp": "v=0\r\nm=video " + "x" * 9000, "type": "offer"}),
                 b"{" + b" " * 200_000 + b"}",
-            ]  # fmt: skip
+            ]
             for body in bodies:
                 status, reply = await post(f"{url}/offer", body)
                 codes.append(status)

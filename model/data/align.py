@@ -222,7 +222,7 @@ class FaceAligner:
                 )
             if static_image_mode:
                 raise ValueError("count_faces_every_frames needs video mode (static_image_mode "
-                                 "runs FaceMesh's detector on every frame anyway)")  # fmt: skip
+                                 "runs FaceMesh's detector on every frame anyway)")
         import mediapipe as mp
 
         self.crop_size = int(crop_size)

@@ -75,7 +75,7 @@ async def _sessions_running(hub: Any, n: int, procs: list[Any]) -> list[Any]:
 async def serve_level(
     setup: CapacitySetup, n: int, video: str, fps: float, seconds: float,
     machine_load: Callable[[], float | None],
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """N senders against a fresh server running ``setup``; one row of the report."""
     from unittest import mock
 
@@ -98,7 +98,7 @@ async def serve_level(
                     sys.executable, "-m", "fesnet.realtime.bench.capacity_sender", url, video,
                     "--seconds", str(WARM_UP_S + seconds + 30), "--loopback",
                     stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-                ))  # fmt: skip
+                ))
             sessions = await _sessions_running(hub, n, procs)
             await asyncio.sleep(WARM_UP_S)
             me = psutil.Process()
@@ -107,7 +107,7 @@ async def serve_level(
             t0, peak = time.monotonic(), 0
             while time.monotonic() - t0 < seconds:
                 peak = max(peak, *(s.input_rate.count - _spotted(s) - s.source.dropped
-                                   for s in sessions))  # fmt: skip
+                                   for s in sessions))
                 await asyncio.sleep(0.1)
             after, wall = _snapshot(sessions), time.monotonic() - t0
             cpu, sent = _cpu_s(me) - cpu0, sum(map(_cpu_s, senders)) - sent0

@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
             res = pipeline_run(backend, ck, str(a.video), 1, "fast", strides[name])
             runs[name].append(res)
             print(f"round {r + 1} {name}: {res['est_60fps_camera_ms_per_frame']:.2f} ms/frame "
-                  f"(load {load_avg()})", flush=True)  # fmt: skip
+                  f"(load {load_avg()})", flush=True)
     report = {"video": str(a.video), "backend": a.backend, "threads": a.threads,
               "rounds": a.rounds, "checkpoints": {"old": str(a.old), "new": str(a.new)},
               "strides": strides,

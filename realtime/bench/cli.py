@@ -231,10 +231,10 @@ def capacity(config: BenchConfig, report: dict[str, Any], ck: Any, backend: Any)
     for name in config.profiles:
         merger, stride = hub_settings(ck, PROFILES[name])
         model = (setups[0].model.using(merger, stride) if setups
-                 else StreamModel.over(backend, merger, stride))  # fmt: skip
+                 else StreamModel.over(backend, merger, stride))
         setups.append(CapacitySetup(name, model, make_aligner(PROFILES[name].align)))
     report["capacity"] = run_capacity(setups, config.capacity_levels, config.video,
-                                      config.capacity_seconds, load_avg)  # fmt: skip
+                                      config.capacity_seconds, load_avg)
 
 
 def live_backend(config: BenchConfig, ck: Any) -> Any:

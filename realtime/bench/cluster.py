@@ -88,7 +88,7 @@ def run_on_ray(clip: Path, n: int, tier: Any, cfg: Any, runtime: Any) -> dict[st
         f"s{i}": spawn(cfg, tier, str(clip), f"s{i}", runtime.stride_frames, "live",
                        runtime.merger)
         for i in range(n)
-    }  # fmt: skip
+    }
     results = drive_actors(actors, lambda e: None, threading.Event())
     wire = WireStats()
     rows = []
@@ -159,12 +159,12 @@ def main(argv: list[str] | None = None) -> int:
                         [s["model_ms_per_frame"] for s in res["streams"]])), 3),
                     "wire_bytes_per_frame": round(res["wire_bytes"] / max(frames, 1), 1),
                     **res,
-                }  # fmt: skip
+                }
                 report["runs"].append(row)
                 print(f"{mode:<10} {n} streams: sustained={row['sustained']} "
                       f"dropped={row['dropped_frac']:.2%} model={row['model_ms_per_frame_p50']} "
                       f"ms/frame wire={row['wire_bytes_per_frame'] / 1024:.1f} KiB/frame",
-                      flush=True)  # fmt: skip
+                      flush=True)
             if placement is not None:
                 placement.close(remove_tier=True)
     report["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         m: max([r["n_streams"] for r in report["runs"] if r["mode"] == m and r["sustained"]],
                default=0)
         for m in args.modes.split(",")
-    }  # fmt: skip
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report["max_sustained"]))

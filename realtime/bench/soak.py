@@ -87,7 +87,7 @@ class Producer(threading.Thread):
     """Pushes frames at ``fps`` on a continuous timeline until stopped."""
 
     def __init__(self, source: PushSource, jpegs: list[bytes], clip_fps: float, fps: float,
-                 size: tuple[int, int], away_every_s: float, away_s: float) -> None:  # fmt: skip
+                 size: tuple[int, int], away_every_s: float, away_s: float) -> None:
         super().__init__(name="soak-producer", daemon=True)
         self.source, self.jpegs, self.clip_fps, self.fps = source, jpegs, clip_fps, fps
         self.blank = np.full((size[1], size[0], 3), 90, np.uint8)
@@ -158,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--backend", choices=("onnx", "torch"), default="onnx",
-                   help="inference backend (the CLI's default is ONNX Runtime)")  # fmt: skip
+                   help="inference backend (the CLI's default is ONNX Runtime)")
     p.add_argument("--width", type=int, default=640)
     p.add_argument("--height", type=int, default=480)
     p.add_argument("--away-every-s", type=float, default=8.0)

@@ -187,7 +187,7 @@ class ModelTier:
 def deploy(
     cfg: ClusterConfig, checkpoint: str | Path | None = None, backend: str = "auto",
     threads: int | None = 1, streams: int = 0,
-) -> ModelTier:  # fmt: skip
+) -> ModelTier:
     """Start (or update) the Serve application ``cfg.app_name`` running the window engine.
     ClusterError when the cluster can never place its replicas and ``streams`` stream actors
     (``ClusterConfig.placement_error``)."""
@@ -282,7 +282,7 @@ def await_model_tier(
             raise ClusterError(f"could not deploy the model tier: {why}")
         if not reported and clock() - t0 >= report_after_s:
             report(f"the model tier is not running after {report_after_s:g} s: "
-                   f"{why.rstrip('. ')}. Still waiting (Ctrl-C stops)")  # fmt: skip
+                   f"{why.rstrip('. ')}. Still waiting (Ctrl-C stops)")
             reported = True
         sleep(poll_s)
 

@@ -65,10 +65,10 @@ def _calibration_line(c: dict[str, Any] | None) -> str:
         return ""
     if c["phase"] == "calibrating":
         return (f"  \n**calibrating {100 * c['progress']:.0f}%**: keep a neutral face "
-                "(or skip)")  # fmt: skip
+                "(or skip)")
     if c["phase"] == "calibrated":
         return (f"  \ncalibrated: thresholds on **{c['on_threshold']:.3f}** / off "
-                f"{c['off_threshold']:.3f}")  # fmt: skip
+                f"{c['off_threshold']:.3f}")
     return f"  \ncalibration {c['phase']}"
 
 
@@ -116,7 +116,7 @@ def timeline_key(live: LiveSession | None) -> tuple[Any, ...]:
     view = live.view()
     t = view.recent_pts_s
     return (live.id, len(t), float(t[-1]) if len(t) else None, live.run.events_emitted,
-            view.on_threshold, view.off_threshold)  # fmt: skip
+            view.on_threshold, view.off_threshold)
 
 
 def timeline_figure(live: LiveSession | None, window_s: float = TIMELINE_S) -> Any:
@@ -145,10 +145,10 @@ def timeline_figure(live: LiveSession | None, window_s: float = TIMELINE_S) -> A
             plotted = True
         if view.on_threshold is not None:
             ax.axhline(view.on_threshold, color="tab:red", lw=0.9, ls="--",
-                       label=f"on {view.on_threshold:.2f}")  # fmt: skip
+                       label=f"on {view.on_threshold:.2f}")
         if view.off_threshold is not None and view.off_threshold != view.on_threshold:
             ax.axhline(view.off_threshold, color="tab:red", lw=0.7, ls=":",
-                       label=f"off {view.off_threshold:.2f}")  # fmt: skip
+                       label=f"off {view.off_threshold:.2f}")
         for start, end, label in intervals_of(live.events()):
             color = "tab:orange" if label == "ME" else "tab:blue"
             end_s = t_end if end is None else end

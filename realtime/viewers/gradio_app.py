@@ -183,7 +183,7 @@ class GradioViewer:
             try:
                 offer = parse_offer(payload)
                 peer = RtcPeer(self.hub, prefix="cam", max_frame_pixels=self.max_frame_pixels,
-                               ice_addresses=self.ice_addresses)  # fmt: skip
+                               ice_addresses=self.ice_addresses)
                 answer = await peer.accept(offer)
             except (OfferError, HubFull) as e:
                 return {"error": str(e)}
@@ -364,7 +364,7 @@ class GradioViewer:
                         upload = gr.File(
                             label="Video to replay", file_types=["video"], type="filepath",
                             height=100,
-                        )  # fmt: skip
+                        )
                         with gr.Column():
                             replay_btn = gr.Button("Replay uploaded video")
                             sample_btn = gr.Button(
@@ -376,26 +376,26 @@ class GradioViewer:
                     crop = gr.Image(
                         label="Aligned face (112x112, model input)", height=CROP_DISPLAY_PX,
                         interactive=False, elem_id="fesnet-crop",
-                    )  # fmt: skip
+                    )
                     stats = gr.Markdown(elem_id="fesnet-stats")
                     skip_btn = gr.Button(
                         "Skip calibration", size="sm",
                         visible=self.hub.config.camera_phase is not None,
-                    )  # fmt: skip
+                    )
                     export_btn = gr.Button("Export events (JSONL)")
                     export_file = gr.File(label="Session events", elem_id="fesnet-export")
             plot = gr.Plot(label="Live timeline", elem_id="fesnet-timeline")
             log = gr.Textbox(
                 label="Events (newest first)", lines=10, max_lines=10, interactive=False,
                 elem_id="fesnet-events",
-            )  # fmt: skip
+            )
 
             timer = gr.Timer(timer_s)
             timer.tick(h["tick"], None, [crop, stats, log], show_progress="hidden",
-                       concurrency_limit=None)  # fmt: skip
+                       concurrency_limit=None)
             plot_timer = gr.Timer(plot_timer_s)
             plot_timer.tick(h["tick_plot"], None, plot, show_progress="hidden",
-                            concurrency_limit=None)  # fmt: skip
+                            concurrency_limit=None)
             replay_btn.click(h["replay"], upload, status)
             sample_btn.click(h["replay_sample"], None, status)
             stop_btn.click(h["stop"], None, status)
@@ -474,14 +474,14 @@ def serve_gradio(
             hub, host, port, resolved, block=False, allowed_origins=allowed_origins,
             max_upload_mb=max_upload_mb, max_frame_pixels=max_frame_pixels,
             ice_all_interfaces=ice_all_interfaces,
-        )  # fmt: skip
+        )
         while True:
             time.sleep(0.5)
     except (KeyboardInterrupt, Stopped):
         pass
     except OSError as e:
         print(f"fesnet-spot: error: cannot listen on {host}:{port}: {e.strerror or e}",
-              file=sys.stderr)  # fmt: skip
+              file=sys.stderr)
         return BAD_INPUT
     finally:
         if demo is not None:

@@ -71,7 +71,7 @@ class HubConfig:
 
 
 SESSION_NUMBERS = ("frames", "fps", "dropped", "windows_skipped", "score_latency_p50_ms",
-                   "event_latency_p50_ms", "events", "running")  # fmt: skip
+                   "event_latency_p50_ms", "events", "running")
 """What a session's stats take from its stream's live status."""
 
 
@@ -109,7 +109,7 @@ class LiveSession:
             hub.model, source, [self._on_event], config=hub.config.spotter,
             tracker=FaceTracker(aligner) if aligner is not None else None,
             observers=[self.live_view], phase=phase,
-        )  # fmt: skip
+        )
         self.phase: Phase | None = self.run.phase
         self._closed = False
         self._close_lock = threading.Lock()

@@ -237,7 +237,7 @@ class RtcPeer:
         await asyncio.sleep(self.connect_timeout_s)
         if self.pc.connectionState != "connected":
             logger.info("peer %s: not connected after %.0f s; closing", self.id,
-                        self.connect_timeout_s)  # fmt: skip
+                        self.connect_timeout_s)
             self.close_soon()
 
     def _spawn(self, coro: Any) -> None:
@@ -265,7 +265,7 @@ class RtcPeer:
                 if frame.width * frame.height > self.max_frame_pixels:
                     if not self.frames_downscaled:
                         logger.info("peer %s: %dx%d frames downscaled to %d pixels", self.id,
-                                    frame.width, frame.height, self.max_frame_pixels)  # fmt: skip
+                                    frame.width, frame.height, self.max_frame_pixels)
                     self.frames_downscaled += 1
                 # Capped and converted to an image on the session's align thread, not on this
                 # loop (and never, if the latest-only slot replaces it first).
