@@ -137,7 +137,10 @@ def session_numbers(hub: SpotHub, stats: dict[str, Any] | None) -> dict[str, Any
     return out
 
 
-def measure_gradio(pw: Any, hub: SpotHub, y4m: Path, seconds: float, shot: Path | None) -> dict:
+@contextlib.contextmanager
+def gradio_page(pw: Any, hub: SpotHub, y4m: Path) -> Iterator[Any]:
+    """The Gradio app on a free port and a Chromium page on it (fake camera ``y4m``); closed,
+    with the hub's sessions, on the way out."""
     from ..viewers.gradio_app import launch
 
     port = free_port()
@@ -146,33 +149,30 @@ def measure_gradio(pw: Any, hub: SpotHub, y4m: Path, seconds: float, shot: Path 
     try:
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
         page.goto(f"http://127.0.0.1:{port}/")
-        page.click(".fes-start")
-        wait_for(page, "window.fesnetCamera && window.fesnetCamera.stats")
-        time.sleep(seconds)
-        stats = page.evaluate("window.fesnetCamera.stats")
-        numbers = session_numbers(hub, stats)
-        if shot is not None:
-            page.screenshot(path=str(shot), full_page=True)
-        page.click(".fes-stop")
-        return numbers
+        yield page
     finally:
         browser.close()
         demo.close()
         hub.close_all()
 
 
+def measure_gradio(pw: Any, hub: SpotHub, y4m: Path, seconds: float, shot: Path | None) -> dict:
+    with gradio_page(pw, hub, y4m) as page:
+        page.click(".fes-start")
+        wait_for(page, "window.fesnetCamera && window.fesnetCamera.stats")
+        time.sleep(seconds)
+        numbers = session_numbers(hub, page.evaluate("window.fesnetCamera.stats"))
+        if shot is not None:
+            page.screenshot(path=str(shot), full_page=True)
+        page.click(".fes-stop")
+        return numbers
+
+
 def measure_gradio_replay(
     pw: Any, hub: SpotHub, y4m: Path, seconds: float, shot: Path | None
 ) -> dict:
     """The Gradio page replaying the sample clip (no camera): it plays in the video panel."""
-    from ..viewers.gradio_app import launch
-
-    port = free_port()
-    demo, _viewer, _ = launch(hub, port=port, block=False)
-    browser = pw.chromium.launch(executable_path=chromium_path(), args=chromium_args(y4m))
-    try:
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.goto(f"http://127.0.0.1:{port}/")
+    with gradio_page(pw, hub, y4m) as page:
         page.get_by_role("button", name="Play sample clip").click()
         wait_for(page, "window.fesnetCamera.panel.mode === 'replay' && window.fesnetCamera.stats")
         time.sleep(seconds)
@@ -181,10 +181,6 @@ def measure_gradio_replay(
         if shot is not None:
             page.screenshot(path=str(shot), full_page=True)
         return numbers
-    finally:
-        browser.close()
-        demo.close()
-        hub.close_all()
 
 
 def measure_client_page(
