@@ -252,7 +252,7 @@ class TensorRTBackend:
         for i in range(0, len(x_prime), self.max_batch):
             batch = [torch.from_numpy(np.ascontiguousarray(a[i : i + self.max_batch],
                                                           dtype=np.float32)).to(self.device)
-                     for a in arrays]  # fmt: skip
+                     for a in arrays]
             probs.append(self._win(*batch).float().cpu().numpy())
         return np.concatenate(probs)
 
@@ -276,7 +276,7 @@ def make_backend(name: str, checkpoint: Checkpoint, **opts: Any) -> Backend:
         return TorchBackend(net, compile=True, geometry=checkpoint.geometry, **opts)
     if name in ("onnx", "onnx-int8"):
         return OnnxBackend.from_net(net, geometry=checkpoint.geometry, int8=name == "onnx-int8",
-                                    **opts)  # fmt: skip
+                                    **opts)
     if name == "tensorrt":
         return TensorRTBackend(net, geometry=checkpoint.geometry, **opts)
     raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")

@@ -23,7 +23,7 @@ Every program that runs the model loads it here (``fesnet-spot``, the viewers, `
   passed in loaded: finding it by name is calibration's business, not the model's;
 - **placement** (optional): where the network runs. None builds the backend here
   (:func:`build_backend`); a :class:`Placement` (the Ray model tier,
-  ``fesnet.realtime.cluster.runtime.RayPlacement``) turns the same checkpoint and backend name
+  ``fesnet.realtime.cluster.placement.RayPlacement``) turns the same checkpoint and backend name
   into a backend that calls the model elsewhere. Everything else above is resolved here first,
   the same way for both.
 
@@ -39,8 +39,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from fesnet.argtypes import float_range, int_range
+
 from .merger import ConfigError, MergerConfig
-from .options import float_range, int_range
 
 if TYPE_CHECKING:
     from .backends import Backend
@@ -124,19 +125,19 @@ class Runtime:
         if config.method == "landmarks":
             if placement is not None:
                 raise LoadError("--method landmarks runs in this process only (it has no model "
-                                "to place on a cluster): drop --cluster")  # fmt: skip
+                                "to place on a cluster): drop --cluster")
             from .peer import LandmarkPeer, PeerConfig
 
             peer = PeerConfig() if config.peer_k is None else PeerConfig(k=config.peer_k,
                                                                           k_off=config.peer_k - 1.5)
             backend: Backend = LandmarkPeer(peer)
             base = (peer.merger_config(ckpt.config.window_frames) if config.merger_config is None
-                    else merger_config(ckpt, config.merger_config))  # fmt: skip
+                    else merger_config(ckpt, config.merger_config))
         else:
             base = merger_config(ckpt, config.merger_config)
             if placement is None:
                 backend = build_backend(config.backend, ckpt, config.threads,
-                                        **config.backend_options)  # fmt: skip
+                                        **config.backend_options)
             else:
                 backend = placement.backend(ckpt, config)
         merger = base if profile is None else profile.apply(base)
@@ -163,7 +164,7 @@ def check_stride(stride_frames: int, window_frames: int) -> None:
         raise ValueError(f"the window stride must be >= 1 slot, got {stride_frames}")
     if stride_frames > window_frames:
         raise ValueError(f"--stride {stride_frames} is longer than a window ({window_frames} "
-                         "slots): slots between windows would never be scored")  # fmt: skip
+                         "slots): slots between windows would never be scored")
 
 
 def load_runtime(
@@ -231,7 +232,7 @@ def merger_config(ckpt: Checkpoint, path: Path | str | None = None) -> MergerCon
         )
     try:
         return MergerConfig.from_dict({**data, "window_frames": t} if isinstance(data, dict)
-                                      else data)  # fmt: skip
+                                      else data)
     except ConfigError as e:
         raise LoadError(f"{where}: {e}") from e
 
@@ -257,7 +258,7 @@ def add_runtime_arguments(
                         help="merger settings JSON (default: the checkpoint's settings)")
     parser.add_argument("--stride", type=int_range(1), default=None,
                         help="score a window every STRIDE 60 Hz slots, at most a window (default: "
-                        f"the checkpoint's, else {DEFAULT_STRIDE_FRAMES})")  # fmt: skip
+                        f"the checkpoint's, else {DEFAULT_STRIDE_FRAMES})")
     if method:
         parser.add_argument("--method", choices=METHODS, default="fesnet",
                             help="fesnet: the network; landmarks: the training-free landmark "

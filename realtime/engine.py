@@ -108,7 +108,7 @@ class Engine:
         arrays = {
             name: SlotArray(shape) for name, shape in zip(ENCODER_OUTPUTS, self._encoder_shapes,
                                                           strict=True)
-        }  # fmt: skip
+        }
         if self.geometry is not None:
             arrays[GEOMETRY] = SlotArray((GEOMETRY_DIMS,))
         if self.needs_crops:

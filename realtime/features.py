@@ -23,7 +23,8 @@ import time
 
 import numpy as np
 
-from fesnet.model.geometry import GeometryTracker, crop_landmarks
+from fesnet.model.data.landmarks import crop_landmarks
+from fesnet.model.geometry import GeometryTracker
 
 from .engine import CROPS, GEOMETRY, Engine
 from .ring import SlotArray

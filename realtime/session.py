@@ -32,10 +32,10 @@ from fesnet.model.merger import MergerConfig
 from fesnet.model.runtime import Runtime, check_stride
 
 from .engine import Engine
-from .events import Sink
 from .observers import Observer
 from .overload import Clock
 from .pipeline import Pipeline
+from .sinks import Sink
 from .sources import Source
 from .spotter import Phase, Spotter, SpotterConfig
 from .stats import StageStats

@@ -400,7 +400,7 @@ class Spotter:
         of the segment and triggered now (a message of the source, from any thread)."""
         if frame is None:
             return self._events.status(self._last_frame, message, state=state, extra=extra,
-                                       t_trigger_ns=self._clock())  # fmt: skip
+                                       t_trigger_ns=self._clock())
         return self._events.status(frame, message, state=state, extra=extra)
 
     def emitted(self, events: Sequence[SpotEvent]) -> None:

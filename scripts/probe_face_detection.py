@@ -87,7 +87,7 @@ def main() -> None:
             box = box_px(full, rgb)
             row = [f"{best_score(short, rgb):.2f}", f"{best_score(full, rgb):.2f}",
                    f"{best_score(short, grey):.2f}",
-                   str(mesh_in(still_mesh, rgb, 0, 0) is not None)]  # fmt: skip
+                   str(mesh_in(still_mesh, rgb, 0, 0) is not None)]
             crops = []
             for k in (1.2, 1.5, 2.0, 2.5, 3.0, 4.0) if box else ():
                 c, x0, y0 = square(rgb, box[0], box[1], k * box[2])

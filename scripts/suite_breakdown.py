@@ -51,7 +51,7 @@ def main() -> None:
         for r in csv.DictReader(f):
             label = 1 if r["type"] == "ME" else 2
             preds[(r["method"], r["vid"])].append((int(r["pred_onset"]), int(r["pred_offset"]),
-                                                   label))  # fmt: skip
+                                                   label))
     methods = sorted({m for m, _ in preds})
     hits: dict[str, Counter] = {m: Counter() for m in methods}
     totals: Counter = Counter()
@@ -64,7 +64,7 @@ def main() -> None:
         for e in exprs:
             size = size_of(e["peak_iod"], e["label"], spec.stratum)
             key = (spec.stratum, "ME" if e["label"] == 1 else "MaE", region_of(e["templates"]),
-                   size)  # fmt: skip
+                   size)
             totals[key] += 1
             for m in methods:
                 iv = (e["onset"], e["offset"], e["label"])
@@ -73,7 +73,7 @@ def main() -> None:
         for m in methods:
             for p in preds[(m, vid)]:
                 if any(p[2] == e["label"] and interval_iou(p, (e["onset"], e["offset"],
-                       e["label"])) >= 0.5 for e in exprs):  # fmt: skip
+                       e["label"])) >= 0.5 for e in exprs):
                     continue
                 near = int(0.2 * fps)
                 what = "nothing"
@@ -85,13 +85,13 @@ def main() -> None:
                     what = "a blink"
                 false[m][(group, "ME" if p[2] == 1 else "MaE", what)] += 1
     print("| stratum | class | first template's region | peak | true | " +
-          " | ".join(f"{m} found" for m in methods) + " |")  # fmt: skip
+          " | ".join(f"{m} found" for m in methods) + " |")
     print("|---|---|---|---|---:|" + "---:|" * len(methods))
     for key in sorted(totals):
         print(f"| {' | '.join(key)} | {totals[key]} | " +
-              " | ".join(str(hits[m][key]) for m in methods) + " |")  # fmt: skip
+              " | ".join(str(hits[m][key]) for m in methods) + " |")
     print("\n| method | clips | false event | overlaps (within 0.2 s) | count |\n"
-          "|---|---|---|---|---:|")  # fmt: skip
+          "|---|---|---|---|---:|")
     for m in methods:
         for (group, cls, what), n in sorted(false[m].items()):
             print(f"| {m} | {group} | {cls} | {what} | {n} |")

@@ -59,7 +59,7 @@ def row(name: str, m: list[float], f: list[float]) -> str:
     m_, f_ = np.array(m), np.array(f)
     p95 = float(np.percentile(f_, 95))
     return (f"{name} | {len(m_)} | {np.median(m_):.3f} | {np.median(f_):.3f} | {p95:.3f} | "
-            f"{100 * np.mean(m_ > p95):.0f}% |")  # fmt: skip
+            f"{100 * np.mean(m_ > p95):.0f}% |")
 
 
 def clean_gains(name: str) -> None:
@@ -81,7 +81,7 @@ def clean_gains(name: str) -> None:
         return None if not found else landmarks_to_pixels(found[0], spec.width, spec.height)
 
     print("| expression | peak (IOD) | templates | FaceMesh gain along the truth |\n"
-          "|---|---:|---|---:|")  # fmt: skip
+          "|---|---:|---|---:|")
     strengths = r.timeline.strengths()
     for k, e in enumerate(r.timeline.expressions):
         apex = e.onset + int(np.argmax(strengths[e.onset : e.offset + 1, k]))
@@ -130,7 +130,7 @@ def main() -> None:
         busy = np.zeros(tl.n_frames, bool)
         pad = int(0.2 * spec.fps)
         for on, off in [(e.onset, e.offset) for e in tl.expressions] + list(tl.blinks) + list(
-                tl.talking):  # fmt: skip
+                tl.talking):
             busy[max(on - pad, 0) : off + pad + 1] = True
         neutral = np.flatnonzero(~busy)
         strengths = tl.strengths()
@@ -153,11 +153,11 @@ def main() -> None:
                 floor["largest move"][key].append(largest_move(*pair, crop_px))
                 floor["along the truth"][key].append(along(*pair, crop_px, idx, unit))
     print("| measure | stratum | class | expressions | median (IOD) | neutral median | "
-          "neutral p95 | above neutral p95 |\n|---|---|---|---:|---:|---:|---:|---:|")  # fmt: skip
+          "neutral p95 | above neutral p95 |\n|---|---|---|---:|---:|---:|---:|---:|")
     for measure in measures:
         for key in sorted(gain, key=lambda k: (k[0] != "subtle", k[1])):
             print(row(f"| {measure} | {key[0]} | {key[1]}", moves[measure][key],
-                      floor[measure][key]))  # fmt: skip
+                      floor[measure][key]))
     print("\n| stratum | class | gain along the truth: median (p25-p75) |\n|---|---|---|")
     for key in sorted(gain, key=lambda k: (k[0] != "subtle", k[1])):
         q = np.percentile(gain[key], [25, 50, 75])

@@ -95,7 +95,7 @@ def busy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Merger settings under which an interval opens at once and stays open."""
     path = tmp_path_factory.mktemp("busy") / "busy.json"
     path.write_text(json.dumps({"on_threshold": 0.05, "off_threshold": 0.05,
-                                "max_expression_s": 60.0}))  # fmt: skip
+                                "max_expression_s": 60.0}))
     return path
 
 
@@ -111,7 +111,7 @@ def wait_for_onset(p, path: Path, timeout_s: float = 180.0) -> None:
 def test_two_streams_on_the_cluster_give_the_in_process_events(cluster, reference, tmp_path):
     path = tmp_path / "events.jsonl"
     p = run_cli(["--source", str(SAMPLE), "--source", str(SAMPLE), "--events", str(path),
-                 "--cluster", cluster.address, "--replicas", "2"])  # fmt: skip
+                 "--cluster", cluster.address, "--replicas", "2"])
     wait_for_line(p, "spotting 2 streams on Ray")
     wait_for_first_event(p, path)
     # Two replicas deployed and streams running: every socket of every Ray process of the
@@ -136,7 +136,7 @@ def test_the_geometry_channel_crosses_the_wire(cluster, geometry_checkpoint, tmp
     code, _out, err = finish(run_cli([
         "--source", str(SAMPLE), "--events", str(path), "--checkpoint", str(geometry_checkpoint),
         "--cluster", cluster.address, "--replicas", "1",
-    ]))  # fmt: skip
+    ]))
     assert code == 0, err[-3000:]
     assert spotting(events(path)) == ref
 
@@ -144,7 +144,7 @@ def test_the_geometry_channel_crosses_the_wire(cluster, geometry_checkpoint, tmp
 def test_killing_the_only_replica_mid_run_loses_and_repeats_nothing(cluster, reference, tmp_path):
     path = tmp_path / "events.jsonl"
     p = run_cli(["--source", str(SAMPLE), "--events", str(path),
-                 "--cluster", cluster.address, "--replicas", "1"])  # fmt: skip
+                 "--cluster", cluster.address, "--replicas", "1"])
     wait_for_line(p, "spotting")
     wait_for_first_event(p, path)
     time.sleep(2.0)
@@ -165,7 +165,7 @@ def test_losing_the_model_node_mid_run_the_stream_carries_on(cluster, reference,
     path = tmp_path / "events.jsonl"
     p = run_cli(["--source", str(SAMPLE), "--events", str(path),
                  "--cluster", cluster.address, "--replicas", "1",
-                 "--replica-resource", "worker", "--stream-resource", "head"])  # fmt: skip
+                 "--replica-resource", "worker", "--stream-resource", "head"])
     wait_for_line(p, "spotting")
     wait_for_first_event(p, path)
     time.sleep(2.0)
@@ -189,7 +189,7 @@ def test_a_stream_whose_node_dies_ends_with_a_clear_error(cluster, busy, tmp_pat
     path = tmp_path / "events.jsonl"
     p = run_cli(["--source", str(SAMPLE), "--events", str(path), "--merger-config", str(busy),
                  "--pace", "live", "--cluster", cluster.address, "--replicas", "1",
-                 "--replica-resource", "head", "--stream-resource", "worker"])  # fmt: skip
+                 "--replica-resource", "head", "--stream-resource", "worker"])
     wait_for_line(p, "spotting")
     wait_for_onset(p, path)
     assert "killed_node" in cluster.command("kill-worker")
@@ -210,7 +210,7 @@ def test_a_full_disk_on_the_cluster_is_exit_3_with_the_summary(cluster):
     """``--events /dev/full`` on Ray: one line, exit 3, the summary (before: an OutputError
     traceback, exit 1, no summary)."""
     code, out, err = finish(run_cli(["--source", str(SAMPLE), "--events", "/dev/full",
-                                     "--cluster", cluster.address, "--replicas", "1"]))  # fmt: skip
+                                     "--cluster", cluster.address, "--replicas", "1"]))
     assert code == 3, err[-3000:]
     assert "Traceback" not in err
     errors = [line for line in err.splitlines() if line.startswith("fesnet-spot: error:")]
@@ -224,7 +224,7 @@ def test_a_stopped_cluster_run_says_so_and_closes_its_interval(cluster, busy, tm
     interval closed as ``interrupted`` (before: exit 0)."""
     path = tmp_path / "events.jsonl"
     p = run_cli(["--source", str(SAMPLE), "--events", str(path), "--merger-config", str(busy),
-                 "--pace", "live", "--cluster", cluster.address, "--replicas", "1"])  # fmt: skip
+                 "--pace", "live", "--cluster", cluster.address, "--replicas", "1"])
     wait_for_line(p, "spotting")
     wait_for_onset(p, path)
     p.send_signal(signum)

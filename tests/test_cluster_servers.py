@@ -50,7 +50,7 @@ def _server(args: list[str], log: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-c", LOOPBACK_ICE_CLI, *args],
         stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )  # fmt: skip
+    )
 
 
 def _status(url: str, data: bytes | None = None, headers: dict | None = None) -> int:
@@ -77,7 +77,7 @@ def test_webrtc_server_on_the_cluster_spots_a_remote_camera_with_its_token(clust
             [sys.executable, "-c", LOOPBACK_ICE_CLI, "remote-camera", str(SAMPLE), "--server",
              url, "--token", TOKEN, "--duration", "12", "--stats"],
             capture_output=True, text=True, timeout=240,
-        )  # fmt: skip
+        )
         assert cam.returncode == 0, cam.stderr[-3000:]
         msgs = [json.loads(line) for line in cam.stdout.splitlines() if line.startswith("{")]
         assert any(m["type"] == "face_found" for m in msgs), cam.stderr[-2000:]

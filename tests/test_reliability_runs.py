@@ -25,7 +25,7 @@ from test_reliability_cli import (
 from test_reliability_media import assert_paired
 
 from fesnet.realtime.cli import main
-from fesnet.realtime.events import read_events
+from fesnet.realtime.sinks import read_events
 from fesnet.realtime.types import SpotEvent
 
 
@@ -75,7 +75,7 @@ def test_several_streams_stopped_by_a_signal_say_so_and_close_their_intervals(
     threading.Thread(target=signal_once_both_opened, daemon=True).start()
     rc = main(run_args(files, "--source", str(SAMPLE), "--source", str(SAMPLE), "--events",
                        str(events), "--merger-config", str(files["busy"]), "--pace", "live",
-                       "--quiet"))  # fmt: skip
+                       "--quiet"))
     out, err = capsys.readouterr()
     assert rc == stopped_by(signum), (out, err)
     assert "Traceback" not in err

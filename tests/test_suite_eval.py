@@ -49,7 +49,7 @@ def test_every_registered_method_is_loaded_for_an_evaluation() -> None:
     assert [m.name for m in methods_for(p)] == list(METHODS)
     assert [m.name for m in methods_for(_eval_parser_args(["--backend", "torch",
                                                           "--method", "landmarks"]))] == [
-        "landmarks"]  # fmt: skip
+        "landmarks"]
 
 
 def _eval_parser_args(argv: list[str]):
@@ -69,7 +69,7 @@ def test_scoring_loads_no_generator_module() -> None:
         "print(bad)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, timeout=300)  # fmt: skip
+                         check=True, timeout=300)
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
 
 
@@ -135,7 +135,7 @@ def test_a_clip_without_any_face_counts_every_label_as_missed() -> None:
     labels = np.zeros(300, np.int64)
     labels[50:70], labels[100:200] = 1, 2
     scores = score_independent([method], [seen, None], {"all": [0, 1], "faceless": [1]},
-                               faceless={1: ("gone", labels)})  # fmt: skip
+                               faceless={1: ("gone", labels)})
     s = scores["landmarks"]
     lost = s["groups"]["faceless"].counts
     assert (lost["ME"].tp, lost["ME"].fp, lost["ME"].fn) == (0, 0, 1)
@@ -161,7 +161,7 @@ def test_every_table_groups_the_suite_by_stratum_talking_fps_and_size() -> None:
     clips = [RenderedClip(s, Path(f"{s.name}.mp4"), [], 10) for s in specs]
     groups = suite_groups(clips)
     assert list(groups) == ["all", "subtle", "clear", "talking", "calm", "clear, talking",
-                            "30 FPS", "60 FPS", "480p", "720p"]  # fmt: skip
+                            "30 FPS", "60 FPS", "480p", "720p"]
     names = {g: {specs[i].name for i in idx} for g, idx in groups.items()}
     assert len(names["subtle"]) == 12 and len(names["clear"]) == 8
     assert names["calm"] == {s.name for s in specs if not s.talking} and len(names["calm"]) == 4
@@ -183,7 +183,7 @@ def test_every_table_groups_the_suite_by_stratum_talking_fps_and_size() -> None:
         for g, idx in four_groups.items():
             c = scores["groups"][g].counts[cls]
             assert (c.tp, c.fp, c.fn) == tuple(sum(getattr(per_video[i], k) for i in idx)
-                                               for k in ("tp", "fp", "fn"))  # fmt: skip
+                                               for k in ("tp", "fp", "fn"))
     table = independent_tables({"landmarks": scores})
     for g in four_groups:
         assert f"| landmarks | {g} (" in table

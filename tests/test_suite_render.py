@@ -29,7 +29,7 @@ from fesnet.model.suite.motion import CLEAR, MAE, MAE_SECONDS, ME, ME_SECONDS, S
 from fesnet.model.suite.timeline import make_timeline
 
 GENERATOR = {f"fesnet.model.data.{m}" for m in
-             ("synthetic", "action_units", "plan", "identities", "landmarks")}  # fmt: skip
+             ("synthetic", "action_units", "plan", "identities", "landmarks")}
 
 
 def closure(g: dict[str, set[str]], roots: list[str]) -> set[str]:
@@ -63,7 +63,7 @@ def test_rendering_a_frame_loads_no_generator_module() -> None:
         "print(sorted(m for m in sys.modules if m.startswith('fesnet.model.data')))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, timeout=300)  # fmt: skip
+                         check=True, timeout=300)
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
 
 
@@ -78,7 +78,7 @@ V1_DIGESTS = {
     "grace_hopper-30fps-720p": "5a0b7555b1", "grace_hopper-60fps-480p": "1a1498e3d6",
     "obama-30fps-480p": "dfae3abb65", "obama-60fps-720p": "60e218f614",
     "einstein-30fps-720p": "4ea324fe32", "einstein-60fps-480p": "ec5834a50e",
-}  # fmt: skip
+}
 V1_TIMELINES_SHA1 = "201cb246f093941bf31f4e88b0462bcb2adef147"
 
 
@@ -91,14 +91,14 @@ def test_the_v1_clips_keep_their_specs_digests_and_timelines() -> None:
     for s in specs:
         assert (s.stratum, s.talking) == ("subtle", True)
         assert set(s.as_dict()) == {"name", "still", "fps", "width", "height", "duration_s",
-                                    "seed", "kbps"}  # fmt: skip
+                                    "seed", "kbps"}
     moved = dataclasses.replace(specs[0], talking=False)
     assert moved.digest() != specs[0].digest() and moved.as_dict()["talking"] is False
     draws = []
     for s in specs:
         tl = clip_timeline(s)
         draws.append([tl.labels(), list(tl.blinks), list(tl.talking),
-                      [e.peak_iod for e in tl.expressions]])  # fmt: skip
+                      [e.peak_iod for e in tl.expressions]])
     digest = hashlib.sha1(json.dumps(draws).encode()).hexdigest()
     assert digest == V1_TIMELINES_SHA1
 
@@ -131,7 +131,7 @@ def test_the_clear_stratum_is_one_clip_per_cell_half_of_them_calm() -> None:
 def test_labels_are_exactly_the_frames_where_expressions_move(stratum, talking) -> None:
     for seed, fps in ((0, 30), (1, 60), (2, 30)):
         tl = make_timeline(fps, 36 * fps, 640, np.random.default_rng(seed), stratum=stratum,
-                           talking=talking)  # fmt: skip
+                           talking=talking)
         labels = tl.labels()
         assert 6 <= len(labels) <= 10
         strengths = tl.strengths()
@@ -175,7 +175,7 @@ def test_the_rendered_face_moves_only_inside_labels() -> None:
         moved = float(np.abs(r.expression_field(i)).max())
         assert (moved > 0) == labelled[i], i
     other = [i for i in range(r.spec.n_frames) if not labelled[i]
-             and np.abs(r.field(i)).max() > 0]  # fmt: skip
+             and np.abs(r.field(i)).max() > 0]
     assert other  # distractors are there, labelled neutral
 
 
@@ -217,7 +217,7 @@ def test_a_head_turn_moves_the_face_in_the_frame(name: str) -> None:
 
 
 @pytest.mark.parametrize("spec", [clear_clips()[1], clear_clips()[6], subtle_clips()[0]],
-                         ids=lambda s: s.name)  # fmt: skip
+                         ids=lambda s: s.name)
 def test_each_expression_moves_the_drawn_face_by_its_stratum(spec: ClipSpec) -> None:
     """At each expression's strongest frame, the farthest mesh vertex moves in the frame by the
     stratum's range (in the frame's inter-ocular distances; a turned head foreshortens it a
@@ -234,7 +234,7 @@ def test_each_expression_moves_the_drawn_face_by_its_stratum(spec: ClipSpec) -> 
         moved = r.face.rest + r.face.bank.frame.to_pixels(r.expression_field(i))
         xy, _ = r.face.project(moved, pose)
         shift_iod = np.linalg.norm(xy[:468] - rest[:468], axis=1).max() / (
-            r.face.iod_px * pose.scale)  # fmt: skip
+            r.face.iod_px * pose.scale)
         lo, hi = stratum.me_peak_iod if e.label == ME else stratum.mae_peak_iod
         assert 0.95 * lo <= shift_iod <= 1.01 * hi, (e, shift_iod)
         assert shift_iod == pytest.approx(e.peak_iod, rel=0.03)

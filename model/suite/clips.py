@@ -109,7 +109,7 @@ def subtle_clips(seed: int = 0) -> list[ClipSpec]:
                 name=f"{still}-{fps}fps-{height}p", still=still, fps=fps, width=width,
                 height=height, duration_s=float(np.round(rng.uniform(30, 40) * 2) / 2),
                 seed=seed * 1000 + i * 10 + k, kbps=int(rng.integers(*KBPS[height]) // 50 * 50),
-            ))  # fmt: skip
+            ))
     return specs
 
 
@@ -140,7 +140,7 @@ def clear_clips(seed: int = 0) -> list[ClipSpec]:
             still=still, fps=fps, width=width, height=height,
             duration_s=float(np.round(rng.uniform(30, 40) * 2) / 2), seed=seed * 1000 + 500 + j,
             kbps=int(rng.integers(*KBPS[height]) // 50 * 50), stratum="clear", talking=talking,
-        ))  # fmt: skip
+        ))
     return specs
 
 
@@ -148,7 +148,7 @@ def clip_timeline(spec: ClipSpec) -> Timeline:
     """Everything that happens in the clip, drawn from its seed (no face needed)."""
     rng = np.random.default_rng([spec.seed, RENDER_VERSION, 0])
     return make_timeline(spec.fps, spec.n_frames, spec.width, rng, stratum=STRATA[spec.stratum],
-                         talking=spec.talking)  # fmt: skip
+                         talking=spec.talking)
 
 
 class ClipRenderer:
@@ -196,22 +196,22 @@ class ClipRenderer:
         tl = self.timeline
         return Pose(float(tl.yaw[i]), float(tl.pitch[i]), float(tl.roll[i]),
                     self.base_scale * float(tl.scale[i]), self.home[0] + float(tl.dx[i]),
-                    self.home[1] + float(tl.dy[i]))  # fmt: skip
+                    self.home[1] + float(tl.dy[i]))
 
     def frame(self, i: int) -> np.ndarray:
         """Frame ``i`` as the camera delivers it: (H, W, 3) uint8 BGR."""
         canvas = self.scene.copy()
         self.face.draw(canvas, self.field(i), self.pose(i))
         noise_seed = int(np.random.default_rng([self.spec.seed, RENDER_VERSION, 9, i]).integers(
-            2**31))  # fmt: skip
+            2**31))
         return expose(canvas, float(self.timeline.exposure[i]), i / self.spec.fps,
-                      self.spec.fps, self.sensor, noise_seed)  # fmt: skip
+                      self.spec.fps, self.sensor, noise_seed)
 
     def frames(self, progress: bool = False) -> Iterator[np.ndarray]:
         from tqdm import tqdm
 
         for i in tqdm(range(self.spec.n_frames), desc=f"render {self.spec.name}", unit="frame",
-                      leave=False, disable=not progress):  # fmt: skip
+                      leave=False, disable=not progress):
             yield self.frame(i)
 
     def metadata(self) -> dict:

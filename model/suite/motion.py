@@ -84,7 +84,7 @@ def profile(kind: str, shape: tuple[float, ...], u: np.ndarray) -> np.ndarray:
     elif kind == "attack_decay":  # quick sine rise, power-law decay
         attack, power = shape
         p = np.where(u < attack, np.sin(0.5 * np.pi * u / attack) ** 2,
-                     ((1 - u) / (1 - attack)) ** power)  # fmt: skip
+                     ((1 - u) / (1 - attack)) ** power)
     elif kind == "bump":  # a skewed sine lobe
         skew, sharp = shape
         p = np.sin(np.pi * u**skew) ** sharp
@@ -140,7 +140,7 @@ def draw_expression(
         gains = (float(rng.uniform(0.8, 1.0)), float(rng.uniform(0.8, 1.0)))
     kind = str(rng.choice(kinds))
     return Expression(label, onset, onset + n - 1, templates, gains, float(peak), kind,
-                      draw_shape(kind, rng))  # fmt: skip
+                      draw_shape(kind, rng))
 
 
 def schedule_expressions(

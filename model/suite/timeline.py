@@ -122,7 +122,7 @@ def _blinks(
         if s + length < n and not avoid[s : s + length].any():
             close = max(int(length * 0.35), 1)
             shape = np.concatenate([np.linspace(0, 1, close + 1)[1:],
-                                    np.linspace(1, 0, length - close + 1)[1:]])  # fmt: skip
+                                    np.linspace(1, 0, length - close + 1)[1:]])
             blink[s : s + length] = rng.uniform(0.85, 1.0) * np.sin(0.5 * np.pi * shape) ** 2
             ranges.append((s, s + length - 1))
         t += max(rng.exponential(1 / rate), 0.5)
@@ -151,7 +151,7 @@ def _pose(
         u = np.concatenate([np.linspace(0, 1, rise), np.ones(hold), np.linspace(1, 0, rise)])
         sign = 1 if rng.random() < 0.5 else -1
         axes[axis][s : s + length] += sign * rng.uniform(0.6, 1.2) * max_deg * np.sin(
-            0.5 * np.pi * u) ** 2  # fmt: skip
+            0.5 * np.pi * u) ** 2
     return axes
 
 
@@ -194,16 +194,16 @@ def make_timeline(
     near_me = _busy(me_spans, n_frames, int(0.15 * fps))
     blink, blinks = _blinks(fps, n_frames, near_me, rng)
     yaw, pitch, roll = _pose(fps, n_frames, _busy(me_spans, n_frames, int(0.2 * fps)), rng,
-                             max_deg)  # fmt: skip
+                             max_deg)
     for a, b in talks:  # nodding along while talking
         pitch[a : b + 1] += 0.8 * np.convolve(jaw[a : b + 1] / 0.09, np.ones(5) / 5, "same")
     dt = 1.0 / fps
     jitter = rng.uniform(0.15, 0.6)
     kernel = np.array([0.25, 0.5, 0.25])
     dx = _ou(n_frames, dt, 0.015 * frame_width, 4.0, rng) + np.convolve(
-        rng.standard_normal(n_frames) * jitter, kernel, "same")  # fmt: skip
+        rng.standard_normal(n_frames) * jitter, kernel, "same")
     dy = _ou(n_frames, dt, 0.01 * frame_width, 5.0, rng) + np.convolve(
-        rng.standard_normal(n_frames) * jitter, kernel, "same")  # fmt: skip
+        rng.standard_normal(n_frames) * jitter, kernel, "same")
     scale = 1.0 + _ou(n_frames, dt, 0.02, 6.0, rng)
     return Timeline(fps, n_frames, tuple(expressions), blink, jaw, pucker, yaw, pitch, roll,
-                    dx, dy, scale, _exposure(fps, n_frames, rng), talks, blinks)  # fmt: skip
+                    dx, dy, scale, _exposure(fps, n_frames, rng), talks, blinks)

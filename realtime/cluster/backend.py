@@ -120,7 +120,7 @@ class RayBackend:
                 if first_failure is None:
                     first_failure = now
                     logger.warning("model tier: %s call failed (%s); re-sending",
-                                   method, type(e).__name__)  # fmt: skip
+                                   method, type(e).__name__)
                 last = e
                 if now - first_failure > policy.give_up_s:
                     raise ClusterError(

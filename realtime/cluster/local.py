@@ -2,7 +2,7 @@
 
 A head node and ``workers`` worker nodes, each its own set of Ray processes (GCS on the head, a
 raylet and its workers per node), all at 127.0.0.1 in Ray's single-machine mode
-(runtime.py: :func:`~fesnet.realtime.cluster.runtime.loopback_only`). The Ray Client port is
+(placement.py: :func:`~fesnet.realtime.cluster.placement.loopback_only`). The Ray Client port is
 printed: point ``--cluster ray://127.0.0.1:PORT`` at it. Built on ``ray.cluster_utils.Cluster``,
 Ray's own tool for multi-node clusters on one machine (``ray start`` refuses to add a worker
 node in single-machine mode).
@@ -30,11 +30,11 @@ from typing import Any
 
 import psutil
 
-from fesnet.model.noise import quiet_ray
-from fesnet.model.options import int_range
+from fesnet.argtypes import int_range
+from fesnet.model.third_party_logs import quiet_ray
 from fesnet.realtime import exitcodes
 
-from .runtime import LOOPBACK, loopback_only
+from .placement import LOOPBACK, loopback_only
 
 CLUSTER_CPUS = 2
 OBJECT_STORE_MB = 150
@@ -117,7 +117,7 @@ class LocalCluster:
             "listening": len(sockets),
             "not_loopback": [f"{ip}:{port} {name}" for ip, port, name in sockets
                              if not is_loopback(ip)],
-        }  # fmt: skip
+        }
 
     def shutdown(self) -> None:
         if self.cluster is not None:
@@ -220,14 +220,14 @@ def serve_commands(cluster: LocalCluster, stdin: Any = sys.stdin) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int_range(0, MAX_WORKERS), default=1,
-                        help=f"worker node processes (0-{MAX_WORKERS})")  # fmt: skip
+                        help=f"worker node processes (0-{MAX_WORKERS})")
     parser.add_argument("--cpus", type=int_range(1, MAX_CPUS), default=CLUSTER_CPUS,
-                        help=f"logical CPUs each node offers (1-{MAX_CPUS})")  # fmt: skip
+                        help=f"logical CPUs each node offers (1-{MAX_CPUS})")
     parser.add_argument("--client-port", type=int_range(0, 65535), default=10001,
-                        help="Ray Client port on 127.0.0.1 (0: any free port)")  # fmt: skip
+                        help="Ray Client port on 127.0.0.1 (0: any free port)")
     parser.add_argument("--commands", action="store_true",
                         help="read commands on stdin (tests): status, kill-worker, "
-                        "add-worker, kill-replicas, quit")  # fmt: skip
+                        "add-worker, kill-replicas, quit")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -239,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
             st = cluster.status()
             where = "127.0.0.1 only" if not st["not_loopback"] else st["not_loopback"]
             print(f"Ray cluster on this machine: a head and {args.workers} worker node(s), "
-                  f"listening on {where}")  # fmt: skip
+                  f"listening on {where}")
             print(f"point a server at it:  fesnet-spot webrtc-server --cluster {st['client']}")
             print("Ctrl-C stops it", flush=True)
             while True:

@@ -111,9 +111,9 @@ def spawn(
 
     resources = {cfg.stream_resource: 1} if cfg.stream_resource else None
     actor_cls = ray.remote(num_cpus=cfg.stream_cpus, max_restarts=0, max_concurrency=4,
-                           resources=resources)(StreamWorker)  # fmt: skip
+                           resources=resources)(StreamWorker)
     return actor_cls.remote(spec, stream, tier.handle, tier.described, merger, stride_frames,
-                            pace, cfg.retry)  # fmt: skip
+                            pace, cfg.retry)
 
 
 class StreamLost(RuntimeError):
@@ -143,7 +143,7 @@ class OpenIntervals:
             e = self._open.pop(key)
             closed.append(dataclasses.replace(e, state="interrupted", offset_s=e.apex_s,
                                               offset_frame=e.apex_frame, latency_ms=None,
-                                              t_trigger_ns=None))  # fmt: skip
+                                              t_trigger_ns=None))
         return closed
 
 
@@ -174,7 +174,7 @@ def drive_actors(
         if summary is not None:
             summary["interrupted"] = True
         results[stream] = StreamResult(stream, summary, StreamLost(f"stream {stream}: {message}"),
-                                       latest.get(stream, {}).get("wire", {}))  # fmt: skip
+                                       latest.get(stream, {}).get("wire", {}))
 
     for stream, actor in actors.items():
         try:

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from fesnet.model.noise import loggers_at
+from fesnet.model.third_party_logs import loggers_at
 from fesnet.realtime.session import StreamModel
 
 log = logging.getLogger(__name__)
@@ -75,15 +75,15 @@ async def _sessions_running(hub: Any, n: int, procs: list[Any]) -> list[Any]:
 async def serve_level(
     setup: CapacitySetup, n: int, video: str, fps: float, seconds: float,
     machine_load: Callable[[], float | None],
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """N senders against a fresh server running ``setup``; one row of the report."""
     from unittest import mock
 
     import aioice.ice
     import psutil
 
+    from ..viewers.webrtc_server import ServerConfig, WebRtcServer
     from .capacity_sender import loopback_ice
-    from .webrtc_server import ServerConfig, WebRtcServer
 
     hub = _bench_hub(setup, n)
     server = WebRtcServer(hub, ServerConfig(port=0, max_peers=n))
@@ -95,10 +95,10 @@ async def serve_level(
         try:
             for _ in range(n):
                 procs.append(await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "fesnet.realtime.viewers.capacity_sender", url, video,
+                    sys.executable, "-m", "fesnet.realtime.bench.capacity_sender", url, video,
                     "--seconds", str(WARM_UP_S + seconds + 30), "--loopback",
                     stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-                ))  # fmt: skip
+                ))
             sessions = await _sessions_running(hub, n, procs)
             await asyncio.sleep(WARM_UP_S)
             me = psutil.Process()
@@ -107,7 +107,7 @@ async def serve_level(
             t0, peak = time.monotonic(), 0
             while time.monotonic() - t0 < seconds:
                 peak = max(peak, *(s.input_rate.count - _spotted(s) - s.source.dropped
-                                   for s in sessions))  # fmt: skip
+                                   for s in sessions))
                 await asyncio.sleep(0.1)
             after, wall = _snapshot(sessions), time.monotonic() - t0
             cpu, sent = _cpu_s(me) - cpu0, sum(map(_cpu_s, senders)) - sent0
@@ -144,7 +144,7 @@ async def serve_level(
 
 def _bench_hub(setup: CapacitySetup, n: int) -> Any:
     """A hub whose camera sessions run ``setup`` (its aligner, stride and merger)."""
-    from .hub import HubConfig, SpotHub
+    from ..viewers.hub import HubConfig, SpotHub
 
     new_aligner = setup.make_aligner
     made: list[Any] = []

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fesnet.model.noise import quiet_ray, quiet_ray_client_log
+from fesnet.model.third_party_logs import quiet_ray, quiet_ray_client_log
 from fesnet.realtime import exitcodes
 
 from .config import LOCAL, ClusterConfig, ClusterError, ClusterUnavailable, split_address
@@ -187,7 +187,7 @@ class ModelTier:
 def deploy(
     cfg: ClusterConfig, checkpoint: str | Path | None = None, backend: str = "auto",
     threads: int | None = 1, streams: int = 0,
-) -> ModelTier:  # fmt: skip
+) -> ModelTier:
     """Start (or update) the Serve application ``cfg.app_name`` running the window engine.
     ClusterError when the cluster can never place its replicas and ``streams`` stream actors
     (``ClusterConfig.placement_error``)."""
@@ -282,7 +282,7 @@ def await_model_tier(
             raise ClusterError(f"could not deploy the model tier: {why}")
         if not reported and clock() - t0 >= report_after_s:
             report(f"the model tier is not running after {report_after_s:g} s: "
-                   f"{why.rstrip('. ')}. Still waiting (Ctrl-C stops)")  # fmt: skip
+                   f"{why.rstrip('. ')}. Still waiting (Ctrl-C stops)")
             reported = True
         sleep(poll_s)
 
@@ -329,11 +329,3 @@ class RayPlacement:
         if self._joined:
             shutdown(self.cfg, self.tier if remove_tier else None)
 
-
-def replica_infos(tier: ModelTier, calls: int = 8) -> list[dict[str, Any]]:
-    """``info()`` of the replicas that answer ``calls`` calls (distinct by pid)."""
-    seen: dict[int, dict[str, Any]] = {}
-    for _ in range(calls):
-        info = tier.handle.info.remote().result(timeout_s=tier.config.retry.call_timeout_s)
-        seen[info["pid"]] = info
-    return list(seen.values())

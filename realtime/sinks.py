@@ -28,9 +28,6 @@ logger = logging.getLogger(__name__)
 
 Sink = Callable[[SpotEvent], None]
 
-SCHEMA_VERSION = 1
-
-
 def event_to_json(event: SpotEvent) -> str:
     return json.dumps(event.to_dict(), separators=(",", ":"), allow_nan=False)
 
@@ -141,7 +138,7 @@ class Fanout:
                     self._failed.add(id(sink))
                 if first:
                     logger.error("%s: sink %r failed (further errors counted): %r",
-                                 self.owner or "events", sink, e)  # fmt: skip
+                                 self.owner or "events", sink, e)
 
 
 def read_events(path: str | Path) -> list[dict[str, Any]]:
@@ -164,15 +161,16 @@ def regions_text(regions: dict[str, float] | None, least: float = 0.1, most: int
 
 def format_event(event: SpotEvent, *, stream: bool = True) -> str:
     """One human line per event: the console prints it as the event happens, a viewer's log
-    shows it for an expression's latest state. ``stream``: start with ``[stream]`` (a viewer
-    shows one stream and leaves it out)."""
+    shows it for an expression's latest state. An onset's class is marked provisional (``ME?``):
+    the final event's duration rules may change it. ``stream``: start with ``[stream]`` (a
+    viewer shows one stream and leaves it out)."""
     head = f"[{event.stream}] " if stream else ""
     latency = "" if event.latency_ms is None else f", latency {event.latency_ms:.0f} ms"
     if event.type == "expression":
-        if event.state == "onset":
+        if event.state == "onset":  # the class is the one ahead so far: its final decides
             return (
-                f"{head}{event.onset_s:8.2f} s  {event.label:<3} onset      "
-                f"(frame {event.onset_frame}, p={event.score:.2f}{latency})"
+                f"{head}{event.onset_s:8.2f} s  {event.label + '?':<4} onset     "
+                f"(class provisional; frame {event.onset_frame}, p={event.score:.2f}{latency})"
             )
         return (
             f"{head}{event.onset_s:8.2f} s  {event.label:<3} {event.state:<11}"
