@@ -30,6 +30,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from fesnet.realtime.tier_engine import describe
+
 from .fakecam import SAMPLE_CLIP, real_face_frames, write_y4m
 from .hub import SpotHub
 
@@ -220,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {
         "load_avg_1m": round(os.getloadavg()[0], 2),
         "cpus": os.cpu_count(),
-        "backend": hub.model.engine.backend.name,
+        "backend": describe(hub.model.engine),
     }
     paths = args.paths.split(",")
     with loopback_ice():
