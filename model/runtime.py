@@ -175,9 +175,10 @@ class Runtime:
         merger = base if profile is None else profile.apply(base)
         serving, tier_options = serving_of(config)
         remote = None
-        if placement is not None and serving != "engine":
+        if placement is not None:  # placed: the placement's tier unless told otherwise
             transport = getattr(placement, "tier_transport", None)
-            remote = transport() if transport is not None else None
+            wanted = config.serving != "engine" and config.method != "landmarks"
+            remote = transport() if transport is not None and wanted else None
             serving = "tier" if remote is not None else "engine"
         return cls(ckpt, backend, merger, stride, base, profile, serving, tier_options, remote)
 

@@ -86,7 +86,7 @@ def run_on_ray(clip: Path, n: int, tier: Any, cfg: Any, runtime: Any) -> dict[st
 
     actors = {
         f"s{i}": spawn(cfg, tier, str(clip), f"s{i}", runtime.stride_frames, "live",
-                       runtime.merger)
+                       runtime.merger, runtime.serving)
         for i in range(n)
     }  # fmt: skip
     results = drive_actors(actors, lambda e: None, threading.Event())
