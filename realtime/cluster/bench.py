@@ -23,6 +23,7 @@ import datetime as dt
 import json
 import logging
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -129,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     counts = [int(x) for x in args.streams.split(",")]
     model = RuntimeConfig(backend="onnx", threads=1)
     report: dict[str, Any] = {
-        "command": "python -m fesnet.realtime.cluster.bench " + " ".join(argv or []),
+        "command": "python -m fesnet.realtime.cluster.bench "
+        + " ".join(sys.argv[1:] if argv is None else argv),
         "started": dt.datetime.now(dt.timezone.utc).isoformat(),
         "cpu_count": os.cpu_count(),
         "load_avg_1m_at_start": round(os.getloadavg()[0], 2),
