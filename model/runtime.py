@@ -26,9 +26,10 @@ Every program that runs the model loads it here (``fesnet-spot``, the viewers, `
   tier (model/tier.py) keeps every stream's features where the model runs and one step serves
   all streams' new crops and windows. ``auto`` is the CUDA tier where a GPU is present
   (``torch.cuda.is_available()``: torch in fp16, compiled, CUDA graphs per batch bucket; TensorRT
-  with ``--backend tensorrt``), and on a CPU what measured faster for the backend (docs/GPU.md,
-  "Streams on the tier in one process"). The backend of offline work on a GPU machine is torch on
-  CUDA under ``auto``; on a CPU nothing changes;
+  with ``--backend tensorrt``), and on a CPU the engine: there the tier measured no faster, end
+  to end, with ONNX Runtime or torch (docs/GPU.md, "Streams on the tier in one process"). The
+  backend of offline work on a GPU machine is torch on CUDA under ``auto``; on a CPU nothing
+  changes;
 - **placement** (optional): where the network runs. None builds the backend here
   (:func:`build_backend`); a :class:`Placement` (the Ray model tier,
   ``fesnet.realtime.cluster.runtime.RayPlacement``) turns the same checkpoint and backend name
@@ -64,9 +65,6 @@ METHODS = ("fesnet", "landmarks")
 BACKEND_CHOICES = (AUTO, "torch", "torch-compile", "onnx", "onnx-int8", "tensorrt")
 DEFAULT_STRIDE_FRAMES = 8
 SERVING = (AUTO, "engine", "tier")
-TIER_ON_CPU = ("torch", "torch-compile")
-"""Backends whose streams share the tier on a CPU under ``serving=auto`` (docs/GPU.md, "Streams on
-the tier in one process", has the measurements this follows)."""
 _THREADED = ("torch", "torch-compile", "onnx", "onnx-int8")  # backends that take a thread count
 
 
@@ -188,8 +186,9 @@ def serving_of(config: RuntimeConfig, cuda: bool | None = None) -> tuple[str, di
     (``cuda``: whether a GPU is present; None: ask torch). The landmark peer has no network: its
     streams always use the engine. ``auto``: the tier on CUDA (TensorRT's engines with
     ``--backend tensorrt``, else torch in fp16, compiled, with CUDA graphs: the configuration that
-    measured fastest on an H200, docs/GPU.md); on a CPU, the tier for the backends of
-    ``TIER_ON_CPU`` and the engine for ONNX Runtime."""
+    measured fastest on an H200, docs/GPU.md); on a CPU the engine (the tier measured no faster
+    there, end to end: docs/GPU.md, "Streams on the tier in one process"), the tier's options
+    given for ``--serving tier``."""
     if config.serving not in SERVING:
         raise LoadError(f"unknown serving {config.serving!r}; choose one of {', '.join(SERVING)}")
     if config.method == "landmarks":
@@ -212,9 +211,7 @@ def serving_of(config: RuntimeConfig, cuda: bool | None = None) -> tuple[str, di
     cpu_name = {"torch-compile": "torch", "tensorrt": "torch"}.get(name, name)
     options = {"name": cpu_name, "device": "cpu", "precision": "fp32",
                "compile": name == "torch-compile", "threads": config.threads}  # fmt: skip
-    if config.serving == "tier" or name in TIER_ON_CPU:
-        return "tier", options
-    return "engine", options
+    return ("tier" if config.serving == "tier" else "engine"), options
 
 
 def _cuda_available() -> bool:
@@ -350,8 +347,8 @@ def add_runtime_arguments(
     parser.add_argument("--serving", choices=SERVING, default=AUTO,
                         help="how streams reach the network: engine (each stream's features in "
                         "its own ring), tier (features where the model runs, every stream's "
-                        "crops and windows in shared calls), auto (the tier on a GPU, or on a "
-                        "CPU with torch; the engine with ONNX Runtime)")  # fmt: skip
+                        "crops and windows in shared calls), auto (the tier on a GPU or a "
+                        "cluster, the engine on a CPU)")  # fmt: skip
 
 
 def runtime_config(args: argparse.Namespace, **backend_options: Any) -> RuntimeConfig:
