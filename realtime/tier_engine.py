@@ -78,7 +78,7 @@ class SharedTier:
 
     def __init__(self, service: TierService, name: str | None = None) -> None:
         self.service = service
-        self.name = name or f"tier ({service.tier.name})"
+        self.name = name or service.tier.name
         self._cond = threading.Condition()
         self._waiting: list[_Call] = []
         self._busy = False
@@ -154,7 +154,7 @@ class TierEngine:
         self.window_frames = window_frames
         self.geometry = geometry
         self.post = post
-        self.name = transport.name + (" + post-processing" if post is not None else "")
+        self.name = f"the model tier ({transport.name})" + (" + post-processing" if post else "")
         self._close = close
         self._lock = threading.Lock()
         self.encoded_frames = 0  # crops sent to the tier to encode

@@ -461,3 +461,33 @@ def test_a_request_without_slots_or_windows_only_releases(ckpt) -> None:
                                       np.zeros((0, 112, 112, 3), np.uint8), None,
                                       np.zeros(0, np.int64), release=("x",))])  # fmt: skip
     assert service.streams == 0 and r.probs.shape == (0, T, 3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend_name", ["onnx", "torch"])
+def test_fesnet_spot_run_on_the_tier_gives_the_engines_events(tmp_path, backend_name) -> None:
+    """Real parts end to end: two copies of the sample clip through ``fesnet-spot run`` in one
+    process (mediapipe, the stream threads, the shared tier's combiner) give exactly the events
+    of the per-stream engine, to the last digit written: ONNX Runtime gives a crop the same bits
+    alone or in a batch; torch's batched encoder is compared by event, scores to 4 decimals."""
+    from cluster_helpers import SAMPLE, events, finish, run_cli, spotting
+
+    runs = {}
+    for serving in ("engine", "tier"):
+        path = tmp_path / f"{serving}.jsonl"
+        code, out, err = finish(run_cli([
+            "--source", str(SAMPLE), "--source", str(SAMPLE), "--events", str(path),
+            "--backend", backend_name, "--serving", serving]))  # fmt: skip
+        assert code == 0, err[-3000:]
+        assert ("model tier" in out) == (serving == "tier"), out[-2000:]
+        runs[serving] = events(path)
+    assert any(e["type"] == "expression" for e in runs["engine"]), "nothing to compare"
+    for stream in ("s0", "s1"):
+        engine, tier = spotting(runs["engine"], stream), spotting(runs["tier"], stream)
+        if backend_name == "onnx":
+            assert tier == engine
+        else:
+            def rounded(evs):
+                return [{k: round(v, 4) if isinstance(v, float) else v for k, v in e.items()}
+                        for e in evs]  # fmt: skip
+            assert rounded(tier) == rounded(engine)
