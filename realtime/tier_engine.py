@@ -40,7 +40,6 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
@@ -148,14 +147,12 @@ class TierEngine:
         geometry: GeometryConfig | None,
         *,
         post: WindowPost | None = None,
-        close: Callable[[], None] | None = None,
     ) -> None:
         self.transport = transport
         self.window_frames = window_frames
         self.geometry = geometry
         self.post = post
         self.name = f"the model tier ({transport.name})" + (" + post-processing" if post else "")
-        self._close = close
         self._lock = threading.Lock()
         self.encoded_frames = 0  # crops sent to the tier to encode
         self.windows = 0
@@ -175,11 +172,6 @@ class TierEngine:
         with self._lock:
             self.encoded_frames += encoded
             self.windows += windows
-
-    def close(self) -> None:
-        """Free the tier (its rings, on its device) once no stream uses it any more."""
-        if self._close is not None:
-            self._close()
 
 
 class TierScoring:
