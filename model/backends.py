@@ -23,6 +23,7 @@ their measured speeds.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -46,6 +47,29 @@ class Backend(Protocol):
     def window(
         self, x_prime: np.ndarray, x_atten: np.ndarray, geom: np.ndarray | None = None
     ) -> np.ndarray: ...
+
+
+WindowPost = Callable[[np.ndarray, np.ndarray | None], np.ndarray]
+"""Post-processing of the network's window probabilities: (probs (B, T, 3), geom (B, T, G) or
+None) -> probs (B, T, 3)."""
+
+
+def split_post(backend: Backend) -> tuple[Backend, WindowPost | None]:
+    """A backend that post-processes its network's probabilities (the fused spotter,
+    model/fused.py) as (the network's backend, its post-processing): such a backend has ``net``
+    (the network's backend) and ``post_window(probs, geom)``, and its ``window(x', X, g)`` is
+    ``post_window(net.window(x', X, g), g)``. Whatever computes the network's probabilities
+    elsewhere (the model tier, model/tier.py) then applies the same post-processing and gets the
+    backend's own numbers. Wrappers of wrappers compose; any other backend is its own network
+    (post None)."""
+    post = getattr(backend, "post_window", None)
+    net = getattr(backend, "net", None)
+    if post is None or net is None or not hasattr(net, "window"):
+        return backend, None
+    inner, inner_post = split_post(net)
+    if inner_post is None:
+        return inner, post
+    return inner, lambda probs, geom: post(inner_post(probs, geom), geom)
 
 
 class TorchBackend:

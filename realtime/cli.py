@@ -254,6 +254,7 @@ def _run_here(
     from .reporting import StreamResult
     from .session import StreamModel, open_stream, run_streams
     from .sources import open_source
+    from .tier_engine import describe
 
     single = len(specs) == 1
     names = [None] if single else stream_names(specs)
@@ -282,10 +283,10 @@ def _run_here(
         observers.append(extras.video)
         stream_sinks.append(extras.video.on_event)
     phase = _calibration(args, runtime, sources[0]) if single and args.calibrate else None
-    model = StreamModel.of(runtime, args.engine)
+    model = StreamModel.of(runtime, args.engine, max_streams=len(sources))
     runs = [open_stream(model, source, stream_sinks, observers=observers, phase=phase)
             for source in sources]
-    backend = getattr(runtime.backend, "name", args.backend)
+    backend = describe(model.engine)
     if single:
         print(f"spotting {sources[0].describe()} with {backend} (stride "
               f"{runtime.stride_frames}); Ctrl-C stops and closes open intervals")

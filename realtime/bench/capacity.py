@@ -111,6 +111,7 @@ async def serve_level(
                 await asyncio.sleep(0.1)
             after, wall = _snapshot(sessions), time.monotonic() - t0
             cpu, sent = _cpu_s(me) - cpu0, sum(map(_cpu_s, senders)) - sent0
+            latency = [_score_latency(s) for s in sessions]
         finally:
             for p in procs:
                 with contextlib.suppress(ProcessLookupError):
@@ -139,7 +140,17 @@ async def serve_level(
         "server_cpu_cores_per_camera": round(cpu / wall / n, 3),
         "senders_cpu_cores": round(sent / wall, 3),
         "load_avg_1m": machine_load(),
+        "score_latency_p50_ms": [x[0] for x in latency],
+        "score_latency_p99_ms": [x[1] for x in latency],
     }
+
+
+def _score_latency(session: Any) -> tuple[float | None, float | None]:
+    """A session's capture -> window scores latency (p50, p99 ms) over its whole run so far."""
+    st = session.run.summary().get("stages", {}).get("frame_score_latency")
+    if not st:
+        return None, None
+    return round(float(st["p50_ms"]), 1), round(float(st["p99_ms"]), 1)
 
 
 def _bench_hub(setup: CapacitySetup, n: int) -> Any:

@@ -119,6 +119,11 @@ def add_live_arguments(p: argparse.ArgumentParser) -> None:
         "per profile, e.g. 1,2,3 (default: skip)",
     )
     p.add_argument("--capacity-seconds", type=float, default=10.0, help="measured per level")
+    p.add_argument("--capacity-serving", type=_csv(str), default=[],
+                   help="how the capacity run's sessions reach the model, each SERVING[:BACKEND] "
+                   "(engine: per-stream calls; tier: the shared model tier), e.g. "
+                   "engine:onnx,tier:onnx,tier:torch, taking turns level by level (default: the "
+                   "live backend's engine)")
 
 
 def add_tier_arguments(p: argparse.ArgumentParser) -> None:
@@ -166,6 +171,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         lag_video=args.lag_video,
         capacity_levels=tuple(args.capacity),
         capacity_seconds=args.capacity_seconds,
+        capacity_serving=tuple(args.capacity_serving),
         device=args.device,
         precision=args.precision,
         calibration=args.calibration,
@@ -228,13 +234,32 @@ def capacity(config: BenchConfig, report: dict[str, Any], ck: Any, backend: Any)
         report["capacity"] = {"skipped": why}
         return
     setups: list[CapacitySetup] = []
-    for name in config.profiles:
-        merger, stride = hub_settings(ck, PROFILES[name])
-        model = (setups[0].model.using(merger, stride) if setups
-                 else StreamModel.over(backend, merger, stride))
-        setups.append(CapacitySetup(name, model, make_aligner(PROFILES[name].align)))
+    for serving in config.capacity_serving or ("",):
+        model = (serving_model(config, ck, serving) if serving else None)
+        for name in config.profiles:
+            merger, stride = hub_settings(ck, PROFILES[name])
+            if model is None:
+                model = StreamModel.over(backend, merger, stride)
+            label = name if not serving else serving if len(config.profiles) == 1 \
+                else f"{name}/{serving}"
+            setups.append(CapacitySetup(label, model.using(merger, stride),
+                                        make_aligner(PROFILES[name].align)))
     report["capacity"] = run_capacity(setups, config.capacity_levels, config.video,
                                       config.capacity_seconds, load_avg)
+
+
+def serving_model(config: BenchConfig, ck: Any, serving: str) -> StreamModel:
+    """The stream model of ``SERVING[:BACKEND]``, loaded as every program loads one (the runtime
+    loader with ``--serving``; a tier with a ring block for the most cameras of the run)."""
+    from fesnet.model.runtime import Runtime, RuntimeConfig
+
+    kind, _, name = serving.partition(":")
+    name = name or (config.e2e_backends or [b for b in ("onnx", "torch")
+                                            if b in config.backends])[0]
+    load = RuntimeConfig(backend=name, threads=min(config.threads), serving=kind,
+                         stride_frames=config.stride_frames)
+    runtime = Runtime.from_checkpoint(ck, load)
+    return StreamModel.of(runtime, max_streams=max(config.capacity_levels))
 
 
 def live_backend(config: BenchConfig, ck: Any) -> Any:

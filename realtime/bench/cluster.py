@@ -9,16 +9,21 @@ live cameras: a frame the spotter is not ready for is dropped). A mode *sustains
 when no stream drops more than ``--max-drop`` of its frames and none skips a window (the
 spotter's own "falling behind" signal). The report also gives the per-frame cost of the model
 calls seen by a stream (encode + window share, p50) and the bytes per source frame that crossed
-the wire to and from the model tier. docs/SCALING.md holds the numbers.
+the wire to and from the model tier. A mode may name how streams reach the model
+(``MODE:SERVING``, the loader's ``--serving``): ``ray1:engine`` is the stateless tier whose
+windows carry their slots' features, ``ray1`` (``auto``) the tier that keeps them. docs/SCALING.md
+holds the numbers.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import logging
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -86,7 +91,7 @@ def run_on_ray(clip: Path, n: int, tier: Any, cfg: Any, runtime: Any) -> dict[st
 
     actors = {
         f"s{i}": spawn(cfg, tier, str(clip), f"s{i}", runtime.stride_frames, "live",
-                       runtime.merger)
+                       runtime.merger, runtime.serving)
         for i in range(n)
     }
     results = drive_actors(actors, lambda e: None, threading.Event())
@@ -112,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--streams", default="1,2,3,4", help="stream counts to try")
     p.add_argument("--seconds", type=float, default=10.0, help="clip length per run")
     p.add_argument("--max-drop", type=float, default=0.01, help="frames a stream may drop")
-    p.add_argument("--modes", default="inprocess,ray1,ray2")
+    p.add_argument("--modes", default="inprocess,ray1,ray2",
+                   help="inprocess, rayN (N model replicas), each optionally :engine or :tier")
     p.add_argument("--out", default="cluster-bench.json")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -124,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     counts = [int(x) for x in args.streams.split(",")]
     model = RuntimeConfig(backend="onnx", threads=1)
     report: dict[str, Any] = {
-        "command": "python -m fesnet.realtime.bench.cluster " + " ".join(argv or []),
+        "command": "python -m fesnet.realtime.bench.cluster "
+        + " ".join(sys.argv[1:] if argv is None else argv),
         "started": dt.datetime.now(dt.timezone.utc).isoformat(),
         "cpu_count": os.cpu_count(),
         "load_avg_1m_at_start": round(os.getloadavg()[0], 2),
@@ -135,13 +142,15 @@ def main(argv: list[str] | None = None) -> int:
         clip = short_clip(SAMPLE_CLIP, args.seconds, Path(tmp))
         for mode in args.modes.split(","):
             tier = cfg = placement = None
-            if mode.startswith("ray"):
-                cfg = ClusterConfig(replicas=int(mode[3:]), local_cpus=8)
+            where, _, serving = mode.partition(":")
+            load = dataclasses.replace(model, serving=serving or "auto")
+            if where.startswith("ray"):
+                cfg = ClusterConfig(replicas=int(where[3:]), local_cpus=8)
                 placement = RayPlacement(cfg)
-                rt = load_runtime(model, placement=placement)
+                rt = load_runtime(load, placement=placement)
                 tier = placement.tier
             else:
-                rt = load_runtime(model)
+                rt = load_runtime(load)
             for n in counts:
                 t0 = time.monotonic()
                 if tier is None:

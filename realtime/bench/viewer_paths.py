@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from fesnet.realtime.sample_clip import SAMPLE_CLIP
+from fesnet.realtime.tier_engine import describe
 
 from ..viewers.hub import SpotHub
 from .fakecam import real_face_frames, write_y4m
@@ -244,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {
         "load_avg_1m": round(os.getloadavg()[0], 2),
         "cpus": os.cpu_count(),
-        "backend": hub.model.engine.backend.name,
+        "backend": describe(hub.model.engine),
     }
     paths = args.paths.split(",")
     with loopback_ice():

@@ -42,6 +42,10 @@ _SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 JOIN_TIMEOUT_S = 10.0  # for a Ray Client port to answer at all
 REPORT_AFTER_S = 30.0  # model replicas not running after this long are reported
 DEPLOYMENT = "WindowEngine"
+STICKY_ROUTER = "ray.serve.experimental.consistent_hash_router.ConsistentHashRouter"
+"""Serve's consistent-hash request router: a request with a session id goes to the replica the
+id hashes to among the running ones, and only there (no fallback: a stream's ring lives on one
+replica); one without goes to any. When a replica is lost its ids hash to the others."""
 
 
 def loopback_only() -> None:
@@ -216,9 +220,14 @@ def deploy(
         }
     else:
         scale = {"num_replicas": cfg.replicas}
+    from ray.serve.config import RequestRouterConfig
+
+    router = RequestRouterConfig(request_router_class=STICKY_ROUTER,
+                                 request_router_kwargs={"num_fallback_replicas": 0})
     deployment = serve.deployment(WindowEngine).options(
         name=DEPLOYMENT,
         ray_actor_options=actor,
+        request_router_config=router,
         max_ongoing_requests=4 * cfg.max_batch_size,
         health_check_period_s=2.0,
         health_check_timeout_s=10.0,
@@ -315,13 +324,20 @@ class RayPlacement:
         self.cfg = cfg
         self.streams = streams  # stream actors that will need a place too (``run``)
         self.tier: ModelTier | None = None
+        self._backend: Any = None
         self._joined = False
 
     def backend(self, ckpt: Any, config: Any) -> Any:
         self._joined = True
         connect(self.cfg)
         self.tier = deploy(self.cfg, ckpt.path, config.backend, config.threads, self.streams)
-        return self.tier.backend()
+        self._backend = self.tier.backend()
+        return self._backend
+
+    def tier_transport(self) -> Any:
+        """The placed model tier for streams in this process: the same client as ``backend``
+        (its ``step``: a stream's crops up, its windows' probabilities down)."""
+        return self._backend
 
     def close(self, remove_tier: bool = False) -> None:
         """Leave the cluster (nothing to do when the loader refused the model before placing

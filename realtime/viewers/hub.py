@@ -255,8 +255,10 @@ class SpotHub:
 
     @classmethod
     def from_runtime(cls, runtime: Runtime, config: HubConfig | None = None) -> SpotHub:
-        """A hub over a model loaded by ``fesnet.model.runtime.load_runtime``."""
-        return cls(StreamModel.of(runtime), config)
+        """A hub over a model loaded by ``fesnet.model.runtime.load_runtime`` (on the model tier,
+        when the runtime serves its streams there, with a ring block for every session)."""
+        config = config or HubConfig()
+        return cls(StreamModel.of(runtime, max_streams=config.max_sessions), config)
 
     def _new_id(self, prefix: str) -> str:
         return f"{prefix}{next(self._ids)}"
