@@ -188,10 +188,16 @@ class ModelTier:
     config: ClusterConfig
 
     def backend(self, stats: Any = None) -> Any:
-        """A Backend over this tier for one ingest process (realtime/cluster/backend.py)."""
+        """A Backend over this tier for one ingest process (realtime/cluster/backend.py). A Ray
+        Client driver (``ray://``) calls it through a relay inside the cluster (relay.py)."""
         from .backend import RayBackend
 
-        return RayBackend(self.handle, self.described, self.config.retry, stats)
+        handle = self.handle
+        if self.config.address != LOCAL:
+            from .relay import RelayedHandle
+
+            handle = RelayedHandle(self.config.app_name)
+        return RayBackend(handle, self.described, self.config.retry, stats)
 
 
 def deploy(
