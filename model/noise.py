@@ -16,13 +16,15 @@ A first ``fesnet-spot`` printed about 15 lines before its first event that no us
   export, shown wherever logging is at INFO (the viewers' servers);
 - Ray, in cluster mode (:func:`quiet_ray`): Serve's INFO lines, Ray Client's note on the
   arguments it forwards, the notice that token authentication is on (the disabled warning
-  still shows), "SIGTERM handler is not set" for a join off the main thread, and the long-poll
-  client's "connection failed" at our own disconnect. Ray Client also streams the log lines of
-  the driver it runs for us on the cluster into this process, at any time during the
-  connection; that driver starts on a gRPC thread and always says "SIGTERM handler is not
-  set"; and Ray Client warns once that more than 10 MB of calls are slow over a client, which a
-  server streaming cameras to the model tier always sends (:func:`quiet_ray_client_log`, both
-  for the life of the process);
+  still shows), "SIGTERM handler is not set" for a join off the main thread, the long-poll
+  client's "connection failed" at our own disconnect, and a local cluster's "Overwriting
+  previous Ray address" when another Ray on the machine wrote its address file first (it
+  concerns a ``ray.init()`` without an address, which no command of ours makes). Ray Client
+  also streams the log lines of the driver it runs for us on the cluster into this process,
+  at any time during the connection; that driver starts on a gRPC thread and always says
+  "SIGTERM handler is not set"; and Ray Client warns once that more than 10 MB of calls are
+  slow over a client, which a server streaming cameras to the model tier always sends
+  (:func:`quiet_ray_client_log`, both for the life of the process);
 - FFmpeg naming what it could not find in a file OpenCV then fails to open ("moov atom not
   found"): the source's own error says which file and why (:data:`FFMPEG_OPEN_NOISE`).
 
@@ -70,6 +72,7 @@ RAY_NOISE = {
         r"^SIGTERM handler is not set because current thread is not the main thread\.$"
     ),
     "ray.serve": re.compile(r"^LongPollClient connection failed, shutting down\.$"),
+    "ray._private.utils": re.compile(r"^Overwriting previous Ray address \("),
 }
 RAY_CLIENT_LOG = "ray.util.client.logsclient"  # the cluster-side driver's lines, streamed here
 RAY_CLIENT_VOLUME_WARNING = r"More than 10MB of messages have been created to schedule tasks "

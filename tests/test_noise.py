@@ -164,6 +164,9 @@ def test_ray_noise_is_dropped_only_inside_and_other_lines_show() -> None:
          "Passing the following kwargs to ray.init() on the server: log_to_driver"),
         ("ray.serve", logging.WARNING, "LongPollClient connection failed, shutting down."),
         ("ray.serve", logging.WARNING, "Failed to get queue length from Replica(...)"),
+        ("ray._private.utils", logging.INFO,
+         "Overwriting previous Ray address (127.0.0.1:46193). Running ray.init() on this node "
+         "will now connect to the new instance at 127.0.0.1:36825."),
     ]  # fmt: skip
     seen: list[str] = []
     catch = logging.Handler()
