@@ -332,7 +332,7 @@ def _report(
     _wire_line(results)
     if jsonl is not None:
         lost = f", {jsonl.lost} not written" if jsonl.lost else ""
-        print(f"events      {jsonl.path} ({jsonl.count} written{lost})")
+        print(f"events      {jsonl.path} ({jsonl.count} written{lost}, run {jsonl.run})")
     _plot(args, runtime, collected, truth, extras, control)
     _video(args, results, extras, control)
     if truth is not None and not failed and not control.stopped_by_output:

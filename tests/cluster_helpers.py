@@ -128,9 +128,10 @@ def events(path: Path) -> list[dict[str, Any]]:
 
 
 def spotting(evs: list[dict[str, Any]], stream: str | None = None) -> list[dict[str, Any]]:
-    """Everything but status events, without what legitimately differs (latency, stream)."""
+    """Everything but status events, without what legitimately differs (latency, stream, the
+    run's id)."""
     return [
-        {k: v for k, v in e.items() if k not in ("latency_ms", "stream")}
+        {k: v for k, v in e.items() if k not in ("latency_ms", "stream", "run")}
         for e in evs
         if e["type"] != "status" and (stream is None or e["stream"] == stream)
     ]

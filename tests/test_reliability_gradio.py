@@ -180,7 +180,8 @@ def test_the_export_is_written_by_the_runs_jsonl_writer(tiny_runtime, short_clip
     with pytest.raises(ValueError):
         viewer.export(tab)
     assert "NaN" not in path.read_text(encoding="utf-8")
-    assert lines == [event_to_json(e) for e in kept]  # the lines a run writes, and SpotEvents
+    run = json.loads(lines[0])["run"]  # the export's own run id, on every line
+    assert lines == [event_to_json(e, run) for e in kept]  # the lines a run writes
     viewer.close()
 
 

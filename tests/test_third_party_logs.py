@@ -164,6 +164,9 @@ def test_ray_noise_is_dropped_only_inside_and_other_lines_show() -> None:
          "Passing the following kwargs to ray.init() on the server: log_to_driver"),
         ("ray.serve", logging.WARNING, "LongPollClient connection failed, shutting down."),
         ("ray.serve", logging.WARNING, "Failed to get queue length from Replica(...)"),
+        ("ray._private.utils", logging.INFO,
+         "Overwriting previous Ray address (127.0.0.1:46193). Running ray.init() on this node "
+         "will now connect to the new instance at 127.0.0.1:36825."),
     ]
     seen: list[str] = []
     catch = logging.Handler()
@@ -211,3 +214,24 @@ def test_the_cluster_side_drivers_sigterm_notice_is_dropped_from_ray_clients_log
         log.removeHandler(catch)
     assert seen == ["a real warning from the cluster-side driver"]
     assert len(log.filters) == 1
+
+
+def test_ray_clients_message_volume_warning_is_dropped_and_others_show() -> None:
+    """A server on ``ray://`` sends every camera's frames and windows to the model tier over
+    Ray Client, which warns once past 10 MB that fine-grained tasks are slow over a client."""
+    import warnings
+
+    from fesnet.model.third_party_logs import quiet_ray_client_log
+
+    volume = ("More than 10MB of messages have been created to schedule tasks on the server. "
+              "This can be slow on Ray Client due to communication overhead over the network.")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet_ray_client_log()
+        warnings.warn_explicit(volume, UserWarning, "worker.py", 696,
+                               module="ray.util.client.worker")  # fmt: skip
+        warnings.warn_explicit(volume, UserWarning, "elsewhere.py", 1, module="elsewhere")
+        warnings.warn_explicit("another warning", UserWarning, "worker.py", 700,
+                               module="ray.util.client.worker")  # fmt: skip
+    assert [w.filename for w in caught] == ["elsewhere.py", "worker.py"]
+    assert str(caught[1].message) == "another warning"

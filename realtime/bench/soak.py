@@ -1,5 +1,6 @@
 """Soak run: a live 60 FPS replay through the threaded spotter for a long time, with memory,
-drops, latency and event bookkeeping recorded.
+threads, file descriptors, drops, latency and event bookkeeping recorded (one stream; several
+streams in one run, in this process or on Ray: ``realtime/bench/soak_runs.py``).
 
 A producer thread pushes the bundled real-face sample clip into a :class:`PushSource` at 60 FPS
 (the 30 FPS clip, each frame offered at its own time, looped with a continuous timeline), exactly
@@ -64,9 +65,12 @@ def load_jpegs(path: Path, size: tuple[int, int]) -> tuple[list[bytes], float]:
     return out, fps
 
 
-def load_model(path: str | None, threads: int, backend: str = "onnx") -> tuple[Runtime, str]:
-    """The checkpoint at ``path`` (default: the shipped one) on ``backend``, else a tiny random
-    network whose merger thresholds are low enough that intervals open in every face segment."""
+def load_model(
+    path: str | None, threads: int, backend: str = "onnx", placement: Any = None
+) -> tuple[Runtime, str]:
+    """The checkpoint at ``path`` (default: the shipped one) on ``backend`` (where ``placement``
+    puts it: None here, a ``RayPlacement`` on Ray), else a tiny random network whose merger
+    thresholds are low enough that intervals open in every face segment."""
     if path is None and not ckpt_mod.DEFAULT_CHECKPOINT.is_file():
         import torch
 
@@ -79,7 +83,8 @@ def load_model(path: str | None, threads: int, backend: str = "onnx") -> tuple[R
         kind = "tiny random network (no shipped checkpoint)"
     else:
         kind = path or str(ckpt_mod.DEFAULT_CHECKPOINT)
-    runtime = load_runtime(RuntimeConfig(Path(path) if path else None, backend, threads))
+    config = RuntimeConfig(Path(path) if path else None, backend, threads)
+    runtime = load_runtime(config, placement=placement)
     return runtime, f"{kind} on {backend}"
 
 
@@ -142,6 +147,7 @@ def sample(
         "t_s": round(t_s, 1),
         "rss_mb": round(proc.memory_info().rss / 2**20, 1),
         "threads": proc.num_threads(),
+        "fds": proc.num_fds(),
         "pushed": producer.pushed,
         "processed": pipe.status()["frames"],
         "dropped": source.dropped,

@@ -12,8 +12,9 @@ Run as a process it reads commands on stdin, one per line, and answers each with
 that vanishes), ``add-worker``, ``kill-replicas`` (SIGKILL every model replica process),
 ``quit``. The tests drive a cluster this way.
 
-It is a server: SIGINT or SIGTERM shuts every node down and ends it with exit code 0 (Ray's
-own SIGTERM handler, which each node installs, would wait 30 s for a drain and exit 1).
+It is a server: SIGINT or SIGTERM shuts every node down and ends it with exit code 0. Each Ray
+node installs its own SIGTERM handler (a drain of up to 30 s, then exit 1); the command's is put
+back after each node starts (``exitcodes.stop_signals_raise``).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ class LocalCluster:
         loopback_only()
         from ray.cluster_utils import Cluster
 
-        with quiet_ray():
+        with exitcodes.stop_signals_raise(), quiet_ray():  # each node sets its SIGTERM handler
             self.cluster = Cluster(
                 initialize_head=True,
                 head_node_args={
@@ -72,20 +73,18 @@ class LocalCluster:
                     "resources": {"head": 100},
                 },
             )
-        _stop_signals_end_the_server()
         for _ in range(self.n_workers):
             self.add_worker()
         return self
 
     def add_worker(self) -> dict[str, Any]:
-        with quiet_ray():
+        with exitcodes.stop_signals_raise(), quiet_ray():
             node = self.cluster.add_node(
                 num_cpus=self.cpus,
                 object_store_memory=self.object_store,
                 include_dashboard=False,
                 resources={"worker": 100},
             )
-        _stop_signals_end_the_server()
         self.workers.append(node)
         return {"node_id": node.node_id, "raylet_pid": _raylet_pid(node)}
 
@@ -123,15 +122,6 @@ class LocalCluster:
         if self.cluster is not None:
             self.cluster.shutdown()
             self.cluster = None
-
-
-def _stop_signals_end_the_server() -> None:
-    """Every Ray node started in this process installs its own SIGTERM handler (drain for 30 s,
-    then exit 1): put back the command's, which ends the server like Ctrl-C."""
-    import threading
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, exitcodes.raise_stopped)
 
 
 def _free_port() -> int:
@@ -254,6 +244,7 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fesnet.realtime.cluster.local")
     add_arguments(parser)
+    signal.signal(signal.SIGTERM, exitcodes.raise_stopped)  # a server: SIGTERM ends it as Ctrl-C
     return run(parser.parse_args(argv))
 
 

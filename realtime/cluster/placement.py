@@ -17,10 +17,16 @@ that long fails with :class:`ClusterUnavailable` (Ray Client alone would retry f
 Model replicas the cluster can never place are refused before deploying; replicas that can
 be placed but do not start (resources held by others) are reported after ``REPORT_AFTER_S``
 with Serve's reason. Ctrl-C / SIGTERM end either wait at once (``exitcodes.stop_signals_raise``).
+
+Signals. ``ray.init`` replaces the command's SIGTERM handler (with ``sys.exit(15)`` while it
+starts, then Ray's C++ failure handler, which aborts with a stack dump) and leaves it in force;
+:func:`connect` calls it inside ``exitcodes.stop_signals_raise``, so a SIGTERM while Ray starts
+stops the command as anywhere else and the command's own handlers are back once it returns.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -29,6 +35,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from fesnet.model.third_party_logs import quiet_ray, quiet_ray_client_log
 from fesnet.realtime import exitcodes
@@ -46,6 +54,7 @@ STICKY_ROUTER = "ray.serve.experimental.consistent_hash_router.ConsistentHashRou
 """Serve's consistent-hash request router: a request with a session id goes to the replica the
 id hashes to among the running ones, and only there (no fallback: a stream's ring lives on one
 replica); one without goes to any. When a replica is lost its ids hash to the others."""
+END_GRACE_S = 2.0  # for a private Ray's processes to end on SIGTERM before SIGKILL (Ray: 1 s)
 
 
 def loopback_only() -> None:
@@ -77,7 +86,7 @@ def connect(cfg: ClusterConfig) -> None:
         with exitcodes.stop_signals_raise():
             check_reachable(cfg.address)
     try:
-        with quiet_ray():
+        with exitcodes.stop_signals_raise(), quiet_ray():  # ray.init sets SIGTERM handlers
             _init(cfg)
     except Exception as e:  # ray raises ConnectionError, RuntimeError, ValueError, ...
         raise ClusterUnavailable(
@@ -160,10 +169,11 @@ def shutdown(cfg: ClusterConfig, tier: ModelTier | None = None) -> None:
     """Leave the cluster. The model tier is removed when this process started Ray
     (``auto``); on a shared cluster it stays for the next server unless ``tier`` is given."""
     import ray
-    from ray import serve
 
     if not ray.is_initialized():
         return
+    from ray import serve
+
     with quiet_ray():
         if tier is not None or cfg.address == LOCAL:
             try:
@@ -182,10 +192,16 @@ class ModelTier:
     config: ClusterConfig
 
     def backend(self, stats: Any = None) -> Any:
-        """A Backend over this tier for one ingest process (realtime/cluster/backend.py)."""
+        """A Backend over this tier for one ingest process (realtime/cluster/backend.py). A Ray
+        Client driver (``ray://``) calls it through a relay inside the cluster (relay.py)."""
         from .backend import RayBackend
 
-        return RayBackend(self.handle, self.described, self.config.retry, stats)
+        handle = self.handle
+        if self.config.address != LOCAL:
+            from .relay import RelayedHandle
+
+            handle = RelayedHandle(self.config.app_name)
+        return RayBackend(handle, self.described, self.config.retry, stats)
 
 
 def deploy(
@@ -318,7 +334,8 @@ class RayPlacement:
     """The model on Ray, as a placement for ``fesnet.model.runtime.load_runtime``: the loader
     resolves the checkpoint, stride, merger settings and profile by the rules every program
     shares, then this joins the cluster, deploys the model tier and hands back a backend over
-    it. ``close()`` leaves the cluster (removing the tier where ``shutdown`` says so)."""
+    it. ``close()`` leaves the cluster (removing the tier where ``shutdown`` says so); after a
+    private Ray (``auto``) no process of it is left, whenever the command was stopped."""
 
     def __init__(self, cfg: ClusterConfig, streams: int = 0) -> None:
         self.cfg = cfg
@@ -326,9 +343,12 @@ class RayPlacement:
         self.tier: ModelTier | None = None
         self._backend: Any = None
         self._joined = False
+        self._not_ray: set[int] | None = None  # this process's children before a private Ray
 
     def backend(self, ckpt: Any, config: Any) -> Any:
         self._joined = True
+        if self.cfg.address == LOCAL:
+            self._not_ray = {p.pid for p in _descendants()}
         connect(self.cfg)
         self.tier = deploy(self.cfg, ckpt.path, config.backend, config.threads, self.streams)
         self._backend = self.tier.backend()
@@ -341,7 +361,50 @@ class RayPlacement:
 
     def close(self, remove_tier: bool = False) -> None:
         """Leave the cluster (nothing to do when the loader refused the model before placing
-        it: Ray was never imported)."""
-        if self._joined:
-            shutdown(self.cfg, self.tier if remove_tier else None)
+        it: Ray was never imported). A private Ray's processes are ended and waited for: each
+        one this process started since joining, with those its raylet started (the agents,
+        the workers), seen before Ray shuts down. A stop while ``ray.init`` started the node
+        leaves Ray nothing to shut down, and the raylet's agents, orphaned when it dies with
+        this process, lived on for minutes."""
+        if not self._joined:
+            return
+        self._joined = False
+        ours = self._not_ray
+        started = [p for p in _descendants() if p.pid not in ours] if ours is not None else []
+        shutdown(self.cfg, self.tier if remove_tier else None)
+        end_processes(started)
+
+
+def _descendants() -> list[psutil.Process]:
+    try:
+        return psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def end_processes(procs: list[psutil.Process], grace_s: float = END_GRACE_S) -> None:
+    """SIGTERM each of ``procs`` still running, SIGKILL those left after ``grace_s``; returns
+    when every one has ended (a zombie has: its parent, or init, reaps it) or, at worst,
+    ``grace_s`` after the SIGKILL."""
+    for p in _running(procs):
+        with contextlib.suppress(psutil.Error):
+            p.terminate()
+    for last in (False, True):
+        deadline = time.monotonic() + grace_s
+        while _running(procs) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if last or not _running(procs):
+            return
+        for p in _running(procs):
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+
+
+def _running(procs: list[psutil.Process]) -> list[psutil.Process]:
+    out = []
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+    return out
 

@@ -16,7 +16,7 @@ streams within ``batch_wait_s`` (up to ``max_batch_size``) into one backend call
   slot's geometry vector and gets its windows' probabilities back. ``@serve.batch`` gathers the
   steps of every stream pinned here into one tier step (every new crop in one encode call,
   every window in one window call). A stream is pinned to one replica by Serve's consistent-
-  hash request router on its session id (realtime/cluster/runtime.py: ``deploy``); when that
+  hash request router on its session id (realtime/cluster/placement.py: ``deploy``); when that
   replica is lost the stream's requests go to another, which does not hold its ring: its
   windows come back missing and the stream rebuilds the ring from its own (tier_engine.py).
   The tier (its rings, and on a GPU its compiled graphs) is made when the replica starts, so

@@ -150,8 +150,14 @@ def make_hub(args: argparse.Namespace, max_sessions: int) -> Any:
             from fesnet.realtime.cluster.placement import RayPlacement
 
             placement = RayPlacement(cluster)
+            try:
+                runtime = load_runtime(runtime_config(args), placement=placement)
+            except BaseException:  # refused, failed or stopped while starting: leave Ray now
+                placement.close()
+                raise
+            # Registered after Ray's own exit hook, so it runs first: the cluster is left (a
+            # private Ray's processes ended) before Ray shuts down what it knows of.
             atexit.register(placement.close)
-            runtime = load_runtime(runtime_config(args), placement=placement)
             print(f"model tier on Ray ({cluster.address}): {runtime.backend.name}", flush=True)
     except (LoadError, ClusterError) as e:  # a bad checkpoint, backend, stride or cluster
         print(f"fesnet-spot: error: {e}", file=sys.stderr)
