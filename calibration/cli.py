@@ -36,7 +36,7 @@ def _add_data_args(p: argparse.ArgumentParser, default_split: str) -> None:
     p.add_argument("--root", type=Path, help="dataset folder (CAS(ME)^2 / SAMM-LV layout)")
     p.add_argument("--split", choices=("train", "val", "test"), default=default_split,
                    help="synthetic split; for casme2/sammlv 'test' is the fold's held-out part "
-                   "and anything else its training part")  # fmt: skip
+                   "and anything else its training part")
     p.add_argument("--fold", type=int, default=0)
     p.add_argument("--folds", type=int, default=5, help="0: leave one subject out")
     p.add_argument("--seed", type=int, default=0)
@@ -56,11 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.ArgumentDefaultsHelpFormatter
 
     fit = sub.add_parser("fit", formatter_class=fmt,
-                         help="fit merger thresholds/durations on labelled clips")  # fmt: skip
+                         help="fit merger thresholds/durations on labelled clips")
     _add_data_args(fit, "val")
     _add_model_args(fit)
     fit.add_argument("--metric", choices=("overall", "ME", "MaE", "edit", "acc"),
-                     default="overall", help="what the search maximises")  # fmt: skip
+                     default="overall", help="what the search maximises")
     fit.add_argument("--quick", action="store_true", help="coarse search space")
     fit.add_argument("--out", type=Path, default=Path("merger.json"),
                      help="fitted merger config (load with fesnet-spot run --merger-config)")
@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write the fitted merger, the window stride it was fitted at and the neutral "
         "reference into the checkpoint's JSON (its default settings; the reference turns on the "
         "relative calibration rule)",
-    )  # fmt: skip
+    )
 
     base = sub.add_parser("baseline", formatter_class=fmt,
                           help="record a neutral profile from a source (keep a neutral face)")
@@ -83,13 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     base.add_argument("--quantile", type=float, default=0.99, help="absolute rule: rest quantile")
     base.add_argument("--margin", type=float, default=0.05)
     base.add_argument("--allow-lower", action="store_true",
-                      help="a quiet resting face may also lower the thresholds")  # fmt: skip
+                      help="a quiet resting face may also lower the thresholds")
     base.add_argument(
         "--rule", choices=("auto", "relative", "absolute"), default="auto",
         help="relative: move the thresholds by how far this rest differs from the checkpoint's "
         "neutral reference (auto uses it when the checkpoint has one); absolute: rest quantile "
         "+ margin (docs/CALIBRATION.md)",
-    )  # fmt: skip
+    )
     _add_model_args(base)
 
     prof = sub.add_parser("profiles", help="list saved profiles, or show one")
@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--profiles-dir", type=Path)
 
     int8 = sub.add_parser("int8", formatter_class=fmt,
-                          help="write INT8/FP8 calibration windows for TensorRT")  # fmt: skip
+                          help="write INT8/FP8 calibration windows for TensorRT")
     _add_data_args(int8, "train")
     int8.add_argument("--n", type=int, default=128, help="number of windows")
     int8.add_argument("--checkpoint", type=Path,
@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     neu = sub.add_parser("neutral", formatter_class=fmt,
                          help="measure per-person calibration on synthetic sessions whose "
-                         "neutral face differs")  # fmt: skip
+                         "neutral face differs")
     neu.add_argument("--identities", choices=("test", "train"), default="test")
     neu.add_argument("--sessions", type=int, default=2, help="sessions per identity")
     neu.add_argument("--duration-s", type=float, default=30.0)
@@ -148,7 +148,7 @@ def _videos(args: argparse.Namespace) -> list[Any]:
         raise UsageError(f"--data {args.data} needs --root (the dataset folder)")
     try:
         train, test = real_split(args.data, args.root, args.cache_dir, args.fold, args.folds,
-                                 args.seed)  # fmt: skip
+                                 args.seed)
     except (ValueError, OSError) as e:
         raise UsageError(str(e)) from e
     return test if args.split == "test" else train
@@ -177,7 +177,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if reference is not None:
         levels = ", ".join(f"q{q} {p:.4f}" for q, p in reference["p_expr"].items())
         print(f"neutral reference: p_expr {levels} over {reference['pieces']} calm "
-              f"{reference['piece_s']:g} s pieces")  # fmt: skip
+              f"{reference['piece_s']:g} s pieces")
     if args.update_checkpoint:
         from fesnet.model import checkpoint as ckpt_mod
 
@@ -189,9 +189,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
         }
         # The merger was fitted on windows every `stride` slots: the runtime must score them so.
         ckpt_mod.update_meta(ckpt.path, merger=result.best.to_dict(), merger_fit=fit_doc,
-                             neutral_reference=reference, stride_frames=stride)  # fmt: skip
+                             neutral_reference=reference, stride_frames=stride)
         print(f"checkpoint    {ckpt_mod.sidecar(ckpt.path)} updated (merger, window stride "
-              f"{stride}, neutral reference)")  # fmt: skip
+              f"{stride}, neutral reference)")
     if args.plot is not None:
         tradeoff_png(result, args.plot)
         print(f"plot          {args.plot}")
@@ -204,9 +204,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
-    from fesnet.realtime.events import ConsoleSink
     from fesnet.realtime.pipeline import PipelineError
     from fesnet.realtime.session import StreamModel, open_stream
+    from fesnet.realtime.sinks import ConsoleSink
     from fesnet.realtime.sources import SourceError, open_source
 
     from .baseline import BaselineConfig, CalibrationError, calibration_phase
@@ -221,7 +221,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
             relative = checkpoint_rule(ckpt.meta)
             if relative is None and args.rule == "relative":
                 raise UsageError(f"{ckpt.path} has no neutral_reference "
-                                 "(fesnet-calibrate fit --update-checkpoint)")  # fmt: skip
+                                 "(fesnet-calibrate fit --update-checkpoint)")
             rule = relative or rule
         phase = BaselineConfig(args.duration_s, args.timeout_s, rule)
     except (ProfileError, ValueError) as e:
@@ -234,7 +234,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     record = calibration_phase(
         phase, args.name, lambda p: saved.append(save_profile(p, args.profiles_dir)),
         source.describe(),
-    )  # fmt: skip
+    )
     run = open_stream(StreamModel.of(runtime), source, [ConsoleSink()], phase=record)
     calibration = run.phase
     assert calibration is not None
@@ -272,9 +272,8 @@ def cmd_profiles(args: argparse.Namespace) -> int:
 
 
 def cmd_int8(args: argparse.Namespace) -> int:
+    from fesnet.model.quantization_windows import sample_windows, write_windows
     from fesnet.model.runtime import LoadError, load_checkpoint
-
-    from .int8 import sample_windows, write_windows
 
     try:
         ck = load_checkpoint(args.checkpoint)
@@ -289,7 +288,7 @@ def cmd_int8(args: argparse.Namespace) -> int:
     path = write_windows(args.out, windows, names, geom)
     n_videos = len({n.rsplit("@", 1)[0] for n in names})
     print(f"{len(windows)} windows {windows.shape[1:]} uint8 from {n_videos} clips -> {path} "
-          f"(the TensorRT backend: precision int8/fp8, calibration={path})")  # fmt: skip
+          f"(the TensorRT backend: precision int8/fp8, calibration={path})")
     return 0
 
 
@@ -305,7 +304,7 @@ def cmd_neutral(args: argparse.Namespace) -> int:
     train_ids, test_ids = train_test_identities()
     ids = test_ids if args.identities == "test" else train_ids
     sessions = make_sessions(ids, args.sessions, args.cache_dir, args.duration_s,
-                             args.neutral_s, args.seed)  # fmt: skip
+                             args.neutral_s, args.seed)
     rules = dict(DEFAULT_RULES)
     for q in REFERENCE_QUANTILES:
         relative = checkpoint_rule(ckpt.meta, q)
@@ -313,11 +312,11 @@ def cmd_neutral(args: argparse.Namespace) -> int:
             rules[f"relative q{q:g} (fit rest {relative.reference:.3f})"] = relative
     if len(rules) == len(DEFAULT_RULES):
         print("the checkpoint has no neutral_reference: the relative rule is not measured "
-              "(fesnet-calibrate fit --update-checkpoint)")  # fmt: skip
+              "(fesnet-calibrate fit --update-checkpoint)")
     result = run_neutral_experiment(runtime.backend, sessions, base, rules,
-                                    stride_frames=runtime.stride_frames)  # fmt: skip
+                                    stride_frames=runtime.stride_frames)
     print(f"{len(sessions)} sessions ({args.identities} identities), base thresholds on "
-          f"{base.on_threshold:.3f} / off {base.off_threshold:.3f}")  # fmt: skip
+          f"{base.on_threshold:.3f} / off {base.off_threshold:.3f}")
     print(result.to_markdown())
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

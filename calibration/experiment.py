@@ -95,9 +95,9 @@ def make_sessions(
                 test_spec = SyntheticSpec(duration_s=duration_s, **look)
                 neutral_spec = neutral_clip_spec(test_spec, neutral_s)
                 test = preprocess_synthetic(identity, test_spec, clip_seed, aligner=aligner,
-                                            cache_dir=cache_dir)  # fmt: skip
+                                            cache_dir=cache_dir)
                 neutral = preprocess_synthetic(identity, neutral_spec, clip_seed + 5,
-                                               aligner=aligner, cache_dir=cache_dir)  # fmt: skip
+                                               aligner=aligner, cache_dir=cache_dir)
                 sessions.append(Session(identity, look, neutral, test))
     return sessions
 
@@ -151,7 +151,7 @@ def run_neutral_experiment(
         row["none"] = {"f1_overall": evaluate_videos([uncalibrated]).f1_overall}
         for name, rule in rules.items():
             profile = profile_from_windows([list(zip(starts, probs, strict=True))], base,
-                                           "experiment", rule)  # fmt: skip
+                                           "experiment", rule)
             cfg = profile.apply(base)
             spotted = (predict_intervals(video, cfg), video.intervals, video.n_slots)
             preds[name].append(spotted)

@@ -106,7 +106,7 @@ class SearchSpace:
     gap_merge_s: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.3)
     duration_rule: tuple[tuple[float, float], ...] = (
         (0.5, 0.5), (0.4, 0.4), (0.45, 0.45), (0.55, 0.55), (0.6, 0.6), (0.4, 0.6),
-    )  # fmt: skip
+    )
     """(mae_min_s, me_max_s) pairs: where ME ends and MaE begins, by duration."""
     max_expression_s: tuple[float, ...] = (3.0, 5.0, 8.0)
     fusion: tuple[str, ...] = ("mean", "max", "latest")
@@ -146,7 +146,7 @@ class SearchSpace:
             ("max_expression_s",
              [build(max_expression_s=float(m)) for m in self.max_expression_s]),
             ("fusion", [build(fusion=f) for f in self.fusion]),
-        ]  # fmt: skip
+        ]
         return [(name, [c for c in cands if c is not None]) for name, cands in coords]
 
 
@@ -164,7 +164,7 @@ class Trial:
 
 
 _SEARCHED = ("on_threshold", "off_threshold", "min_expression_frames", "gap_merge_s",
-             "mae_min_s", "me_max_s", "max_expression_s", "fusion")  # fmt: skip
+             "mae_min_s", "me_max_s", "max_expression_s", "fusion")
 
 
 @dataclass
@@ -312,9 +312,9 @@ def tradeoff_png(result: FitResult, path: str | Path, title: str = "") -> Path:
         ax.plot(pts[front, 0], pts[front, 1], "-o", ms=4, color="tab:green", label="Pareto front")
     b, t = result.base_table, result.table
     ax.scatter([b.f1["ME"]], [b.f1["MaE"]], marker="s", s=60, color="tab:blue",
-               label=f"base (overall {b.f1['overall']:.1f})", zorder=3)  # fmt: skip
+               label=f"base (overall {b.f1['overall']:.1f})", zorder=3)
     ax.scatter([t.f1["ME"]], [t.f1["MaE"]], marker="*", s=160, color="tab:red",
-               label=f"fitted (overall {t.f1['overall']:.1f})", zorder=4)  # fmt: skip
+               label=f"fitted (overall {t.f1['overall']:.1f})", zorder=4)
     top = max(10.0, float(pts.max()) + 5.0 if len(pts) else 10.0)
     ax.set_xlim(-1.0, min(top, 101.0))
     ax.set_ylim(-1.0, min(top, 101.0))

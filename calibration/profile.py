@@ -179,7 +179,7 @@ class NeutralProfile:
             stats_d = data["stats"]
             _check_keys(stats_d, BaselineStats, f"{where}: stats")
             quantiles = {str(k): _num(v, f"stats.quantiles[{k}]") for k, v in
-                         dict(stats_d["quantiles"]).items()}  # fmt: skip
+                         dict(stats_d["quantiles"]).items()}
             if sorted(quantiles) != sorted(str(q) for q in QUANTILES):
                 raise ProfileError(f"stats.quantiles must have keys {[str(q) for q in QUANTILES]}")
             qs = [quantiles[str(q)] for q in QUANTILES]

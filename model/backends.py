@@ -23,6 +23,7 @@ their measured speeds.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -46,6 +47,29 @@ class Backend(Protocol):
     def window(
         self, x_prime: np.ndarray, x_atten: np.ndarray, geom: np.ndarray | None = None
     ) -> np.ndarray: ...
+
+
+WindowPost = Callable[[np.ndarray, np.ndarray | None], np.ndarray]
+"""Post-processing of the network's window probabilities: (probs (B, T, 3), geom (B, T, G) or
+None) -> probs (B, T, 3)."""
+
+
+def split_post(backend: Backend) -> tuple[Backend, WindowPost | None]:
+    """A backend that post-processes its network's probabilities (the fused spotter,
+    model/fused.py) as (the network's backend, its post-processing): such a backend has ``net``
+    (the network's backend) and ``post_window(probs, geom)``, and its ``window(x', X, g)`` is
+    ``post_window(net.window(x', X, g), g)``. Whatever computes the network's probabilities
+    elsewhere (the model tier, model/tier.py) then applies the same post-processing and gets the
+    backend's own numbers. Wrappers of wrappers compose; any other backend is its own network
+    (post None)."""
+    post = getattr(backend, "post_window", None)
+    net = getattr(backend, "net", None)
+    if post is None or net is None or not hasattr(net, "window"):
+        return backend, None
+    inner, inner_post = split_post(net)
+    if inner_post is None:
+        return inner, post
+    return inner, lambda probs, geom: post(inner_post(probs, geom), geom)
 
 
 class TorchBackend:
@@ -252,7 +276,7 @@ class TensorRTBackend:
         for i in range(0, len(x_prime), self.max_batch):
             batch = [torch.from_numpy(np.ascontiguousarray(a[i : i + self.max_batch],
                                                           dtype=np.float32)).to(self.device)
-                     for a in arrays]  # fmt: skip
+                     for a in arrays]
             probs.append(self._win(*batch).float().cpu().numpy())
         return np.concatenate(probs)
 
@@ -276,7 +300,7 @@ def make_backend(name: str, checkpoint: Checkpoint, **opts: Any) -> Backend:
         return TorchBackend(net, compile=True, geometry=checkpoint.geometry, **opts)
     if name in ("onnx", "onnx-int8"):
         return OnnxBackend.from_net(net, geometry=checkpoint.geometry, int8=name == "onnx-int8",
-                                    **opts)  # fmt: skip
+                                    **opts)
     if name == "tensorrt":
         return TensorRTBackend(net, geometry=checkpoint.geometry, **opts)
     raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")

@@ -80,7 +80,6 @@ GEOMETRY_DIMS = 2 * N_GROUPS + 2 * (N_REGIONS + 1)
 DISP = slice(0, 2 * N_GROUPS)
 RMS = slice(2 * N_GROUPS, 2 * N_GROUPS + N_REGIONS)
 RMS_ALL = 2 * N_GROUPS + N_REGIONS
-Z = slice(RMS_ALL + 1, RMS_ALL + 1 + N_REGIONS)
 Z_ALL = GEOMETRY_DIMS - 1
 
 _RIGID = np.array(lm.RIGID)
@@ -140,11 +139,6 @@ class GeometryConfig:
         if unknown:
             raise ValueError(f"unknown GeometryConfig keys: {sorted(unknown)}")
         return cls(**d)
-
-
-def crop_landmarks(landmarks: np.ndarray, transform: np.ndarray) -> np.ndarray:
-    """Frame-pixel landmarks (K, 2) -> crop-pixel landmarks through the (2, 3) alignment."""
-    return (landmarks @ transform[:, :2].T + transform[:, 2]).astype(np.float32)
 
 
 def similarity_fit(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -21,6 +21,7 @@ import random
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -115,7 +116,7 @@ def _cached_features(
     if cache_dir is None:
         return tuple(a.astype(np.float16) for a in encode_video(backend, v.crops))
     paths = [Path(cache_dir) / f"{v.video_id}-enc{digest}.{name}.npy"
-             for name in ("x_prime", "x_atten")]  # fmt: skip
+             for name in ("x_prime", "x_atten")]
     if not all(p.exists() for p in paths):
         paths[0].parent.mkdir(parents=True, exist_ok=True)
         for p, a in zip(paths, encode_video(backend, v.crops), strict=True):
@@ -183,7 +184,7 @@ def score_feature_video(
     starts = window_starts(len(f), t, stride_frames)
     geom = f.geom if net.cfg.geometry_dims else None
     probs = score_windows(TorchBackend(net), f.x_prime.astype(np.float32),
-                          f.x_atten.astype(np.float32), geom, starts, t)  # fmt: skip
+                          f.x_atten.astype(np.float32), geom, starts, t)
     return starts, probs
 
 
@@ -216,6 +217,30 @@ def choose_merger_on_features(
             best = (table.f1_overall, cfg, table)
     assert best is not None
     return best[1], best[2]
+
+
+def _train_step(
+    net: FESNet,
+    opt: torch.optim.Optimizer,
+    params: list[torch.nn.Parameter],
+    batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor],
+    weights: torch.Tensor,
+    loss_cfg: Any,
+    feature_dropout: float,
+) -> dict[str, float]:
+    """One optimiser step of the window head on a batch of cached-feature windows; the loss's
+    parts."""
+    xp, xa, geom, y = batch
+    if feature_dropout > 0:
+        xp = torch.nn.functional.dropout(xp, feature_dropout)
+        xa = torch.nn.functional.dropout(xa, feature_dropout)
+    out = net.forward_window(xp, xa, geom if net.cfg.geometry_dims else None, return_all=True)
+    loss, parts = fesnet_loss(out, y, weights, loss_cfg)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 5.0)
+    opt.step()
+    return parts
 
 
 def train_head(
@@ -267,20 +292,11 @@ def train_head(
     t0, step, validating_s = time.monotonic(), 0, 0.0
     bar = tqdm(desc="head", unit="step")
     net.train()
-    use_geom = bool(net.cfg.geometry_dims)
     while due:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, sched, time.monotonic() - t0 - validating_s)
-        xp, xa, geom, y = sample_windows(train_f, windows_per_step, t, expression_fraction, rng)
-        if feature_dropout > 0:
-            xp = torch.nn.functional.dropout(xp, feature_dropout)
-            xa = torch.nn.functional.dropout(xa, feature_dropout)
-        out = net.forward_window(xp, xa, geom if use_geom else None, return_all=True)
-        loss, parts = fesnet_loss(out, y, weights, loss_cfg)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 5.0)
-        opt.step()
+        batch = sample_windows(train_f, windows_per_step, t, expression_fraction, rng)
+        parts = _train_step(net, opt, params, batch, weights, loss_cfg, feature_dropout)
         step += 1
         bar.update()
         bar.set_postfix(loss=f"{parts['loss']:.3f}")

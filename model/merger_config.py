@@ -159,10 +159,6 @@ class MergerConfig:
         """Longest interval (frames) before a forced close."""
         return math.floor(self.max_expression_s * self.fps + _EPS)
 
-    @property
-    def commit_lag_s(self) -> float:
-        return self.commit_lag_frames / self.fps
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -38,7 +38,7 @@ def method_config(base: RuntimeConfig, name: str) -> RuntimeConfig:
     """``base`` for method ``name``. A merger JSON given on the command line belongs to the
     network; every other method keeps the merger settings its loader chooses."""
     return replace(base, method=name,
-                   merger_config=base.merger_config if name == "fesnet" else None)  # fmt: skip
+                   merger_config=base.merger_config if name == "fesnet" else None)
 
 
 def load_methods(base: RuntimeConfig, names: tuple[str, ...] = METHODS) -> list[Method]:

@@ -43,7 +43,7 @@ from .graphs import (
     weights_hash,
     window_inputs,
 )
-from .noise import quiet_onnx_export, quiet_quantize
+from .third_party_logs import quiet_onnx_export, quiet_quantize
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +208,6 @@ def int8_encoder(files: OnnxFiles) -> Path:
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp, quiet_quantize():
         staged = Path(tmp) / out.name
         quantize_dynamic(files.encoder, staged, op_types_to_quantize=list(INT8_OPS),
-                         weight_type=QuantType.QUInt8)  # fmt: skip
+                         weight_type=QuantType.QUInt8)
         atomic_write(out, staged.read_bytes())
     return out

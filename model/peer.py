@@ -56,7 +56,6 @@ class LandmarkPeer:
     """The peer as a backend (see the module docstring)."""
 
     name = "landmarks"
-    needs_pixels = False
 
     def __init__(self, cfg: PeerConfig | None = None, geometry: GeometryConfig | None = None):
         self.cfg = cfg or PeerConfig()

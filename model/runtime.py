@@ -23,9 +23,18 @@ Every program that runs the model loads it here (``fesnet-spot``, the viewers, `
 - **profile** (optional): any object with ``apply(MergerConfig) -> MergerConfig`` (a
   :class:`fesnet.calibration.profile.NeutralProfile`) moves the thresholds last. The profile is
   passed in loaded: finding it by name is calibration's business, not the model's;
+- **serving**: how streams reach the network (:func:`serving_of`). ``engine``: each stream keeps
+  its encoder features in its own ring and calls the backend on its own; ``tier``: the model
+  tier (model/tier.py) keeps every stream's features where the model runs and one step serves
+  all streams' new crops and windows. ``auto`` is the CUDA tier where a GPU is present
+  (``torch.cuda.is_available()``: torch in fp16, compiled, CUDA graphs per batch bucket; TensorRT
+  with ``--backend tensorrt``), and on a CPU the engine: there the tier measured no faster, end
+  to end, with ONNX Runtime or torch (docs/GPU.md, "Streams on the tier in one process"). The
+  backend of offline work on a GPU machine is torch on CUDA under ``auto``; on a CPU nothing
+  changes;
 - **placement** (optional): where the network runs. None builds the backend here
   (:func:`build_backend`); a :class:`Placement` (the Ray model tier,
-  ``fesnet.realtime.cluster.runtime.RayPlacement``) turns the same checkpoint and backend name
+  ``fesnet.realtime.cluster.placement.RayPlacement``) turns the same checkpoint and backend name
   into a backend that calls the model elsewhere. Everything else above is resolved here first,
   the same way for both.
 
@@ -41,12 +50,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from fesnet.argtypes import float_range, int_range
+
 from .merger import ConfigError, MergerConfig
-from .options import float_range, int_range
 
 if TYPE_CHECKING:
     from .backends import Backend
     from .checkpoint import Checkpoint
+    from .tier import ModelTier
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +67,7 @@ METHODS = ("fesnet", "landmarks", "fused")
 # not import torch (tests/test_runtime.py checks that the two lists agree).
 BACKEND_CHOICES = (AUTO, "torch", "torch-compile", "onnx", "onnx-int8", "tensorrt")
 DEFAULT_STRIDE_FRAMES = 8
+SERVING = (AUTO, "engine", "tier")
 _THREADED = ("torch", "torch-compile", "onnx", "onnx-int8")  # backends that take a thread count
 
 
@@ -75,6 +87,10 @@ class Placement(Protocol):
 
     def backend(self, ckpt: Checkpoint, config: RuntimeConfig) -> Backend: ...
 
+    # Optional: ``tier_transport() -> transport or None``, the placed model tier that streams
+    # send their crops to (realtime/tier_engine.py: ``TierTransport``); without it, or when it
+    # returns None, streams call ``backend``.
+
 
 @dataclass(frozen=True)
 class RuntimeConfig:
@@ -92,6 +108,8 @@ class RuntimeConfig:
     """``fesnet``, ``landmarks`` (the training-free peer) or ``fused`` (both, model/fused.py)."""
     peer_k: float | None = None
     """The peer's z threshold (None: ``PeerConfig``'s default)."""
+    serving: str = AUTO
+    """``engine``, ``tier`` or ``auto`` (module docstring, :func:`serving_of`)."""
 
 
 @dataclass(frozen=True)
@@ -105,10 +123,24 @@ class Runtime:
     base_merger: MergerConfig
     """The merger config before the profile moved its thresholds (``merger`` without one)."""
     profile: ThresholdProfile | None = None
+    serving: str = "engine"
+    """``engine`` or ``tier``: how this runtime's streams reach the network (resolved)."""
+    tier_options: dict[str, Any] = field(default_factory=dict)
+    """``tier_run.make_tier``'s options for a tier in this process (``serving == "tier"``)."""
+    remote_tier: Any = None
+    """The placement's model tier for streams (a ``TierTransport``), or None."""
 
     @property
     def window_frames(self) -> int:
         return self.checkpoint.config.window_frames
+
+    def make_tier(self, max_streams: int, ring_slots: int | None = None) -> ModelTier:
+        """A model tier over this runtime's network, in this process (``tier_options``)."""
+        from .tier_run import make_tier
+
+        opts = dict(self.tier_options)
+        return make_tier(opts.pop("name", AUTO), self.checkpoint, max_streams=max_streams,
+                         ring_slots=ring_slots, **opts)
 
     @classmethod
     def from_checkpoint(
@@ -126,19 +158,19 @@ class Runtime:
         if config.method == "landmarks":
             if placement is not None:
                 raise LoadError("--method landmarks runs in this process only (it has no model "
-                                "to place on a cluster): drop --cluster")  # fmt: skip
+                                "to place on a cluster): drop --cluster")
             from .peer import LandmarkPeer, PeerConfig
 
             peer = PeerConfig() if config.peer_k is None else PeerConfig(k=config.peer_k,
                                                                           k_off=config.peer_k - 1.5)
             backend: Backend = LandmarkPeer(peer)
             base = (peer.merger_config(ckpt.config.window_frames) if config.merger_config is None
-                    else merger_config(ckpt, config.merger_config))  # fmt: skip
+                    else merger_config(ckpt, config.merger_config))
         else:
             base = merger_config(ckpt, config.merger_config)
             if placement is None:
                 backend = build_backend(config.backend, ckpt, config.threads,
-                                        **config.backend_options)  # fmt: skip
+                                        **config.backend_options)
             else:
                 backend = placement.backend(ckpt, config)
             if config.method == "fused":
@@ -146,7 +178,53 @@ class Runtime:
                 if config.merger_config is None:
                     base = fused_merger
         merger = base if profile is None else profile.apply(base)
-        return cls(ckpt, backend, merger, stride, base, profile)
+        serving, tier_options = serving_of(config)
+        remote = None
+        if placement is not None:  # placed: the placement's tier unless told otherwise
+            transport = getattr(placement, "tier_transport", None)
+            wanted = config.serving != "engine" and config.method != "landmarks"
+            remote = transport() if transport is not None and wanted else None
+            serving = "tier" if remote is not None else "engine"
+        return cls(ckpt, backend, merger, stride, base, profile, serving, tier_options, remote)
+
+
+def serving_of(config: RuntimeConfig, cuda: bool | None = None) -> tuple[str, dict[str, Any]]:
+    """(``engine`` or ``tier``, the tier's ``make_tier`` options) for ``config`` on this machine
+    (``cuda``: whether a GPU is present; None: ask torch). The landmark peer has no network: its
+    streams always use the engine. ``auto``: the tier on CUDA (TensorRT's engines with
+    ``--backend tensorrt``, else torch in fp16, compiled, with CUDA graphs: the configuration that
+    measured fastest on an H200, docs/GPU.md); on a CPU the engine (the tier measured no faster
+    there, end to end: docs/GPU.md, "Streams on the tier in one process"), the tier's options
+    given for ``--serving tier``."""
+    if config.serving not in SERVING:
+        raise LoadError(f"unknown serving {config.serving!r}; choose one of {', '.join(SERVING)}")
+    if config.method == "landmarks":
+        if config.serving == "tier":
+            raise LoadError("--serving tier needs the network: the landmark peer has none")
+        return "engine", {}
+    if config.serving == "engine":
+        return "engine", {}
+    name = config.backend
+    if cuda is None:
+        cuda = _cuda_available()
+    if cuda and name in (AUTO, "torch", "torch-compile", "tensorrt"):
+        if name == "tensorrt":
+            keep = ("cache_dir", "calibration", "precision")
+            return "tier", {"name": "tensorrt", "device": "cuda", "precision": "fp16",
+                            "graphs": False} | {k: v for k, v in config.backend_options.items()
+                                                if k in keep}
+        return "tier", {"name": "torch", "device": "cuda", "precision": "fp16", "graphs": True,
+                        "compile": name != "torch"}
+    cpu_name = {"torch-compile": "torch", "tensorrt": "torch"}.get(name, name)
+    options = {"name": cpu_name, "device": "cpu", "precision": "fp32",
+               "compile": name == "torch-compile", "threads": config.threads}
+    return ("tier" if config.serving == "tier" else "engine"), options
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
 
 
 def fused_method(ckpt: Checkpoint, net: Backend) -> tuple[Backend, MergerConfig]:
@@ -185,7 +263,7 @@ def check_stride(stride_frames: int, window_frames: int) -> None:
         raise ValueError(f"the window stride must be >= 1 slot, got {stride_frames}")
     if stride_frames > window_frames:
         raise ValueError(f"--stride {stride_frames} is longer than a window ({window_frames} "
-                         "slots): slots between windows would never be scored")  # fmt: skip
+                         "slots): slots between windows would never be scored")
 
 
 def load_runtime(
@@ -219,6 +297,9 @@ def build_backend(
         raise LoadError(f"unknown backend {name!r}; choose one of {', '.join(BACKEND_CHOICES)}")
     wanted = "onnx" if name == AUTO else name
     opts = dict(options)
+    if name == AUTO and _cuda_available():  # a GPU machine: the network on its GPU
+        wanted = "torch"
+        opts.setdefault("device", "cuda")
     if threads is not None and wanted in _THREADED:
         opts["threads"] = threads
     try:
@@ -253,7 +334,7 @@ def merger_config(ckpt: Checkpoint, path: Path | str | None = None) -> MergerCon
         )
     try:
         return MergerConfig.from_dict({**data, "window_frames": t} if isinstance(data, dict)
-                                      else data)  # fmt: skip
+                                      else data)
     except ConfigError as e:
         raise LoadError(f"{where}: {e}") from e
 
@@ -279,7 +360,7 @@ def add_runtime_arguments(
                         help="merger settings JSON (default: the checkpoint's settings)")
     parser.add_argument("--stride", type=int_range(1), default=None,
                         help="score a window every STRIDE 60 Hz slots, at most a window (default: "
-                        f"the checkpoint's, else {DEFAULT_STRIDE_FRAMES})")  # fmt: skip
+                        f"the checkpoint's, else {DEFAULT_STRIDE_FRAMES})")
     if method:
         parser.add_argument("--method", choices=METHODS, default="fesnet",
                             help="fesnet: the network; landmarks: the training-free landmark "
@@ -287,6 +368,11 @@ def add_runtime_arguments(
                             "fused: the network's evidence checked against the landmarks")
     parser.add_argument("--peer-k", type=float_range(0.0, lo_open=True), default=None,
                         help="the landmark peer's robust-z threshold (default 3.5)")
+    parser.add_argument("--serving", choices=SERVING, default=AUTO,
+                        help="how streams reach the network: engine (each stream's features in "
+                        "its own ring), tier (features where the model runs, every stream's "
+                        "crops and windows in shared calls), auto (the tier on a GPU or a "
+                        "cluster, the engine on a CPU)")
 
 
 def runtime_config(args: argparse.Namespace, **backend_options: Any) -> RuntimeConfig:
@@ -300,4 +386,5 @@ def runtime_config(args: argparse.Namespace, **backend_options: Any) -> RuntimeC
         backend_options=backend_options,
         method=args.method if getattr(args, "method", None) in METHODS else "fesnet",
         peer_k=args.peer_k,
+        serving=getattr(args, "serving", AUTO),
     )

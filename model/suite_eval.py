@@ -9,8 +9,9 @@ method's merger, as ``fesnet-eval`` and the streaming spotter run it. The clips 
 imports the product (preprocessing, geometry channel, models) and nothing of the generator.
 
 - ``independent``: interval F1 at IoU >= 0.5 per class and overall, TP / FP / FN, ME predicted /
-  right / true, per video and per group (all, 30 / 60 FPS, 480p / 720p); labels are in source
-  frames and scored on the slot timeline, as everywhere in ``fesnet-eval``.
+  right / true, per video and per group (``suite_groups``: all, stratum subtle / clear, talking /
+  calm and their crossings, 30 / 60 FPS, 480p / 720p); labels are in source frames and scored on
+  the slot timeline, as everywhere in ``fesnet-eval``.
 - ``real``: final events per minute of *tracked* face per method, per clip and in total, the
   clips that show a generator still's person apart from the others. A face that is lost splits
   the clip into segments, each spotted on its own (the streaming spotter ends a segment where
@@ -22,6 +23,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -42,8 +44,8 @@ from .data.preprocess import (
 from .data.resample import resample_indices
 from .methods import Method, evaluate, spot
 from .metrics import MetricTable, evaluate_videos, labels_to_intervals
-from .suite import SUITE_VERSION
-from .suite.clips import RenderedClip, ensure_rendered, suite_clips
+from .suite import RENDER_VERSION, SUITE_VERSION
+from .suite.clips import ClipSpec, RenderedClip, ensure_rendered, suite_clips
 from .suite.real import REAL_CLIPS, RealClip
 
 if TYPE_CHECKING:
@@ -95,14 +97,31 @@ def slot_labels(record: VideoRecord, n_frames: int) -> np.ndarray:
 
 def suite_records(clips: list[RenderedClip]) -> list[VideoRecord]:
     return [VideoRecord(c.spec.video_id, c.spec.still, float(c.spec.fps), c.path, list(c.labels),
-                        dataset=f"independent-v{SUITE_VERSION}") for c in clips]  # fmt: skip
+                        dataset=f"independent-v{SUITE_VERSION}") for c in clips]
+
+
+GROUPINGS: tuple[tuple[str, Callable[[ClipSpec], str]], ...] = (
+    ("stratum", lambda s: s.stratum),
+    ("talking", lambda s: "talking" if s.talking else "calm"),
+    ("stratum x talking", lambda s: f"{s.stratum}, {'talking' if s.talking else 'calm'}"),
+    ("fps", lambda s: f"{s.fps} FPS"),
+    ("resolution", lambda s: f"{s.height}p"),
+)
+"""How the suite's clips are grouped in every table, one grouping after another."""
 
 
 def suite_groups(clips: list[RenderedClip]) -> dict[str, list[int]]:
+    """Clip indices of each reported group: all, then each value of each of :data:`GROUPINGS`
+    in the order the clips first show it. A group holding the same clips as one before it is
+    left out (all subtle clips talk: "subtle, talking" would repeat "subtle")."""
     groups: dict[str, list[int]] = {"all": list(range(len(clips)))}
-    for i, c in enumerate(clips):
-        groups.setdefault(f"{c.spec.fps} FPS", []).append(i)
-        groups.setdefault(f"{c.spec.height}p", []).append(i)
+    for _, key in GROUPINGS:
+        part: dict[str, list[int]] = {}
+        for i, c in enumerate(clips):
+            part.setdefault(key(c.spec), []).append(i)
+        for name, idx in part.items():
+            if idx not in groups.values():
+                groups[name] = idx
     return groups
 
 
@@ -144,13 +163,14 @@ def face_found(video: AlignedVideo | None) -> float:
 
 
 def clip_table(clips: list[RenderedClip], videos: list[AlignedVideo | None]) -> str:
-    lines = ["| clip | FPS | frame | s | kbit/s | ME | MaE | face found (% of frames) |",
-             "|---|---:|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    lines = ["| clip | stratum | talking | FPS | frame | s | kbit/s | ME | MaE "
+             "| face found (% of frames) |",
+             "|---|---|---|---:|---|---:|---:|---:|---:|---:|"]
     for c, v in zip(clips, videos, strict=True):
-        n_me = sum(1 for *_, lab in c.labels if lab == 1)
-        lines.append(f"| {c.spec.video_id} | {c.spec.fps} | {c.spec.width}x{c.spec.height} | "
-                     f"{c.spec.duration_s:g} | {c.spec.kbps} | {n_me} | {len(c.labels) - n_me} "
-                     f"| {face_found(v):.1f} |")  # fmt: skip
+        s, n_me = c.spec, sum(1 for *_, lab in c.labels if lab == 1)
+        lines.append(f"| {s.video_id} | {s.stratum} | {'yes' if s.talking else 'no'} | {s.fps} "
+                     f"| {s.width}x{s.height} | {s.duration_s:g} | {s.kbps} | {n_me} "
+                     f"| {len(c.labels) - n_me} | {face_found(v):.1f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -180,7 +200,7 @@ def _me_counts(t: MetricTable) -> str:
 def _row(prefix: str, t: MetricTable) -> str:
     c = t.counts["overall"]
     return (f"| {prefix} | {t.f1['ME']:.1f} | {t.f1['MaE']:.1f} | **{t.f1_overall:.1f}** | "
-            f"{c.tp} / {c.fp} / {c.fn} | {_me_counts(t)} |")  # fmt: skip
+            f"{c.tp} / {c.fp} / {c.fn} | {_me_counts(t)} |")
 
 
 def tracked_slots(video: AlignedVideo) -> np.ndarray:
@@ -201,14 +221,14 @@ def segments(mask: np.ndarray, min_len: int) -> list[tuple[int, int]]:
     """Inclusive runs of True at least ``min_len`` long."""
     edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
     return [(int(a), int(b) - 1) for a, b in zip(edges[::2], edges[1::2], strict=True)
-            if b - a >= min_len]  # fmt: skip
+            if b - a >= min_len]
 
 
 def slice_video(video: AlignedVideo, a: int, b: int) -> AlignedVideo:
     lm = None if video.landmarks is None else video.landmarks[a : b + 1]
     return replace(video, video_id=f"{video.video_id}[{a}:{b}]", crops=video.crops[a : b + 1],
                    labels=video.labels[a : b + 1], source_index=video.source_index[a : b + 1],
-                   landmarks=lm)  # fmt: skip
+                   landmarks=lm)
 
 
 def events_per_minute(
@@ -227,7 +247,7 @@ def events_per_minute(
             seconds = sum(b - a + 1 for a, b in runs) / MODEL_FPS
             rows.append({"method": m.name, "clip": clip.name,
                          "generator_still": clip.generator_still, "tracked_s": seconds,
-                         "ME": n_me, "MaE": n_mae})  # fmt: skip
+                         "ME": n_me, "MaE": n_mae})
     return rows
 
 
@@ -237,20 +257,20 @@ def real_tables(rows: list[dict]) -> str:
         return f"{60.0 * n / s:.1f}" if s > 0 else "-"
 
     lines = ["| method | clip | tracked s | ME | MaE | ME / min | MaE / min |",
-             "|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+             "|---|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['method']} | {r['clip']} | {r['tracked_s']:.1f} | {r['ME']} | "
                      f"{r['MaE']} | {rate(r['ME'], r['tracked_s'])} | "
-                     f"{rate(r['MaE'], r['tracked_s'])} |")  # fmt: skip
+                     f"{rate(r['MaE'], r['tracked_s'])} |")
     for label, keep in (("people no still shows", lambda r: r["generator_still"] is None),
                         ("people of generator stills", lambda r: r["generator_still"]),
-                        ("all clips", lambda r: True)):  # fmt: skip
+                        ("all clips", lambda r: True)):
         for method in dict.fromkeys(r["method"] for r in rows):
             sel = [r for r in rows if r["method"] == method and keep(r)]
             s = sum(r["tracked_s"] for r in sel)
             me, mae = sum(r["ME"] for r in sel), sum(r["MaE"] for r in sel)
             lines.append(f"| **{method}** | **{label}** ({len(sel)}) | {s:.1f} | {me} | {mae} | "
-                         f"**{rate(me, s)}** | **{rate(mae, s)}** |")  # fmt: skip
+                         f"**{rate(me, s)}** | **{rate(mae, s)}** |")
     return "\n".join(lines) + "\n"
 
 
@@ -260,24 +280,27 @@ def run_suites(
 ) -> dict:
     """``fesnet-eval --suite``: print the tables, write the CSV of predictions (independent)
     and the JSON of every number; returns that JSON document."""
-    doc: dict = {"suite_version": SUITE_VERSION, "methods": [m.name for m in methods]}
+    doc: dict = {"suite_version": SUITE_VERSION, "render_version": RENDER_VERSION,
+                 "methods": [m.name for m in methods]}
     if which in ("independent", "both"):
         clips = ensure_rendered(suite_clips(), suite_cache, workers)
         records = suite_records(clips)
         videos = align_records(records, aligned_cache, "align suite", workers)
         faceless = {i: (r.video_id, slot_labels(r, c.n_frames))
                     for i, (r, c, v) in enumerate(zip(records, clips, videos, strict=True))
-                    if v is None}  # fmt: skip
+                    if v is None}
         csv_rows: list[dict] = []
         scores = score_independent(methods, videos, suite_groups(clips), csv_rows, faceless)
-        print(f"\nindependent suite v{SUITE_VERSION} ({len(clips)} clips):\n")
+        print(f"\nindependent suite v{SUITE_VERSION} ({len(clips)} clips, renderer "
+              f"v{RENDER_VERSION}):\n")
         print(clip_table(clips, videos))
         print(independent_tables(scores))
         doc["independent"] = {name: {k: {g: t.to_dict() for g, t in v.items()}
                                      for k, v in s.items()} for name, s in scores.items()}
         doc["clips"] = {c.spec.video_id: {"path": str(c.path), "labels": c.labels,
+                                          "stratum": c.spec.stratum, "talking": c.spec.talking,
                                           "face_found_pct": face_found(v)}
-                        for c, v in zip(clips, videos, strict=True)}  # fmt: skip
+                        for c, v in zip(clips, videos, strict=True)}
         if csv_path is not None:
             csv_path.parent.mkdir(parents=True, exist_ok=True)
             with csv_path.open("w", newline="") as f:
@@ -287,7 +310,7 @@ def run_suites(
             print(f"predictions: {csv_path}")
     if which in ("real", "both"):
         records = [VideoRecord(f"real-{c.name}", c.name, _fps(c.path), c.path, [],
-                               dataset="real") for c in REAL_CLIPS]  # fmt: skip
+                               dataset="real") for c in REAL_CLIPS]
         videos = align_records(records, aligned_cache, "align real clips")
         rows = events_per_minute(methods, videos, REAL_CLIPS)
         print("\nreal clips, events per minute of tracked face (no labels):\n")

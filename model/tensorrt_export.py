@@ -4,7 +4,7 @@
 modules the ONNX export uses and saves each with ``torch_tensorrt.save``; ``load_tensorrt``
 reloads them. Precision: fp32, fp16 (``model.half()``: torch-tensorrt 2.14 compiles strongly
 typed, where ``enabled_precisions`` is ignored), int8/fp8 (nvidia-modelopt fake quantisation
-calibrated on windows from ``calibration_data.read_calibration_windows``).
+calibrated on windows from ``quantization_windows.read_calibration_windows``).
 """
 
 from __future__ import annotations
@@ -15,16 +15,12 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from .calibration_data import (
-    CalibrationError,
-    read_calibration_geometry,
-    read_calibration_windows,
-)
 from .fesnet import FESNet
 from .graphs import (
     DEFAULT_CACHE_DIR,
@@ -37,6 +33,11 @@ from .graphs import (
     example_inputs,
     weights_hash,
     window_inputs,
+)
+from .quantization_windows import (
+    QuantizationDataError,
+    read_calibration_geometry,
+    read_calibration_windows,
 )
 
 log = logging.getLogger(__name__)
@@ -167,7 +168,7 @@ def _quantize(
     import modelopt.torch.quantization as mtq
 
     if net.cfg.geometry_dims and calib_geom is None:
-        raise CalibrationError("this network reads the geometry channel: its calibration file "
+        raise QuantizationDataError("this network reads the geometry channel: its calibration file "
                                "needs 'geom' (fesnet-calibrate int8 writes it)")
     cfg = mtq.INT8_DEFAULT_CFG if precision == "int8" else mtq.FP8_DEFAULT_CFG
 
@@ -183,6 +184,40 @@ def _quantize(
     with torch.no_grad():
         mtq.quantize(net, cfg, forward_loop=forward_loop)
     return net
+
+
+def _input_specs(
+    cfg: Any,
+    names: tuple[str, ...],
+    window: tuple[torch.Tensor, ...],
+    max_frames: int,
+    max_batch: int,
+) -> tuple[list[Any], list[Any]]:
+    """TensorRT's input ranges: the encoder's frames (1 to ``max_frames``, optimised for 1) and
+    each window input (1 to ``max_batch`` windows of the model's T slots, optimised for 1)."""
+    import torch_tensorrt
+
+    side, t = cfg.image_size, cfg.window_frames
+    enc_in = [
+        torch_tensorrt.Input(
+            min_shape=(1, side, side, 3),
+            opt_shape=(1, side, side, 3),
+            max_shape=(max_frames, side, side, 3),
+            dtype=torch.uint8,
+            name="frames_u8",
+        )
+    ]
+    win_in = [
+        torch_tensorrt.Input(
+            min_shape=(1, t, *x.shape[2:]),
+            opt_shape=(1, t, *x.shape[2:]),
+            max_shape=(max_batch, t, *x.shape[2:]),
+            dtype=torch.float32,
+            name=nm,
+        )
+        for nm, x in zip(names, window, strict=True)
+    ]
+    return enc_in, win_in
 
 
 def compile_tensorrt(
@@ -210,8 +245,8 @@ def compile_tensorrt(
     dep = dep.to(device)
     if precision in ("int8", "fp8"):
         if calibration is None:
-            raise CalibrationError(
-                f"{precision} needs calibration windows (.npz, see calibration_data.py)"
+            raise QuantizationDataError(
+                f"{precision} needs calibration windows (.npz, see quantization_windows.py)"
             )
         windows = read_calibration_windows(calibration, net.cfg.window_frames)
         _quantize(dep, precision, windows, device, read_calibration_geometry(calibration))
@@ -223,26 +258,7 @@ def compile_tensorrt(
     b = torch.export.Dim("batch", min=1, max=max_batch)
     enc_dyn = {"frames_u8": {0: n}}
     win_dyn = {name: {0: b} for name in names}
-    side, t = cfg.image_size, cfg.window_frames
-    enc_in = [
-        torch_tensorrt.Input(
-            min_shape=(1, side, side, 3),
-            opt_shape=(1, side, side, 3),
-            max_shape=(max_frames, side, side, 3),
-            dtype=torch.uint8,
-            name="frames_u8",
-        )
-    ]
-    win_in = [
-        torch_tensorrt.Input(
-            min_shape=(1, t, *x.shape[2:]),
-            opt_shape=(1, t, *x.shape[2:]),
-            max_shape=(max_batch, t, *x.shape[2:]),
-            dtype=torch.float32,
-            name=nm,
-        )
-        for nm, x in zip(names, window, strict=True)
-    ]
+    enc_in, win_in = _input_specs(cfg, names, window, max_frames, max_batch)
     extra = {}
     if precision == "int8":
         extra["enabled_precisions"] = {torch.int8}

@@ -3,7 +3,7 @@ runs.
 
 The decisive streaming fact (DESIGN.md) caches a frame's encoder features once per frame. On a GPU
 the cache must live on the GPU too: features are 50,176 bytes a slot, and a window of 32 slots
-re-uploaded from the host costs 23x the window head itself (issue measurements in docs/GPU.md).
+re-uploaded from the host costs 23x the window head itself (measured: docs/GPU.md).
 So :class:`ModelTier` holds, per stream, a ring of ``ring_slots`` slots of ``x_prime``,
 ``x_atten`` and the geometry vector in tensors pre-allocated on the model's device, and callers
 send only what is new:
@@ -140,7 +140,7 @@ class ModelTier:
     ) -> None:
         ring_slots = 2 * window_frames if ring_slots is None else ring_slots
         self.table = StreamTable(max_streams, ring_slots, window_frames, image_size,
-                                 geometry_dims)  # fmt: skip
+                                 geometry_dims)
         if buckets is not None:
             buckets = tuple(sorted(set(buckets)))
             max_bucket = buckets[-1]
@@ -168,7 +168,7 @@ class ModelTier:
         self.timed = False  # record each step's phases (PendingStep.phases_ms): benchmarks
         self._allocate()
         self.runner.prepare(self._encode_body, self._window_body,
-                            buckets if buckets is not None else (max_bucket,))  # fmt: skip
+                            buckets if buckets is not None else (max_bucket,))
 
     # -- device buffers and the two bodies (what a CUDA graph captures) --------------------------
     @torch.no_grad()
@@ -180,7 +180,7 @@ class ModelTier:
         self.x_prime = torch.zeros((trash + 1, *xp.shape[1:]), dtype=dtype, device=dev)
         self.x_atten = torch.zeros((trash + 1, *xa.shape[1:]), dtype=dtype, device=dev)
         self.geom = (torch.zeros((trash + 1, self.geometry_dims), dtype=torch.float32, device=dev)
-                     if self.geometry_dims else None)  # fmt: skip
+                     if self.geometry_dims else None)
         m = self.max_bucket
         self.crops_in = torch.zeros((m, s, s, 3), dtype=torch.uint8, device=dev)
         self.encode_rows = torch.full((m,), trash, dtype=torch.int64, device=dev)
@@ -259,7 +259,7 @@ class ModelTier:
             marks.mark("start", self._stream())
         if self.geom is not None and len(plan.rows):
             vectors = self._to_device(host, "geom", np.asarray(batch.geom, np.float32),
-                                      torch.float32)  # fmt: skip
+                                      torch.float32)
             self.geom.index_copy_(0, self._to_device(host, "geom_rows", plan.rows), vectors)
         self._encode(host, batch.crops, plan.encode_rows, marks)
         if len(plan.copy_dst):
@@ -292,7 +292,7 @@ class ModelTier:
         return self._sets[i]
 
     def _to_device(self, host: HostBuffers, name: str, array: np.ndarray,
-                   dtype: torch.dtype = torch.int64) -> torch.Tensor:  # fmt: skip
+                   dtype: torch.dtype = torch.int64) -> torch.Tensor:
         """``array`` on the device: through the step's pinned buffer on CUDA (an asynchronous
         copy on the current stream), as is on the CPU."""
         if not self._cuda:
@@ -302,7 +302,7 @@ class ModelTier:
         return buf.to(self.device, non_blocking=True)
 
     def _encode(self, host: HostBuffers, crops: np.ndarray, rows: np.ndarray,
-                marks: StepMarks | None) -> None:  # fmt: skip
+                marks: StepMarks | None) -> None:
         m = len(rows)
         if m == 0:
             return
@@ -330,7 +330,7 @@ class ModelTier:
         self.counts["encode_padding"] += at - m
 
     def _padded(self, host: HostBuffers, name: str, rows: np.ndarray,
-                chunks: list[tuple[int, int, int]]) -> torch.Tensor:  # fmt: skip
+                chunks: list[tuple[int, int, int]]) -> torch.Tensor:
         """(sum of padded sizes, k) host rows: each chunk's rows, then the trash row."""
         total = sum(size for _, _, size in chunks)
         out = host.get(name, (total, rows.shape[1]), torch.int64)
@@ -347,7 +347,7 @@ class ModelTier:
         return out
 
     def _windows(self, host: HostBuffers, handles: np.ndarray, starts: np.ndarray,
-                 marks: StepMarks | None) -> PendingStep:  # fmt: skip
+                 marks: StepMarks | None) -> PendingStep:
         t, b = self.window_frames, len(starts)
         out = host.get("probs", (b, t, 3), torch.float32)
         ok = np.zeros(0, bool)

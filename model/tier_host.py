@@ -77,7 +77,7 @@ class StepMarks:
 
 
 PHASES = (("encode", "start", "encoded"), ("window", "encoded", "done"),
-          ("device", "start", "done"), ("upload", "upload_start", "upload_end"))  # fmt: skip
+          ("device", "start", "done"), ("upload", "upload_start", "upload_end"))
 """A step's phases as (name, from point, to point). On CUDA "encode" (geometry writes, waiting
 for the crops, the encoder, repeats) and "window" (the window head and the probabilities' copy
 to the host) are spans of the model's stream, "device" is the whole of it, and "upload" the
@@ -89,7 +89,7 @@ class PendingStep:
     probabilities (NaN rows where a window was missing); it can be called any number of times."""
 
     def __init__(self, probs: torch.Tensor, ok: np.ndarray, done: torch.cuda.Event | None,
-                 marks: StepMarks | None = None) -> None:  # fmt: skip
+                 marks: StepMarks | None = None) -> None:
         self._probs: torch.Tensor | None = probs  # a view of the step's host set
         self._ok = ok
         self._done = done

@@ -62,7 +62,7 @@ class TierBatch:
             crops = np.zeros((0, image_size, image_size, 3), np.uint8)
         w = np.asarray(window_starts, np.int64).reshape(-1)
         return cls(np.full(len(s), handle, np.int64), s, hc, crops, geom,
-                   np.full(len(w), handle, np.int64), w)  # fmt: skip
+                   np.full(len(w), handle, np.int64), w)
 
     @classmethod
     def concat(cls, batches: Sequence[TierBatch]) -> TierBatch:
@@ -78,7 +78,7 @@ class TierBatch:
 
         geom = np.concatenate(given) if given else None  # batches without slots need none
         return cls(cat("streams"), cat("slots"), cat("has_crop"), cat("crops"), geom,
-                   cat("window_streams"), cat("window_starts"))  # fmt: skip
+                   cat("window_streams"), cat("window_starts"))
 
     @property
     def n_slots(self) -> int:
@@ -92,7 +92,7 @@ class TierBatch:
     def nbytes(self) -> int:
         """What this batch weighs on a wire (every array, raw)."""
         arrays = [self.streams, self.slots, self.has_crop, self.crops, self.window_streams,
-                  self.window_starts] + ([] if self.geom is None else [self.geom])  # fmt: skip
+                  self.window_starts] + ([] if self.geom is None else [self.geom])
         return int(sum(a.nbytes for a in arrays))
 
 
@@ -142,7 +142,7 @@ class StreamTable:
     """Open streams and the slots each holds (module docstring)."""
 
     def __init__(self, max_streams: int, ring_slots: int, window_frames: int,
-                 image_size: int = 112, geometry_dims: int = 0) -> None:  # fmt: skip
+                 image_size: int = 112, geometry_dims: int = 0) -> None:
         if max_streams < 1:
             raise ValueError(f"max_streams must be >= 1, got {max_streams}")
         if ring_slots < window_frames + 1:
@@ -184,10 +184,6 @@ class StreamTable:
         self.check_open(np.asarray([handle]))
         first, end = int(self._first[handle]), int(self._end[handle])
         return (max(first, end - self.ring_slots), end) if end > first else (end, end)
-
-    @property
-    def n_open(self) -> int:
-        return int(self._open.sum())
 
     def check_open(self, handles: np.ndarray) -> None:
         bad = (handles < 0) | (handles >= self.max_streams)
@@ -236,7 +232,7 @@ class StreamTable:
             prev = s0[gi] - 1
             if not (cont[gi] & (prev >= lo[gi]) & (prev < end[gi])).all():
                 raise TierError("a slot without a crop repeats the slot before it, which this "
-                                "stream does not hold: send that slot's crop")  # fmt: skip
+                                "stream does not hold: send that slot's crop")
         # A group has fewer than ring_slots slots, so the row of the slot before its first is
         # not overwritten by the batch itself.
         before_row = self._base[h] + (s0[group] - 1) % c
@@ -248,19 +244,19 @@ class StreamTable:
         self._end[plan.streams] = plan.end
 
     def _check_shapes(self, batch: TierBatch, h: np.ndarray, s: np.ndarray,
-                      has_crop: np.ndarray) -> None:  # fmt: skip
+                      has_crop: np.ndarray) -> None:
         n, sz, m = len(h), self.image_size, int(has_crop.sum())
         if len(s) != n or len(has_crop) != n:
             raise TierError(f"streams, slots and has_crop differ in length: {n}, {len(s)}, "
-                            f"{len(has_crop)}")  # fmt: skip
+                            f"{len(has_crop)}")
         crops = batch.crops
         if crops.dtype != np.uint8 or crops.shape != (m, sz, sz, 3):
             raise TierError(f"crops must be uint8 ({m}, {sz}, {sz}, 3) (one per slot with a "
-                            f"crop), got {crops.shape} {crops.dtype}")  # fmt: skip
+                            f"crop), got {crops.shape} {crops.dtype}")
         g = batch.geom
         if n and (g is None) != (self.geometry_dims == 0):
             raise TierError(f"this model {'reads' if self.geometry_dims else 'reads no'} "
-                            "geometry vectors: geom must be given exactly then")  # fmt: skip
+                            "geometry vectors: geom must be given exactly then")
         if n and g is not None and g.shape != (n, self.geometry_dims):
             raise TierError(f"geom must be ({n}, {self.geometry_dims}), got {g.shape}")
         if len(batch.window_streams) != len(batch.window_starts):

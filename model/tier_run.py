@@ -64,7 +64,7 @@ class TorchFunctions:
     """FESNet's encoder and window head (model/graphs.py) on ``device`` (module docstring)."""
 
     def __init__(self, net: FESNet, device: str | torch.device = "cpu", precision: str = "fp32",
-                 compile: bool = False, channels_last: bool = False) -> None:  # fmt: skip
+                 compile: bool = False, channels_last: bool = False) -> None:
         if precision not in ("fp32", "fp16"):
             raise ValueError(f"precision must be fp32 or fp16, got {precision!r}")
         self.device = torch.device(device)
@@ -149,7 +149,7 @@ class TensorRTFunctions:
     batches up to the tier's largest bucket. Not run by the project (docs/GPU.md)."""
 
     def __init__(self, net: FESNet, max_bucket: int, precision: str = "fp16",
-                 device: str = "cuda", **opts: Any) -> None:  # fmt: skip
+                 device: str = "cuda", **opts: Any) -> None:
         from .tensorrt_export import cached_tensorrt, load_tensorrt, tensorrt_unavailable_reason
 
         reason = tensorrt_unavailable_reason(precision)
@@ -157,7 +157,7 @@ class TensorRTFunctions:
             raise BackendUnavailable(reason)
         files = cached_tensorrt(net, opts.pop("cache_dir", None), precision,
                                 opts.pop("calibration", None), max_frames=max_bucket,
-                                max_batch=max_bucket, device=device)  # fmt: skip
+                                max_batch=max_bucket, device=device)
         self._enc, self._win = load_tensorrt(files)
         self.device = torch.device(device)
         self.feature_dtype = torch.float32  # the typed graphs hand over float32 features
@@ -213,7 +213,7 @@ class CudaGraphRunner:
     name = "cuda-graphs"
 
     def __init__(self, device: str | torch.device = "cuda", warmup_iters: int = 3,
-                 capture: Callable[[], GraphCapture] | None = None) -> None:  # fmt: skip
+                 capture: Callable[[], GraphCapture] | None = None) -> None:
         self.device = torch.device(device)
         self._make_capture = capture or (lambda: CudaGraphCapture(self.device, warmup_iters))
         self._graphs: dict[tuple[str, int], Callable[[], None]] = {}
@@ -238,7 +238,7 @@ class CudaGraphRunner:
         replay = self._graphs.get((kind, b))
         if replay is None:
             raise TierError(f"no {kind} graph for batch {b}; captured "
-                            f"{sorted(k[1] for k in self._graphs if k[0] == kind)}")  # fmt: skip
+                            f"{sorted(k[1] for k in self._graphs if k[0] == kind)}")
         replay()
 
     def encode(self, b: int) -> None:
@@ -318,15 +318,15 @@ def make_tier(
         max_encode = max_encode or HOST_MAX_ENCODE
     else:
         functions = TensorRTFunctions(checkpoint.net, max(buckets or (max_bucket,)), precision,
-                                      device, **backend_opts)  # fmt: skip
+                                      device, **backend_opts)
     if runner is None:
         runner = CudaGraphRunner(dev) if graphs else EagerRunner()
     cfg = checkpoint.config
     label = "-".join([name, dev.type, precision] + (["compiled"] if compile else [])
                      + (["channels-last"] if channels_last else [])
-                     + (["graphs"] if graphs else []))  # fmt: skip
+                     + (["graphs"] if graphs else []))
     return ModelTier(functions, window_frames=cfg.window_frames, image_size=cfg.image_size,
                      geometry_dims=cfg.geometry_dims, max_streams=max_streams,
                      ring_slots=ring_slots, buckets=buckets, max_bucket=max_bucket,
                      max_encode=max_encode, runner=runner, geometry=checkpoint.geometry,
-                     name=label)  # fmt: skip
+                     name=label)

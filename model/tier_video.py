@@ -43,7 +43,7 @@ def tier_video_windows(
         return [], np.zeros((0, t, 3), np.float32)
     if slots_per_step + t > tier.ring_slots:
         raise ValueError(f"ring_slots {tier.ring_slots} cannot hold a window ({t}) and a step of "
-                         f"{slots_per_step} slots")  # fmt: skip
+                         f"{slots_per_step} slots")
     has_crop = ~repeats_previous(crops)
     ends = np.asarray(starts) + t  # ascending; a window is ready once its last slot is sent
     probs = []
@@ -57,7 +57,7 @@ def tier_video_windows(
             batch = TierBatch.of_stream(
                 h, np.arange(first, end), crops[first:end][hc], has_crop=hc,
                 geom=None if geom is None else geom[first:end], window_starts=due,
-                image_size=tier.image_size)  # fmt: skip
+                image_size=tier.image_size)
             result = tier.step(batch)
             if result.missing.any():
                 raise RuntimeError("the tier lost slots of a window it was sent in order")

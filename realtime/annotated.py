@@ -52,10 +52,10 @@ class AnnotatedVideo(Observer):
                 self.on_error(error)
                 return
         cv2.putText(img, f"{frame.pts_s:6.2f}s  {track.state}", (10, 24),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 2)  # fmt: skip
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 2)
         if self.active:
             cv2.putText(img, self.active, (10, 56), cv2.FONT_HERSHEY_SIMPLEX, 1.0,
-                        (0, 165, 255) if self.active == "ME" else (255, 128, 0), 3)  # fmt: skip
+                        (0, 165, 255) if self.active == "ME" else (255, 128, 0), 3)
         if track.crop is not None:
             crop = track.crop[:, :, ::-1]
             ch, cw = crop.shape[:2]

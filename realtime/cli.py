@@ -22,7 +22,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from fesnet.model.options import float_range
+from fesnet.argtypes import float_range
 from fesnet.model.runtime import add_runtime_arguments
 
 from . import exitcodes, source_list
@@ -31,11 +31,9 @@ from .cluster.config import ClusterError, ClusterUnavailable, add_cluster_argume
 from .cluster.local import add_arguments as add_local_cluster_arguments
 from .outputs import OutputError, check_plot_path
 from .run_control import RunControl, explain_quiet_run, silence_stdout
+from .sample_clip import SAMPLE_CLIP, SAMPLE_TRUTH
 from .viewers import commands as viewer_commands
 
-ASSETS = Path(__file__).resolve().parent / "assets"
-SAMPLE_CLIP = ASSETS / "sample.mp4"
-SAMPLE_TRUTH = ASSETS / "sample_truth.json"
 MIN_ME_FPS = 15.0  # below this an ME (< 0.5 s) spans a few frames and one changed frame is enough
 
 
@@ -66,40 +64,40 @@ def build_parser() -> argparse.ArgumentParser:
         help="video file path, webcam:N (local camera N) or rtsp://... / http(s)://... "
         "(default: the bundled sample clip; a webcam is never opened unless asked for). "
         "Repeat it for several streams",
-    )  # fmt: skip
+    )
     run.add_argument("--sources", type=Path, help=source_list.HELP)
     run.add_argument("--events", type=Path, help="append events to this JSONL file")
     add_runtime_arguments(run)
     run.add_argument("--pace", choices=("live", "fast"), default="fast",
                      help="files only: 'live' replays at real time and drops frames like a "
                      "camera if processing falls behind; 'fast' processes every frame as fast "
-                     "as possible")  # fmt: skip
+                     "as possible")
     run.add_argument("--engine", choices=("cached", "naive"), default="cached",
-                     help="naive: re-encode 32 frames per window (baseline)")  # fmt: skip
+                     help="naive: re-encode 32 frames per window (baseline)")
     run.add_argument("--video-out", type=Path, help="write an annotated copy of the video here")
     run.add_argument("--plot", type=Path, help="write a timeline PNG of per-frame scores here")
     run.add_argument("--truth", type=Path,
-                     help="ground-truth JSON (intervals in source frames) to compare")  # fmt: skip
+                     help="ground-truth JSON (intervals in source frames) to compare")
     run.add_argument("--profile", metavar="NAME",
                      help="per-person neutral profile: adapt the thresholds to NAME's resting "
-                     "face (with --calibrate: record it first and save it as NAME)")  # fmt: skip
+                     "face (with --calibrate: record it first and save it as NAME)")
     run.add_argument("--calibrate", action="store_true",
                      help="start with a neutral-baseline phase (keep a neutral face) and spot "
-                     "with the thresholds it implies")  # fmt: skip
+                     "with the thresholds it implies")
     run.add_argument("--calibrate-s", type=float_range(0.0, lo_open=True), default=3.0,
                      help="length of the neutral-baseline phase (seconds with a face)")
     run.add_argument("--calibration-timeout-s", type=float_range(0.0, lo_open=True),
                      default=20.0,
-                     help="fail the baseline phase if it is not done after this long")  # fmt: skip
+                     help="fail the baseline phase if it is not done after this long")
     run.add_argument("--profiles-dir", type=Path,
-                     help="where profiles live (default ~/.config/fesnet/profiles)")  # fmt: skip
+                     help="where profiles live (default ~/.config/fesnet/profiles)")
     run.add_argument("--quiet", action="store_true", help="no per-event console lines")
     add_cluster_arguments(run)
     viewer_commands.register(sub)
     add_local_cluster_arguments(sub.add_parser(
         "cluster", help="a Ray cluster on this machine, loopback only (then --cluster ray://...)",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    ))  # fmt: skip
+    ))
     return parser
 
 
@@ -126,7 +124,7 @@ def _load_runtime(args: argparse.Namespace, placement: Any = None) -> Any:
         cfg, base = runtime.merger, runtime.base_merger
         print(f"profile {profile.name!r}: thresholds on {cfg.on_threshold:.3f} / off "
               f"{cfg.off_threshold:.3f} (base {base.on_threshold:.3f} / "
-              f"{base.off_threshold:.3f})")  # fmt: skip
+              f"{base.off_threshold:.3f})")
     return runtime
 
 
@@ -164,8 +162,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     codes; only where the streams run differs."""
     from .cluster.config import cluster_config
     from .cluster.run import check_args, source_specs
-    from .events import JsonlSink
     from .reporting import read_truth
+    from .sinks import JsonlSink
 
     try:
         specs = source_specs(args)
@@ -179,7 +177,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         specs = [str(SAMPLE_CLIP)]
         truth_path = truth_path or (SAMPLE_TRUTH if SAMPLE_TRUTH.is_file() else None)
         print(f"no --source: running on the bundled sample clip {SAMPLE_CLIP.name} "
-              "(use --source webcam:0 for a camera)")  # fmt: skip
+              "(use --source webcam:0 for a camera)")
     try:
         if len(specs) > 1 or cluster is not None:
             check_args(args, specs)
@@ -200,11 +198,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _spot(args: argparse.Namespace, specs: list[str], cluster: Any, truth: Any, jsonl: Any) -> int:
-    from .events import ConsoleSink, ListSink
+    from .sinks import ConsoleSink, ListSink
 
     placement = None
     if cluster is not None:
-        from .cluster.runtime import RayPlacement
+        from .cluster.placement import RayPlacement
 
         placement = RayPlacement(cluster, streams=len(specs))
     try:
@@ -220,7 +218,7 @@ def _spot(args: argparse.Namespace, specs: list[str], cluster: Any, truth: Any, 
             from .cluster.run import run_on_cluster
 
             results = run_on_cluster(cluster, placement.tier, runtime, specs, args.pace, sinks,
-                                     control)  # fmt: skip
+                                     control)
             extras = _Extras()
         else:
             results, extras = _run_here(args, specs, runtime, sinks, control)
@@ -256,6 +254,7 @@ def _run_here(
     from .reporting import StreamResult
     from .session import StreamModel, open_stream, run_streams
     from .sources import open_source
+    from .tier_engine import describe
 
     single = len(specs) == 1
     names = [None] if single else stream_names(specs)
@@ -272,7 +271,7 @@ def _run_here(
             print(f"warning: {spec} runs at {source.fps:g} fps; below {MIN_ME_FPS:g} fps a "
                   "micro-expression (< 0.5 s) spans only a few frames and a single changed "
                   "frame lasts long enough to be reported: ME events are unreliable",
-                  file=sys.stderr)  # fmt: skip
+                  file=sys.stderr)
     extras = _Extras(fps=sources[0].fps or 30.0)
     observers: list[Any] = []
     if single and args.plot is not None:
@@ -284,13 +283,13 @@ def _run_here(
         observers.append(extras.video)
         stream_sinks.append(extras.video.on_event)
     phase = _calibration(args, runtime, sources[0]) if single and args.calibrate else None
-    model = StreamModel.of(runtime, args.engine)
+    model = StreamModel.of(runtime, args.engine, max_streams=len(sources))
     runs = [open_stream(model, source, stream_sinks, observers=observers, phase=phase)
-            for source in sources]  # fmt: skip
-    backend = getattr(runtime.backend, "name", args.backend)
+            for source in sources]
+    backend = describe(model.engine)
     if single:
         print(f"spotting {sources[0].describe()} with {backend} (stride "
-              f"{runtime.stride_frames}); Ctrl-C stops and closes open intervals")  # fmt: skip
+              f"{runtime.stride_frames}); Ctrl-C stops and closes open intervals")
     else:
         print(f"spotting {len(runs)} streams in this process with {backend}", flush=True)
     for run in runs:
@@ -333,14 +332,14 @@ def _report(
     _wire_line(results)
     if jsonl is not None:
         lost = f", {jsonl.lost} not written" if jsonl.lost else ""
-        print(f"events      {jsonl.path} ({jsonl.count} written{lost})")
+        print(f"events      {jsonl.path} ({jsonl.count} written{lost}, run {jsonl.run})")
     _plot(args, runtime, collected, truth, extras, control)
     _video(args, results, extras, control)
     if truth is not None and not failed and not control.stopped_by_output:
         for r in results:
             mine = [e for e in collected.events if e.stream == r.stream]
             print(f"\ncompared with the ground truth (interval F1, IoU >= 0.5)"
-                  f"{f' [{r.stream}]' if several else ''}:")  # fmt: skip
+                  f"{f' [{r.stream}]' if several else ''}:")
             print(format_comparison(compare_with_truth(mine, truth)))
     for error in failed:
         cause = error.__cause__ or error
@@ -375,13 +374,13 @@ def _wire_line(results: list[Any]) -> None:
     frames = sum(r.summary["frames"] for r in results if r.summary is not None)
     if wire.total_bytes() and frames:
         print(f"\nwire        {wire.total_bytes() / frames / 1024:.1f} KiB per source frame "
-              f"to and from the model tier ({frames} frames)")  # fmt: skip
+              f"to and from the model tier ({frames} frames)")
 
 
 def _plot(
     args: argparse.Namespace, runtime: Any, collected: Any, truth: Any, extras: _Extras,
     control: Any,
-) -> None:  # fmt: skip
+) -> None:
     from .plots import timeline_png
 
     if extras.score_log is None:
@@ -399,7 +398,7 @@ def _plot(
     try:
         in_force = extras.score_log.merger or runtime.merger
         timeline_png(args.plot, pts, scores, detected, truth_s,
-                     on_threshold=in_force.on_threshold)  # fmt: skip
+                     on_threshold=in_force.on_threshold)
         print(f"plot        {args.plot}")
     except (OSError, ValueError) as e:
         control.output_error = control.output_error or OutputError(
@@ -415,7 +414,7 @@ def _video(args: argparse.Namespace, results: list[Any], extras: _Extras, contro
         print(f"video       {args.video_out}")
     elif control.output_error is None and results[0].summary["frames"] > 0:
         control.output_error = OutputError(f"the annotated video {args.video_out} was not "
-                                           "written")  # fmt: skip
+                                           "written")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,6 +15,10 @@ Per-slot arrays are named: the encoder's outputs (``ENCODER_OUTPUTS``) are what 
 and ``Engine.window_inputs`` lists the ring arrays the window head takes, in ``backend.window``'s
 order: ``WINDOW_INPUTS``, plus ``GEOMETRY`` (the geometry channel, model/geometry.py) when the
 backend reads one.
+Each stream scores its windows through its own :class:`EngineScoring` (``open_stream``): here
+the window's arrays are views into the stream's ring, handed to ``step``. A
+:class:`~.tier_engine.TierEngine` opens streams the same way, whose features live on the model
+tier instead.
 The engine keeps counts, not timings: timings are per stream (``Spotter.stats``), and one engine
 serves many streams.
 """
@@ -28,7 +32,7 @@ import numpy as np
 from fesnet.model.backends import Backend
 from fesnet.model.geometry import GEOMETRY_DIMS, GeometryConfig
 
-from .ring import SlotArray
+from .ring import FeatureRing, SlotArray
 from .types import WindowRequest
 
 ENGINE_MODES = ("cached", "naive")
@@ -36,6 +40,7 @@ ENCODER_OUTPUTS = ("x_prime", "x_atten")
 WINDOW_INPUTS = ("x_prime", "x_atten")
 GEOMETRY = "geom"
 CROPS = "crops"
+FRESH = "fresh"  # on the model tier (tier_engine.py): the slot shows a new crop
 CROP_SHAPE = (112, 112, 3)
 
 
@@ -108,12 +113,16 @@ class Engine:
         arrays = {
             name: SlotArray(shape) for name, shape in zip(ENCODER_OUTPUTS, self._encoder_shapes,
                                                           strict=True)
-        }  # fmt: skip
+        }
         if self.geometry is not None:
             arrays[GEOMETRY] = SlotArray((GEOMETRY_DIMS,))
         if self.needs_crops:
             arrays[CROPS] = SlotArray(CROP_SHAPE, np.uint8)
         return arrays
+
+    def open_stream(self, stream: str) -> EngineScoring:
+        """How one stream scores its windows (the ring holds its features)."""
+        return EngineScoring(self, stream)
 
     def take_notices(self) -> list[str]:
         """Messages the backend has for the calling thread's stream (a remote model tier's
@@ -139,6 +148,29 @@ class Engine:
         probs = self.backend.window(*inputs)  # (B, T, 3)
         self.windows += len(requests)
         return [np.asarray(p, np.float32) for p in probs]
+
+
+class EngineScoring:
+    """One stream's windows, scored from its ring by the shared :class:`Engine`."""
+
+    def __init__(self, engine: Engine, stream: str) -> None:
+        self.engine = engine
+        self.stream = stream
+
+    def score(self, start: int, ring: FeatureRing) -> np.ndarray:
+        """The window starting at ``start`` (its arrays: views into ``ring``) -> (T, 3)."""
+        t = self.engine.window_frames
+        (probs,) = self.engine.step([WindowRequest(self.stream, start, ring.window(start, t))])
+        return probs
+
+    def take_notices(self) -> list[str]:
+        return self.engine.take_notices()
+
+    def reset(self) -> None:
+        """A new segment: nothing is kept here."""
+
+    def close(self) -> None:
+        """The stream ended: nothing is kept here."""
 
 
 def _need_crops(features: Mapping[str, np.ndarray]) -> np.ndarray:

@@ -22,6 +22,7 @@ started, lost an output, or was stopped:
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -60,7 +61,15 @@ def stop_signals_raise() -> Iterator[None]:
     :class:`Stopped`, whatever handlers the command has installed (they are back after it).
     For a bounded wait during start-up that no stop flag can end (joining a cluster, waiting
     for its model tier): Ctrl-C ends it at once, exit code 130 / 143. Elsewhere it does
-    nothing (only the main thread receives signals)."""
+    nothing (only the main thread receives signals).
+
+    Also around a library call that installs stop-signal handlers of its own (``ray.init``
+    makes SIGTERM exit with code 15 while it starts, and its last step installs Ray's C++
+    failure handler, which aborts with a stack dump; a Ray node drains and exits 1): a stop
+    signal that reaches such a Python handler inside the block ends the block as one that
+    reached ours would (the signal numbers Python saw are read from a wakeup pipe), and the
+    handlers in force before are set again afterwards, which also removes one set in C.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -68,8 +77,41 @@ def stop_signals_raise() -> Iterator[None]:
         signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
         signal.SIGTERM: signal.signal(signal.SIGTERM, raise_stopped),
     }
+    seen, told = os.pipe()
+    os.set_blocking(seen, False)
+    os.set_blocking(told, False)
+    old_wakeup = signal.set_wakeup_fd(told, warn_on_full_buffer=False)
     try:
         yield
+    except (KeyboardInterrupt, Stopped):
+        raise
+    except BaseException as e:  # a library's handler ended the block its own way
+        stop = _stop_seen(seen)
+        if stop is None:
+            raise
+        raise stop from e
+    else:
+        stop = _stop_seen(seen)
+        if stop is not None:  # a library's handler swallowed it
+            raise stop
     finally:
+        signal.set_wakeup_fd(old_wakeup)
+        os.close(seen)
+        os.close(told)
         for signum, handler in old.items():
             signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+
+
+def _stop_seen(wakeup: int) -> BaseException | None:
+    """The stop (KeyboardInterrupt or :class:`Stopped`) for the first SIGINT or SIGTERM whose
+    number Python wrote to the ``wakeup`` pipe, if any."""
+    try:
+        numbers = os.read(wakeup, 4096)
+    except BlockingIOError:
+        return None
+    for number in numbers:
+        if number == signal.SIGINT:
+            return KeyboardInterrupt()
+        if number == signal.SIGTERM:
+            return Stopped(number)
+    return None

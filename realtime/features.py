@@ -6,6 +6,10 @@ of DESIGN.md), plus the crop itself in the naive engine mode. The encoder runs o
 crop: a 30 FPS frame fills two 60 Hz slots and a bridged missed detection repeats the last crop,
 and both reuse the features already computed.
 
+On the model tier (realtime/tier_engine.py) the encoder runs where the model runs: the ring holds
+the crop itself and whether the slot shows a new one (``fresh``), and the stream sends each new
+crop once.
+
 When the engine's backend reads the geometry channel, each slot also gets its geometry vector
 (``geom``): the :class:`~fesnet.realtime.tracking.Feed`'s landmarks (frame pixels) mapped into
 the crop by its frame -> crop transform, through a per-stream
@@ -20,13 +24,18 @@ from __future__ import annotations
 
 import collections
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fesnet.model.geometry import GeometryTracker, crop_landmarks
+from fesnet.model.data.landmarks import crop_landmarks
+from fesnet.model.geometry import GeometryTracker
 
-from .engine import CROPS, GEOMETRY, Engine
+from .engine import CROPS, FRESH, GEOMETRY, Engine
 from .ring import SlotArray
+
+if TYPE_CHECKING:
+    from .tier_engine import TierEngine
 from .stats import StageStats
 from .tracking import Feed
 
@@ -35,7 +44,7 @@ class SlotFeatures:
     """One stream's per-slot features. Not thread-safe: the spotter's infer thread owns it."""
 
     def __init__(
-        self, engine: Engine, stats: StageStats, counters: collections.Counter[str]
+        self, engine: Engine | TierEngine, stats: StageStats, counters: collections.Counter[str]
     ) -> None:
         self.engine = engine
         self.stats = stats
@@ -58,17 +67,27 @@ class SlotFeatures:
         if self.geometry is not None:
             self.geometry.reset()
 
+    def _encoded(self, feed: Feed) -> dict[str, np.ndarray]:
+        """A new crop's values: its features (encoded here), or the crop for the model tier."""
+        if FRESH in self._arrays:
+            return {CROPS: feed.crop}
+        t0 = time.perf_counter()
+        encoded = self.engine.encode(feed.crop[None])
+        self.stats.add("encode", time.perf_counter() - t0)
+        values = {name: out[0] for name, out in encoded.items()}
+        if CROPS in self._arrays:
+            values[CROPS] = feed.crop
+        return values
+
     def compute(self, feed: Feed) -> dict[str, np.ndarray]:
         """The values of every array for one slot standing for ``feed``."""
-        if self._last is None or feed.crop_index != self._last_crop_index:
-            t0 = time.perf_counter()
-            encoded = self.engine.encode(feed.crop[None])
-            self.stats.add("encode", time.perf_counter() - t0)
+        new = self._last is None or feed.crop_index != self._last_crop_index
+        if new:
+            self._last_crop_index, self._last = feed.crop_index, self._encoded(feed)
             self.counters["encoded"] += 1
-            values = {name: out[0] for name, out in encoded.items()}
-            if CROPS in self._arrays:
-                values[CROPS] = feed.crop
-            self._last_crop_index, self._last = feed.crop_index, values
+        assert self._last is not None
+        if FRESH in self._arrays:
+            self._last = {**self._last, FRESH: np.bool_(new)}
         if self.geometry is None:
             return self._last
         if feed.landmarks is None or feed.transform is None:

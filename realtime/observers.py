@@ -7,8 +7,8 @@ observer must return quickly and must not call back into the spotter; one that i
 other threads (a viewer) guards its own state.
 
 - :class:`ScoreLog`: committed per-slot scores of a whole run (plots, offline comparison);
-- :class:`LiveView`: the thread-safe state a viewer polls (face state, newest crop, recent
-  scores, the thresholds in force).
+- :class:`LiveView`: the thread-safe state a viewer polls (face state, newest crop, newest
+  frame with the tracked face's box, recent scores, the thresholds in force).
 """
 
 from __future__ import annotations
@@ -92,6 +92,34 @@ class ViewState:
         return self.recent_me + self.recent_mae
 
 
+@dataclass(frozen=True)
+class FrameView:
+    """The newest consumed frame of a stream and its tracked face (arrays are the source's and
+    the tracker's own: neither writes one it handed on)."""
+
+    seq: int
+    """How many frames the stream has consumed: a new number, a new picture."""
+    image: np.ndarray
+    """(H, W, 3) BGR."""
+    landmarks: np.ndarray | None
+    """The tracked face in frame pixels (468, 2); None: no face in this frame."""
+
+    @property
+    def box(self) -> tuple[float, float, float, float] | None:
+        """The face's landmark box (x0, y0, x1, y1) in fractions of the frame (computed when a
+        viewer asks, not for every frame)."""
+        if self.landmarks is None:
+            return None
+        h, w = self.image.shape[:2]
+        (x0, y0), (x1, y1) = self.landmarks.min(axis=0), self.landmarks.max(axis=0)
+        return (
+            min(max(float(x0) / w, 0.0), 1.0),
+            min(max(float(y0) / h, 0.0), 1.0),
+            min(max(float(x1) / w, 0.0), 1.0),
+            min(max(float(y1) / h, 0.0), 1.0),
+        )
+
+
 class LiveView(Observer):
     """The viewer's side of a stream: thread-safe, bounded (``recent_slots`` committed slots)."""
 
@@ -103,6 +131,8 @@ class LiveView(Observer):
         self._state = NO_FACE
         self._n_faces = 0
         self._crop: np.ndarray | None = None
+        self._seq = 0
+        self._newest: tuple[np.ndarray, np.ndarray | None] | None = None
         self._thresholds: tuple[float, float] | None = None
 
     def on_frame(self, frame: Frame, tracked: TrackResult) -> None:
@@ -110,6 +140,15 @@ class LiveView(Observer):
             self._state, self._n_faces = tracked.state, tracked.n_faces
             if tracked.crop is not None:
                 self._crop = tracked.crop
+            self._seq += 1
+            self._newest = (frame.image, tracked.landmarks)
+
+    def frame(self) -> FrameView | None:
+        """The newest consumed frame with its face box (None before the first)."""
+        with self._lock:
+            if self._newest is None:
+                return None
+            return FrameView(self._seq, *self._newest)
 
     def on_committed(
         self, pts_s: np.ndarray, source_index: np.ndarray, scores: np.ndarray

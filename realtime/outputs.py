@@ -42,4 +42,4 @@ def check_plot_path(path: Path) -> None:
     fmt = path.suffix.lstrip(".").lower()
     if fmt not in Figure().canvas.get_supported_filetypes():
         raise OutputError(f"cannot write the plot {path}: unknown image type {path.suffix!r} "
-                          "(use .png, .pdf or .svg)")  # fmt: skip
+                          "(use .png, .pdf or .svg)")

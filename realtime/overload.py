@@ -46,4 +46,4 @@ class Overload:
             return None
         self._reported_pts = newest.pts_s
         return (f"falling behind: {self.windows_skipped} stale windows skipped so far (frames "
-                "are dropped too)")  # fmt: skip
+                "are dropped too)")

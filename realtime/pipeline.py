@@ -13,7 +13,7 @@ Lifecycle: ``start()``, then ``join()`` (end of stream) or ``stop()`` (now: an o
 closed as "interrupted"). Both channels end on every exit path (close at the end, cancel on a
 stop or a failure), so no thread waits forever; a failing thread's first exception is re-raised
 by ``join()`` as :class:`PipelineError`, after the events so far were delivered. A failing sink
-never stops the stream (:class:`~fesnet.realtime.events.Fanout`): its errors are counted and
+never stops the stream (:class:`~fesnet.realtime.sinks.Fanout`): its errors are counted and
 the first one logged.
 
 The pipeline drives the spotter through its public surface only (``open``/``close`` on the
@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .channel import EVERY_FRAME, FrameChannel
-from .events import Fanout, Sink
+from .sinks import Fanout, Sink
 from .sources import Source
 from .spotter import Spotter
 from .stats import RateMeter

@@ -32,7 +32,7 @@ def timeline_png(
     fig, axes = plt.subplots(
         rows, 1, figsize=(12, 3.2 + 0.8 * (rows - 1)), sharex=True, squeeze=False,
         gridspec_kw={"height_ratios": [4, 1][:rows]},
-    )  # fmt: skip
+    )
     ax = axes[0, 0]
     if len(pts_s):
         ax.plot(pts_s, scores[:, 1], color=COLORS["ME"], lw=1.2, label="p(ME)")
@@ -42,7 +42,7 @@ def timeline_png(
         ax.axhline(on_threshold, color="0.6", lw=0.8, ls="--")
     for i, (a, b, label) in enumerate(detected):
         ax.axvspan(a, b, color=COLORS.get(label, "0.5"), alpha=0.2,
-                   label=f"detected {label}" if i == 0 else None)  # fmt: skip
+                   label=f"detected {label}" if i == 0 else None)
     ax.set_ylim(0, 1.02)
     ax.set_ylabel("probability")
     ax.legend(loc="upper right", fontsize=8, ncol=4)

@@ -1,7 +1,7 @@
 """No analytics, no telemetry, no update checks: a local service that films faces does not phone
-home. Measured before this existed (issue 15, item 5): every ``fesnet-spot serve`` start
-contacted api.gradio.app (Gradio's analytics and version check), huggingface.co (three times) and
-ONNX Runtime's telemetry host (mobile.events.data.microsoft.com).
+home. Left to their defaults, the libraries make every ``fesnet-spot serve`` start contact
+api.gradio.app (Gradio's analytics and version check), huggingface.co (three times) and ONNX
+Runtime's telemetry host (mobile.events.data.microsoft.com).
 
 The switches are the libraries' own environment variables, set for this process (and its
 children) before the libraries are imported: :func:`disable_telemetry` runs first thing in the

@@ -84,7 +84,7 @@ class PushSource(Source):
         decode_s = time.perf_counter() - t0
         check_image(image, "a pushed frame's decode()")
         return Frame(image, item.index, item.pts_s, item.t_capture_ns, self.stream, self.live,
-                     decode_s)  # fmt: skip
+                     decode_s)
 
     def close(self) -> None:
         self.channel.close()

@@ -134,7 +134,7 @@ def explain_quiet_run(summary: dict[str, Any], faces_found: int, window_frames: 
     if summary["windows"] == 0:
         return [f"the face was in view for only {slots} slots ({slots / 60:.2f} s at 60 Hz); "
                 f"one window needs {window_frames} ({window_frames / 60:.2f} s): nothing was "
-                "scored"]  # fmt: skip
+                "scored"]
     return []
 
 

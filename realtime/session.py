@@ -6,11 +6,14 @@ in this process, or each in a Ray actor), the viewers' sessions, the baseline re
 ``fesnet-calibrate``, the benchmarks, the soak script and the tests. So a stream is built the
 same way everywhere, and a rule added to that construction reaches every one of them.
 
-- :class:`StreamModel`: what every stream of one loaded model shares: one
-  :class:`~.engine.Engine` (one backend), the merger settings and the window stride, checked
-  against each other once. ``StreamModel.of(runtime)`` for a model loaded by
-  ``fesnet.model.runtime.load_runtime``; ``StreamModel.over(backend, merger, stride)`` for a
-  bare backend (benchmarks of random weights, tests).
+- :class:`StreamModel`: what every stream of one loaded model shares: one engine (an
+  :class:`~.engine.Engine` over one backend, or a :class:`~.tier_engine.TierEngine`: the model
+  tier, where every stream's features live where the model runs and the streams' crops and
+  windows go in shared calls), the merger settings and the window stride, checked against each
+  other once. ``StreamModel.of(runtime)`` for a model loaded by
+  ``fesnet.model.runtime.load_runtime`` (the runtime's ``serving`` picks the engine);
+  ``StreamModel.over(backend, merger, stride)`` for a bare backend (benchmarks of random
+  weights, tests), ``StreamModel.on_tier(tier, ...)`` for a bare tier.
 - :func:`open_spotter`: a spotter alone, for a driver that runs both roles on one thread
   (``Spotter.process``).
 - :func:`open_stream` -> :class:`StreamRun`: the spotter on its threads over a source.
@@ -27,18 +30,22 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from fesnet.model.backends import Backend
+from fesnet.model.backends import Backend, split_post
+from fesnet.model.geometry import GeometryConfig
 from fesnet.model.merger import MergerConfig
 from fesnet.model.runtime import Runtime, check_stride
+from fesnet.model.tier import ModelTier
+from fesnet.model.tier_serve import TierService
 
 from .engine import Engine
-from .events import Sink
 from .observers import Observer
 from .overload import Clock
 from .pipeline import Pipeline
+from .sinks import Sink
 from .sources import Source
 from .spotter import Phase, Spotter, SpotterConfig
 from .stats import StageStats
+from .tier_engine import SharedTier, TierEngine
 from .tracking import FaceTracker
 
 if TYPE_CHECKING:
@@ -47,12 +54,16 @@ if TYPE_CHECKING:
 PhaseFactory = Callable[[Spotter], Phase]
 """The spotter of a new stream -> the phase its session starts with."""
 
+DEFAULT_TIER_STREAMS = 16
+"""Streams a tier in this process holds rings for, unless told (a CPU tier's rings are host
+memory: 3.2 MB a stream in fp32)."""
+
 
 @dataclass(frozen=True)
 class StreamModel:
     """What every stream over one model shares: the engine, the merger settings, the stride."""
 
-    engine: Engine
+    engine: Engine | TierEngine
     merger: MergerConfig
     stride_frames: int
 
@@ -64,8 +75,25 @@ class StreamModel:
         return self.engine.window_frames
 
     @classmethod
-    def of(cls, runtime: Runtime, mode: str = "cached") -> StreamModel:
-        """The streams of a loaded model (its backend, merger config and stride)."""
+    def of(
+        cls, runtime: Runtime, mode: str = "cached", max_streams: int | None = None
+    ) -> StreamModel:
+        """The streams of a loaded model (its backend, merger config and stride), on the engine
+        its ``serving`` names: the placement's model tier, a tier in this process for up to
+        ``max_streams`` streams at once (the runtime's ``make_tier``), or an Engine. The naive
+        engine mode (a benchmark's baseline) is an Engine's."""
+        if mode == "cached" and runtime.serving == "tier":
+            _, post = split_post(runtime.backend)
+            geometry = getattr(runtime.backend, "geometry", None)
+            if runtime.remote_tier is not None:
+                engine: Engine | TierEngine = TierEngine(runtime.remote_tier,
+                                                         runtime.window_frames, geometry,
+                                                         post=post)
+            else:
+                tier = runtime.make_tier(max_streams or DEFAULT_TIER_STREAMS)
+                engine = TierEngine(SharedTier(TierService(tier)), tier.window_frames, geometry,
+                                    post=post)
+            return cls(engine, runtime.merger, runtime.stride_frames)
         engine = Engine(runtime.backend, runtime.window_frames, mode)
         return cls(engine, runtime.merger, runtime.stride_frames)
 
@@ -75,6 +103,19 @@ class StreamModel:
     ) -> StreamModel:
         """Streams over a bare backend; its windows are as long as ``merger`` says."""
         return cls(Engine(backend, merger.window_frames, mode), merger, stride_frames)
+
+    @classmethod
+    def on_tier(
+        cls, tier: ModelTier, merger: MergerConfig, stride_frames: int, post: Backend | None = None
+    ) -> StreamModel:
+        """Streams sharing a bare model tier in this process (its geometry settings, or none);
+        ``post``: a backend whose network the tier runs and whose post-processing is applied
+        (``split_post``)."""
+        _, window_post = split_post(post) if post is not None else (None, None)
+        geometry = tier.geometry or (GeometryConfig() if tier.geometry_dims else None)
+        engine = TierEngine(SharedTier(TierService(tier)), tier.window_frames, geometry,
+                            post=window_post)
+        return cls(engine, merger, stride_frames)
 
     def using(self, merger: MergerConfig, stride_frames: int) -> StreamModel:
         """The same engine with other settings (a benchmark comparing settings on one model)."""

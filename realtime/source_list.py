@@ -41,13 +41,13 @@ def read_source_list(path: str | Path) -> list[str]:
             raise SourceListError(f"{where} is a directory: give a text file of sources")
         if not stat.S_ISREG(mode):
             raise SourceListError(f"{where} is not a regular file (a device, FIFO or socket): "
-                                  "give a text file of sources")  # fmt: skip
+                                  "give a text file of sources")
         data = _read_at_most(fd, MAX_BYTES + 1)
     finally:
         os.close(fd)
     if len(data) > MAX_BYTES:
         raise SourceListError(f"{where} is larger than {MAX_BYTES // 1024} KiB: a sources file "
-                              f"lists at most {MAX_LINES} lines")  # fmt: skip
+                              f"lists at most {MAX_LINES} lines")
     if b"\0" in data:
         raise SourceListError(f"{where} is not a text file (it holds NUL bytes)")
     try:

@@ -235,12 +235,12 @@ class FileSource(Source):
             raise SourceError(f"{self.path} is a directory; give a video file")
         if self.path.exists() and not self.path.is_file():
             raise SourceError(f"{self.path} is not a regular file (a device, FIFO or socket); "
-                              "give a video file")  # fmt: skip
+                              "give a video file")
         if not self.path.is_file():
             raise SourceError(f"video file {self.path} not found")
         import cv2
 
-        from fesnet.model.noise import FFMPEG_OPEN_NOISE, native_stderr_filtered
+        from fesnet.model.third_party_logs import FFMPEG_OPEN_NOISE, native_stderr_filtered
 
         with native_stderr_filtered(FFMPEG_OPEN_NOISE):  # our error below says it better
             self._cap = _open_capture(str(self.path))
@@ -393,7 +393,7 @@ class WebcamSource(_CaptureSource):
         super().__init__(
             stream if stream is not None else f"webcam{device}",
             capacity, on_status, reconnect_attempts, reconnect_delay_s,
-        )  # fmt: skip
+        )
 
     def _open(self) -> Any:
         import cv2

@@ -7,8 +7,10 @@ Per source frame:
     consume (infer role, the infer thread): Resampler (60 Hz slots by timestamp; a 30 FPS frame
             fills 2 slots, a 200 FPS file is subsampled) -> SlotFeatures (encoder once per
             distinct crop) -> FeatureRing + SlotTimeline -> WindowScheduler (every ``stride``
-            slots, as offline ``window_starts``) -> Engine.step (window head) ->
-            IntervalMerger.update -> EventAssembler -> events.
+            slots, as offline ``window_starts``) -> the stream's scoring (window head: the
+            engine's ``open_stream``; on the model tier the crops go there and are encoded
+            there, realtime/tier_engine.py) -> IntervalMerger.update -> EventAssembler ->
+            events.
 
 ``process(frame)`` runs both on one thread. :class:`~fesnet.realtime.pipeline.Pipeline` runs
 ``track`` and ``consume`` on two threads, one frame apart; the roles share only the thread-safe
@@ -49,7 +51,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -67,7 +69,10 @@ from .ring import FeatureRing, SlotTimeline
 from .source_clock import SourceClock
 from .stats import StageStats
 from .tracking import FaceTracker, Feed, TrackResult
-from .types import Frame, SlotMeta, SpotEvent, WindowRequest
+from .types import Frame, SlotMeta, SpotEvent
+
+if TYPE_CHECKING:
+    from .tier_engine import TierEngine
 
 RECENT_LATENCIES = 200  # what a live status's latency medians are taken over
 
@@ -132,7 +137,7 @@ class Spotter:
 
     def __init__(
         self,
-        engine: Engine,
+        engine: Engine | TierEngine,
         merger_cfg: MergerConfig,
         stride_frames: int,
         *,
@@ -154,6 +159,7 @@ class Spotter:
         self.fps = merger_cfg.fps
         self._counters: collections.Counter[str] = collections.Counter()
         self.features = SlotFeatures(engine, self._stats, self._counters)
+        self.scoring = engine.open_stream(stream)
         # Room for the newest window plus every slot one frame can add (<= max_gap_s) plus a
         # stride: the windows made ready by one frame stay valid views until they are scored.
         max_slots_per_frame = math.ceil(self.config.max_gap_s * self.fps) + 2
@@ -291,28 +297,21 @@ class Spotter:
         self._counters["slots"] += 1
 
     # -- windows -------------------------------------------------------------------------------
-    def requests(self, starts: Sequence[int]) -> list[WindowRequest]:
-        """Ready windows as engine requests (views into the ring: score them before more slots
-        arrive)."""
-        t = self.window_frames
-        return [WindowRequest(self.stream, s, self.ring.window(s, t)) for s in starts]
-
     def _run_windows(self, starts: Sequence[int]) -> list[SpotEvent]:
         events: list[SpotEvent] = []
-        reqs = self.requests(starts)
         newest = self._last_frame
-        for i, req in enumerate(reqs):  # one at a time, as offline spotting scores them
+        for i, start in enumerate(starts):  # one at a time, as offline spotting scores them
             # the newest window is always scored
-            if i < len(reqs) - 1 and newest is not None and self._overload.behind(newest):
+            if i < len(starts) - 1 and newest is not None and self._overload.behind(newest):
                 message = self._overload.skip(newest)
                 if message is not None:
                     events.append(self._events.status(newest, message))
                 continue
             t0 = time.perf_counter()
-            (probs,) = self.engine.step([req])
+            probs = self.scoring.score(start, self.ring)
             self._stats.add("window", time.perf_counter() - t0)
-            events += [self._events.status(newest, m) for m in self.engine.take_notices()]
-            events += self.apply(req.start_slot, probs)
+            events += [self._events.status(newest, m) for m in self.scoring.take_notices()]
+            events += self.apply(start, probs)
         return events
 
     def apply(self, start_slot: int, probs: np.ndarray) -> list[SpotEvent]:
@@ -369,11 +368,13 @@ class Spotter:
         self._drain()
         events = self._expressions(merged, t_ready)
         self._reset_timeline()
+        self.scoring.close()
         return events if self.phase is None else self.phase.at_end(self, events, True)
 
     def finish(self) -> list[SpotEvent]:
         """End of stream."""
         events = self.end_segment()
+        self.scoring.close()
         return events if self.phase is None else self.phase.at_end(self, events, False)
 
     def _reset_timeline(self) -> None:
@@ -383,6 +384,7 @@ class Spotter:
         self.scheduler.reset()
         self.merger.reset()
         self.features.reset()
+        self.scoring.reset()
         self._events.new_segment()
         self._last_frame = None
         self.segment += 1
@@ -400,7 +402,7 @@ class Spotter:
         of the segment and triggered now (a message of the source, from any thread)."""
         if frame is None:
             return self._events.status(self._last_frame, message, state=state, extra=extra,
-                                       t_trigger_ns=self._clock())  # fmt: skip
+                                       t_trigger_ns=self._clock())
         return self._events.status(frame, message, state=state, extra=extra)
 
     def emitted(self, events: Sequence[SpotEvent]) -> None:

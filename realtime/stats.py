@@ -24,7 +24,7 @@ STAGES = ("decode", "align", "encode", "geometry", "window", "merge", "emit")
 class StageStats:
     """Per-stage durations: a whole-run :class:`~fesnet.realtime.timing.LogHistogram` plus the
     last ``keep_recent`` samples. Memory and every query are bounded whatever the run length
-    (issue 15 item 8: stats cost the same at hour 10 as at minute 1). ``keep_recent=None`` keeps
+    (stats cost the same at hour 10 as at minute 1). ``keep_recent=None`` keeps
     every sample: only for a run of known length whose exact samples are wanted (a benchmark
     over a clip), never for a live stream. Thread-safe."""
 

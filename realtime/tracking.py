@@ -94,9 +94,10 @@ def mediapipe_aligner(
     frame, the setting before the periodic count; its crops are the same, it costs more).
 
     Its native graphs start on their first frame and print known start-up noise then: a blank
-    frame starts them here, inside a filter that drops exactly that noise (fesnet.model.noise).
+    frame starts them here, inside a filter that drops exactly that noise
+    (fesnet.model.third_party_logs).
     A frame without a face leaves the aligner's tracking memory empty."""
-    from fesnet.model.noise import ignore_known_warnings, native_stderr_filtered
+    from fesnet.model.third_party_logs import ignore_known_warnings, native_stderr_filtered
 
     ignore_known_warnings()
     with native_stderr_filtered():

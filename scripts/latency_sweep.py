@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("settings", nargs="*", default=list(DEFAULT), help="stride:commit_lag pairs")
     p.add_argument("--cache-dir", type=Path, default=Path(".cache/aligned"))
     p.add_argument("--base", type=Path, help="merger JSON to start from (default: the "
-                   "checkpoint's)")  # fmt: skip
+                   "checkpoint's)")
     p.add_argument("--max-gap-s", type=float, help="largest gap_merge_s / mae_gap_merge_s tried")
     p.add_argument("--checkpoint", type=Path, help="default: the shipped checkpoint")
     p.add_argument("--out", type=Path)
@@ -87,16 +87,16 @@ def main(argv: list[str] | None = None) -> None:
         split: score_videos(backend, synthetic_split(split, a.cache_dir, SyntheticSetConfig()),
                             ck.config.window_frames, 1)
         for split in ("val", "test")
-    }  # fmt: skip
+    }
     gaps = tuple(g for g in (0.0, 0.05, 0.1) if a.max_gap_s is None or g <= a.max_gap_s)
     space = SearchSpace(
         on_threshold=tuple(round(x, 2) for x in np.arange(0.5, 0.951, 0.05)),
         off_ratio=(0.7, 0.85, 1.0), min_expression_frames=(3, 6, 9), gap_merge_s=gaps,
         duration_rule=((0.5, 0.5),), max_expression_s=(5.0,), fusion=("mean", "max", "latest"),
-    )  # fmt: skip
+    )
     if a.max_gap_s is not None:
         base = replace(base, gap_merge_s=min(base.gap_merge_s, a.max_gap_s),
-                       mae_gap_merge_s=min(base.mae_gap_merge_s, a.max_gap_s))  # fmt: skip
+                       mae_gap_merge_s=min(base.mae_gap_merge_s, a.max_gap_s))
     rows = []
     for setting in a.settings:
         stride, lag = (int(x) for x in setting.split(":"))
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
                 neutral_reference=neutral_reference(val, fit.best),
                 merger_fit={"by": by, "val_overall_f1_base": row["val_f1_unfitted"],
                             "val_overall_f1_fitted": row["val_f1"]},
-            )  # fmt: skip
+            )
             print(f"{checkpoint.sidecar(ck.path)} updated: merger, stride {stride}", flush=True)
     if a.out:
         a.out.write_text(json.dumps({"base": base.to_dict(), "rows": rows}, indent=1) + "\n")

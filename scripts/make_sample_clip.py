@@ -26,10 +26,11 @@ import cv2
 from fesnet.model.data.align import FaceAligner
 from fesnet.model.data.identities import load_identities
 from fesnet.model.data.synthetic import SyntheticSpec, SyntheticStream
+from fesnet.realtime.sample_clip import ASSETS
 
 logger = logging.getLogger("make_sample_clip")
 
-DEFAULT_OUT = Path(__file__).resolve().parents[1] / "realtime" / "assets"
+DEFAULT_OUT = ASSETS
 IDENTITY = "wolfgang"
 SEED = 20260101
 SPEC = SyntheticSpec(
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     scale = args.duration_s / SPEC.duration_s
     spec = replace(SPEC, duration_s=args.duration_s, fps=args.fps, n_me=round(SPEC.n_me * scale),
                    n_mae=round(SPEC.n_mae * scale),
-                   n_head_moves=round(SPEC.n_head_moves * scale))  # fmt: skip
+                   n_head_moves=round(SPEC.n_head_moves * scale))
     identity = load_identities([IDENTITY])[0]
     stream = SyntheticStream(identity, spec, args.seed)
     args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     size = video_path.stat().st_size
     if size > MAX_BYTES * scale:
         raise SystemExit(f"{video_path} is {size} bytes, over the {MAX_BYTES * scale:.0f} byte "
-                         "budget")  # fmt: skip
+                         "budget")
 
     fps = stream.fps
     truth = {

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
         runtime = load_runtime(RuntimeConfig(path, "torch", a.threads))
         cfg = runtime.merger
         scored = score_videos(runtime.backend, videos, runtime.window_frames,
-                              runtime.stride_frames)  # fmt: skip
+                              runtime.stride_frames)
         result = {"on_threshold": cfg.on_threshold, **profile(scored, cfg)}
         print(json.dumps({"checkpoint": str(path), "mean fused p_expr": result}))
 

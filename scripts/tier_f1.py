@@ -39,18 +39,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from fesnet.model.tier_video import tier_video_windows
 
     rt = load_runtime(RuntimeConfig(checkpoint=args.checkpoint, backend="torch",
-                                    threads=args.threads))  # fmt: skip
+                                    threads=args.threads))
     videos = synthetic_split("test", args.cache_dir, SyntheticSetConfig(), workers=1)
     if args.videos:
         videos = videos[: args.videos]
     ck = rt.checkpoint
     out: dict[str, Any] = {"checkpoint": str(ck.path), "stride_frames": rt.stride_frames,
                            "videos": [v.video_id for v in videos], "threads": args.threads,
-                           "precisions": {}}  # fmt: skip
+                           "precisions": {}}
     first: dict[str, tuple] = {}  # per video, the first precision's windows and events
     for precision in args.precisions.split(","):
         tier = make_tier("torch", ck, device="cpu", precision=precision, threads=args.threads,
-                         max_streams=1)  # fmt: skip
+                         max_streams=1)
         rows, per_video, t0 = [], [], time.perf_counter()
         for v in videos:
             geom = None if tier.geometry is None else geometry_features(v.landmarks, tier.geometry)
@@ -59,20 +59,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             rows.append((pred.intervals, labels_to_intervals(v.labels), len(v.labels)))
             per_video.append(_against_first(first, v.video_id, starts, probs, pred))
             print(f"{precision} {v.video_id}: {len(starts)} windows, {len(pred.intervals)} "
-                  f"intervals", flush=True)  # fmt: skip
+                  f"intervals", flush=True)
         table = evaluate_videos(rows)
         out["precisions"][precision] = {"tier": tier.name, "metrics": table.to_dict(),
                                         "f1_overall": table.f1_overall, "videos": per_video,
-                                        "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
+                                        "seconds": round(time.perf_counter() - t0, 1)}
     names = list(out["precisions"])
     base = out["precisions"][names[0]]["f1_overall"]
     out["f1_overall_minus_first"] = {n: round(out["precisions"][n]["f1_overall"] - base, 3)
-                                     for n in names[1:]}  # fmt: skip
+                                     for n in names[1:]}
     return out
 
 
 def _against_first(first: dict, vid: str, starts: list[int], probs: np.ndarray,
-                   pred: Any) -> dict[str, Any]:  # fmt: skip
+                   pred: Any) -> dict[str, Any]:
     """This precision's windows and events against the first precision's of the same video."""
     events = [dataclasses.replace(e, score=0.0) for e in pred.events]
     if vid not in first:
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, r in report["precisions"].items():
         f1 = r["metrics"]["f1"]
         print(f"{name}: overall F1 {f1['overall']:.2f} (ME {f1['ME']:.2f}, MaE {f1['MaE']:.2f}), "
-              f"{r['seconds']:.0f} s")  # fmt: skip
+              f"{r['seconds']:.0f} s")
     for name, d in report["f1_overall_minus_first"].items():
         print(f"{name} - {next(iter(report['precisions']))}: {d:+.2f} F1 points")
     print(f"wrote {args.out}")

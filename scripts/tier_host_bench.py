@@ -34,7 +34,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 FILES = {"tier_plan": "model/tier_plan.py", "tier_host": "model/tier_host.py",
-         "tier": "model/tier.py", "tier_load": "realtime/bench/tier_load.py"}  # fmt: skip
+         "tier": "model/tier.py", "tier_load": "realtime/bench/tier_load.py"}
 OPTIONAL = {"tier_host"}  # not in every commit
 
 
@@ -49,7 +49,7 @@ class StandIn:
         return v, v
 
     def window(self, x_prime: torch.Tensor, x_atten: torch.Tensor,
-               geom: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
+               geom: torch.Tensor | None) -> torch.Tensor:
         s = x_prime.reshape(x_prime.shape[0], x_prime.shape[1], 1)
         return torch.softmax(s.expand(-1, -1, 3), dim=-1)
 
@@ -63,7 +63,7 @@ def load_baseline(ref: str) -> dict[str, types.ModuleType]:
     out = {}
     for name, path in FILES.items():
         shown = subprocess.run(["git", "-C", str(ROOT), "show", f"{ref}:{path}"],
-                               capture_output=True, text=True)  # fmt: skip
+                               capture_output=True, text=True)
         if shown.returncode != 0 and name in OPTIONAL:
             continue
         shown.check_returncode()
@@ -71,7 +71,7 @@ def load_baseline(ref: str) -> dict[str, types.ModuleType]:
                .replace("from .tier_", "from fesnet_baseline.tier_")
                .replace("from fesnet.model.tier import", "from fesnet_baseline.tier import")
                .replace("from ..", "from fesnet.realtime.")
-               .replace("from .timing", "from fesnet.realtime.bench.timing"))  # fmt: skip
+               .replace("from .timing", "from fesnet.realtime.bench.timing"))
         file = tmp / f"{name}.py"
         file.write_text(src)
         spec = importlib.util.spec_from_file_location(f"fesnet_baseline.{name}", file)
@@ -92,12 +92,12 @@ def current() -> dict[str, types.ModuleType]:
 
 
 def level(mods: dict[str, types.ModuleType], n: int, stride: int, ticks: int,
-          pool: np.ndarray, geom: np.ndarray) -> dict[str, float]:  # fmt: skip
+          pool: np.ndarray, geom: np.ndarray) -> dict[str, float]:
     """Median ms per tick: stage, step (submit + result), and their sum."""
     buckets = tuple(1 << k for k in range(11))
     tier = mods["tier"].ModelTier(StandIn(), window_frames=32, geometry_dims=geom.shape[1],
                                   max_streams=n, ring_slots=48, buckets=buckets,
-                                  max_bucket=1024)  # fmt: skip
+                                  max_bucket=1024)
     load = mods["tier_load"].TickLoad(tier, n, stride, pool, geom)
     for _ in range(32 + stride):
         tier.step(load.batch())
@@ -113,7 +113,7 @@ def level(mods: dict[str, types.ModuleType], n: int, stride: int, ticks: int,
     load.close()
     st, sp = float(np.median(stage)) * 1e3, float(np.median(step)) * 1e3
     return {"stage_ms": round(st, 4), "step_ms": round(sp, 4),
-            "host_ms": round(float(np.median(np.add(stage, step))) * 1e3, 4)}  # fmt: skip
+            "host_ms": round(float(np.median(np.add(stage, step))) * 1e3, 4)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,11 +140,11 @@ def main(argv: list[str] | None = None) -> int:
         for name, rs in runs.items():
             row[name] = {k: round(float(np.median([r[k] for r in rs])), 4) for k in rs[0]}
         row["baseline_over_current"] = {k: round(row["baseline"][k] / row["current"][k], 2)
-                                        for k in row["current"]}  # fmt: skip
+                                        for k in row["current"]}
         rows.append(row)
         print(json.dumps(row), flush=True)
     report = {"command": " ".join(["scripts/tier_host_bench.py", *(argv or sys.argv[1:])]),
-              "baseline": args.baseline, "levels": rows}  # fmt: skip
+              "baseline": args.baseline, "levels": rows}
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")
     return 0

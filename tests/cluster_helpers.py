@@ -16,7 +16,9 @@ from typing import Any
 
 import pytest
 
-SAMPLE = Path(__file__).resolve().parents[1] / "realtime" / "assets" / "sample.mp4"
+from fesnet.realtime.sample_clip import SAMPLE_CLIP
+
+SAMPLE = SAMPLE_CLIP
 RUN_TIMEOUT_S = 400
 # The same command line, with ICE on 127.0.0.1 only (as the loopback_ice fixture does
 # in-process): the WebRTC server and the remote camera of the server tests.
@@ -36,7 +38,7 @@ class ClusterProcess:
             [sys.executable, "-m", "fesnet.realtime.cluster.local", "--workers", str(workers),
              "--client-port", "0", "--commands"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True,
-        )  # fmt: skip
+        )
         self.status = self._answer()
         self.address = self.status["client"]
 
@@ -77,7 +79,7 @@ def cli(args: list[str], **kw: Any) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "fesnet.realtime.cli", *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, **kw,
-    )  # fmt: skip
+    )
 
 
 def run_cli(args: list[str]) -> subprocess.Popen:
@@ -126,9 +128,10 @@ def events(path: Path) -> list[dict[str, Any]]:
 
 
 def spotting(evs: list[dict[str, Any]], stream: str | None = None) -> list[dict[str, Any]]:
-    """Everything but status events, without what legitimately differs (latency, stream)."""
+    """Everything but status events, without what legitimately differs (latency, stream, the
+    run's id)."""
     return [
-        {k: v for k, v in e.items() if k not in ("latency_ms", "stream")}
+        {k: v for k, v in e.items() if k not in ("latency_ms", "stream", "run")}
         for e in evs
         if e["type"] != "status" and (stream is None or e["stream"] == stream)
     ]

@@ -123,7 +123,7 @@ def guarded_env(tmp: Path, proxy: LoggingProxy) -> tuple[dict[str, str], Path]:
         NO_PROXY="127.0.0.1,localhost,::1", no_proxy="127.0.0.1,localhost,::1",
         PYTHONPATH=os.pathsep.join([str(site), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
         FESNET_TEST_NET_LOG=str(log), OMP_NUM_THREADS="1",
-    )  # fmt: skip
+    )
     return env, log
 
 
@@ -159,4 +159,4 @@ def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "fesnet.realtime.cli", *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
+    )

@@ -10,9 +10,9 @@ from typing import Any
 
 from fesnet.model.merger import MergerConfig
 from fesnet.realtime.engine import Engine
-from fesnet.realtime.events import Sink
 from fesnet.realtime.observers import Observer
 from fesnet.realtime.session import StreamModel, StreamRun, open_spotter, open_stream
+from fesnet.realtime.sinks import Sink
 from fesnet.realtime.sources import Source
 from fesnet.realtime.spotter import Spotter
 from fesnet.realtime.tracking import FaceTracker
@@ -50,4 +50,4 @@ def make_pipeline(
 ) -> StreamRun:
     tracker = FaceTracker(aligner) if aligner is not None else kwargs.pop("tracker", None)
     return open_stream(stream_model(backend, cfg, stride), source, sinks, tracker=tracker,
-                       observers=observers, **kwargs)  # fmt: skip
+                       observers=observers, **kwargs)

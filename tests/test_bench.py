@@ -56,7 +56,7 @@ def test_bench_end_to_end_report(short_clip, tmp_path, capsys, monkeypatch) -> N
         "--video", str(short_clip),
         "--cache-dir", str(tmp_path / "cache"),
         "--out", str(out),
-    ]  # fmt: skip
+    ]
     assert bench.main(args) == 0
     report = json.loads(out.read_text())
     assert out.with_suffix(".png").stat().st_size > 0
@@ -142,7 +142,7 @@ def test_60fps_estimate_is_the_slowest_thread_or_the_work_over_the_cores() -> No
     """Hand-computed: align 6 ms on its own thread; infer = encode 3 + (window 8 + merge 0) / 8
     + emit 0 = 4 ms; decode 1 ms. Serial sum 11 ms. On 2 cores the bound is max(6, 4, 1, 5.5)."""
     stages = {"decode": {"p50_ms": 1.0}, "align": {"p50_ms": 6.0}, "encode": {"p50_ms": 3.0},
-              "window": {"p50_ms": 8.0}, "merge": {"p50_ms": 0.0}}  # fmt: skip
+              "window": {"p50_ms": 8.0}, "merge": {"p50_ms": 0.0}}
     assert camera_60fps_ms_per_frame(stages, 8, cores=2) == (6.0, 11.0)
     # One core: the threads cannot overlap, the serial sum is the cost.
     assert camera_60fps_ms_per_frame(stages, 8, cores=1) == (11.0, 11.0)
@@ -188,7 +188,7 @@ def test_bench_times_the_checkpoints_stride_by_default(tmp_path) -> None:
     checkpoint.update_meta(path, stride_frames=2)
     out = tmp_path / "b.json"
     args = ["--checkpoint", str(path), "--backends", "torch", "--seconds", "0.01", "--streams",
-            "1", "--flow", "", "--no-plot", "--out", str(out)]  # fmt: skip
+            "1", "--flow", "", "--no-plot", "--out", str(out)]
     assert bench.main(args) == 0
     report = json.loads(out.read_text())
     assert report["model"]["stride_frames"] == report["settings"]["stride_frames"] == 2
@@ -201,7 +201,7 @@ def test_bench_tier_mode_report(tmp_path, capsys) -> None:
     today's per-stream engine); structure only."""
     out = tmp_path / "t.json"
     args = ["--tier", "--config", "tiny", "--tier-backend", "torch", "--streams", "1,2",
-            "--tier-compare", "1,2", "--seconds", "0.2", "--out", str(out)]  # fmt: skip
+            "--tier-compare", "1,2", "--seconds", "0.2", "--out", str(out)]
     assert bench.main(args) == 0
     t = json.loads(out.read_text())["tier"]
     assert t["tier"] == "torch-cpu-fp32" and t["device"] == "cpu"
@@ -213,3 +213,21 @@ def test_bench_tier_mode_report(tmp_path, capsys) -> None:
     assert t["counts"]["windows"] > 0 and t["counts"]["missing"] == 0
     assert "tier torch-cpu-fp32" in capsys.readouterr().out
     assert not out.with_suffix(".png").exists()
+
+
+def test_the_spotter_only_measure_runs_the_whole_stream_without_model_or_landmarks(
+    tmp_path, capsys
+) -> None:
+    """realtime/bench/spotter_only.py: every frame of its clip through a viewer session, its
+    expressions found (so the merger, the events and the sinks did their work), one JSON line a
+    repetition."""
+    from fesnet.realtime.bench import spotter_only
+
+    out = tmp_path / "so.jsonl"
+    assert spotter_only.main(["--reps", "2", "--seconds", "4", "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 2
+    for row in rows:
+        assert row["frames"] == 240  # 4 s at 60 FPS, nothing dropped
+        assert row["events"] >= 3  # face found, and an expression's onset and its final
+        assert row["us_per_frame"] > 0 and row["cpu_us_per_frame"] > 0

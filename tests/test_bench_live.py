@@ -23,7 +23,7 @@ BEFORE_JSON = Path(__file__).resolve().parents[1] / "docs/benchmarks/merger-befo
 
 def _expression(state: str, onset: int, offset: int | None) -> SpotEvent:
     return SpotEvent(type="expression", stream="0", t_s=0.0, state=state, onset_frame=onset,
-                     offset_frame=offset)  # fmt: skip
+                     offset_frame=offset)
 
 
 def test_expression_lag_counts_from_the_capture_of_the_frame_the_event_names(monkeypatch) -> None:
@@ -47,7 +47,7 @@ def test_profiles_keep_the_old_settings_reachable() -> None:
     from types import SimpleNamespace
 
     ck = SimpleNamespace(meta={"stride_frames": 2}, merger={"commit_lag_frames": 6}, path=None,
-                         config=SimpleNamespace(window_frames=32))  # fmt: skip
+                         config=SimpleNamespace(window_frames=32))
     before, stride = hub_settings(ck, PROFILES["before"])
     assert (stride, before.commit_lag_frames, PROFILES["before"].align) == (8, 12, "before")
     now, stride = hub_settings(ck, PROFILES["now"])
@@ -66,7 +66,7 @@ def test_bench_lag_and_capacity_report(short_clip, tmp_path) -> None:  # noqa: F
         "--flow", "", "--align", "", "--video", str(short_clip), "--no-plot",
         "--lag-repeats", "1", "--capacity", "1", "--capacity-seconds", "1",
         "--out", str(out),
-    ]  # fmt: skip
+    ]
     assert bench.main(args) == 0
     report = json.loads(out.read_text())
     lag = report["expression_lag"]

@@ -19,7 +19,7 @@ from fesnet.calibration.baseline import (
 from fesnet.calibration.profile import load_profile, save_profile
 from fesnet.model.merger import MergerConfig
 from fesnet.model.metrics import match_intervals, spotting_f1
-from fesnet.realtime.events import JsonlSink, ListSink, read_events
+from fesnet.realtime.sinks import JsonlSink, ListSink, read_events
 from fesnet.realtime.sources import FileSource
 from fesnet.realtime.spotter import Spotter
 from fesnet.realtime.types import Frame
@@ -101,7 +101,7 @@ def test_calibration_raises_thresholds_and_removes_false_positives(tmp_path: Pat
 def test_no_face_waits_then_fails_clearly_and_never_calibrates_on_nothing() -> None:
     saved = []
     spotter, phase = calibrating(baseline=BaselineConfig(duration_s=1.0, timeout_s=2.0),
-                                 on_profile=saved.append)  # fmt: skip
+                                 on_profile=saved.append)
     events = []
     frames = frames_of(dark(62))  # frame 60 is 2.0 s after the first one
     for f in frames[:-1]:
@@ -141,7 +141,7 @@ def test_skip_keeps_the_base_thresholds() -> None:
     phase.skip()
     events += run(spotter, frames[1:])
     assert [e.state for e in events if e.type == "status"] == ["calibrating",
-                                                              "calibration_skipped"]  # fmt: skip
+                                                              "calibration_skipped"]
     assert spotter.merger_config == BASE and phase.profile is None
     assert any(e.type == "expression" for e in events)
 
@@ -149,13 +149,13 @@ def test_skip_keeps_the_base_thresholds() -> None:
 def test_pipeline_with_a_calibration_phase_writes_status_events(tmp_path: Path) -> None:
     truth, frames = truth_and_frames(seed=2)
     video = write_video(tmp_path / "clip.mp4", np.stack([f.image[:, :, ::-1] for f in frames]),
-                        fps=FPS)  # fmt: skip
+                        fps=FPS)
     sink, jsonl = ListSink(), JsonlSink(tmp_path / "events.jsonl")
     profiles: list = []
     pipe = make_pipeline(FileSource(video), LevelBackend(), BASE, 8, [sink, jsonl],
                          aligner=FrameIsCropAligner(),
                          phase=calibration_phase(BaselineConfig(duration_s=1.0), "bob",
-                                                 profiles.append))  # fmt: skip
+                                                 profiles.append))
     phase = pipe.phase
     pipe.run()
     jsonl.close()
@@ -178,7 +178,7 @@ def test_spot_cli_calibration_without_a_face_exits_with_a_message(tmp_path: Path
     video = write_video(tmp_path / "dark.mp4", dark(45), fps=FPS)
     code = cli.main(["run", "--source", str(video), "--checkpoint", str(ckpt), "--backend",
                      "torch", "--calibrate", "--profile", "carol", "--profiles-dir",
-                     str(tmp_path / "profiles"), "--quiet"])  # fmt: skip
+                     str(tmp_path / "profiles"), "--quiet"])
     assert code == 2
     assert "ended during calibration after 0.0 s of face" in capsys.readouterr().err
     assert not (tmp_path / "profiles" / "carol.json").exists()
@@ -193,7 +193,7 @@ def test_neutral_experiment_pools_sessions_and_reports_each_rule() -> None:
                 make_clip(640, events, 0.45, 0.08, seed=6)),
         Session("quiet", {}, make_clip(200, [], 0.1, 0.05, seed=7),
                 make_clip(640, events, 0.1, 0.05, seed=8)),
-    ]  # fmt: skip
+    ]
     result = run_neutral_experiment(LevelBackend(), sessions, BASE, stride_frames=8)
     none, calibrated = result.tables["none"], result.tables["q99+0.05"]
     assert none.n_videos == calibrated.n_videos == 2

@@ -22,7 +22,7 @@ from fesnet.calibration.fit import (
 )
 from fesnet.model.merger import MergerConfig
 from fesnet.model.metrics import MetricTable, evaluate_videos
-from fesnet.realtime.events import ListSink
+from fesnet.realtime.sinks import ListSink
 from fesnet.realtime.sources import FileSource
 from fesnet.realtime.types import Frame
 
@@ -37,7 +37,7 @@ def clips() -> list:
         make_clip(600, [(50, 75, 1), (180, 260, 2), (380, 400, 1)],
                   rest=0.2, rest_noise=0.25, seed=12, peak=0.7),
         make_clip(500, [(100, 190, 2), (300, 322, 1)], rest=0.3, rest_noise=0.15, seed=13),
-    ]  # fmt: skip
+    ]
 
 
 def final_intervals(events: list) -> list[tuple[int, int, int]]:
@@ -109,7 +109,7 @@ def test_fitted_config_reproduces_its_f1_in_the_threaded_pipeline(fitted, tmp_pa
         clip = write_video(tmp_path / f"clip{k}.mp4", v.crops, fps=FPS)
         sink = ListSink()
         pipe = make_pipeline(FileSource(clip), LevelBackend(), result.best, 8, [sink],
-                             aligner=FrameIsCropAligner())  # fmt: skip
+                             aligner=FrameIsCropAligner())
         pipe.run()
         rows.append((final_intervals(sink.events), v.intervals_true, len(v.crops)))
     assert all(r[0] for r in rows)  # every clip yields final intervals
@@ -139,7 +139,7 @@ def test_neutral_reference_is_the_median_rest_level_of_calm_pieces() -> None:
     p = np.full(n, 0.3)
     p[500:560] = 0.9
     probs = np.stack([np.stack([1 - p[s : s + t], p[s : s + t] / 2, p[s : s + t] / 2], 1)
-                      for s in starts]).astype(np.float32)  # fmt: skip
+                      for s in starts]).astype(np.float32)
     video = ScoredVideo("v", starts, probs, n, [(500, 559, 2)])
     ref = neutral_reference([video], MergerConfig(), duration_s=3.0)
     assert ref is not None
@@ -177,10 +177,10 @@ def test_tiny_real_checkpoint_fit_reproduces_in_the_spotter(tmp_path: Path) -> N
     scored = score_videos(backend, videos, 32, 8)
     space = SearchSpace(on_threshold=(0.3, 0.5, 0.7), off_ratio=(1.0,), min_expression_frames=(3,),
                         gap_merge_s=(0.1,), duration_rule=((0.5, 0.5),), max_expression_s=(5.0,),
-                        fusion=("mean",))  # fmt: skip
+                        fusion=("mean",))
     result = fit_merger(scored, MergerConfig(), space, "overall", max_rounds=1)
     table = spotter_table(backend, MergerConfig.from_json(result.best.to_json(tmp_path / "m.json")),
-                          videos)  # fmt: skip
+                          videos)
     assert table.counts == result.table.counts
 
 
@@ -203,13 +203,13 @@ def test_update_checkpoint_stores_the_stride_the_merger_was_fitted_at(
     def runtime(args) -> SimpleNamespace:
         return SimpleNamespace(checkpoint=checkpoint.load(path), merger=base,
                                stride_frames=args.stride, backend=LevelBackend(),
-                               window_frames=32)  # fmt: skip
+                               window_frames=32)
 
     monkeypatch.setattr(cli, "_runtime", runtime)
     monkeypatch.setattr(cli, "_videos", lambda args: clips())
     out = tmp_path / "merger.json"
     assert cli.main(["fit", "--quick", "--stride", "4", "--out", str(out),
-                     "--update-checkpoint"]) == 0  # fmt: skip
+                     "--update-checkpoint"]) == 0
     meta = checkpoint.read_meta(path)
     assert meta["stride_frames"] == 4 and meta["merger_fit"]["by"].endswith("--stride 4")
     assert meta["merger"] == MergerConfig.from_json(out).to_dict()

@@ -158,7 +158,7 @@ def test_spot_cli_reports_a_missing_or_bad_profile(tmp_path: Path, capsys) -> No
     ckpt = tmp_path / "tiny.pt"
     _tiny_checkpoint(ckpt)
     args = ["run", "--checkpoint", str(ckpt), "--backend", "torch", "--profiles-dir",
-            str(tmp_path / "profiles"), "--profile", "nobody", "--quiet"]  # fmt: skip
+            str(tmp_path / "profiles"), "--profile", "nobody", "--quiet"]
     assert cli.main(args) == 2
     err = capsys.readouterr().err
     assert "profile 'nobody' not found" in err and "--calibrate" in err

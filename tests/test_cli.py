@@ -12,7 +12,7 @@ import torch
 from fesnet.model import checkpoint
 from fesnet.model.fesnet import FESNet, FESNetConfig
 from fesnet.realtime.cli import main
-from fesnet.realtime.events import read_events
+from fesnet.realtime.sinks import read_events
 
 FACES = Path(__file__).resolve().parents[1] / "model" / "data" / "faces"
 
@@ -46,7 +46,7 @@ def test_run_on_a_file_writes_events_plot_and_video(
     rc = main(
         ["run", "--source", str(clip), "--checkpoint", str(tiny_ckpt), "--backend", "torch",
          "--events", str(events), "--plot", str(plot), "--video-out", str(video)]
-    )  # fmt: skip
+    )
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "face_found" in out and "45 processed, 0 dropped" in out and "latency" in out
@@ -60,17 +60,17 @@ def test_run_on_a_file_writes_events_plot_and_video(
 
 def test_clear_errors(tiny_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "--source", str(tmp_path / "nope.mp4"), "--checkpoint", str(tiny_ckpt),
-                 "--backend", "torch"]) == 2  # fmt: skip
+                 "--backend", "torch"]) == 2
     assert "not found" in capsys.readouterr().err
     assert main(["run", "--checkpoint", str(tmp_path / "missing.pt")]) == 2
     assert "missing.pt not found" in capsys.readouterr().err
     bad = tmp_path / "merger.json"
     bad.write_text('{"on_treshold": 0.5}')
     assert main(["run", "--checkpoint", str(tiny_ckpt), "--backend", "torch",
-                 "--merger-config", str(bad)]) == 2  # fmt: skip
+                 "--merger-config", str(bad)]) == 2
     assert "on_treshold" in capsys.readouterr().err
     assert main(["run", "--source", "webcam:63", "--checkpoint", str(tiny_ckpt),
-                 "--backend", "torch"]) == 2  # fmt: skip
+                 "--backend", "torch"]) == 2
     assert "camera 63" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["run", "--help"])

@@ -9,6 +9,7 @@ every socket of that process tree is on loopback.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import urllib.error
@@ -44,13 +45,13 @@ def cluster() -> Iterator[ClusterProcess]:
         c.close()
 
 
-def _server(args: list[str], log: Path) -> subprocess.Popen:
+def _server(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     """``fesnet-spot ARGS`` with ICE on loopback, its output in ``log``."""
     out = log.open("w")
     return subprocess.Popen(
         [sys.executable, "-c", LOOPBACK_ICE_CLI, *args],
-        stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )  # fmt: skip
+        stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True, env=env,
+    )
 
 
 def _status(url: str, data: bytes | None = None, headers: dict | None = None) -> int:
@@ -77,7 +78,7 @@ def test_webrtc_server_on_the_cluster_spots_a_remote_camera_with_its_token(clust
             [sys.executable, "-c", LOOPBACK_ICE_CLI, "remote-camera", str(SAMPLE), "--server",
              url, "--token", TOKEN, "--duration", "12", "--stats"],
             capture_output=True, text=True, timeout=240,
-        )  # fmt: skip
+        )
         assert cam.returncode == 0, cam.stderr[-3000:]
         msgs = [json.loads(line) for line in cam.stdout.splitlines() if line.startswith("{")]
         assert any(m["type"] == "face_found" for m in msgs), cam.stderr[-2000:]
@@ -88,6 +89,40 @@ def test_webrtc_server_on_the_cluster_spots_a_remote_camera_with_its_token(clust
         assert cluster.command("status")["not_loopback"] == []
     finally:
         stop(server)
+
+
+def test_a_server_on_ray_client_routes_no_request_itself(cluster, tmp_path):
+    """Serve's handle probes the replicas' queue lengths with a 0.1 s deadline and cancels the
+    late probes; in a Ray Client process each late reply raised ``InvalidStateError`` in Ray
+    Client's data thread, a traceback on the server's stderr (244 in 15 s here, where a 1 ms
+    deadline and no queue-length cache make every probe late, as a busy machine does now and
+    then), and more when the connection closed. The server's calls now go through a relay
+    actor inside the cluster, so this process routes nothing and probes nothing."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "server.log"
+    env = {**os.environ, "RAY_SERVE_QUEUE_LENGTH_RESPONSE_DEADLINE_S": "0.001",
+           "RAY_SERVE_QUEUE_LENGTH_CACHE_TIMEOUT_S": "0"}  # fmt: skip
+    server = _server(["webrtc-server", "--port", str(port), "--cluster", cluster.address], log,
+                     env)  # fmt: skip
+    try:
+        wait_http(f"{url}/health", server)
+        cam = subprocess.run(
+            [sys.executable, "-c", LOOPBACK_ICE_CLI, "remote-camera", str(SAMPLE), "--server",
+             url, "--duration", "12", "--stats"],
+            capture_output=True, text=True, timeout=240,
+        )  # fmt: skip
+        assert cam.returncode == 0, cam.stderr[-3000:]
+        msgs = [json.loads(line) for line in cam.stdout.splitlines() if line.startswith("{")]
+        stats = [m for m in msgs if m["type"] == "stats"]
+        assert any(s["score_latency_p50_ms"] is not None for s in stats), stats[-1:]
+    finally:
+        stop(server)
+    text = log.read_text()
+    assert server.returncode == 0, text[-3000:]
+    assert "Traceback" not in text and "InvalidStateError" not in text, text[-3000:]
+    assert "Failed to get queue length" not in text  # no Serve router in this process
+    assert "More than 10MB of messages" not in text  # Ray Client's volume warning is noise here
 
 
 def test_gradio_viewer_with_a_private_ray_keeps_its_login_and_loopback(tmp_path):

@@ -70,5 +70,5 @@ def test_stats_add_and_merge():
     b.add("window_up", 7)
     a.merge(b.snapshot())
     assert a.snapshot() == {"bytes": {"encode_up": 150, "window_up": 7},
-                            "calls": {"encode_up": 2, "window_up": 1}}  # fmt: skip
+                            "calls": {"encode_up": 2, "window_up": 1}}
     assert a.total_bytes() == 157

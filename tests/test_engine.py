@@ -44,7 +44,7 @@ def test_batched_cached_and_naive_agree(backend: TorchBackend) -> None:
     for s in range(48):
         features = cached.encode(crops[s : s + 1])
         ring.append({"x_prime": features["x_prime"][0], "x_atten": features["x_atten"][0],
-                     "crops": crops[s]})  # fmt: skip
+                     "crops": crops[s]})
     assert cached.encoded_frames == 48  # once per frame
     reqs = [WindowRequest("a", start, ring.window(start, 32)) for start in (8, 16)]
     one_by_one = [cached.step([r])[0] for r in reqs]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from fesnet.model import calibration_data, graphs, onnx_export, tensorrt_export
+from fesnet.model import graphs, onnx_export, quantization_windows, tensorrt_export
 from fesnet.model.fesnet import FESNet, FESNetConfig
 
 ATOL = 1e-4
@@ -125,23 +125,23 @@ def test_cache_key_follows_weights_and_opset(net) -> None:
 
 def test_calibration_file_round_trip_and_errors(tmp_path) -> None:
     windows = np.random.default_rng(0).integers(0, 256, (3, 32, 112, 112, 3), dtype=np.uint8)
-    write = calibration_data.write_calibration_windows
-    read = calibration_data.read_calibration_windows
+    write = quantization_windows.write_calibration_windows
+    read = quantization_windows.read_calibration_windows
     path = write(tmp_path / "calib.npz", windows, ["a", "b", "c"])
     assert np.array_equal(read(path, window_frames=32), windows)
-    with pytest.raises(calibration_data.CalibrationError, match="want"):
-        calibration_data.read_calibration_windows(path, window_frames=16)
-    with pytest.raises(calibration_data.CalibrationError, match="not found"):
-        calibration_data.read_calibration_windows(tmp_path / "nope.npz")
+    with pytest.raises(quantization_windows.QuantizationDataError, match="want"):
+        quantization_windows.read_calibration_windows(path, window_frames=16)
+    with pytest.raises(quantization_windows.QuantizationDataError, match="not found"):
+        quantization_windows.read_calibration_windows(tmp_path / "nope.npz")
     np.savez(tmp_path / "wrong_key.npz", frames=windows)
-    with pytest.raises(calibration_data.CalibrationError, match="expected 'windows'"):
-        calibration_data.read_calibration_windows(tmp_path / "wrong_key.npz")
+    with pytest.raises(quantization_windows.QuantizationDataError, match="expected 'windows'"):
+        quantization_windows.read_calibration_windows(tmp_path / "wrong_key.npz")
     np.savez(tmp_path / "float.npz", windows=windows.astype(np.float32))
-    with pytest.raises(calibration_data.CalibrationError, match="uint8"):
-        calibration_data.read_calibration_windows(tmp_path / "float.npz")
+    with pytest.raises(quantization_windows.QuantizationDataError, match="uint8"):
+        quantization_windows.read_calibration_windows(tmp_path / "float.npz")
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
-    with pytest.raises(calibration_data.CalibrationError, match="cannot read"):
-        calibration_data.read_calibration_windows(tmp_path / "junk.npz")
+    with pytest.raises(quantization_windows.QuantizationDataError, match="cannot read"):
+        quantization_windows.read_calibration_windows(tmp_path / "junk.npz")
 
 
 @pytest.mark.skipif(

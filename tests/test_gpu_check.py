@@ -15,7 +15,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "gpu_check.py"
 ABSENT = "mediapipe,aiortc,aiohttp,gradio,ray,tqdm,onnx,onnxscript,openpyxl,playwright," \
-         "torch_tensorrt,modelopt"  # fmt: skip
+         "torch_tensorrt,modelopt"
 
 
 def test_closure_imports_without_the_absent_packages() -> None:
@@ -30,7 +30,7 @@ def test_closure_imports_without_the_absent_packages() -> None:
         "print(sorted(m for m in sys.modules if m.split('.')[0] in forbid.names))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, cwd="/")  # fmt: skip
+                         check=True, cwd="/")
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
 
 
@@ -39,7 +39,7 @@ def test_cpu_dry_run_writes_the_whole_report(tmp_path: Path) -> None:
     out = tmp_path / "check.json"
     run = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--quick",
                           "--threads", "1", "--forbid-imports", ABSENT, "--out", str(out)],
-                         capture_output=True, text=True, timeout=300, cwd=tmp_path)  # fmt: skip
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["schema"] == "fesnet-gpu-check/1" and "errors" not in report
@@ -70,7 +70,7 @@ def test_cuda_configs_are_skipped_with_a_reason_without_a_gpu(tmp_path: Path) ->
     out = tmp_path / "check.json"
     run = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--threads", "1",
                           "--configs", "fp16-graphs", "--out", str(out)],
-                         capture_output=True, text=True, timeout=300, cwd=tmp_path)  # fmt: skip
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert run.returncode == 1
     report = json.loads(out.read_text())
     assert report["configs"]["fp16-graphs"]["errors"] == {"skipped": "CUDA is not available"}
@@ -81,14 +81,14 @@ def test_done_when_lines_say_met_or_not() -> None:
     g = runpy.run_path(str(SCRIPT), run_name="gpu_check")
     row = {"max_abs_diff": 0.0123, "tolerance": 0.05, "windows_over_1e-3": 0.5,
            "probs_within_tolerance": True, "events_identical": False,
-           "events_within_tolerance": True, "errors": []}  # fmt: skip
+           "events_within_tolerance": True, "errors": []}
     summary = {"configs": {"a": row, "b": {**row, "max_abs_diff": None, "errors": ["build"]}},
                "best_cameras_at_60fps": ["a", 2480], "best_latency_p50_ms": ["a", 1.2]}
     lines = g["done_when_lines"](summary)
     assert "2,480 (a; pipelined, staging included) -> met" in lines[1]
     assert lines[2].endswith("1.200 ms (a) -> NOT met")
     assert "1.23e-02 vs tolerance 5e-02 -> ok; windows > 1e-3: 50.0%; events within 2 slots" \
-        in lines[3]  # fmt: skip
+        in lines[3]
     assert lines[4] == "parity b: not measured ['build']"
 
 

@@ -133,7 +133,7 @@ def test_the_oracle_sees_a_window_the_stream_ignores() -> None:
     """A window that arrives after its slots were committed must not count: the oracle says
     which one, and the stream agrees (had it counted, the fused score of slot 3 would move)."""
     cfg = MergerConfig(window_frames=8, right_margin_frames=0, commit_lag_frames=2,
-                       fusion="mean")  # fmt: skip
+                       fusion="mean")
     a = np.tile(np.array([0.9, 0.05, 0.05], np.float32), (8, 1))
     b = np.tile(np.array([0.1, 0.45, 0.45], np.float32), (8, 1))
     # Window 0 (slots 0-7) commits slots 0-5 at once (lag 2); window 1 starts at 3: its scores

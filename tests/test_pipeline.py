@@ -17,10 +17,10 @@ from spot_helpers import make_pipeline
 from fesnet.model.backends import TorchBackend
 from fesnet.model.fesnet import FESNet, FESNetConfig
 from fesnet.model.merger import MergerConfig
-from fesnet.realtime.events import JsonlSink, ListSink, read_events
 from fesnet.realtime.observers import Observer, ScoreLog
 from fesnet.realtime.pipeline import PipelineError
 from fesnet.realtime.push import PushSource
+from fesnet.realtime.sinks import JsonlSink, ListSink, read_events
 from fesnet.realtime.sources import FileSource
 from fesnet.realtime.stats import StageStats
 

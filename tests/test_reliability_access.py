@@ -26,7 +26,7 @@ pytest.importorskip("aiohttp")
 from test_webrtc_server import a_valid_offer, make_hub, start_server
 
 from fesnet.realtime.cli import main
-from fesnet.realtime.viewers.fakecam import SAMPLE_CLIP
+from fesnet.realtime.sample_clip import SAMPLE_CLIP
 from fesnet.realtime.viewers.rtc import RtcPeer
 
 pytestmark = pytest.mark.usefixtures("loopback_ice")
@@ -74,12 +74,12 @@ def test_any_authorization_bytes_get_401_and_the_scheme_is_case_insensitive(tiny
                 "ff_fe": b"Bearer \xff\xfe", "utf8": "Bearer ünïcødé".encode(),
                 "latin1": b"Bearer \xe9t\xe9", "nul": b"Bearer s3c\x00ret",
                 "bare_ff": b"\xff",
-            }.items():  # fmt: skip
+            }.items():
                 head = (
                     b"POST /offer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
                     b"\r\nAuthorization: " + value + b"\r\nContent-Length: "
                     + str(len(data)).encode() + b"\r\nConnection: close\r\n\r\n"
-                )  # fmt: skip
+                )
                 codes[name] = await raw_status(server.port, head, data)
             for scheme in ("bearer", "BEARER", "bEaReR"):
                 status, _, _ = await request(
@@ -121,7 +121,7 @@ def test_a_page_of_another_site_cannot_offer(tiny_runtime) -> None:
                 "localhost_origin": {"Origin": f"http://localhost:{server.port}",
                                      "Host": f"localhost:{server.port}", **JSON},
                 "no_origin_json": JSON,
-            }.items():  # fmt: skip
+            }.items():
                 pc, body = await offer_body()
                 codes[name] = (await request(f"{url}/offer", body=body, headers=headers))[0]
                 await pc.close()
@@ -174,7 +174,7 @@ def test_tokens_never_reach_the_logs_or_a_referer(
             _, page_headers, _ = await request(
                 f"{url}/?token=s3cret-t0ken", "GET",
                 headers={"Referer": "http://127.0.0.1/?token=s3cret-t0ken"},
-            )  # fmt: skip
+            )
             pc, body = await offer_body()
             await request(f"{url}/offer?token=s3cret-t0ken", body=body, headers=JSON)
             await request(f"{url}/offer?token=wrong-one&x=1", body=body, headers=JSON)
@@ -244,7 +244,7 @@ def test_offers_being_parsed_do_not_make_the_server_full(tiny_runtime) -> None:
         try:
             bad = asyncio.ensure_future(request(
                 f"{url}/offer", body=json.dumps({"sdp": bad_sdp, "type": "offer"}), headers=JSON
-            ))  # fmt: skip
+            ))
             await asyncio.wait_for(gate["entered"].wait(), 20)
             pc, body = await offer_body()
             good = (await request(f"{url}/offer", body=body, headers=JSON))[0]
@@ -399,7 +399,7 @@ def test_remote_camera_without_a_server_or_with_a_bad_url_is_one_line(
 def _spawn(args: list[str]) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "fesnet.realtime.cli", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 def _wait_listening(port: int, proc: subprocess.Popen, timeout_s: float = 240) -> None:
@@ -436,7 +436,7 @@ def test_webrtc_server_start_port_clash_and_stop(signum: int, tiny_ckpt: Path) -
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     args = ["webrtc-server", "--port", str(port), "--checkpoint", str(tiny_ckpt),
-            "--backend", "torch", "--token", "s3cret-t0ken"]  # fmt: skip
+            "--backend", "torch", "--token", "s3cret-t0ken"]
     first = _spawn(args)
     try:
         _wait_listening(port, first)

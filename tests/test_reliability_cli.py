@@ -26,11 +26,12 @@ from test_cli import face_clip
 from fesnet.model import checkpoint
 from fesnet.model.fesnet import FESNet, FESNetConfig
 from fesnet.realtime.cli import main
-from fesnet.realtime.events import JsonlSink, read_events
+from fesnet.realtime.sample_clip import SAMPLE_CLIP
+from fesnet.realtime.sinks import JsonlSink, read_events
 from fesnet.realtime.types import SpotEvent
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "realtime" / "assets" / "sample.mp4"
+SAMPLE = SAMPLE_CLIP
 # The documented exit codes (README "Exit codes"), as a supervisor sees them.
 OK, BAD_INPUT, OUTPUT_FAILED, STDOUT_CLOSED = 0, 2, 3, 141
 
@@ -46,7 +47,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     ckpt = checkpoint.save(d / "tiny.pt", FESNet(FESNetConfig.tiny()))
     busy = d / "busy.json"  # thresholds low enough that intervals open on the sample clip
     busy.write_text(json.dumps({"on_threshold": 0.05, "off_threshold": 0.05,
-                                "max_expression_s": 60.0}))  # fmt: skip
+                                "max_expression_s": 60.0}))
     return {"ckpt": ckpt, "busy": busy, "clip": face_clip(d / "face.mp4")}
 
 
@@ -66,7 +67,7 @@ def spawn(args: list[str], **kw: object) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "fesnet.realtime.cli", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            **kw)  # fmt: skip
+                            **kw)
 
 
 def event(i: int) -> SpotEvent:
@@ -128,7 +129,7 @@ def test_file_size_limit_leaves_only_whole_lines(files: dict[str, Path], tmp_pat
 
     proc = spawn(run_args(files, "--source", str(SAMPLE), "--events", str(events), "--quiet",
                           "--merger-config", str(files["busy"])),
-                 preexec_fn=small_files)  # fmt: skip
+                 preexec_fn=small_files)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == OUTPUT_FAILED, (out, err)
     assert "cannot write events to" in one_line_error(err)
@@ -147,17 +148,17 @@ def test_file_size_limit_leaves_only_whole_lines(files: dict[str, Path], tmp_pat
         ("--video-out", "/proc/x.mp4"), ("--video-out", "{dir}"), ("--video-out", "{dir}/a.xyz"),
         ("--plot", "/proc/x.png"), ("--plot", "{dir}"), ("--plot", "{dir}/a.notanimage"),
     ],
-)  # fmt: skip
+)
 def test_unwritable_outputs_are_refused_before_the_model_loads(
     option: str, target: str, files: dict[str, Path], tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+) -> None:
     """The checkpoint does not exist: an error naming the output proves the output was checked
     first (before: a traceback after the model loaded, or, for --video-out, exit 0 and a path
     printed though nothing was written)."""
     path = target.format(dir=tmp_path)
     rc = main(["run", "--source", str(files["clip"]), "--checkpoint", str(tmp_path / "none.pt"),
-               option, path])  # fmt: skip
+               option, path])
     err = capsys.readouterr().err
     assert rc == BAD_INPUT
     line = one_line_error(err)
@@ -175,7 +176,7 @@ def test_a_plot_that_fails_after_the_run_keeps_the_table(
     truth = tmp_path / "truth.json"
     truth.write_text(json.dumps({"intervals": [{"onset": 5, "offset": 20, "label": 2}]}))
     rc = main(run_args(files, "--source", str(files["clip"]), "--plot", str(tmp_path / "t.png"),
-                       "--truth", str(truth), "--quiet"))  # fmt: skip
+                       "--truth", str(truth), "--quiet"))
     out, err = capsys.readouterr()
     assert rc == OUTPUT_FAILED
     assert "cannot write the plot" in one_line_error(err)
@@ -209,7 +210,7 @@ def test_inputs_that_cannot_be_spotted_say_why(
         "noface": (_video(tmp_path / "blank.mkv", (160, 120), 30, 30, None), 0, "no face"),
         "short": (_video(tmp_path / "short.mkv", face.shape[1::-1], 6, 30, face), 0,
                   "nothing was scored"),
-    }  # fmt: skip
+    }
     cv2.imwrite(str(tmp_path / "face.png"), face)
     for name, (path, code, why) in cases.items():
         rc = main(run_args(files, "--source", str(path), "--quiet"))
@@ -244,7 +245,7 @@ def test_a_low_frame_rate_is_warned_about(
         ["serve", "--max-upload-mb", "0"], ["remote-camera", "x.mp4", "--duration", "-5"],
         ["run", "--peer-k", "0"], ["run", "--peer-k", "nan"], ["serve", "--peer-k", "-3"],
     ],
-)  # fmt: skip
+)
 def test_option_values_out_of_range_are_refused(
     argv: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -339,10 +340,10 @@ def test_a_closed_stdout_stops_the_run_quietly(files: dict[str, Path], tmp_path:
     closed in the JSONL), no traceback, exit code 141."""
     events = tmp_path / "ev.jsonl"
     proc = spawn(run_args(files, "--source", str(SAMPLE), "--events", str(events),
-                          "--merger-config", str(files["busy"]), "--pace", "live"))  # fmt: skip
+                          "--merger-config", str(files["busy"]), "--pace", "live"))
     assert proc.stdout is not None
     _wait_for(lambda: events.exists() and '"state":"onset"' in events.read_text(), proc,
-              "an onset")  # fmt: skip
+              "an onset")
     proc.stdout.close()  # the pipe's reader exits
     err = proc.stderr.read() if proc.stderr else ""
     proc.wait(timeout=120)

@@ -35,7 +35,7 @@ from fesnet.realtime.cluster.config import ClusterConfig, ClusterError
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
                                reason="cluster tests need the [cluster] extra (ray[serve])")
 RAY_NOISE = ("Token authentication is enabled", "INFO", "SIGTERM handler is not set",
-             "LongPollClient connection failed", "Passing the following kwargs")  # fmt: skip
+             "LongPollClient connection failed", "Passing the following kwargs")
 
 
 def error_lines(err: str) -> list[str]:
@@ -61,23 +61,23 @@ def test_what_a_cluster_cannot_place_is_named() -> None:
 def test_replicas_that_do_not_start_are_reported_once_with_serves_reason() -> None:
     """The wait for the model tier on a simulated clock: a report after 30 s with Serve's
     reason, once; the wait ends when the application runs; a failed deployment raises."""
-    from fesnet.realtime.cluster.runtime import await_model_tier
+    from fesnet.realtime.cluster.placement import await_model_tier
 
     now = [0.0]
     states = iter([("DEPLOYING", "0 of 2 replica(s) running; waiting for resources")] * 200
-                  + [("RUNNING", "2 of 2 replica(s) running")])  # fmt: skip
+                  + [("RUNNING", "2 of 2 replica(s) running")])
     reports: list[tuple[float, str]] = []
 
     def sleep(s: float) -> None:
         now[0] += s
 
     await_model_tier(lambda: next(states), lambda m: reports.append((now[0], m)),
-                     clock=lambda: now[0], sleep=sleep)  # fmt: skip
+                     clock=lambda: now[0], sleep=sleep)
     assert len(reports) == 1 and reports[0][0] == pytest.approx(30.0, abs=0.5)
     assert "not running after 30 s" in reports[0][1] and "waiting for resources" in reports[0][1]
     with pytest.raises(ClusterError, match="replica constructor raised"):
         await_model_tier(lambda: ("DEPLOY_FAILED", "the replica constructor raised"),
-                         reports.append, clock=lambda: now[0], sleep=sleep)  # fmt: skip
+                         reports.append, clock=lambda: now[0], sleep=sleep)
 
 
 # -- items 5, 9, 10: values refused at once, before Ray is imported --------------------------------
@@ -93,7 +93,7 @@ OPTION_VALUES = [
     (["cluster", "--client-port", "70000"], "out of range"),
     (["cluster", "--client-port", "-5"], "out of range"),
     (["cluster", "--workers", "-1"], "out of range"),
-]  # fmt: skip
+]
 
 
 def test_cluster_option_values_are_refused_at_once() -> None:
@@ -157,7 +157,7 @@ def test_ctrl_c_while_waiting_for_a_cluster_that_does_not_answer() -> None:
 
     threading.Thread(target=accept, daemon=True).start()
     p = run_cli(["--source", str(SAMPLE), "--cluster",
-                 f"ray://127.0.0.1:{server.getsockname()[1]}"])  # fmt: skip
+                 f"ray://127.0.0.1:{server.getsockname()[1]}"])
     try:
         assert accepted.wait(120), "the run never connected"
         p.send_signal(signal.SIGINT)
@@ -226,7 +226,7 @@ sys.stdin.readline()
 def test_more_replicas_than_the_cluster_has_are_refused(cluster: ClusterProcess) -> None:
     """Before: ``--replicas 1000`` waited forever without a word."""
     code, _out, err = finish(run_cli(["--source", str(SAMPLE), "--cluster", cluster.address,
-                                      "--replicas", "1000"]), 120)  # fmt: skip
+                                      "--replicas", "1000"]), 120)
     assert code == 2, err[-2000:]
     (line,) = error_lines(err)
     assert "1000 model replica(s) and 1 stream(s) cannot be placed" in line and "CPU" in line
@@ -245,7 +245,7 @@ def test_replicas_that_cannot_start_are_reported_and_ctrl_c_ends_the_wait(
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLD, cluster.address, "2"], stdin=subprocess.PIPE,
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
-    )  # fmt: skip
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         p = run_cli(["--source", str(SAMPLE), "--cluster", cluster.address])

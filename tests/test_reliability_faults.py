@@ -28,16 +28,17 @@ from fesnet.model.backends import TorchBackend
 from fesnet.model.fesnet import FESNet, FESNetConfig
 from fesnet.model.merger import MergerConfig
 from fesnet.realtime.engine import Engine
-from fesnet.realtime.events import JsonlSink, ListSink, read_events
 from fesnet.realtime.pipeline import PipelineError
 from fesnet.realtime.push import PushSource
+from fesnet.realtime.sample_clip import SAMPLE_CLIP
 from fesnet.realtime.session import StreamRun
+from fesnet.realtime.sinks import JsonlSink, ListSink, read_events
 from fesnet.realtime.sources import EVERY_FRAME, Source
 from fesnet.realtime.stats import StageStats
 from fesnet.realtime.tracking import FaceTracker, TrackerConfig
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "realtime" / "assets" / "sample.mp4"
+SAMPLE = SAMPLE_CLIP
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +141,7 @@ def test_a_raising_sink_does_not_stop_the_stream_or_starve_the_others(
     out = tmp_path / "ev.jsonl"
     jsonl, sink = JsonlSink(out), ListSink()
     pipe = make_pipeline(MarkedFrames(150), backend, BUSY, 8, [viewer_gone, sink, jsonl],
-                         aligner=MarkedAligner())  # fmt: skip
+                         aligner=MarkedAligner())
     pipe.run()
     jsonl.close()
     s = pipe.summary()
@@ -159,7 +160,7 @@ def test_slow_engine_drops_stale_frames_instead_of_growing_latency(backend: Torc
     sink = ListSink()
     timings = StageStats()
     pipe = make_pipeline(src, SlowBackend(backend, 0.08), BUSY, 4, [sink],
-                         aligner=MarkedAligner(), stats=timings)  # fmt: skip
+                         aligner=MarkedAligner(), stats=timings)
     pipe.start()
     assert pipe.wait_ready(10)
     n, t0 = 300, time.monotonic()
@@ -192,7 +193,7 @@ def cli_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     ckpt = checkpoint.save(d / "tiny.pt", FESNet(FESNetConfig.tiny()))
     merger = d / "busy.json"
     merger.write_text(json.dumps({"on_threshold": 0.05, "off_threshold": 0.05,
-                                  "max_expression_s": 60.0}))  # fmt: skip
+                                  "max_expression_s": 60.0}))
     return {"ckpt": ckpt, "merger": merger}
 
 
@@ -201,7 +202,7 @@ def _spawn(cli_files: dict[str, Path], events: Path) -> subprocess.Popen:
         sys.executable, "-m", "fesnet.realtime.cli", "run", "--source", str(SAMPLE),
         "--pace", "live", "--events", str(events), "--checkpoint", str(cli_files["ckpt"]),
         "--backend", "torch", "--merger-config", str(cli_files["merger"]), "--quiet",
-    ]  # fmt: skip
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
@@ -278,9 +279,9 @@ def test_engine_shared_by_streams_survives_one_stream_failing(backend: TorchBack
     engine = Engine(backend, 32)
     good_sink = ListSink()
     bad = make_pipeline(MarkedFrames(300, "bad"), engine, BUSY, 8, [],
-                        aligner=CrashingAligner(40))  # fmt: skip
+                        aligner=CrashingAligner(40))
     good = make_pipeline(MarkedFrames(150, "good"), engine, BUSY, 8, [good_sink],
-                         aligner=MarkedAligner())  # fmt: skip
+                         aligner=MarkedAligner())
     bad.start()
     good.start()
     assert isinstance(_join_or_error(bad), PipelineError)
@@ -339,7 +340,7 @@ def test_alignment_runs_on_its_own_thread_beside_the_encoder(backend: TorchBacke
     rec = _Overlap()
     threaded = ListSink()
     pipe = make_pipeline(MarkedFrames(120), OverlapBackend(backend, rec), BUSY, 8, [threaded],
-                         aligner=OverlapAligner(rec))  # fmt: skip
+                         aligner=OverlapAligner(rec))
     pipe.run()
     assert rec.align_threads == {"align-0"}
     assert "spot-0" in rec.encode_threads and "align-0" not in rec.encode_threads

@@ -27,13 +27,14 @@ pytest.importorskip("aiohttp")
 
 import psutil
 
+from fesnet.realtime.sample_clip import SAMPLE_CLIP
 from fesnet.realtime.viewers.access import is_loopback, resolve_token
 from fesnet.realtime.viewers.hub import HubConfig, SpotHub
 from fesnet.realtime.viewers.remote_client import RemoteCamera, SourceTrack
 from fesnet.realtime.viewers.webrtc_server import ServerConfig, WebRtcServer
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "realtime" / "assets" / "sample.mp4"
+SAMPLE = SAMPLE_CLIP
 MAX_SDP = 16 * 1024
 FUZZ_SEED = 20261124
 # never a 5xx crash, never a dropped connection; 415 for a body not sent as JSON
@@ -112,7 +113,7 @@ def _mutate_sdp(sdp: str, rng: random.Random) -> tuple[str, str]:
         "extreme_number", "line_endings", "repeat_media", "long_attribute", "bad_fingerprint",
         "drop_ice", "bad_proto", "bad_rtpmap", "nul_and_unicode", "shuffle", "bad_direction",
         "many_candidates", "bad_candidate", "empty_values", "bad_version",
-    ])  # fmt: skip
+    ])
     i = rng.randrange(len(lines))
     if kind == "delete_line":
         for _ in range(rng.randint(1, 4)):
@@ -146,7 +147,7 @@ def _mutate_sdp(sdp: str, rng: random.Random) -> tuple[str, str]:
             "a=fingerprint:" + rng.choice(["sha-999 00:11", "sha-256 zz", "", "sha-256"])
             if ln.startswith("a=fingerprint") else ln
             for ln in lines
-        ]  # fmt: skip
+        ]
     elif kind == "drop_ice":
         lines = [ln for ln in lines if not ln.startswith(("a=ice-ufrag", "a=ice-pwd"))]
     elif kind == "bad_proto":
@@ -159,7 +160,7 @@ def _mutate_sdp(sdp: str, rng: random.Random) -> tuple[str, str]:
             ln.split(" ")[0] + " " + rng.choice(["VP8/-1", "", "H264", "x/y/z/w", "VP8/90000/9"])
             if ln.startswith("a=rtpmap") else ln
             for ln in lines
-        ]  # fmt: skip
+        ]
     elif kind == "nul_and_unicode":
         lines[i] = lines[i] + rng.choice(["\x00", "\ufeff", "\u202e", "é", "\U0001f600", "\x7f"])
     elif kind == "shuffle":
@@ -169,7 +170,7 @@ def _mutate_sdp(sdp: str, rng: random.Random) -> tuple[str, str]:
             "a=" + rng.choice(["inactive", "sendonly", "recvonly", "bogus"])
             if ln in ("a=sendrecv", "a=sendonly") else ln
             for ln in lines
-        ]  # fmt: skip
+        ]
     elif kind == "many_candidates":
         cand = "a=candidate:1 1 udp 2130706431 127.0.0.1 {} typ host"
         lines[i:i] = [cand.format(rng.randrange(1, 65535)) for _ in range(rng.randint(10, 200))]
@@ -338,7 +339,7 @@ def test_offer_fuzz_while_a_real_peer_streams(tiny_runtime: Any) -> None:
             return {
                 "statuses": statuses + warm, "rss": rss, "alive": alive,
                 "stats_during": stats_during, "last": last, "ended": cam._server_done.is_set(),
-            }  # fmt: skip
+            }
         finally:
             await runner.cleanup()
 
@@ -370,7 +371,7 @@ def test_token_fuzz_only_the_exact_token_opens(tiny_runtime: Any) -> None:
         "", " ", token[:-1], token + "x", token.upper(), token.lower(), token[::-1],
         "x" * 8000, token[:8], "Bearer" + token, token + "\x00", "é" + token,
         *("".join(rng.choice(token) for _ in range(len(token))) for _ in range(40)),
-    ]  # fmt: skip
+    ]
 
     async def main() -> tuple[Counter, Counter, int]:
         import aiohttp
@@ -416,7 +417,7 @@ def garbage_messages(n: int, seed: int = FUZZ_SEED) -> list[str | bytes]:
         "", "null", "[]", "{}", "1e999", '{"type": null}', '{"type": ["end"]}', '{"type": "END"}',
         '{"type": "stats"}', '{"type": 1}', "[" * 3000 + "]" * 3000, "x" * 60_000,
         b"\x00" * 1000, b"\xff\xfe", '{"type": "end"', "\ud7ff\ue000",
-    ]  # fmt: skip
+    ]
     out = list(fixed)
     while len(out) < n:
         if rng.random() < 0.5:
@@ -448,7 +449,7 @@ def test_garbage_on_the_data_channel_is_ignored(tiny_runtime: Any) -> None:
             ended = cam._server_done.is_set()
             await cam.close()
             return {"before": before, "n_stats": len(cam.result.stats), "after": after,
-                    "alive": alive, "ended": ended}  # fmt: skip
+                    "alive": alive, "ended": ended}
         finally:
             await runner.cleanup()
 

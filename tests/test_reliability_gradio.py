@@ -163,7 +163,7 @@ def test_the_export_is_written_by_the_runs_jsonl_writer(tiny_runtime, short_clip
     """The downloadable event log has the lines a run's ``--events`` file has, written by the
     same writer: whole lines of valid JSON. An event JSON cannot carry (a NaN score) is refused,
     never written as ``NaN`` (which no JSON reader accepts)."""
-    from fesnet.realtime.events import event_to_json
+    from fesnet.realtime.sinks import event_to_json
     from fesnet.realtime.types import SpotEvent
 
     tab = Req("exporter")
@@ -175,12 +175,13 @@ def test_the_export_is_written_by_the_runs_jsonl_writer(tiny_runtime, short_clip
     assert lines and all(json.loads(line) for line in lines)
     broken = SpotEvent(type="expression", stream=live.id, t_s=1.0, state="onset", label="ME",
                        onset_s=1.0, apex_s=1.0, onset_frame=30, apex_frame=30,
-                       score=float("nan"), event_id=99)  # fmt: skip
+                       score=float("nan"), event_id=99)
     live._on_event(broken)  # as the stream delivers its events
     with pytest.raises(ValueError):
         viewer.export(tab)
     assert "NaN" not in path.read_text(encoding="utf-8")
-    assert lines == [event_to_json(e) for e in kept]  # the lines a run writes, and SpotEvents
+    run = json.loads(lines[0])["run"]  # the export's own run id, on every line
+    assert lines == [event_to_json(e, run) for e in kept]  # the lines a run writes
     viewer.close()
 
 
@@ -219,7 +220,7 @@ def test_a_page_of_another_site_cannot_drive_the_app(app: str) -> None:
     """A cross-site POST to the server-function route (the camera's ``offer``), the queue, and
     a rebound Host name. Before: Gradio ran them."""
     body = json.dumps({"data": [{}], "component_id": 1, "session_hash": "x",
-                       "fn_name": "offer"}).encode()  # fmt: skip
+                       "fn_name": "offer"}).encode()
     route = f"{app}/gradio_api/component_server"
     foreign = {"Origin": "https://evil.example", "Content-Type": "text/plain"}
     assert _http(route, body, foreign) == 403
@@ -285,7 +286,7 @@ def served(tiny_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
             "proxy": list(proxy.requests), "direct": netguard.attempts(log),
             "left": sorted(p.name for p in tmpdir.iterdir()), "rc": proc.returncode,
             "out": out, "err": err, "rc2": second.returncode, "err2": err2, "port": port,
-        }  # fmt: skip
+        }
 
 
 @pytest.mark.slow

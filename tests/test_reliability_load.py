@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,11 +29,12 @@ pytest.importorskip("aiohttp")
 
 import psutil
 
+from fesnet.realtime.sample_clip import SAMPLE_CLIP
 from fesnet.realtime.viewers.hub import HubConfig, SpotHub
 from fesnet.realtime.viewers.remote_client import RemoteCamera, SourceTrack
 from fesnet.realtime.viewers.webrtc_server import ServerConfig, WebRtcServer
 
-SAMPLE = Path(__file__).resolve().parents[1] / "realtime" / "assets" / "sample.mp4"
+SAMPLE = SAMPLE_CLIP
 LEVELS = (1, 2, 4)
 LEVEL_S = 5.0
 
@@ -113,7 +113,7 @@ def test_cameras_until_the_cpu_saturates_degrade_by_dropping(tiny_runtime: Any) 
                         1 for c in cams for ev in c.result.events
                         if str(ev.get("message", "")).startswith("falling behind")
                     ),
-                })  # fmt: skip
+                })
             return rows
         finally:
             await asyncio.gather(*(c.run(duration_s=0.1) for c in cams), return_exceptions=True)

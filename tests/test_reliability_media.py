@@ -40,17 +40,18 @@ from fesnet.model.backends import TorchBackend
 from fesnet.model.fesnet import FESNet, FESNetConfig
 from fesnet.model.merger import MergerConfig
 from fesnet.realtime.engine import Engine
-from fesnet.realtime.events import ListSink
 from fesnet.realtime.observers import Observer
 from fesnet.realtime.pipeline import PipelineError
 from fesnet.realtime.push import PushSource
+from fesnet.realtime.sample_clip import SAMPLE_CLIP
 from fesnet.realtime.session import StreamRun
+from fesnet.realtime.sinks import ListSink
 from fesnet.realtime.sources import FileSource, SourceError, SourceLost, _CaptureSource
 from fesnet.realtime.spotter import Spotter
 from fesnet.realtime.types import Frame, SpotEvent
 
 FACES = Path(__file__).resolve().parents[1] / "model" / "data" / "faces"
-SAMPLE = Path(__file__).resolve().parents[1] / "realtime" / "assets" / "sample.mp4"
+SAMPLE = SAMPLE_CLIP
 # Thresholds an untrained network always exceeds: every face segment opens an interval.
 BUSY = MergerConfig(on_threshold=0.05, off_threshold=0.05, max_expression_s=60.0)
 
@@ -323,7 +324,7 @@ def _run_fake_pipeline(
 ) -> tuple[StreamRun, Any]:
     sink = ListSink()
     pipe = make_pipeline(source, engine, BUSY, 8, [sink], aligner=MarkedAligner(),
-                         observers=[observer] if observer else [])  # fmt: skip
+                         observers=[observer] if observer else [])
     pipe.start()
     deadline = time.monotonic() + timeout
     err = None
@@ -412,7 +413,7 @@ def test_malformed_pushed_frames_are_rejected_at_the_producer(engine: Engine) ->
         np.zeros((24, 32), np.uint8), np.zeros((24, 32, 4), np.uint8),
         np.zeros((1, 1, 3), np.uint8), np.zeros((24, 32, 3), np.float32),
         np.zeros((0, 32, 3), np.uint8), "not an image", None,
-    ]  # fmt: skip
+    ]
     for i in range(60):
         if i % 10 == 5:
             with pytest.raises(ValueError):

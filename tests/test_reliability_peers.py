@@ -111,7 +111,7 @@ def test_a_peer_that_vanishes_without_closing_is_dropped(tiny_runtime: Any) -> N
         client = await asyncio.create_subprocess_exec(
             sys.executable, "-c", VANISHING_CLIENT, url, str(SAMPLE),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-        )  # fmt: skip
+        )
         try:
             line = await asyncio.wait_for(client.stdout.readline(), 60)
             assert line.strip() == b"connected"
@@ -132,7 +132,7 @@ def test_a_peer_that_vanishes_without_closing_is_dropped(tiny_runtime: Any) -> N
                 "sessions": len(hub.sessions()),
                 "stayer_ok": stayer.pc.connectionState == "connected"
                 and len(stayer.result.stats) > stats_before,
-            }  # fmt: skip
+            }
             await stayer.run(duration_s=0.1)
             return r
         finally:

@@ -118,5 +118,5 @@ def test_the_first_session_of_a_process_is_freed() -> None:
     import sys
 
     out = subprocess.run([sys.executable, "-c", FIRST_ALIGNER], capture_output=True, text=True,
-                         check=True, timeout=600).stdout  # fmt: skip
+                         check=True, timeout=600).stdout
     assert out.split() == ["freed"], out

@@ -6,6 +6,7 @@ faults are in test_cluster.py)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -25,7 +26,7 @@ from test_reliability_cli import (
 from test_reliability_media import assert_paired
 
 from fesnet.realtime.cli import main
-from fesnet.realtime.events import read_events
+from fesnet.realtime.sinks import read_events
 from fesnet.realtime.types import SpotEvent
 
 
@@ -75,13 +76,43 @@ def test_several_streams_stopped_by_a_signal_say_so_and_close_their_intervals(
     threading.Thread(target=signal_once_both_opened, daemon=True).start()
     rc = main(run_args(files, "--source", str(SAMPLE), "--source", str(SAMPLE), "--events",
                        str(events), "--merger-config", str(files["busy"]), "--pace", "live",
-                       "--quiet"))  # fmt: skip
+                       "--quiet"))
     out, err = capsys.readouterr()
     assert rc == stopped_by(signum), (out, err)
     assert "Traceback" not in err
     assert out.count("(stopped early: open intervals interrupted)") == 2
-    written = [SpotEvent(**d) for d in read_events(events)]
+    written = [SpotEvent(**{k: v for k, v in d.items() if k != "run"})
+               for d in read_events(events)]  # fmt: skip
     for stream in ("s0", "s1"):
         mine = [e for e in written if e.stream == stream]
         assert any(e.state == "interrupted" for e in mine)
         assert_paired(mine)
+
+
+def test_two_runs_appending_to_one_events_file_tell_their_lines_apart(
+    files: dict[str, Path],  # noqa: F811
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Two runs of one source append to one ``--events`` file: every line names its run, the
+    runs' ids differ and each summary says its own, and (run, stream, event_id) pairs every
+    onset with its end (before: both wrote stream "0" with the same event ids, nothing told
+    their lines apart and neither said so)."""
+    events = tmp_path / "ev.jsonl"
+    args = run_args(files, "--source", str(files["clip"]), "--events", str(events),
+                    "--merger-config", str(files["busy"]), "--quiet")  # fmt: skip
+    summaries = []
+    for _ in range(2):
+        assert main(args) == 0
+        summaries.append(capsys.readouterr().out)
+    lines = read_events(events)
+    runs = list(dict.fromkeys(line["run"] for line in lines))
+    assert len(runs) == 2
+    for run, summary in zip(runs, summaries, strict=True):
+        assert f"written, run {run})" in summary
+    assert sum(a["run"] != b["run"] for a, b in itertools.pairwise(lines)) == 1  # appended
+    onsets = [(e["run"], e["stream"], e["event_id"]) for e in lines if e.get("state") == "onset"]
+    ends = [(e["run"], e["stream"], e["event_id"]) for e in lines
+            if e["type"] == "expression" and e["state"] != "onset"]  # fmt: skip
+    assert {run for run, _, _ in onsets} == set(runs)  # each run opened an interval
+    assert len(set(onsets)) == len(onsets) and sorted(onsets) == sorted(ends)

@@ -40,13 +40,13 @@ def test_a_token_counts_only_under_its_literal_name_and_never_reaches_the_log(
             for name, query in {
                 "encoded_t": "%74oken=s3cret-t0ken", "encoded_all": "%74%6F%6b%65%6e=s3cret-t0ken",
                 "encoded_eq": "token%3Ds3cret-t0ken", "literal": "token=s3cret-t0ken",
-            }.items():  # fmt: skip
+            }.items():
                 pc, body = await offer_body()
                 data = body.encode()
                 # Sent as bytes: an HTTP client would normalise "%74" to "t" before sending.
                 head = (f"POST /offer?{query} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
                         f"application/json\r\nContent-Length: {len(data)}\r\nConnection: "
-                        "close\r\n\r\n").encode()  # fmt: skip
+                        "close\r\n\r\n").encode()
                 codes[name] = await raw_status(server.port, head, data)
                 await pc.close()
                 await server.close_peers()
@@ -67,7 +67,7 @@ def test_query_tokens_are_read_and_redacted_by_one_rule() -> None:
     for raw in ("%74oken=abc", "TOKEN=abc", "tok%65n=abc", "token", "xtoken=abc"):
         assert access.query_token(raw) is None, raw
     for line in ("POST /offer?%74oken=abc HTTP/1.1", "GET /?x=1&%54%4F%4B%45%4E=abc",
-                 "GET /?token%3dabc", "Referer: http://h/?Token=abc#x"):  # fmt: skip
+                 "GET /?token%3dabc", "Referer: http://h/?Token=abc#x"):
         assert "abc" not in access.redact(line), line
 
 
@@ -86,7 +86,7 @@ def test_a_header_the_parser_refuses_is_one_log_line(
             bad = await raw_status(server.port, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                                    b"Authorization: Bearer s3c\x00ret\r\nConnection: close\r\n\r\n")
             good = await raw_status(server.port, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                                    b"Connection: close\r\n\r\n")  # fmt: skip
+                                    b"Connection: close\r\n\r\n")
             return bad, good
         finally:
             await runner.cleanup()
@@ -118,7 +118,7 @@ def test_a_loopback_server_offers_only_loopback_candidates(
 
     async def main_() -> set[str]:
         server, runner, url = await start_server(hub, host=bind,
-                                                 ice_all_interfaces=all_interfaces)  # fmt: skip
+                                                 ice_all_interfaces=all_interfaces)
         try:
             pc, body = await offer_body()
             status, _, answer = await request(f"{url}/offer", body=body, headers=JSON)

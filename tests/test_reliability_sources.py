@@ -49,7 +49,7 @@ def spawn(args: list[str], **kw: object) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "fesnet.realtime.cli", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            **kw)  # fmt: skip
+                            **kw)
 
 
 def finish(proc: subprocess.Popen, timeout_s: float) -> tuple[int, str, str]:
@@ -99,11 +99,11 @@ def test_a_sources_file_that_is_a_device_or_a_fifo_is_refused_at_once(
         ("cam.mp4\n\0\n", "not a text file"),
         (b"cam\xff.mp4\n", "not UTF-8 text"),
     ],
-)  # fmt: skip
+)
 def test_a_sources_file_that_names_nothing_usable_is_refused(
     content: str | bytes, why: str, files: dict[str, Path], tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+) -> None:
     """The checkpoint does not exist: a line about the sources file proves it was refused before
     anything else (before: a comments-only file ran the bundled sample clip, exit 0)."""
     path = tmp_path / "cameras.txt"
@@ -205,7 +205,7 @@ class OneShotMjpegCamera:
         with conn:
             conn.recv(65536)
             conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: multipart/x-mixed-replace; "
-                         b"boundary=frame\r\n\r\n")  # fmt: skip
+                         b"boundary=frame\r\n\r\n")
             part = b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
             for _ in range(self.frames):
                 conn.sendall(part % len(self.jpeg) + self.jpeg + b"\r\n")
@@ -224,7 +224,7 @@ def test_a_live_source_that_gives_up_after_its_reconnects_exits_1(
     camera = OneShotMjpegCamera()
     events = files["dir"] / "live.jsonl"
     code, out, err = finish(spawn(run_args(files, "--source", camera.url,
-                                           "--events", str(events))), 240)  # fmt: skip
+                                           "--events", str(events))), 240)
     assert camera.sent > 0
     assert code == FAILED, (out[-1500:], err[-1500:])
     line = [ln for ln in err.splitlines() if ln.startswith("fesnet-spot: error: ")]

@@ -21,7 +21,7 @@ def _fill(ring: FeatureRing, n: int) -> None:
             "x_prime": np.full((2, 3), s, np.float32),
             "x_atten": np.full((4,), -s, np.float32),
             "crops": np.full((112, 112, 3), s % 256, np.uint8),
-        })  # fmt: skip
+        })
 
 
 def test_windows_are_views_and_match_across_the_wrap() -> None:
@@ -43,11 +43,11 @@ def test_a_new_per_slot_array_is_one_more_entry() -> None:
     ring = FeatureRing(40, {**ARRAYS, "geom": SlotArray((5,))})
     for s in range(40):
         ring.append({"x_prime": np.zeros((2, 3)), "x_atten": np.zeros(4),
-                     "crops": np.zeros((112, 112, 3)), "geom": np.full(5, s)})  # fmt: skip
+                     "crops": np.zeros((112, 112, 3)), "geom": np.full(5, s)})
     np.testing.assert_array_equal(ring.window(8, 32)["geom"][:, 0], np.arange(8, 40))
     with pytest.raises(KeyError, match="geom"):
         ring.append({"x_prime": np.zeros((2, 3)), "x_atten": np.zeros(4),
-                     "crops": np.zeros((112, 112, 3))})  # fmt: skip
+                     "crops": np.zeros((112, 112, 3))})
 
 
 def test_out_of_range_windows_are_refused_and_reset_restarts() -> None:

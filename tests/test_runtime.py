@@ -42,7 +42,7 @@ class Stricter:
 
     def apply(self, base: MergerConfig) -> MergerConfig:
         return replace(base, on_threshold=base.on_threshold + 0.1,
-                       off_threshold=base.off_threshold + 0.1)  # fmt: skip
+                       off_threshold=base.off_threshold + 0.1)
 
 
 def test_the_checkpoint_gives_merger_stride_and_window_length(tiny_ckpt: Path) -> None:
@@ -116,7 +116,7 @@ def test_every_command_line_spells_the_config_the_same_way(tiny_ckpt: Path) -> N
     parser = argparse.ArgumentParser()
     add_runtime_arguments(parser)
     args = parser.parse_args(["--checkpoint", str(tiny_ckpt), "--backend", "torch",
-                              "--stride", "2"])  # fmt: skip
+                              "--stride", "2"])
     assert runtime_config(args) == RuntimeConfig(tiny_ckpt, "torch", 1, None, 2)
     assert parser.parse_args([]).backend == AUTO
 
@@ -148,7 +148,7 @@ def test_a_placed_model_follows_the_same_rules_before_anything_is_placed(tiny_ck
     here = load_runtime(RuntimeConfig(tiny_ckpt, "torch"), Stricter())
     assert len(placement.asked) == 1
     assert (placed.stride_frames, placed.merger, placed.base_merger, placed.window_frames) == (
-        here.stride_frames, here.merger, here.base_merger, here.window_frames)  # fmt: skip
+        here.stride_frames, here.merger, here.base_merger, here.window_frames)
 
 
 def test_the_cluster_command_line_refuses_a_stride_longer_than_a_window(
@@ -159,6 +159,6 @@ def test_the_cluster_command_line_refuses_a_stride_longer_than_a_window(
     from fesnet.realtime.cli import main
 
     rc = main(["run", "--cluster", "auto", "--stride", "40", "--checkpoint", str(tiny_ckpt),
-               "--backend", "torch", "--source", str(tmp_path / "any.mp4")])  # fmt: skip
+               "--backend", "torch", "--source", str(tmp_path / "any.mp4")])
     err = capsys.readouterr().err
     assert rc == 2 and "longer than a window" in err and "Traceback" not in err

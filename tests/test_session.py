@@ -11,8 +11,8 @@ import pytest
 from calibration_helpers import FrameIsCropAligner, LevelBackend, make_clip, write_video
 
 from fesnet.model.merger import MergerConfig
-from fesnet.realtime.events import ListSink
 from fesnet.realtime.session import StreamModel, open_stream, run_streams
+from fesnet.realtime.sinks import ListSink
 from fesnet.realtime.sources import FileSource
 from fesnet.realtime.tracking import FaceTracker
 
@@ -34,7 +34,7 @@ def constructions(path: Path) -> set[str]:
 
 def test_only_the_session_module_puts_a_stream_together() -> None:
     files = [p for folder in ("model", "realtime", "calibration", "scripts", "tests")
-             for p in (REPO / folder).rglob("*.py")]  # fmt: skip
+             for p in (REPO / folder).rglob("*.py")]
     assert len(files) > 100
     where = {
         (name, p.relative_to(REPO).as_posix()) for p in files for name in constructions(p)
@@ -45,7 +45,7 @@ def test_only_the_session_module_puts_a_stream_together() -> None:
 def test_the_checker_sees_a_construction(tmp_path: Path) -> None:
     src = tmp_path / "x.py"
     src.write_text("from fesnet.realtime import spotter\ns = spotter.Spotter(e, m, 8)\n"
-                   "p = Pipeline(src, s)\nSpotterConfig()\n")  # fmt: skip
+                   "p = Pipeline(src, s)\nSpotterConfig()\n")
     assert constructions(src) == {"Spotter", "Pipeline"}
 
 
@@ -64,7 +64,7 @@ def test_streams_opened_together_run_to_their_ends(tmp_path: Path) -> None:
     model = StreamModel.over(LevelBackend(), MergerConfig(on_threshold=0.5, off_threshold=0.3), 8)
     sink = ListSink()
     runs = [open_stream(model, FileSource(video, stream=f"s{i}"), [sink],
-                        tracker=FaceTracker(FrameIsCropAligner())) for i in range(2)]  # fmt: skip
+                        tracker=FaceTracker(FrameIsCropAligner())) for i in range(2)]
     assert run_streams(runs) == [None, None]
     for run in runs:
         summary = run.summary()

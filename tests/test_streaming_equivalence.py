@@ -21,8 +21,8 @@ from fesnet.model.fesnet import FESNet, FESNetConfig
 from fesnet.model.inference import predict_windows, spot_video
 from fesnet.model.merger import MergerConfig
 from fesnet.realtime.engine import Engine
-from fesnet.realtime.events import ListSink
 from fesnet.realtime.observers import ScoreLog
+from fesnet.realtime.sinks import ListSink
 from fesnet.realtime.sources import FileSource
 from fesnet.realtime.types import Frame
 

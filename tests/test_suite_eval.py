@@ -49,7 +49,7 @@ def test_every_registered_method_is_loaded_for_an_evaluation() -> None:
     assert [m.name for m in methods_for(p)] == list(METHODS)
     assert [m.name for m in methods_for(_eval_parser_args(["--backend", "torch",
                                                           "--method", "landmarks"]))] == [
-        "landmarks"]  # fmt: skip
+        "landmarks"]
 
 
 def _eval_parser_args(argv: list[str]):
@@ -69,7 +69,7 @@ def test_scoring_loads_no_generator_module() -> None:
         "print(bad)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, timeout=300)  # fmt: skip
+                         check=True, timeout=300)
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
 
 
@@ -135,7 +135,7 @@ def test_a_clip_without_any_face_counts_every_label_as_missed() -> None:
     labels = np.zeros(300, np.int64)
     labels[50:70], labels[100:200] = 1, 2
     scores = score_independent([method], [seen, None], {"all": [0, 1], "faceless": [1]},
-                               faceless={1: ("gone", labels)})  # fmt: skip
+                               faceless={1: ("gone", labels)})
     s = scores["landmarks"]
     lost = s["groups"]["faceless"].counts
     assert (lost["ME"].tp, lost["ME"].fp, lost["ME"].fn) == (0, 0, 1)
@@ -143,3 +143,47 @@ def test_a_clip_without_any_face_counts_every_label_as_missed() -> None:
     assert list(s["videos"]) == ["toy0", "gone"]
     total = s["groups"]["all"].counts["overall"]
     assert total.fn == s["videos"]["toy0"].counts["overall"].fn + 2
+
+
+def test_every_table_groups_the_suite_by_stratum_talking_fps_and_size() -> None:
+    """The groups of the v2 suite's 20 clips: each stratum, talking and calm, the clear clips
+    that talk (all subtle clips talk and all calm ones are clear, so "subtle, talking" and
+    "clear, calm" would repeat "subtle" and "calm"), each FPS and frame size; every method's
+    table has a row for each, and a group's counts are the sums over its clips."""
+    from toy_videos import toy_video, with_landmarks
+
+    from fesnet.model.methods import Method
+    from fesnet.model.peer import LandmarkPeer, PeerConfig
+    from fesnet.model.suite.clips import RenderedClip, suite_clips
+    from fesnet.model.suite_eval import independent_tables, score_independent, suite_groups
+
+    specs = suite_clips()
+    clips = [RenderedClip(s, Path(f"{s.name}.mp4"), [], 10) for s in specs]
+    groups = suite_groups(clips)
+    assert list(groups) == ["all", "subtle", "clear", "talking", "calm", "clear, talking",
+                            "30 FPS", "60 FPS", "480p", "720p"]
+    names = {g: {specs[i].name for i in idx} for g, idx in groups.items()}
+    assert len(names["subtle"]) == 12 and len(names["clear"]) == 8
+    assert names["calm"] == {s.name for s in specs if not s.talking} and len(names["calm"]) == 4
+    assert names["calm"] | names["clear, talking"] == names["clear"]
+    assert names["talking"] == names["subtle"] | names["clear, talking"]
+    assert all(s.fps == 30 for s in specs if s.name in names["30 FPS"])
+    assert names["480p"] | names["720p"] == names["all"]
+
+    base = np.random.default_rng(1).uniform(20, 90, (468, 2))
+    videos = [with_landmarks(toy_video(i, n=300), base, i) for i in range(4)]
+    cfg = PeerConfig(k=3.0)
+    method = Method("landmarks", LandmarkPeer(cfg), cfg.merger_config(), 8)
+    four = [clips[0], clips[1], clips[13], clips[15]]  # subtle x2, clear talking, clear calm
+    four_groups = suite_groups(four)
+    assert [four[i].spec.stratum for i in four_groups["clear"]] == ["clear", "clear"]
+    scores = score_independent([method], videos, four_groups)["landmarks"]
+    for cls in ("ME", "MaE"):
+        per_video = [scores["videos"][v.video_id].counts[cls] for v in videos]
+        for g, idx in four_groups.items():
+            c = scores["groups"][g].counts[cls]
+            assert (c.tp, c.fp, c.fn) == tuple(sum(getattr(per_video[i], k) for i in idx)
+                                               for k in ("tp", "fp", "fn"))
+    table = independent_tables({"landmarks": scores})
+    for g in four_groups:
+        assert f"| landmarks | {g} (" in table

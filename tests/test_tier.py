@@ -50,7 +50,7 @@ def streams() -> list:
 def tier_of(net: FESNet, **kw) -> ModelTier:
     opts = {"max_streams": 4, "buckets": (1, 2, 4)} | kw
     return ModelTier(TorchFunctions(net, "cpu"), window_frames=T,
-                     geometry_dims=net.cfg.geometry_dims, **opts)  # fmt: skip
+                     geometry_dims=net.cfg.geometry_dims, **opts)
 
 
 def loose_merger(probs: list[np.ndarray]) -> MergerConfig:
@@ -121,7 +121,7 @@ def _slots(stream, first: int, n: int, handle: int, starts=()) -> TierBatch:
     return TierBatch.of_stream(handle, np.arange(first, first + n),
                                stream.frames[done : done + int(hc.sum())], has_crop=hc,
                                geom=stream.geom[first : first + n],
-                               window_starts=starts)  # fmt: skip
+                               window_starts=starts)
 
 
 def test_a_lost_ring_is_rebuilt_from_resent_slots(geo_net: FESNet, streams: list) -> None:
@@ -142,7 +142,7 @@ def test_a_lost_ring_is_rebuilt_from_resent_slots(geo_net: FESNet, streams: list
     crop_41 = s.frames[np.cumsum(s.has_crop)[41] - 1][None]
     resend = TierBatch.of_stream(h2, np.arange(41, 73), np.concatenate(
         [crop_41, _slots(s, 42, 31, h2).crops]), has_crop=np.r_[True, s.has_crop[42:73]],
-        geom=s.geom[41:73], window_starts=[41])  # fmt: skip
+        geom=s.geom[41:73], window_starts=[41])
     got = fresh.step(resend)
     assert not got.missing.any() and np.abs(got.probs[0] - want).max() < 1e-6
     assert fresh.held(h2) == (41, 73)
@@ -292,14 +292,14 @@ def test_copy_cycled_is_take_with_wraparound() -> None:
 def test_channels_last_weights_give_the_same_windows(geo_net: FESNet, streams: list) -> None:
     want = tier_windows(tier_of(geo_net), streams[:1], STRIDE)[0][1]
     nhwc = ModelTier(TorchFunctions(geo_net, "cpu", channels_last=True), window_frames=T,
-                     geometry_dims=GEOMETRY_DIMS, max_streams=2)  # fmt: skip
+                     geometry_dims=GEOMETRY_DIMS, max_streams=2)
     assert np.abs(tier_windows(nhwc, streams[:1], STRIDE)[0][1] - want).max() < 1e-4
 
 
 def test_fp16_keeps_fp16_rings_close_to_fp32(geo_net: FESNet, streams: list) -> None:
     fp32 = tier_windows(tier_of(geo_net), streams[:1], STRIDE)[0][1]
     half = ModelTier(TorchFunctions(geo_net, "cpu", "fp16"), window_frames=T,
-                     geometry_dims=GEOMETRY_DIMS, max_streams=2)  # fmt: skip
+                     geometry_dims=GEOMETRY_DIMS, max_streams=2)
     assert half.x_prime.dtype == torch.float16 and half.geom.dtype == torch.float32
     got = tier_windows(half, streams[:1], STRIDE)[0][1]
     assert 0 < np.abs(got - fp32).max() < 2e-2
@@ -337,7 +337,7 @@ def test_graph_runner_replays_only_captured_buckets(geo_net: FESNet, streams: li
     for (st, p), (st_w, p_w) in zip(got, want, strict=True):
         assert st == st_w and np.array_equal(p, p_w)
     exact = tier_of(geo_net, buckets=None, max_bucket=4,
-                    runner=CudaGraphRunner("cpu", capture=StandInCapture))  # fmt: skip
+                    runner=CudaGraphRunner("cpu", capture=StandInCapture))
     with pytest.raises(TierError, match="no encode graph for batch 3"):
         exact.step(_slots(streams[0], 0, 3, exact.open()))
 
@@ -366,10 +366,10 @@ def test_make_tier_on_this_machine(geo_net: FESNet) -> None:
 @pytest.mark.parametrize(("precision", "graphs", "tol"),
                          [("fp32", False, 1e-4), ("fp32", True, 1e-4), ("fp16", True, 5e-2)])
 def test_cuda_tier_matches_cpu(geo_net: FESNet, streams: list, precision: str, graphs: bool,
-                               tol: float) -> None:  # fmt: skip
+                               tol: float) -> None:
     ck = Checkpoint(net=geo_net, config=geo_net.cfg, meta={})
     tier = make_tier("torch", ck, device="cuda", precision=precision, graphs=graphs,
-                     max_streams=4, max_bucket=8)  # fmt: skip
+                     max_streams=4, max_bucket=8)
     got = tier_windows(tier, streams, STRIDE)
     want = tier_windows(tier_of(geo_net), streams, STRIDE)
     for (st, p), (st_w, p_w) in zip(got, want, strict=True):
@@ -385,7 +385,7 @@ def test_cuda_pipelined_steps_with_the_copy_stream(geo_net: FESNet, streams: lis
     one step at a time on the CPU."""
     ck = Checkpoint(net=geo_net, config=geo_net.cfg, meta={})
     tier = make_tier("torch", ck, device="cuda", precision="fp32", graphs=True, max_streams=2,
-                     ring_slots=128, max_bucket=128)  # fmt: skip
+                     ring_slots=128, max_bucket=128)
     cpu = tier_of(geo_net, ring_slots=128)
     s = streams[0]
     batches = [(0, 70, []), (70, 10, [20, 40]), (80, 30, [44, 70, 78])]

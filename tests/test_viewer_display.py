@@ -26,7 +26,7 @@ def expr(state: str, event_id: int, onset: float, offset: float | None = None, *
     e = SpotEvent(type="expression", stream="cam0", t_s=onset, state=state,  # type: ignore[arg-type]
                   label=kw.get("label", "ME"), event_id=event_id, onset_s=onset,
                   onset_frame=int(onset * 30), apex_s=onset, apex_frame=int(onset * 30),
-                  score=kw.get("score", 0.8), regions=kw.get("regions"))  # fmt: skip
+                  score=kw.get("score", 0.8), regions=kw.get("regions"))
     if offset is not None:
         e.offset_s, e.offset_frame, e.apex_s = offset, int(offset * 30), (onset + offset) / 2
     return e
@@ -48,7 +48,7 @@ def test_the_event_log_shows_each_expression_once() -> None:
     ]
     lines = display.event_log(events).splitlines()
     assert len(lines) == 4  # newest first: the open ME, the status, the MaE, the face
-    assert "4.00 s  ME  onset" in lines[0]
+    assert "4.00 s  ME?  onset" in lines[0] and "class provisional" in lines[0]
     assert "camera frozen" in lines[1]
     assert "MaE final" in lines[2] and "2.00-3.10 s" in lines[2] and "p=0.91" in lines[2]
     assert "apex 2.55 s" in lines[2] and "face found" in lines[3]
@@ -62,7 +62,7 @@ def test_the_event_log_shows_each_expression_once() -> None:
 
 def test_the_viewer_and_the_console_write_the_same_line() -> None:
     """One formatter: a viewer's log line is the console's line without the stream tag."""
-    from fesnet.realtime.events import format_event
+    from fesnet.realtime.sinks import format_event
 
     for e in (expr("onset", 0, 1.0), expr("final", 0, 1.0, 1.4), other("status", 2.0, "hi")):
         assert format_event(e) == f"[cam0] {display.event_log([e])}"
@@ -71,7 +71,7 @@ def test_the_viewer_and_the_console_write_the_same_line() -> None:
 def test_the_event_log_and_the_console_say_which_regions_moved() -> None:
     """With the geometry channel a final event names the regions that moved (shares >= 10 %,
     at most three, largest first); without it the line is as before."""
-    from fesnet.realtime.events import format_event, regions_text
+    from fesnet.realtime.sinks import format_event, regions_text
     from fesnet.realtime.types import SpotEvent
 
     shares = {"mouth": 0.62, "brows": 0.21, "eyes": 0.1, "nose": 0.05, "cheeks": 0.02}
@@ -92,7 +92,7 @@ class FakeLive:
     def __init__(self, on: float, off: float, events: list[SpotEvent]) -> None:
         t = np.arange(0, 6, 1 / 60)
         self._view = ViewState("tracking", 1, None, t, np.full_like(t, 0.3), np.full_like(t, 0.2),
-                               on, off)  # fmt: skip
+                               on, off)
         self._events = events
 
     def view(self) -> ViewState:
@@ -165,8 +165,82 @@ def test_camera_sessions_start_with_the_given_phase_and_replays_do_not(tmp_path:
         assert not cam.skip_phase()  # nothing left to skip
         cam.close()
         replay = hub.open_file(write_video(tmp_path / "c.mp4", crops, fps=30.0), pace="fast",
-                               aligner=FrameIsCropAligner())  # fmt: skip
+                               aligner=FrameIsCropAligner())
         assert replay.phase is None and replay.stats()["calibration"] is None
         replay.close()
     finally:
         hub.close_all()
+
+
+class BoxAligner:
+    """A frame is its own aligned face, its landmarks spanning a known box of the frame."""
+
+    crop_size = 112
+
+    def align(self, frame_bgr: np.ndarray):
+        from fesnet.model.data.align import AlignResult
+
+        crop = np.ascontiguousarray(frame_bgr[:112, :112, ::-1])
+        marks = np.zeros((468, 2), np.float32)
+        marks[0], marks[1] = (10.0, 20.0), (50.0, 80.0)  # the rest at (10, 20) too: inside
+        marks[2:] = (30.0, 40.0)
+        return AlignResult(crop, 1, marks, np.eye(2, 3))
+
+    def reset(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_replay_panel_carries_its_frames_and_the_face_box(tmp_path: Path) -> None:
+    """What the Gradio page's video panel shows of a session: a replay's newest frame (sent
+    again only when it is new) with the tracked face's box in fractions of the frame; a camera's
+    box, never its image (the page shows its own camera)."""
+    import base64
+
+    import cv2
+
+    hub = SpotHub(StreamModel.over(LevelBackend(), MergerConfig(), 8))
+    crops = make_clip(40, [], rest=0.45, rest_noise=0.08, seed=3).crops
+    try:
+        replay = hub.open_file(write_video(tmp_path / "c.mp4", crops, fps=30.0), pace="fast",
+                               prefix="replay", aligner=BoxAligner())
+        deadline = time.monotonic() + 30
+        while replay.running and time.monotonic() < deadline:
+            time.sleep(0.05)
+        view = display.panel(replay)
+        assert view["mode"] == "replay" and view["seq"] == 40  # every frame was consumed
+        assert view["box"] == pytest.approx((10 / 112, 20 / 112, 50 / 112, 80 / 112))
+        from fesnet.realtime.sinks import format_event
+
+        assert view["stats"]["stream"] == replay.id and view["stats"]["running"] is False
+        assert view["event"] == format_event(replay.events()[-1], stream=False) != ""
+        head, data = view["image"].split(",", 1)
+        assert head == "data:image/jpeg;base64"
+        image = cv2.imdecode(np.frombuffer(base64.b64decode(data), np.uint8), cv2.IMREAD_COLOR)
+        assert image.shape == (112, 112, 3)
+        assert "image" not in display.panel(replay, seen=view["seq"])  # nothing new to send
+        replay.close()
+
+        cam = hub.open_push("cam", aligner=BoxAligner())
+        cam.push(np.ascontiguousarray(crops[0][:, :, ::-1]), 0.0)
+        while cam.frame() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        view = display.panel(cam)
+        assert view["mode"] == "camera" and "image" not in view
+        assert view["box"] == pytest.approx((10 / 112, 20 / 112, 50 / 112, 80 / 112))
+        cam.close()
+    finally:
+        hub.close_all()
+
+
+def test_a_large_frame_is_sent_scaled_down() -> None:
+    import base64
+
+    import cv2
+
+    url = display.frame_data_url(np.zeros((1080, 1920, 3), np.uint8))
+    data = base64.b64decode(url.split(",", 1)[1])
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    assert image.shape == (360, display.FRAME_DISPLAY_WIDTH, 3)

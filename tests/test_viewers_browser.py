@@ -20,7 +20,7 @@ pytest.importorskip("playwright.sync_api")
 pytest.importorskip("aiortc")
 
 from fesnet.calibration.baseline import BaselineConfig, session_phase
-from fesnet.realtime.viewers import measure
+from fesnet.realtime.bench import viewer_paths as measure
 from fesnet.realtime.viewers.hub import HubConfig, SpotHub
 
 pytestmark = [
@@ -104,7 +104,7 @@ def test_gradio_webcam_over_webrtc(chromium, gradio_url: str, hub: SpotHub, tmp_
         assert "calibrated on" in page.input_value("#fesnet-events textarea")
         assert page.locator("#fesnet-crop img").count() == 1
         measure.wait_for(page, "!!document.querySelector('#fesnet-timeline img, "
-                               "#fesnet-timeline svg, #fesnet-timeline canvas')")  # fmt: skip
+                               "#fesnet-timeline svg, #fesnet-timeline canvas')")
         page.screenshot(path=str(tmp_path / "gradio.png"), full_page=True)
         # Export: a JSONL of this session's events.
         page.get_by_role("button", name="Export events (JSONL)").click()
@@ -125,12 +125,17 @@ def test_gradio_webcam_over_webrtc(chromium, gradio_url: str, hub: SpotHub, tmp_
         page.close()
 
 
-def test_gradio_replays_the_sample_clip_without_a_camera(chromium, gradio_url: str) -> None:
+def test_gradio_replays_the_sample_clip_without_a_camera(
+    chromium, gradio_url: str, tmp_path: Path
+) -> None:
+    """The replay plays in the video panel, where the webcam would: its frames, the tracked
+    face's box over them and the overlay (spotter fps, face state, the newest event line)."""
     if not measure.SAMPLE_CLIP.is_file():
         pytest.skip("the sample clip is not bundled")
     page = chromium.new_page(viewport={"width": 1280, "height": 1000})
     try:
         page.goto(gradio_url)
+        assert page.inner_text(".fes-overlay").strip() == "no stream"
         page.get_by_role("button", name="Play sample clip").click()
         measure.wait_for(
             page,
@@ -139,6 +144,22 @@ def test_gradio_replays_the_sample_clip_without_a_camera(chromium, gradio_url: s
             timeout_s=60,
         )
         assert "replay" in page.inner_text("#fesnet-stats")
+        panel = measure.wait_for(
+            page,
+            "(() => { const p = window.fesnetCamera.panel;"
+            " return p.mode === 'replay' && p.frames >= 10 && p.box && p.event && p; })()",
+            timeout_s=60,
+        )
+        x0, y0, x1, y1 = panel["box"]
+        assert 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1  # a face, inside the frame
+        assert page.is_hidden(".fes-camera video") and page.is_visible(".fes-replay")
+        assert page.is_visible(".fes-box")
+        size = page.evaluate("[document.querySelector('.fes-replay').naturalWidth,"
+                             " document.querySelector('.fes-replay').naturalHeight]")
+        assert size == [640, 480]  # the sample clip's own frames
+        overlay = page.inner_text(".fes-overlay")
+        assert "spotter" in overlay and "face tracking" in overlay
+        page.screenshot(path=str(tmp_path / "replay.png"))
         page.click("#fesnet-stop")
         measure.wait_for(
             page, "document.querySelector('#fesnet-stats').innerText.includes('ended')", 30
@@ -206,7 +227,7 @@ def test_gradio_requires_the_token_when_bound_beyond_loopback(hub: SpotHub) -> N
             req = urllib.request.Request(
                 f"{base}/gradio_api/component_server", data=b"{}", method="POST",
                 headers={"Content-Type": "application/json"},
-            )  # fmt: skip
+            )
             urllib.request.urlopen(req, timeout=10)
         assert err.value.code == 401
     finally:

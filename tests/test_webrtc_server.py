@@ -18,8 +18,9 @@ pytest.importorskip("aiortc")
 pytest.importorskip("aiohttp")
 
 from fesnet.calibration.baseline import BaselineConfig, session_phase
+from fesnet.realtime.bench.fakecam import real_face_frames
+from fesnet.realtime.sample_clip import SAMPLE_CLIP
 from fesnet.realtime.viewers.access import is_loopback, resolve_token, token_ok
-from fesnet.realtime.viewers.fakecam import SAMPLE_CLIP, real_face_frames
 from fesnet.realtime.viewers.hub import HubConfig, SpotHub
 from fesnet.realtime.viewers.remote_client import RemoteCamera, SourceTrack
 from fesnet.realtime.viewers.rtc import OfferError, RtpClock, parse_offer
@@ -92,7 +93,7 @@ def test_parse_offer_rejects_bad_shapes() -> None:
         {"sdp": "", "type": "offer"},
         {"sdp": "hello", "type": "offer"}, {"sdp": "v=0\r\nm=audio 9 RTP 0\r\n", "type": "offer"},
         {"sdp": good + "a=x:" + "y" * 70_000 + "\r\n", "type": "offer"},
-    ):  # fmt: skip
+    ):
         with pytest.raises(OfferError):
             parse_offer(bad)
 
@@ -243,7 +244,7 @@ def test_malformed_and_oversized_offers_get_400_and_server_stays_healthy(tiny_ru
                 json.dumps({"sdp": no_ice_sdp, "type": "offer"}),
                 json.dumps({"sdp": "v=0\r\nm=video " + "x" * 9000, "type": "offer"}),
                 b"{" + b" " * 200_000 + b"}",
-            ]  # fmt: skip
+            ]
             for body in bodies:
                 status, reply = await post(f"{url}/offer", body)
                 codes.append(status)

@@ -150,6 +150,18 @@ def validate_frame(frame: np.ndarray) -> None:
         raise ValueError(f"frame is too small: {frame.shape}")
 
 
+def choose_face(faces: list[np.ndarray], last_center: np.ndarray | None) -> np.ndarray:
+    """The face to follow among several faces' landmarks: the one whose landmark centre is
+    closest to ``last_center`` (the face followed so far), else the largest."""
+    if len(faces) == 1:
+        return faces[0]
+    if last_center is not None:
+        dists = [float(np.linalg.norm(f.mean(axis=0) - last_center)) for f in faces]
+        return faces[int(np.argmin(dists))]
+    areas = [float(np.prod(f.max(axis=0) - f.min(axis=0))) for f in faces]
+    return faces[int(np.argmax(areas))]
+
+
 @dataclass(frozen=True)
 class AlignResult:
     """Outcome of aligning one frame.
@@ -210,7 +222,7 @@ class FaceAligner:
                 )
             if static_image_mode:
                 raise ValueError("count_faces_every_frames needs video mode (static_image_mode "
-                                 "runs FaceMesh's detector on every frame anyway)")  # fmt: skip
+                                 "runs FaceMesh's detector on every frame anyway)")
         import mediapipe as mp
 
         self.crop_size = int(crop_size)
@@ -262,15 +274,6 @@ class FaceAligner:
         validate_frame(frame_bgr)
         return self._mesh_faces(cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB))
 
-    def _choose(self, faces: list[np.ndarray]) -> np.ndarray:
-        if len(faces) == 1:
-            return faces[0]
-        if self._last_center is not None:
-            dists = [float(np.linalg.norm(f.mean(axis=0) - self._last_center)) for f in faces]
-            return faces[int(np.argmin(dists))]
-        areas = [float(np.prod(f.max(axis=0) - f.min(axis=0))) for f in faces]
-        return faces[int(np.argmax(areas))]
-
     def _count_faces(self, rgb: np.ndarray, tracked: np.ndarray) -> int:
         """The tracked face plus every detection whose box centre lies outside it."""
         h, w = rgb.shape[:2]
@@ -315,7 +318,7 @@ class FaceAligner:
         if not faces:
             self._count_in = 0
             return AlignResult(crop=None, n_faces=0, landmarks=None, transform=None)
-        landmarks = self._choose(faces)
+        landmarks = choose_face(faces, self._last_center)
         self._last_center = landmarks.mean(axis=0)
         n_faces = len(faces)
         if self._detector is not None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
+from typing import Any
 
 from .common import (
     LABEL_MAE,
@@ -78,20 +79,10 @@ def _frames(folder: Path) -> tuple[list[Path], list[int]]:
     return [p for _, p in numbered], [n for n, _ in numbered]
 
 
-def load_records(root: Path | str, labels_path: Path | str | None = None) -> list[VideoRecord]:
-    """All CAS(ME)^2 videos under ``root`` with their labelled intervals (0-based frames)."""
-    root = Path(root)
-    rawpic = root / "rawpic"
-    if not rawpic.is_dir():
-        raise DatasetError(f"CAS(ME)^2 frames folder not found: {rawpic}")
-    xlsx = Path(labels_path) if labels_path is not None else _find_labels(root)
-    sheets = list(read_sheets(xlsx).items())
-    if len(sheets) < 3:
-        raise DatasetError(
-            f"{xlsx}: expected 3 sheets (labels, naming rule1, naming rule2), found {len(sheets)}"
-        )
-    (_, label_rows), (_, rule1_rows), (_, rule2_rows) = sheets[:3]
-
+def _naming_rules(
+    xlsx: Path, rawpic: Path, rule1_rows: list[list[Any]], rule2_rows: list[list[Any]]
+) -> tuple[dict[int, str], dict[str, str]]:
+    """Sheets 1-2: subject id -> its rawpic folder name, clip name -> its expression code."""
     subject_folder: dict[int, str] = {}
     for r, row in enumerate(rule1_rows):
         if is_blank(row):
@@ -108,7 +99,11 @@ def load_records(root: Path | str, labels_path: Path | str | None = None) -> lis
             raise DatasetError(f"{xlsx} naming rule2 row {r + 1}: expected 2 columns, got {row}")
         code = as_int(row[0], "expression code", f"{xlsx} naming rule2 row {r + 1}")
         clip_code[str(row[1]).strip().lower()] = f"{code:04d}"
+    return subject_folder, clip_code
 
+
+def _video_folders(rawpic: Path) -> dict[tuple[str, str], Path]:
+    """(subject folder, expression code) -> the video's frame folder, for every sNN/NN_CODEname."""
     videos: dict[tuple[str, str], Path] = {}
     for subject_dir in sorted(p for p in rawpic.iterdir() if p.is_dir()):
         for video_dir in sorted(p for p in subject_dir.iterdir() if p.is_dir()):
@@ -117,6 +112,24 @@ def load_records(root: Path | str, labels_path: Path | str | None = None) -> lis
                 videos[(subject_dir.name, m.group(2))] = video_dir
     if not videos:
         raise DatasetError(f"no video folders (sNN/NN_CODEname) found under {rawpic}")
+    return videos
+
+
+def load_records(root: Path | str, labels_path: Path | str | None = None) -> list[VideoRecord]:
+    """All CAS(ME)^2 videos under ``root`` with their labelled intervals (0-based frames)."""
+    root = Path(root)
+    rawpic = root / "rawpic"
+    if not rawpic.is_dir():
+        raise DatasetError(f"CAS(ME)^2 frames folder not found: {rawpic}")
+    xlsx = Path(labels_path) if labels_path is not None else _find_labels(root)
+    sheets = list(read_sheets(xlsx).items())
+    if len(sheets) < 3:
+        raise DatasetError(
+            f"{xlsx}: expected 3 sheets (labels, naming rule1, naming rule2), found {len(sheets)}"
+        )
+    (_, label_rows), (_, rule1_rows), (_, rule2_rows) = sheets[:3]
+    subject_folder, clip_code = _naming_rules(xlsx, rawpic, rule1_rows, rule2_rows)
+    videos = _video_folders(rawpic)
 
     intervals: dict[Path, list[tuple[int, int, int]]] = {v: [] for v in videos.values()}
     frame_cache: dict[Path, tuple[list[Path], list[int]]] = {}

@@ -35,10 +35,6 @@ class VideoRecord:
     dataset: str = ""
 
     @property
-    def is_video_file(self) -> bool:
-        return isinstance(self.frames, Path)
-
-    @property
     def n_frames(self) -> int | None:
         """Number of source frames (None for a video file: known only after decoding)."""
         return None if isinstance(self.frames, Path) else len(self.frames)

@@ -1,9 +1,12 @@
-"""FaceMesh (468-point) landmark groups, named once for the generator and the geometry channel.
+"""FaceMesh (468-point) landmark groups, named once for the generator and the geometry channel,
+and landmarks mapped from a frame into its aligned crop.
 
 "L"/"R" = image left/right (the subject's right/left on a frontal, non-mirrored face).
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 BROW_L_INNER = (107, 66, 55, 65)
 BROW_R_INNER = (336, 296, 285, 295)
@@ -34,3 +37,8 @@ NOSE_BRIDGE = (6, 168, 197, 195, 5)
 FACE_OUTLINE_UPPER = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 109, 67, 103, 54, 21,
                       162, 127, 234, 93)
 RIGID = EYE_CORNERS + NOSE_BRIDGE + NOSE_TIP + FACE_OUTLINE_UPPER
+
+
+def crop_landmarks(landmarks: np.ndarray, transform: np.ndarray) -> np.ndarray:
+    """Frame-pixel landmarks (K, 2) -> crop-pixel landmarks through the (2, 3) alignment."""
+    return (landmarks @ transform[:, :2].T + transform[:, 2]).astype(np.float32)

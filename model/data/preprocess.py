@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..geometry import crop_landmarks
 from ..metrics import labels_to_intervals
 from .common import VideoRecord, labels_from_intervals
+from .landmarks import crop_landmarks
 from .resample import resample_indices
 
 if TYPE_CHECKING:

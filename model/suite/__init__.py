@@ -17,6 +17,9 @@ encoding), ``clips`` (the suite's clips, rendering and the cache), ``real`` (unl
 clips). Scoring through the product's own path lives in ``fesnet.model.suite_eval``.
 """
 
-SUITE_VERSION = 1
-"""Bumped whenever a change alters any rendered byte: rendered clips and aligned caches are
-keyed by it."""
+RENDER_VERSION = 1
+"""Bumped whenever a change alters any rendered byte of an existing clip: rendered clips, their
+seeds and the aligned caches are keyed by it."""
+SUITE_VERSION = 2
+"""The clip list: v1 is the 12 "subtle" clips, v2 adds 8 "clear" ones (``clips.suite_clips``).
+A new stratum of clips bumps it; the clips already there keep their bytes and caches."""

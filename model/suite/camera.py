@@ -36,7 +36,7 @@ class Sensor:
 def draw_sensor(rng: np.random.Generator) -> Sensor:
     wb = tuple(float(g) for g in 1.0 + rng.uniform(-0.06, 0.06, 3))
     return Sensor(wb, float(rng.uniform(0.05, 0.25)), float(rng.uniform(1.0, 3.0)),  # type: ignore[arg-type]
-                  float(rng.uniform(0.005, 0.025)), float(rng.uniform(0.5, 0.9)))  # fmt: skip
+                  float(rng.uniform(0.005, 0.025)), float(rng.uniform(0.5, 0.9)))
 
 
 def draw_scene(width: int, height: int, rng: np.random.Generator) -> np.ndarray:
@@ -100,7 +100,7 @@ class H264Writer:
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.bit_rate = kbps * 1000
         stream.options = {"preset": "veryfast", "tune": "zerolatency", "g": str(2 * fps),
-                          "maxrate": f"{kbps}k", "bufsize": f"{2 * kbps}k"}  # fmt: skip
+                          "maxrate": f"{kbps}k", "bufsize": f"{2 * kbps}k"}
         stream.codec_context.thread_count = 1
         self._stream = stream
 

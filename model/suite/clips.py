@@ -1,16 +1,24 @@
 """The suite's clips: what each one is, how it is rendered, and where it is cached.
 
-``suite_clips()`` is the independent suite: 12 clips of 30-40 s, every face twice, once at 30
-and once at 60 FPS, half of each rate at 640x480 and half at 1280x720, 3-5 MEs and 3-5 MaEs each.
-A clip is a pure function of its :class:`ClipSpec` (and :data:`SUITE_VERSION`): the same spec
-gives the same frames, labels and bytes.
+``suite_clips()`` is the independent suite (v2), two strata of clips of 30-40 s with 3-5 MEs and
+3-5 MaEs each, every one under the same webcam conditions (H.264, exposure, flicker, noise, 3D
+head motion):
 
-Rendered clips are cached as ``<cache>/suite/v<version>/<name>-<digest>.mp4`` with a JSON
-beside it (spec, labels, distractors); a spec or version change makes a new file.
+- ``subtle_clips()`` (suite v1, 12 clips): every face twice, once at 30 and once at 60 FPS, half
+  of each rate at 640x480 and half at 1280x720, all with bursts of talking; expressions of the
+  "subtle" stratum (``motion.SUBTLE``).
+- ``clear_clips()`` (8 clips): expressions of the "clear" stratum (``motion.CLEAR``), one clip
+  per cell of FPS x frame size x talking (half "calm": no talking), every face at least once.
+
+A clip is a pure function of its :class:`ClipSpec` (and :data:`RENDER_VERSION`): the same spec
+gives the same frames, labels and bytes. Rendered clips are cached as
+``<cache>/suite/v<render version>/<name>-<digest>.mp4`` with a JSON beside it (spec, labels,
+distractors); a spec or render version change makes a new file.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -20,9 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import SUITE_VERSION
+from . import RENDER_VERSION
 from .camera import H264Writer, draw_scene, draw_sensor, expose
 from .face import FaceRenderer, Pose
+from .motion import STRATA
 from .stills import STILL_FILES, load_still
 from .timeline import Timeline, make_timeline
 
@@ -44,6 +53,8 @@ class ClipSpec:
     duration_s: float
     seed: int
     kbps: int
+    stratum: str = "subtle"
+    talking: bool = True
 
     @property
     def n_frames(self) -> int:
@@ -51,12 +62,25 @@ class ClipSpec:
 
     @property
     def video_id(self) -> str:
-        """Names the clip everywhere (aligned caches too), with the suite version in it."""
-        return f"indep{SUITE_VERSION}-{self.name}"
+        """Names the clip everywhere (aligned caches too), with the render version in it."""
+        return f"indep{RENDER_VERSION}-{self.name}"
+
+    def as_dict(self) -> dict:
+        """The spec's fields; one added after suite v1 (:data:`ADDED_FIELDS`) only where it
+        differs from its default, so every v1 clip keeps its digest, cache file and JSON."""
+        out = asdict(self)
+        for f in dataclasses.fields(self):
+            if f.name in ADDED_FIELDS and out[f.name] == f.default:
+                del out[f.name]
+        return out
 
     def digest(self) -> str:
-        payload = json.dumps({"v": SUITE_VERSION, **asdict(self)}, sort_keys=True)
+        payload = json.dumps({"v": RENDER_VERSION, **self.as_dict()}, sort_keys=True)
         return hashlib.sha1(payload.encode()).hexdigest()[:10]
+
+
+ADDED_FIELDS = ("stratum", "talking")
+"""ClipSpec fields that suite v1 did not have; their defaults draw exactly what v1 drew."""
 
 
 @dataclass(frozen=True)
@@ -70,7 +94,12 @@ class RenderedClip:
 
 
 def suite_clips(seed: int = 0) -> list[ClipSpec]:
-    """The independent suite (module docstring)."""
+    """The independent suite (module docstring): the subtle clips, then the clear ones."""
+    return subtle_clips(seed) + clear_clips(seed)
+
+
+def subtle_clips(seed: int = 0) -> list[ClipSpec]:
+    """Suite v1: 12 clips of the subtle stratum, all with talking (module docstring)."""
     specs = []
     for i, still in enumerate(STILL_FILES):
         for k, fps in enumerate((30, 60)):
@@ -80,8 +109,46 @@ def suite_clips(seed: int = 0) -> list[ClipSpec]:
                 name=f"{still}-{fps}fps-{height}p", still=still, fps=fps, width=width,
                 height=height, duration_s=float(np.round(rng.uniform(30, 40) * 2) / 2),
                 seed=seed * 1000 + i * 10 + k, kbps=int(rng.integers(*KBPS[height]) // 50 * 50),
-            ))  # fmt: skip
+            ))
     return specs
+
+
+CLEAR_CELLS: tuple[tuple[str, int, int, bool], ...] = (
+    ("astronaut", 30, 480, True),
+    ("einstein", 30, 480, False),
+    ("f13-anc", 30, 720, True),
+    ("grace_hopper", 30, 720, False),
+    ("wolfgang", 60, 480, True),
+    ("f13-anc", 60, 480, False),
+    ("obama", 60, 720, True),
+    ("astronaut", 60, 720, False),
+)
+"""(face, FPS, frame height, talking) of each clear clip: every cell of FPS x size x talking
+once, every face at least once, the two first faces twice (once talking, once calm, at another
+rate and size). Einstein only at 480p: at 720p the product's aligner finds no face in it
+(docs/SUITE.md), and a clip no method can see measures the aligner, not the spotters."""
+
+
+def clear_clips(seed: int = 0) -> list[ClipSpec]:
+    """8 clips of the clear stratum (:data:`CLEAR_CELLS`)."""
+    specs = []
+    for j, (still, fps, height, talking) in enumerate(CLEAR_CELLS):
+        rng = np.random.default_rng([seed, 2, j])
+        width = {h: w for w, h in RESOLUTIONS}[height]
+        specs.append(ClipSpec(
+            name=f"clear-{still}-{fps}fps-{height}p-{'talk' if talking else 'calm'}",
+            still=still, fps=fps, width=width, height=height,
+            duration_s=float(np.round(rng.uniform(30, 40) * 2) / 2), seed=seed * 1000 + 500 + j,
+            kbps=int(rng.integers(*KBPS[height]) // 50 * 50), stratum="clear", talking=talking,
+        ))
+    return specs
+
+
+def clip_timeline(spec: ClipSpec) -> Timeline:
+    """Everything that happens in the clip, drawn from its seed (no face needed)."""
+    rng = np.random.default_rng([spec.seed, RENDER_VERSION, 0])
+    return make_timeline(spec.fps, spec.n_frames, spec.width, rng, stratum=STRATA[spec.stratum],
+                         talking=spec.talking)
 
 
 class ClipRenderer:
@@ -89,9 +156,9 @@ class ClipRenderer:
 
     def __init__(self, spec: ClipSpec) -> None:
         self.spec = spec
-        rngs = [np.random.default_rng([spec.seed, SUITE_VERSION, part]) for part in range(4)]
+        rngs = [np.random.default_rng([spec.seed, RENDER_VERSION, part]) for part in range(4)]
         self.face = FaceRenderer(load_still(spec.still))
-        self.timeline: Timeline = make_timeline(spec.fps, spec.n_frames, spec.width, rngs[0])
+        self.timeline: Timeline = clip_timeline(spec)
         self.scene = draw_scene(spec.width, spec.height, rngs[1])
         self.sensor = draw_sensor(rngs[2])
         r = rngs[3]
@@ -129,29 +196,29 @@ class ClipRenderer:
         tl = self.timeline
         return Pose(float(tl.yaw[i]), float(tl.pitch[i]), float(tl.roll[i]),
                     self.base_scale * float(tl.scale[i]), self.home[0] + float(tl.dx[i]),
-                    self.home[1] + float(tl.dy[i]))  # fmt: skip
+                    self.home[1] + float(tl.dy[i]))
 
     def frame(self, i: int) -> np.ndarray:
         """Frame ``i`` as the camera delivers it: (H, W, 3) uint8 BGR."""
         canvas = self.scene.copy()
         self.face.draw(canvas, self.field(i), self.pose(i))
-        noise_seed = int(np.random.default_rng([self.spec.seed, SUITE_VERSION, 9, i]).integers(
-            2**31))  # fmt: skip
+        noise_seed = int(np.random.default_rng([self.spec.seed, RENDER_VERSION, 9, i]).integers(
+            2**31))
         return expose(canvas, float(self.timeline.exposure[i]), i / self.spec.fps,
-                      self.spec.fps, self.sensor, noise_seed)  # fmt: skip
+                      self.spec.fps, self.sensor, noise_seed)
 
     def frames(self, progress: bool = False) -> Iterator[np.ndarray]:
         from tqdm import tqdm
 
         for i in tqdm(range(self.spec.n_frames), desc=f"render {self.spec.name}", unit="frame",
-                      leave=False, disable=not progress):  # fmt: skip
+                      leave=False, disable=not progress):
             yield self.frame(i)
 
     def metadata(self) -> dict:
         tl = self.timeline
         return {
-            "suite_version": SUITE_VERSION,
-            "spec": asdict(self.spec),
+            "render_version": RENDER_VERSION,
+            "spec": self.spec.as_dict(),
             "n_frames": self.spec.n_frames,
             "labels": [list(x) for x in tl.labels()],
             "talking": [list(x) for x in tl.talking],
@@ -162,7 +229,7 @@ class ClipRenderer:
 
 
 def clip_path(spec: ClipSpec, cache_dir: Path) -> Path:
-    return Path(cache_dir) / "suite" / f"v{SUITE_VERSION}" / f"{spec.name}-{spec.digest()}.mp4"
+    return Path(cache_dir) / "suite" / f"v{RENDER_VERSION}" / f"{spec.name}-{spec.digest()}.mp4"
 
 
 def render_clip(spec: ClipSpec, path: Path, progress: bool = False) -> RenderedClip:

@@ -86,14 +86,14 @@ class FaceRenderer:
         inner = set(self.topo.openings["mouth"].tolist())
         reg = self.bank.regions
         self._inner_upper = np.array(sorted(inner & set(np.concatenate(
-            [reg["lip_upper_l"], reg["lip_upper_r"]]).tolist())))  # fmt: skip
+            [reg["lip_upper_l"], reg["lip_upper_r"]]).tolist())))
         self._inner_lower = np.array(sorted(inner & set(np.concatenate(
-            [reg["lip_lower_l"], reg["lip_lower_r"]]).tolist())))  # fmt: skip
+            [reg["lip_lower_l"], reg["lip_lower_r"]]).tolist())))
 
     def mouth_opening(self, field_units: np.ndarray) -> float:
         """How far (IOD) a face-frame field parts the inner lips beyond their rest."""
         return float(field_units[self._inner_lower, 1].mean()
-                     - field_units[self._inner_upper, 1].mean())  # fmt: skip
+                     - field_units[self._inner_upper, 1].mean())
 
     @property
     def iod_px(self) -> float:

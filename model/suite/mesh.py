@@ -35,10 +35,6 @@ class Topology:
     openings: dict[str, np.ndarray]  # "eye_l", "eye_r", "mouth": ordered loops of mesh vertices
     oval: np.ndarray  # ordered loop of the face outline
 
-    @property
-    def n_vertices(self) -> int:
-        return N_MESH + len(self.openings) + len(RING_SCALES) * len(self.oval)
-
 
 def _edges() -> set[tuple[int, int]]:
     from mediapipe.python.solutions.face_mesh_connections import FACEMESH_TESSELATION
@@ -127,7 +123,7 @@ def topology() -> Topology:
             faces += [[a, b, c], [a, c, d]]
             band += [True, True]
     return Topology(np.array(faces, np.int64), np.array(band), {k: np.array(named[k])
-                    for k in ("eye_l", "eye_r", "mouth")}, np.array(oval))  # fmt: skip
+                    for k in ("eye_l", "eye_r", "mouth")}, np.array(oval))
 
 
 def extend(vertices: np.ndarray, rest: np.ndarray, topo: Topology) -> np.ndarray:
@@ -197,6 +193,6 @@ class PiecewiseAffine:
         map_x = a[..., 0, 0] * xx + a[..., 0, 1] * yy + a[..., 0, 2]
         map_y = a[..., 1, 0] * xx + a[..., 1, 1] * yy + a[..., 1, 2]
         patch = cv2.remap(self.texture, map_x, map_y, cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0, 0))  # fmt: skip
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0, 0))
         patch[..., :3] *= gains[ids][..., None]
         return (x0, y0), patch

@@ -2,11 +2,13 @@
 neutral (blinks, talking, glances), head pose and drift. Everything is drawn from one seeded
 generator, so a clip is a pure function of its seed.
 
-Expressions: an ME lasts 0.15-0.5 s and peaks at 0.02-0.05 IOD (inter-ocular distances), an MaE
-lasts 0.5-4 s and peaks at 0.06-0.16 IOD. An expression's strength is ``peak * profile(u)`` with
-u running from 0 at the frame before its onset to 1 at the frame after its offset; every profile
-is 0 at both ends and positive inside, so the label ``(onset, offset)`` is exactly the frames
-where the expression moves the face (inclusive, source frame indices; ME = 1, MaE = 2).
+Expressions: an ME lasts 0.15-0.5 s, an MaE 0.5-4 s; how far they move the face is the clip's
+stratum (:data:`STRATA`): "subtle" MEs peak at 0.02-0.05 IOD (inter-ocular distances) and MaEs
+at 0.06-0.16, "clear" MEs at 0.05-0.10 and MaEs at 0.08-0.20. An expression's strength is
+``peak * profile(u)`` with u running from 0 at the frame before its onset to 1 at the frame
+after its offset; every profile is 0 at both ends and positive inside, so the label
+``(onset, offset)`` is exactly the frames where the expression moves the face (inclusive,
+source frame indices; ME = 1, MaE = 2).
 """
 
 from __future__ import annotations
@@ -18,8 +20,26 @@ import numpy as np
 ME, MAE = 1, 2
 ME_SECONDS = (0.15, 0.5)
 MAE_SECONDS = (0.5, 4.0)
-ME_PEAK_IOD = (0.02, 0.05)
-MAE_PEAK_IOD = (0.06, 0.16)
+
+
+@dataclass(frozen=True)
+class Stratum:
+    """How far a clip's expressions move the face: peak vertex displacement ranges (IOD)."""
+
+    name: str
+    me_peak_iod: tuple[float, float]
+    mae_peak_iod: tuple[float, float]
+
+
+SUBTLE = Stratum("subtle", (0.02, 0.05), (0.06, 0.16))
+"""Spontaneous expressions as the spotting datasets label them: an ME moves a landmark 1-3 mm
+(a few pixels at an IOD of 100 px, within what FaceMesh jitters by through H.264 and noise),
+an MaE up to a sixth of the IOD."""
+CLEAR = Stratum("clear", (0.05, 0.10), (0.08, 0.20))
+"""Clearly visible expressions, still brief: an ME is a full but quick action (3-6 mm: a brow
+flash, a lip-corner twitch) from where the subtle stratum ends to twice that; an MaE is an
+everyday full expression (a broad smile moves a lip corner 10-13 mm, a brow raise 5-10 mm)."""
+STRATA = {s.name: s for s in (SUBTLE, CLEAR)}
 LEAD_IN_S = 2.5
 """No expression in the first seconds: the person sits down in front of the camera."""
 MIN_GAP_S = 1.2
@@ -64,7 +84,7 @@ def profile(kind: str, shape: tuple[float, ...], u: np.ndarray) -> np.ndarray:
     elif kind == "attack_decay":  # quick sine rise, power-law decay
         attack, power = shape
         p = np.where(u < attack, np.sin(0.5 * np.pi * u / attack) ** 2,
-                     ((1 - u) / (1 - attack)) ** power)  # fmt: skip
+                     ((1 - u) / (1 - attack)) ** power)
     elif kind == "bump":  # a skewed sine lobe
         skew, sharp = shape
         p = np.sin(np.pi * u**skew) ** sharp
@@ -96,18 +116,21 @@ def expression_strength(e: Expression, n_frames: int) -> np.ndarray:
     return e.peak_iod * profile(e.profile, e.shape, u)
 
 
-def draw_expression(label: int, onset: int, n: int, rng: np.random.Generator) -> Expression:
-    """One expression of ``n`` frames from ``onset``: its templates, sides, peak and profile."""
+def draw_expression(
+    label: int, onset: int, n: int, rng: np.random.Generator, stratum: Stratum = SUBTLE
+) -> Expression:
+    """One expression of ``n`` frames from ``onset``: its templates, sides, peak (from the
+    stratum's range) and profile."""
     mix = MIXES[str(rng.choice(sorted(MIXES)))]
     if label == ME:
         k = 1 if rng.random() < 0.6 else min(2, len(mix))
         picked = [mix[i] for i in sorted(rng.choice(len(mix), k, replace=False))]
         templates = tuple((t, 1.0 if j == 0 else w) for j, (t, w) in enumerate(picked))
-        peak = rng.uniform(*ME_PEAK_IOD)
+        peak = rng.uniform(*stratum.me_peak_iod)
         kinds = PROFILES[:3]
     else:
         templates = tuple((t, w * float(rng.uniform(0.7, 1.2))) for t, w in mix)
-        peak = rng.uniform(*MAE_PEAK_IOD)
+        peak = rng.uniform(*stratum.mae_peak_iod)
         kinds = PROFILES
     if rng.random() < 0.35:  # one-sided
         strong = float(rng.uniform(0.9, 1.0))
@@ -117,11 +140,12 @@ def draw_expression(label: int, onset: int, n: int, rng: np.random.Generator) ->
         gains = (float(rng.uniform(0.8, 1.0)), float(rng.uniform(0.8, 1.0)))
     kind = str(rng.choice(kinds))
     return Expression(label, onset, onset + n - 1, templates, gains, float(peak), kind,
-                      draw_shape(kind, rng))  # fmt: skip
+                      draw_shape(kind, rng))
 
 
 def schedule_expressions(
-    fps: int, n_frames: int, n_me: int, n_mae: int, rng: np.random.Generator
+    fps: int, n_frames: int, n_me: int, n_mae: int, rng: np.random.Generator,
+    stratum: Stratum = SUBTLE,
 ) -> list[Expression]:
     """Non-overlapping expressions after the lead-in, at least MIN_GAP_S apart, in random order
     with random spacing (as many as fit, for clips too short to hold them all)."""
@@ -144,6 +168,6 @@ def schedule_expressions(
     cuts = np.sort(rng.integers(0, slack + 1, len(labels)))
     out, taken = [], 0
     for label, n, cut in zip(labels, lengths, cuts, strict=True):
-        out.append(draw_expression(label, start + int(cut) + taken, n, rng))
+        out.append(draw_expression(label, start + int(cut) + taken, n, rng, stratum))
         taken += n + gap
     return out

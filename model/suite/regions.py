@@ -127,7 +127,7 @@ def regions(p: np.ndarray) -> dict[str, np.ndarray]:
     x, y = p[:, 0], p[:, 1]
     allv = np.arange(N_MESH)
     brows = np.concatenate([_vertex_set(fm.FACEMESH_LEFT_EYEBROW),
-                            _vertex_set(fm.FACEMESH_RIGHT_EYEBROW)])  # fmt: skip
+                            _vertex_set(fm.FACEMESH_RIGHT_EYEBROW)])
     mid = np.median(np.abs(x[brows]))
     _split(brows[np.abs(x[brows]) < mid], p, "brow_inner", out)
     _split(brows[np.abs(x[brows]) >= mid], p, "brow_outer", out)
@@ -230,7 +230,7 @@ class FieldBank:
         """(468, 3) template field with per-side gains; 1 IOD at full strength (both gains 1)."""
         s = self.scale(template)
         return (gain_l * self.side_field(template, "_l")
-                + gain_r * self.side_field(template, "_r")) / s  # fmt: skip
+                + gain_r * self.side_field(template, "_r")) / s
 
     def blink_field(self) -> np.ndarray:
         """(468, 3) field that closes both eyes at strength 1: every upper lid vertex moves

@@ -56,7 +56,7 @@ def face_mesh_3d(image_bgr: np.ndarray) -> np.ndarray | None:
 
     h, w = image_bgr.shape[:2]
     with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1,
-                                         refine_landmarks=False) as mesh:  # fmt: skip
+                                         refine_landmarks=False) as mesh:
         result = mesh.process(cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB))
     if not result.multi_face_landmarks:
         return None

@@ -3,7 +3,8 @@ labelled neutral: blinks, talking, glances away, slow head drift, jitter, leanin
 and light changes that the camera's auto-exposure follows.
 
 Distractors never overlap a micro-expression (an annotator could not label it), may overlap a
-macro-expression (blinks, head motion) and talking keeps clear of every expression.
+macro-expression (blinks, head motion) and talking keeps clear of every expression. A "calm"
+clip has no talking: its distractors are blinks, head motion, light and the camera alone.
 """
 
 from __future__ import annotations
@@ -12,7 +13,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .motion import ME, Expression, expression_strength, schedule_expressions
+from .motion import (
+    ME,
+    SUBTLE,
+    Expression,
+    Stratum,
+    expression_strength,
+    schedule_expressions,
+)
 
 CLIP_SECONDS = 35.0
 
@@ -114,7 +122,7 @@ def _blinks(
         if s + length < n and not avoid[s : s + length].any():
             close = max(int(length * 0.35), 1)
             shape = np.concatenate([np.linspace(0, 1, close + 1)[1:],
-                                    np.linspace(1, 0, length - close + 1)[1:]])  # fmt: skip
+                                    np.linspace(1, 0, length - close + 1)[1:]])
             blink[s : s + length] = rng.uniform(0.85, 1.0) * np.sin(0.5 * np.pi * shape) ** 2
             ranges.append((s, s + length - 1))
         t += max(rng.exponential(1 / rate), 0.5)
@@ -143,7 +151,7 @@ def _pose(
         u = np.concatenate([np.linspace(0, 1, rise), np.ones(hold), np.linspace(1, 0, rise)])
         sign = 1 if rng.random() < 0.5 else -1
         axes[axis][s : s + length] += sign * rng.uniform(0.6, 1.2) * max_deg * np.sin(
-            0.5 * np.pi * u) ** 2  # fmt: skip
+            0.5 * np.pi * u) ** 2
     return axes
 
 
@@ -167,29 +175,35 @@ def _exposure(fps: int, n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def make_timeline(
-    fps: int, n_frames: int, frame_width: int, rng: np.random.Generator, max_deg: float = 4.0
+    fps: int, n_frames: int, frame_width: int, rng: np.random.Generator, max_deg: float = 4.0,
+    stratum: Stratum = SUBTLE, talking: bool = True,
 ) -> Timeline:
-    """Everything that happens in one clip, drawn from ``rng``."""
+    """Everything that happens in one clip, drawn from ``rng``: expressions as far as
+    ``stratum`` says, and bursts of talking unless ``talking`` is False. The defaults draw
+    exactly what they drew before either choice existed (the same calls on ``rng``)."""
     per_clip = n_frames / fps / CLIP_SECONDS  # 3-5 of each class in a 35 s clip
     n_me, n_mae = (max(int(np.round(rng.choice([3, 4, 4, 5]) * per_clip)), 1) for _ in range(2))
-    expressions = schedule_expressions(fps, n_frames, n_me, n_mae, rng)
+    expressions = schedule_expressions(fps, n_frames, n_me, n_mae, rng, stratum)
     spans = [(e.onset, e.offset) for e in expressions]
     me_spans = [(e.onset, e.offset) for e in expressions if e.label == ME]
     free = ~_busy(spans, n_frames, int(0.4 * fps))
-    jaw, pucker, talking = _talking(fps, n_frames, free, rng)
+    if talking:
+        jaw, pucker, talks = _talking(fps, n_frames, free, rng)
+    else:
+        jaw, pucker, talks = np.zeros(n_frames), np.zeros(n_frames), ()
     near_me = _busy(me_spans, n_frames, int(0.15 * fps))
     blink, blinks = _blinks(fps, n_frames, near_me, rng)
     yaw, pitch, roll = _pose(fps, n_frames, _busy(me_spans, n_frames, int(0.2 * fps)), rng,
-                             max_deg)  # fmt: skip
-    for a, b in talking:  # nodding along while talking
+                             max_deg)
+    for a, b in talks:  # nodding along while talking
         pitch[a : b + 1] += 0.8 * np.convolve(jaw[a : b + 1] / 0.09, np.ones(5) / 5, "same")
     dt = 1.0 / fps
     jitter = rng.uniform(0.15, 0.6)
     kernel = np.array([0.25, 0.5, 0.25])
     dx = _ou(n_frames, dt, 0.015 * frame_width, 4.0, rng) + np.convolve(
-        rng.standard_normal(n_frames) * jitter, kernel, "same")  # fmt: skip
+        rng.standard_normal(n_frames) * jitter, kernel, "same")
     dy = _ou(n_frames, dt, 0.01 * frame_width, 5.0, rng) + np.convolve(
-        rng.standard_normal(n_frames) * jitter, kernel, "same")  # fmt: skip
+        rng.standard_normal(n_frames) * jitter, kernel, "same")
     scale = 1.0 + _ou(n_frames, dt, 0.02, 6.0, rng)
     return Timeline(fps, n_frames, tuple(expressions), blink, jaw, pucker, yaw, pitch, roll,
-                    dx, dy, scale, _exposure(fps, n_frames, rng), talking, blinks)  # fmt: skip
+                    dx, dy, scale, _exposure(fps, n_frames, rng), talks, blinks)

@@ -1,10 +1,11 @@
 """The align thread's work per frame under each way of looking for other faces, on one clip.
 
-The modes (``ALIGN_MODES``): ``before``, the aligner as it was before issue 16 (FaceMesh looks for
-2 faces on every frame, its 468 landmarks are read point by point in Python, the crop is warped
-from the BGR frame and flipped to RGB); ``every-frame``, today's aligner with FaceMesh still
-looking for 2 faces on every frame; ``periodic``, the live default (FaceMesh follows one face, the
-face detector counts faces every 15th frame).
+The modes (``ALIGN_MODES``): ``before``, the aligner as it was before issue 16
+(:class:`PointwiseAligner`: FaceMesh looks for 2 faces on every frame, its 468 landmarks are read
+point by point in Python, the crop is warped from the BGR frame and flipped to RGB);
+``every-frame``, today's aligner with FaceMesh still looking for 2 faces on every frame;
+``periodic``, the live default (FaceMesh follows one face, the face detector counts faces every
+15th frame).
 
 Every mode gets its own :class:`~fesnet.realtime.tracking.FaceTracker` (so each keeps its own
 video-mode tracking state) and sees every frame of the clip; the modes are timed frame by frame
@@ -29,33 +30,72 @@ from .timing import load_avg, percentiles_ms
 log = logging.getLogger(__name__)
 
 
+class PointwiseAligner:
+    """The ``before`` mode: the project's first aligner, kept here as the yardstick of the
+    aligner's speed. FaceMesh looks for 2 faces on every frame, the 468 landmarks are read point
+    by point in Python, and the crop is warped from the BGR frame and flipped to RGB. It follows
+    the face :func:`~fesnet.model.data.align.choose_face` picks and maps it onto the same template
+    with the same transform as :class:`~fesnet.model.data.align.FaceAligner`, so its crops are
+    comparable byte for byte; only how the work is done differs."""
 
-def _before_aligner() -> Any:
-    """The aligner of before issue 16, kept here so that the benchmark can time it."""
-    from fesnet.model.data.align import N_LANDMARKS, AlignResult, FaceAligner, validate_frame
-    from fesnet.model.noise import ignore_known_warnings, native_stderr_filtered
+    def __init__(self, crop_size: int = 112, max_faces: int = 2) -> None:
+        import mediapipe as mp
 
-    class BeforeAligner(FaceAligner):
-        def align(self, frame_bgr: np.ndarray) -> AlignResult:
-            import cv2
+        from fesnet.model.data.align import canonical_template
 
-            validate_frame(frame_bgr)
-            h, w = frame_bgr.shape[:2]
-            result = self._mesh.process(cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB))
-            faces = [
-                np.array([(p.x * w, p.y * h) for p in face.landmark[:N_LANDMARKS]], np.float32)
-                for face in result.multi_face_landmarks or []
-            ]
-            if not faces:
-                return AlignResult(crop=None, n_faces=0, landmarks=None, transform=None)
-            landmarks = self._choose(faces)
-            self._last_center = landmarks.mean(axis=0)
-            crop, matrix = self.crop_from_landmarks(frame_bgr, landmarks)
-            return AlignResult(crop, len(faces), landmarks, matrix)
+        self.crop_size = crop_size
+        self._template = canonical_template(crop_size)
+        self._mesh: Any = mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=False, max_num_faces=max_faces, refine_landmarks=False,
+            min_detection_confidence=0.5, min_tracking_confidence=0.5
+        )
+        self._last_center: np.ndarray | None = None
+
+    def warm_up(self) -> None:
+        self._mesh.process(np.zeros((64, 64, 3), np.uint8))
+
+    def reset(self) -> None:
+        self._last_center = None
+
+    def close(self) -> None:
+        self._mesh.close()
+
+    def align(self, frame_bgr: np.ndarray) -> Any:
+        import cv2
+
+        from fesnet.model.data.align import (
+            N_LANDMARKS,
+            AlignResult,
+            choose_face,
+            keypoints_from_landmarks,
+            similarity_transform,
+            validate_frame,
+        )
+
+        validate_frame(frame_bgr)
+        h, w = frame_bgr.shape[:2]
+        result = self._mesh.process(cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB))
+        faces = [
+            np.array([(p.x * w, p.y * h) for p in face.landmark[:N_LANDMARKS]], np.float32)
+            for face in result.multi_face_landmarks or []
+        ]
+        if not faces:
+            return AlignResult(crop=None, n_faces=0, landmarks=None, transform=None)
+        landmarks = choose_face(faces, self._last_center)
+        self._last_center = landmarks.mean(axis=0)
+        matrix = similarity_transform(keypoints_from_landmarks(landmarks), self._template)
+        size = (self.crop_size, self.crop_size)
+        bgr = cv2.warpAffine(frame_bgr, matrix, size, flags=cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+        return AlignResult(np.ascontiguousarray(bgr[:, :, ::-1]), len(faces), landmarks, matrix)
+
+
+def _pointwise_aligner() -> PointwiseAligner:
+    from fesnet.model.third_party_logs import ignore_known_warnings, native_stderr_filtered
 
     ignore_known_warnings()
     with native_stderr_filtered():
-        aligner = BeforeAligner(crop_size=112, max_faces=2)
+        aligner = PointwiseAligner()
         aligner.warm_up()
     return aligner
 
@@ -65,7 +105,7 @@ def make_aligner(mode: str) -> Callable[[], Any]:
     from ..tracking import FACE_COUNTING, mediapipe_aligner
 
     if mode == "before":
-        return _before_aligner
+        return _pointwise_aligner
     if mode not in FACE_COUNTING:
         raise ValueError(f"unknown align mode {mode!r}; choose from {list(ALIGN_MODES)}")
     return functools.partial(mediapipe_aligner, FACE_COUNTING[mode])

@@ -222,7 +222,7 @@ def build_timed_backend(
             opts["cache_dir"] = config.cache_dir
     t0 = time.perf_counter()
     load = RuntimeConfig(backend=name, threads=threads, stride_frames=config.stride_frames,
-                         backend_options=opts)  # fmt: skip
+                         backend_options=opts)
     backend = Runtime.from_checkpoint(ck, load).backend
     backend.encode(crops[:1])
     t = ck.config.window_frames

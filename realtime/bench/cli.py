@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from ..session import StreamModel
-from ..viewers.capacity import CapacitySetup, run_capacity
 from .align import make_aligner, run_align
 from .backends import build_timed_backend, run_model_benchmarks
+from .capacity import CapacitySetup, run_capacity
 from .config import BenchConfig
 from .end_to_end import pipeline_vs_flow, run_end_to_end
 from .lag import run_lag
@@ -61,6 +61,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=["farneback", "tvl1"],
         help="optical-flow baselines to time ('' for none)",
     )
+    add_live_arguments(p)
+    p.add_argument("--device", default="cpu", help="device of the torch backends (cpu, cuda)")
+    p.add_argument("--precision", default="fp16", help="TensorRT precision: fp32|fp16|int8|fp8")
+    p.add_argument("--calibration", help="TensorRT int8/fp8 calibration windows (.npz)")
+    p.add_argument("--cache-dir", help="where exported/compiled graphs are cached")
+    add_tier_arguments(p)
+    p.add_argument("--out", default="bench.json", help="JSON report path")
+    p.add_argument("--plot", default=None, help="PNG path (default: next to --out)")
+    p.add_argument("--no-plot", action="store_true")
+    return p
+
+
+def add_live_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of the runs on a clip: the pipeline, the aligners, the expression lag and
+    the capacity of remote cameras."""
     p.add_argument("--video", help="clip for the end-to-end pipeline runs")
     p.add_argument("--pace", choices=["live", "fast"], default="fast")
     p.add_argument(
@@ -73,9 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--align",
         type=_csv(str),
         default=["before", "every-frame", "periodic"],
-        help="aligners to time on --video, the first the reference (before: the aligner before "
-        "issue 16; every-frame: FaceMesh looks for 2 faces on every frame; periodic: it follows "
-        "one and the detector counts faces every 15th frame; '' for none)",
+        help="aligners to time on --video, the first the reference (before: the first aligner, "
+        "landmarks read point by point; every-frame: FaceMesh looks for 2 faces on every frame; "
+        "periodic: it follows one and the detector counts faces every 15th frame; '' for none)",
     )
     p.add_argument(
         "--e2e-align",
@@ -86,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--profiles",
         type=_csv(str),
         default=["before", "now"],
-        help="settings the live runs compare (before: the spotter issue 16 found; now)",
+        help="settings the live runs compare (before: the first aligner at stride 8 with the "
+        "first shipped merger; now: what fesnet-spot runs)",
     )
     p.add_argument(
         "--lag-repeats",
@@ -103,15 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
         "per profile, e.g. 1,2,3 (default: skip)",
     )
     p.add_argument("--capacity-seconds", type=float, default=10.0, help="measured per level")
-    p.add_argument("--device", default="cpu", help="device of the torch backends (cpu, cuda)")
-    p.add_argument("--precision", default="fp16", help="TensorRT precision: fp32|fp16|int8|fp8")
-    p.add_argument("--calibration", help="TensorRT int8/fp8 calibration windows (.npz)")
-    p.add_argument("--cache-dir", help="where exported/compiled graphs are cached")
-    add_tier_arguments(p)
-    p.add_argument("--out", default="bench.json", help="JSON report path")
-    p.add_argument("--plot", default=None, help="PNG path (default: next to --out)")
-    p.add_argument("--no-plot", action="store_true")
-    return p
+    p.add_argument("--capacity-serving", type=_csv(str), default=[],
+                   help="how the capacity run's sessions reach the model, each SERVING[:BACKEND] "
+                   "(engine: per-stream calls; tier: the shared model tier), e.g. "
+                   "engine:onnx,tier:onnx,tier:torch, taking turns level by level (default: the "
+                   "live backend's engine)")
 
 
 def add_tier_arguments(p: argparse.ArgumentParser) -> None:
@@ -159,6 +171,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         lag_video=args.lag_video,
         capacity_levels=tuple(args.capacity),
         capacity_seconds=args.capacity_seconds,
+        capacity_serving=tuple(args.capacity_serving),
         device=args.device,
         precision=args.precision,
         calibration=args.calibration,
@@ -221,13 +234,32 @@ def capacity(config: BenchConfig, report: dict[str, Any], ck: Any, backend: Any)
         report["capacity"] = {"skipped": why}
         return
     setups: list[CapacitySetup] = []
-    for name in config.profiles:
-        merger, stride = hub_settings(ck, PROFILES[name])
-        model = (setups[0].model.using(merger, stride) if setups
-                 else StreamModel.over(backend, merger, stride))  # fmt: skip
-        setups.append(CapacitySetup(name, model, make_aligner(PROFILES[name].align)))
+    for serving in config.capacity_serving or ("",):
+        model = (serving_model(config, ck, serving) if serving else None)
+        for name in config.profiles:
+            merger, stride = hub_settings(ck, PROFILES[name])
+            if model is None:
+                model = StreamModel.over(backend, merger, stride)
+            label = name if not serving else serving if len(config.profiles) == 1 \
+                else f"{name}/{serving}"
+            setups.append(CapacitySetup(label, model.using(merger, stride),
+                                        make_aligner(PROFILES[name].align)))
     report["capacity"] = run_capacity(setups, config.capacity_levels, config.video,
-                                      config.capacity_seconds, load_avg)  # fmt: skip
+                                      config.capacity_seconds, load_avg)
+
+
+def serving_model(config: BenchConfig, ck: Any, serving: str) -> StreamModel:
+    """The stream model of ``SERVING[:BACKEND]``, loaded as every program loads one (the runtime
+    loader with ``--serving``; a tier with a ring block for the most cameras of the run)."""
+    from fesnet.model.runtime import Runtime, RuntimeConfig
+
+    kind, _, name = serving.partition(":")
+    name = name or (config.e2e_backends or [b for b in ("onnx", "torch")
+                                            if b in config.backends])[0]
+    load = RuntimeConfig(backend=name, threads=min(config.threads), serving=kind,
+                         stride_frames=config.stride_frames)
+    runtime = Runtime.from_checkpoint(ck, load)
+    return StreamModel.of(runtime, max_streams=max(config.capacity_levels))
 
 
 def live_backend(config: BenchConfig, ck: Any) -> Any:

@@ -43,6 +43,10 @@ class BenchConfig:
     """Numbers of remote cameras to serve, per profile (empty: skip)."""
     capacity_seconds: float = 10.0
     """Measured time per capacity level (after a warm-up)."""
+    capacity_serving: tuple[str, ...] = ()
+    """How the capacity run's sessions reach the model, each ``SERVING[:BACKEND]`` (``engine``
+    or ``tier``, as the loader's ``--serving``; the backend by default the live runs'), every one
+    served at every level, taking turns (empty: the live backend's engine)."""
     device: str = "cpu"
     precision: str = "fp16"
     calibration: str | None = None
@@ -70,6 +74,9 @@ class BenchConfig:
         for name in self.profiles:
             if name not in PROFILES:
                 raise ValueError(f"unknown profile {name!r}; choose from {list(PROFILES)}")
+        for item in self.capacity_serving:
+            if item.partition(":")[0] not in ("engine", "tier"):
+                raise ValueError(f"--capacity-serving {item!r}: engine or tier, then :BACKEND")
         if self.lag_repeats < 0 or any(n < 1 for n in self.capacity_levels):
             raise ValueError("--lag-repeats must be >= 0 and --capacity levels >= 1")
 

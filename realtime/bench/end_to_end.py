@@ -86,7 +86,7 @@ def pipeline_run(
         open_stream(model, FileSource(video, pace=pace, stream=f"s{i}"),
                     tracker=FaceTracker(make_aligner=aligner_factory), stats=timings[i])
         for i in range(n_streams)
-    ]  # fmt: skip
+    ]
     t0 = time.perf_counter()
     for error in run_streams(runs, poll_s=0.5):
         if error is not None:

@@ -78,7 +78,7 @@ def lag_run(backend: Any, ck: Any, video: str, profile: Any) -> dict[str, Any]:
     timings = StageStats(keep_recent=None)  # every window of the clip
     run = open_stream(StreamModel.over(backend, merger_cfg, stride), FileSource(video, pace="live"),
                       [lags], tracker=FaceTracker(make_aligner=make_aligner(profile.align)),
-                      observers=[lags], stats=timings)  # fmt: skip
+                      observers=[lags], stats=timings)
     run.run(poll_s=0.5)
     summary = run.summary()
     return {

@@ -80,7 +80,7 @@ def capacity(
 
 
 def _pipelined_cycles(tier: ModelTier, load: TickLoad, stride: int, cycles: int,
-                      deadline: float | None) -> dict[str, Any]:  # fmt: skip
+                      deadline: float | None) -> dict[str, Any]:
     """Each tick: stage its crops (waiting, if need be, for the step two back), submit it, then
     collect the previous tick's result, so staging tick k + 1 overlaps the device's step k. A
     cycle is the wall time between the ends of consecutive cycles: everything included."""
@@ -114,11 +114,11 @@ def _pipelined_cycles(tier: ModelTier, load: TickLoad, stride: int, cycles: int,
     return {"cycles": len(cycle), "cycle": cycle, "cycle_ms": percentiles_ms(cycle),
             "stage_ms": percentiles_ms(stage), "submit_ms": percentiles_ms(submit),
             "wait_ms": percentiles_ms(wait),
-            "device_ms": {k: percentiles_ms(v) for k, v in phases.items()}}  # fmt: skip
+            "device_ms": {k: percentiles_ms(v) for k, v in phases.items()}}
 
 
 def _serial_cycles(tier: ModelTier, load: TickLoad, stride: int, cycles: int,
-                   deadline: float | None) -> dict[str, Any]:  # fmt: skip
+                   deadline: float | None) -> dict[str, Any]:
     """Each tick staged, then stepped to its result; staging is timed apart and left out of the
     cycle (how the first GPU check measured: the model tier's own time, nothing overlapped)."""
     stage, step, cycle = [], [], []
@@ -177,7 +177,7 @@ def capacity_sweep(
                  f"(budget {row['realtime_budget_ms']:.1f}; stage "
                  f"{row['stage_ms']['p50_ms']:.2f} ms/tick"
                  + (f", device {dev:.2f} ms/tick" if dev is not None else "")
-                 + f"), ~{row['cameras_at_60fps']} cameras")  # fmt: skip
+                 + f"), ~{row['cameras_at_60fps']} cameras")
         if row["cycle_ms"]["p50_ms"] > 2 * row["realtime_budget_ms"]:
             stopped = f"saturated at {n} streams"
             break
@@ -214,7 +214,7 @@ def latency(
         load.close()
     return {"window_step_ms": percentiles_ms(window), "encode_step_ms": percentiles_ms(encode),
             "device_ms": {kind: {k: percentiles_ms(v) for k, v in p.items()}
-                          for kind, p in phases.items()}}  # fmt: skip
+                          for kind, p in phases.items()}}
 
 
 def engine_vs_tier(
@@ -257,18 +257,18 @@ def engine_vs_tier(
             row[name] = {"cycle_ms": percentiles_ms(s),
                          "model_frames_per_s": round(n * stride / float(np.median(s)), 1)}
         row["tier_vs_engine"] = round(float(np.median(samples["engine"]))
-                                      / float(np.median(samples["tier"])), 3)  # fmt: skip
+                                      / float(np.median(samples["tier"])), 3)
         rows.append(row)
     return rows
 
 
 def _engine_cycle(engine: Engine, streams: Sequence[SyntheticStream],
-                  stride: int) -> Callable[[], None]:  # fmt: skip
+                  stride: int) -> Callable[[], None]:
     """A cycle of today's path for these streams: each adds ``stride`` slots, one at a time;
     warmed up and staggered like :class:`TickLoad`."""
     t = engine.window_frames
     runners = [EngineStream(engine, FeatureRing(t + 2 * stride, engine.slot_arrays()),
-                            WindowScheduler(t, stride), s) for s in streams]  # fmt: skip
+                            WindowScheduler(t, stride), s) for s in streams]
     slot = [0] * len(runners)
     for i, r in enumerate(runners):
         for _ in range(t + i % stride):
@@ -300,28 +300,28 @@ def run_tier_bench(config: BenchConfig, report: dict[str, Any]) -> None:
     levels = sorted(set(config.streams) | set(config.tier_compare))
     tier = make_tier(name, ck, device=device, precision=precision, compile=config.tier_compile,
                      threads=threads, max_streams=max(levels), max_bucket=config.tier_max_bucket,
-                     ring_slots=ck.config.window_frames + 2 * stride + 1)  # fmt: skip
+                     ring_slots=ck.config.window_frames + 2 * stride + 1)
     geometry = ck.config.geometry_dims > 0
     n_streams = max(2, min(8, max(config.tier_compare, default=2)))
     streams = synthetic_streams(n_streams, config.tier_slots, geometry, ck.config.image_size,
-                                fps=(60,))  # fmt: skip
+                                fps=(60,))
     pool, geom = streams[0].frames, streams[0].geom
     report["model"] = {**model_info, "stride_frames": stride, "config": ck.config.to_dict()}
     out: dict[str, Any] = {"tier": tier.name, "device": device, "precision": precision,
-                           "buckets": list(tier.buckets or ()), "threads": threads}  # fmt: skip
+                           "buckets": list(tier.buckets or ()), "threads": threads}
     log.info("tier %s: latency", tier.name)
     out["latency"] = latency(tier, stride, pool, geom, ticks=max(40, int(60 * config.seconds)))
     log.info("tier %s: capacity over %s streams", tier.name, list(config.streams))
     out["capacity"] = capacity_sweep(tier, config.streams, stride, pool, geom)
     if config.tier_compare:
         today = build_backend("torch" if name == "torch" else name, ck, threads,
-                              **({"device": device} if name == "torch" else {}))  # fmt: skip
+                              **({"device": device} if name == "torch" else {}))
         engine = Engine(today, ck.config.window_frames)
         log.info("tier %s against today's engine (%s) at %s streams", tier.name, today.name,
-                 list(config.tier_compare))  # fmt: skip
+                 list(config.tier_compare))
         out["engine_backend"] = today.name
         out["engine_vs_tier"] = engine_vs_tier(engine, tier, streams, config.tier_compare, stride,
-                                               config.seconds)  # fmt: skip
+                                               config.seconds)
     out["counts"] = dict(tier.counts)
     report["tier"] = out
 
@@ -334,9 +334,9 @@ def tier_summary(report: dict[str, Any]) -> list[str]:
     lat = t["latency"]["window_step_ms"]
     lines = [f"tier {t['tier']}: one camera p50 {lat.get('p50_ms', float('nan')):.2f} ms / p99 "
              f"{lat.get('p99_ms', float('nan')):.2f} ms; ~{t['capacity']['cameras_at_60fps']} "
-             f"cameras at 60 FPS ({t['capacity']['stopped']})"]  # fmt: skip
+             f"cameras at 60 FPS ({t['capacity']['stopped']})"]
     for r in t.get("engine_vs_tier", []):
         lines.append(f"  {r['streams']} streams: engine {r['engine']['model_frames_per_s']:.0f} "
                      f"frames/s, tier {r['tier']['model_frames_per_s']:.0f} frames/s "
-                     f"(x{r['tier_vs_engine']:.2f})")  # fmt: skip
+                     f"(x{r['tier_vs_engine']:.2f})")
     return lines

@@ -122,7 +122,7 @@ def compare_events(ref: list[MergerEvent], got: list[MergerEvent]) -> dict[str, 
     matched = 0
     for on, off, label in ri:
         hit = next((g for g in unused if g[2] == label and abs(g[0] - on) <= INTERVAL_TOL_SLOTS
-                    and abs(g[1] - off) <= INTERVAL_TOL_SLOTS), None)  # fmt: skip
+                    and abs(g[1] - off) <= INTERVAL_TOL_SLOTS), None)
         if hit is not None:
             unused.remove(hit)
             matched += 1
@@ -138,7 +138,7 @@ def compare_events(ref: list[MergerEvent], got: list[MergerEvent]) -> dict[str, 
 
 
 def reference(backend: Any, streams: list[SyntheticStream], merger: MergerConfig,
-              stride: int) -> list[dict[str, Any]]:  # fmt: skip
+              stride: int) -> list[dict[str, Any]]:
     """Offline CPU fp32 spotting of each stream: starts, probs, events."""
     from fesnet.model.inference import spot_video
 
@@ -163,11 +163,11 @@ def load_reference(path: Path) -> list[dict[str, Any]]:
         events = json.loads(str(z["events"]))
         return [{"starts": z[f"starts_{i}"].tolist(), "probs": z[f"probs_{i}"],
                  "events": [MergerEvent(**e) for e in ev]}
-                for i, ev in enumerate(events)]  # fmt: skip
+                for i, ev in enumerate(events)]
 
 
 def parity(tier: Any, streams: list[SyntheticStream], ref: list[dict[str, Any]],
-           merger: MergerConfig, stride: int, tolerance: float) -> dict[str, Any]:  # fmt: skip
+           merger: MergerConfig, stride: int, tolerance: float) -> dict[str, Any]:
     """The tier's windows and events against the reference (module docstring)."""
     got = tier_windows(tier, streams, stride)
     diffs, per_stream = [], []
@@ -179,7 +179,7 @@ def parity(tier: Any, streams: list[SyntheticStream], ref: list[dict[str, Any]],
         per_stream.append(compare_events(r["events"], events))
     worst = max(diffs)
     per_window = np.concatenate([np.abs(p - r["probs"]).reshape(len(p), -1).max(axis=1)
-                                 for (_, p), r in zip(got, ref, strict=True)])  # fmt: skip
+                                 for (_, p), r in zip(got, ref, strict=True)])
     return {
         "windows": sum(len(s) for s, _ in got),
         "max_abs_diff": worst,
@@ -202,7 +202,7 @@ def machine(gpu: bool = False) -> dict[str, Any]:
 
     info: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__,
                             "platform": platform.platform(), "cuda_available":
-                            torch.cuda.is_available()}  # fmt: skip
+                            torch.cuda.is_available()}
     for mod in ("numpy", "cv2", "onnxruntime", "triton"):
         try:
             info[mod] = __import__(mod).__version__
@@ -214,12 +214,12 @@ def machine(gpu: bool = False) -> dict[str, Any]:
                     capability=f"{props.major}.{props.minor}", cuda=torch.version.cuda,
                     cudnn=torch.backends.cudnn.version(),
                     tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
-                    tf32_cudnn=torch.backends.cudnn.allow_tf32)  # fmt: skip
+                    tf32_cudnn=torch.backends.cudnn.allow_tf32)
     return info
 
 
 def run_stage(out: dict[str, Any], name: str, fn: Callable[[], Any],
-              write: Callable[[], None]) -> Any:  # fmt: skip
+              write: Callable[[], None]) -> Any:
     """``out[name] = fn()``, or its error in ``out["errors"][name]``; written either way."""
     t0 = time.perf_counter()
     print(f"[{out.get('config', 'check')}] {name} ...", flush=True)
@@ -239,7 +239,7 @@ def run_stage(out: dict[str, Any], name: str, fn: Callable[[], Any],
 
 def run_config(cfg: CheckConfig, ck: Any, merger: MergerConfig, stride: int,
                settings: CheckSettings, ref: list[dict[str, Any]], deadline: float,
-               out: dict[str, Any], write: Callable[[], None]) -> None:  # fmt: skip
+               out: dict[str, Any], write: Callable[[], None]) -> None:
     """Build one configuration's tier and run its stages until ``deadline`` (perf_counter)."""
     from fesnet.model.tier_plan import bucket_sizes
     from fesnet.model.tier_run import make_tier
@@ -253,11 +253,11 @@ def run_config(cfg: CheckConfig, ck: Any, merger: MergerConfig, stride: int,
                          channels_last=cfg.channels_last,
                          max_streams=max(max(settings.levels), settings.streams),
                          ring_slots=settings.ring_slots, max_bucket=cfg.max_bucket,
-                         buckets=bucket_sizes(cfg.max_bucket) if cfg.pad else None)  # fmt: skip
+                         buckets=bucket_sizes(cfg.max_bucket) if cfg.pad else None)
         info = {"tier": tier.name, "build_s": round(time.perf_counter() - t0, 2),
                 "capture_s": round(getattr(tier.runner, "capture_s", 0.0), 2),
                 "buckets": list(tier.buckets or ()), "ring_gib": round(tier.ring_bytes / 2**30, 2),
-                "max_streams": tier.max_streams}  # fmt: skip
+                "max_streams": tier.max_streams}
         if tier.device.type == "cuda":
             info["cuda_memory_reserved_gib"] = round(torch.cuda.memory_reserved() / 2**30, 2)
         built.append(tier)
@@ -276,13 +276,13 @@ def run_config(cfg: CheckConfig, ck: Any, merger: MergerConfig, stride: int,
     pool = streams[0].frames
     geom = streams[0].geom
     run_stage(out, "latency", lambda: latency(tier, stride, pool, geom, settings.latency_ticks),
-              write)  # fmt: skip
+              write)
     sweep = run_stage(out, "capacity", lambda: capacity_sweep(
         tier, settings.levels, stride, pool, geom, settings.cycles, deadline,
         progress=lambda m: print(m, flush=True), copy_threads=settings.copy_threads),
-        write)  # fmt: skip
+        write)
     if sweep and sweep["levels"] and time.perf_counter() < deadline:
         top = sweep["levels"][-1]["streams"]  # the same level, measured the first check's way
         run_stage(out, "capacity_serial", lambda: capacity(
             tier, top, stride, pool, geom, settings.cycles, deadline, pipelined=False,
-            copy_threads=settings.copy_threads), write)  # fmt: skip
+            copy_threads=settings.copy_threads), write)

@@ -109,7 +109,7 @@ def synthetic_streams(
 
 
 def _stream_batch(tier: ModelTier, handle: int, stream: SyntheticStream, first: int, n: int,
-                  starts: Sequence[int]) -> TierBatch:  # fmt: skip
+                  starts: Sequence[int]) -> TierBatch:
     """Slots ``[first, first + n)`` of ``stream`` and windows at ``starts``."""
     hc = stream.has_crop[first : first + n]
     done = int(stream.has_crop[:first].sum())
@@ -117,7 +117,7 @@ def _stream_batch(tier: ModelTier, handle: int, stream: SyntheticStream, first: 
     geom = None if stream.geom is None else stream.geom[first : first + n]
     return TierBatch.of_stream(handle, np.arange(first, first + n), crops, has_crop=hc,
                                geom=geom, window_starts=starts,
-                               image_size=tier.image_size)  # fmt: skip
+                               image_size=tier.image_size)
 
 
 def tier_windows(
@@ -185,7 +185,7 @@ class EngineStream:
     """One stream's per-slot work on today's path (what ``SlotFeatures`` and ``Spotter`` do)."""
 
     def __init__(self, engine: Engine, ring: FeatureRing, sched: WindowScheduler,
-                 stream: SyntheticStream) -> None:  # fmt: skip
+                 stream: SyntheticStream) -> None:
         self.engine, self.ring, self.sched, self.stream = engine, ring, sched, stream
         self._frame_of = np.cumsum(stream.has_crop) - 1  # each slot's frame
         self._last: dict[str, np.ndarray] = {}
@@ -217,7 +217,7 @@ class TickLoad:
     that receives crops on several connections would; numpy releases the GIL while copying)."""
 
     def __init__(self, tier: ModelTier, n_streams: int, stride: int, pool: np.ndarray,
-                 geom: np.ndarray | None, copy_threads: int = 1) -> None:  # fmt: skip
+                 geom: np.ndarray | None, copy_threads: int = 1) -> None:
         self.tier, self.n, self.stride = tier, n_streams, stride
         self.pool, self.geom_pool = pool, geom
         self.handles = np.array([tier.open(("load", i)) for i in range(n_streams)], np.int64)
@@ -246,7 +246,7 @@ class TickLoad:
         due = self.handles[(k - self.phase) % self.stride == 0] if k >= t - 1 else self.handles[:0]
         self.tick += 1
         return TierBatch(self.handles, np.full(n, k, np.int64), np.ones(n, bool), staging, geom,
-                         due, np.full(len(due), k - t + 1, np.int64))  # fmt: skip
+                         due, np.full(len(due), k - t + 1, np.int64))
 
     def close(self) -> None:
         if self._pool is not None:

@@ -5,6 +5,12 @@ A Spotter (or a viewer's hub) takes it like any other backend and never learns a
 ring, the merger and every cached feature stay with the stream; only a distinct frame's crop
 (to encode), the features coming back, and a window's distinct slots (wire.py) travel.
 
+It is also the transport of streams on the model tier (realtime/tier_engine.py): ``step`` sends
+one stream's :class:`~fesnet.model.tier_serve.TierRequest` (each new crop once, uint8, with the
+slots' geometry vectors) to the replica the stream is pinned to (its session id: the stream's
+key without the segment) and brings its windows' probabilities back. The features then live on
+that replica and never cross the wire.
+
 Faults. A call that fails because the model tier lost a replica or a node (or does not answer
 within ``call_timeout_s``) is re-sent until it succeeds or ``give_up_s`` has passed, then the
 stream fails with :class:`ClusterError`. The calls are pure functions, so a re-sent call cannot
@@ -97,6 +103,13 @@ class RayBackend:
         self.stats.add("window_down", array_bytes(probs))
         return probs
 
+    def step(self, request: Any) -> Any:
+        """One stream's tier request -> its reply, on the replica its key is pinned to."""
+        self.stats.add("tier_up", request.nbytes)
+        reply = self._call("step", request, session=request.key.rsplit("/", 1)[0])
+        self.stats.add("tier_down", reply.nbytes)
+        return reply
+
     # -- faults --------------------------------------------------------------------------------
     def take_notices(self) -> list[str]:
         """Gap reports for calls made on this thread since the last take (then cleared)."""
@@ -104,14 +117,15 @@ class RayBackend:
         self._local.notices = []
         return notices or []
 
-    def _call(self, method: str, payload: Any) -> Any:
+    def _call(self, method: str, payload: Any, session: str | None = None) -> Any:
         policy = self.retry
+        handle = self.handle if session is None else self.handle.options(session_id=session)
         t_call = time.monotonic()
         first_failure: float | None = None
         last: BaseException | None = None
         while True:
             try:
-                response = getattr(self.handle, method).remote(payload)
+                response = getattr(handle, method).remote(payload)
                 out = response.result(timeout_s=policy.call_timeout_s)
             except Exception as e:
                 if not _retryable(e):
@@ -120,7 +134,7 @@ class RayBackend:
                 if first_failure is None:
                     first_failure = now
                     logger.warning("model tier: %s call failed (%s); re-sending",
-                                   method, type(e).__name__)  # fmt: skip
+                                   method, type(e).__name__)
                 last = e
                 if now - first_failure > policy.give_up_s:
                     raise ClusterError(

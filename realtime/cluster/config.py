@@ -12,7 +12,7 @@ import argparse
 import re
 from dataclasses import dataclass
 
-from fesnet.model.options import float_range, int_range
+from fesnet.argtypes import float_range, int_range
 
 LOCAL = "auto"
 _RAY_CLIENT = re.compile(r"^ray://([^:/\s]+):(\d+)$")
@@ -126,14 +126,14 @@ class ClusterConfig:
         may still make replicas wait: runtime.py reports that)."""
         short = [f"{need:g} {name} (the cluster has {totals.get(name, 0.0):g})"
                  for name, need in self.demand(streams).items()
-                 if need > totals.get(name, 0.0) + 1e-9]  # fmt: skip
+                 if need > totals.get(name, 0.0) + 1e-9]
         if not short:
             return None
         n = self.min_replicas if self.autoscale else self.replicas
         what = f"{n} model replica(s)" + (f" and {streams} stream(s)" if streams else "")
         return (f"{what} cannot be placed on the cluster at {self.address}: they need "
                 f"{'; '.join(short)}. Ask for fewer replicas or streams, or give the cluster "
-                "more")  # fmt: skip
+                "more")
 
 
 def _address_arg(text: str) -> str:
@@ -156,23 +156,23 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
         help="run the model tier (and, for `run`, each stream) on Ray: 'auto' starts a private "
         "Ray on this machine (loopback only), ray://HOST:PORT joins a running cluster "
         "(docs/SCALING.md). Default: everything in this process",
-    )  # fmt: skip
+    )
     parser.add_argument(
         "--replicas", default=1, metavar="N|auto", type=replicas_arg,
         help=f"with --cluster: model replicas (window engines, 1-{MAX_REPLICAS}), or 'auto' to "
         "autoscale between 1 and --max-replicas. Replicas (and, for `run`, streams) the "
         "cluster cannot place are refused when it is joined",
-    )  # fmt: skip
+    )
     parser.add_argument("--max-replicas", type=int_range(1, MAX_REPLICAS), default=2,
-                        help="with --cluster --replicas auto: the most replicas")  # fmt: skip
+                        help="with --cluster --replicas auto: the most replicas")
     parser.add_argument("--replica-gpus", type=float_range(0.0), default=0.0,
                         help="with --cluster: GPUs each replica asks for (TensorRT nodes)")
     parser.add_argument("--replica-resource", default=None, metavar="NAME",
                         help="with --cluster: place replicas on nodes offering this custom "
-                        "resource (e.g. 'model')")  # fmt: skip
+                        "resource (e.g. 'model')")
     parser.add_argument("--stream-resource", default=None, metavar="NAME",
                         help="with --cluster (run): place stream actors on nodes offering this "
-                        "custom resource (e.g. 'ingest')")  # fmt: skip
+                        "custom resource (e.g. 'ingest')")
 
 
 def cluster_config(args: argparse.Namespace) -> ClusterConfig | None:

@@ -2,7 +2,7 @@
 
 A head node and ``workers`` worker nodes, each its own set of Ray processes (GCS on the head, a
 raylet and its workers per node), all at 127.0.0.1 in Ray's single-machine mode
-(runtime.py: :func:`~fesnet.realtime.cluster.runtime.loopback_only`). The Ray Client port is
+(placement.py: :func:`~fesnet.realtime.cluster.placement.loopback_only`). The Ray Client port is
 printed: point ``--cluster ray://127.0.0.1:PORT`` at it. Built on ``ray.cluster_utils.Cluster``,
 Ray's own tool for multi-node clusters on one machine (``ray start`` refuses to add a worker
 node in single-machine mode).
@@ -12,8 +12,9 @@ Run as a process it reads commands on stdin, one per line, and answers each with
 that vanishes), ``add-worker``, ``kill-replicas`` (SIGKILL every model replica process),
 ``quit``. The tests drive a cluster this way.
 
-It is a server: SIGINT or SIGTERM shuts every node down and ends it with exit code 0 (Ray's
-own SIGTERM handler, which each node installs, would wait 30 s for a drain and exit 1).
+It is a server: SIGINT or SIGTERM shuts every node down and ends it with exit code 0. Each Ray
+node installs its own SIGTERM handler (a drain of up to 30 s, then exit 1); the command's is put
+back after each node starts (``exitcodes.stop_signals_raise``).
 """
 
 from __future__ import annotations
@@ -30,11 +31,11 @@ from typing import Any
 
 import psutil
 
-from fesnet.model.noise import quiet_ray
-from fesnet.model.options import int_range
+from fesnet.argtypes import int_range
+from fesnet.model.third_party_logs import quiet_ray
 from fesnet.realtime import exitcodes
 
-from .runtime import LOOPBACK, loopback_only
+from .placement import LOOPBACK, loopback_only
 
 CLUSTER_CPUS = 2
 OBJECT_STORE_MB = 150
@@ -61,7 +62,7 @@ class LocalCluster:
         loopback_only()
         from ray.cluster_utils import Cluster
 
-        with quiet_ray():
+        with exitcodes.stop_signals_raise(), quiet_ray():  # each node sets its SIGTERM handler
             self.cluster = Cluster(
                 initialize_head=True,
                 head_node_args={
@@ -72,20 +73,18 @@ class LocalCluster:
                     "resources": {"head": 100},
                 },
             )
-        _stop_signals_end_the_server()
         for _ in range(self.n_workers):
             self.add_worker()
         return self
 
     def add_worker(self) -> dict[str, Any]:
-        with quiet_ray():
+        with exitcodes.stop_signals_raise(), quiet_ray():
             node = self.cluster.add_node(
                 num_cpus=self.cpus,
                 object_store_memory=self.object_store,
                 include_dashboard=False,
                 resources={"worker": 100},
             )
-        _stop_signals_end_the_server()
         self.workers.append(node)
         return {"node_id": node.node_id, "raylet_pid": _raylet_pid(node)}
 
@@ -117,21 +116,12 @@ class LocalCluster:
             "listening": len(sockets),
             "not_loopback": [f"{ip}:{port} {name}" for ip, port, name in sockets
                              if not is_loopback(ip)],
-        }  # fmt: skip
+        }
 
     def shutdown(self) -> None:
         if self.cluster is not None:
             self.cluster.shutdown()
             self.cluster = None
-
-
-def _stop_signals_end_the_server() -> None:
-    """Every Ray node started in this process installs its own SIGTERM handler (drain for 30 s,
-    then exit 1): put back the command's, which ends the server like Ctrl-C."""
-    import threading
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, exitcodes.raise_stopped)
 
 
 def _free_port() -> int:
@@ -220,14 +210,14 @@ def serve_commands(cluster: LocalCluster, stdin: Any = sys.stdin) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int_range(0, MAX_WORKERS), default=1,
-                        help=f"worker node processes (0-{MAX_WORKERS})")  # fmt: skip
+                        help=f"worker node processes (0-{MAX_WORKERS})")
     parser.add_argument("--cpus", type=int_range(1, MAX_CPUS), default=CLUSTER_CPUS,
-                        help=f"logical CPUs each node offers (1-{MAX_CPUS})")  # fmt: skip
+                        help=f"logical CPUs each node offers (1-{MAX_CPUS})")
     parser.add_argument("--client-port", type=int_range(0, 65535), default=10001,
-                        help="Ray Client port on 127.0.0.1 (0: any free port)")  # fmt: skip
+                        help="Ray Client port on 127.0.0.1 (0: any free port)")
     parser.add_argument("--commands", action="store_true",
                         help="read commands on stdin (tests): status, kill-worker, "
-                        "add-worker, kill-replicas, quit")  # fmt: skip
+                        "add-worker, kill-replicas, quit")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -239,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
             st = cluster.status()
             where = "127.0.0.1 only" if not st["not_loopback"] else st["not_loopback"]
             print(f"Ray cluster on this machine: a head and {args.workers} worker node(s), "
-                  f"listening on {where}")  # fmt: skip
+                  f"listening on {where}")
             print(f"point a server at it:  fesnet-spot webrtc-server --cluster {st['client']}")
             print("Ctrl-C stops it", flush=True)
             while True:
@@ -254,6 +244,7 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fesnet.realtime.cluster.local")
     add_arguments(parser)
+    signal.signal(signal.SIGTERM, exitcodes.raise_stopped)  # a server: SIGTERM ends it as Ctrl-C
     return run(parser.parse_args(argv))
 
 

@@ -41,7 +41,7 @@ def check_args(args: argparse.Namespace, specs: list[str]) -> None:
     used = [f"--{n.replace('_', '-')}" for n in SINGLE_ONLY if getattr(args, n, None)]
     if used:
         raise ValueError(f"{', '.join(used)} work with one in-process source only "
-                         "(not with several sources or --cluster)")  # fmt: skip
+                         "(not with several sources or --cluster)")
     if args.engine != "cached":
         raise ValueError("--engine naive works with one in-process source only")
     if not specs:
@@ -60,15 +60,20 @@ def run_on_cluster(
     """Every source in a stream actor of its own, calling the model tier ``tier`` that the
     runtime loader placed; events to ``sinks`` (each failing on its own) until every stream has
     ended or ``control`` stops the run. Returns each stream's result."""
-    from fesnet.realtime.events import Fanout
+    from fesnet.model.backends import split_post
+    from fesnet.realtime.sinks import Fanout
 
+    _, post = split_post(runtime.backend)
     actors = {
-        stream: spawn(cfg, tier, spec, stream, runtime.stride_frames, pace, runtime.merger)
+        stream: spawn(cfg, tier, spec, stream, runtime.stride_frames, pace, runtime.merger,
+                      runtime.serving, post)
         for stream, spec in zip(stream_names(specs), specs, strict=True)
     }
     replicas = "autoscaled" if cfg.autoscale else str(cfg.replicas)
+    where = "on the model tier" if runtime.serving == "tier" else "stateless"
     print(f"spotting {len(actors)} streams on Ray ({cfg.address}): one actor per stream, "
-          f"{replicas} model replica(s) with {runtime.backend.name}", flush=True)  # fmt: skip
+          f"{replicas} model replica(s) with {runtime.backend.name}, {where}",
+          flush=True)
     stop = threading.Event()
     control.on_stop(stop.set)
     t0 = time.monotonic()

@@ -11,8 +11,20 @@ streams within ``batch_wait_s`` (up to ``max_batch_size``) into one backend call
   ``Engine.window_inputs`` (``x_prime``, ``x_atten``, and ``geom`` when the network reads the
   geometry channel) and reach ``backend.window`` in that order.
 
-Replicas hold no stream state: any replica can answer any call, so Serve may route around a lost
-one and the ingest may re-send a call (realtime/cluster/backend.py).
+- ``step(TierRequest)`` -> ``TierReply``: the model tier (model/tier_serve.py). The stream's
+  features live in this replica's tier: the ingest sends each new crop once (uint8) with the
+  slot's geometry vector and gets its windows' probabilities back. ``@serve.batch`` gathers the
+  steps of every stream pinned here into one tier step (every new crop in one encode call,
+  every window in one window call). A stream is pinned to one replica by Serve's consistent-
+  hash request router on its session id (realtime/cluster/placement.py: ``deploy``); when that
+  replica is lost the stream's requests go to another, which does not hold its ring: its
+  windows come back missing and the stream rebuilds the ring from its own (tier_engine.py).
+  The tier (its rings, and on a GPU its compiled graphs) is made when the replica starts, so
+  the deployment is running only once it is ready, for this replica's hardware by the runtime
+  loader's rule (``serving_of``: the CUDA tier on a GPU node).
+
+``encode`` and ``window`` hold no stream state: any replica can answer them, so Serve may route
+around a lost one and the ingest may re-send a call (realtime/cluster/backend.py).
 
 Loopback. Ray 2.60 starts an inter-deployment gRPC server in every replica on ``[::]:0``, every
 interface, with no option to move it (ray-project/ray#64544; Serve uses it only with
@@ -40,6 +52,9 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH = 16
 DEFAULT_WAIT_S = 0.002
+TIER_STREAMS = {"cpu": 16, "cuda": 2048}
+"""Streams a replica's tier holds rings for (more: the least recently used ring is given up and
+its stream rebuilds it): 3.2 MB a stream of host memory on a CPU, 1.6 MB of GPU memory in fp16."""
 _ALL_INTERFACES = ("[::]:", "0.0.0.0:")
 
 
@@ -104,10 +119,15 @@ class WindowEngine:
 
         self.grpc_host = bind_replica_grpc_to_node()
         ckpt = _load_blob(blob)
+        self.checkpoint = ckpt
+        self.backend_name = backend
+        self.threads = threads
+        self._service: Any = None
         self.backend = build_backend(backend, ckpt, threads)
+        self.tier_service()
         self.window_frames = ckpt.config.window_frames
         self.window_inputs = WINDOW_INPUTS + ((GEOMETRY,) if self.backend.geometry else ())
-        for method in (self.encode, self.window):
+        for method in (self.encode, self.window, self.step):
             method.set_max_batch_size(max_batch_size)
             method.set_batch_wait_timeout_s(batch_wait_s)
         self.batch_sizes: collections.Counter[str] = collections.Counter()
@@ -142,6 +162,30 @@ class WindowEngine:
                 out[i] = p
         return out  # type: ignore[return-value]
 
+    @serve.batch(max_batch_size=DEFAULT_MAX_BATCH, batch_wait_timeout_s=DEFAULT_WAIT_S)
+    async def step(self, requests: list[Any]) -> list[Any]:
+        """The streams' tier requests that arrived together, as one tier step."""
+        self.batch_sizes[f"step:{len(requests)}"] += 1
+        self.calls["step"] += len(requests)
+        return self.tier_service().serve(requests)
+
+    def tier_service(self) -> Any:
+        """The replica's model tier (module docstring)."""
+        if self._service is None:
+            from fesnet.model.runtime import RuntimeConfig, serving_of
+            from fesnet.model.tier_run import make_tier
+            from fesnet.model.tier_serve import TierService
+
+            config = RuntimeConfig(backend=self.backend_name, threads=self.threads,
+                                   serving="tier")
+            _, opts = serving_of(config)
+            device = str(opts.get("device", "cpu"))
+            tier = make_tier(opts.pop("name"), self.checkpoint,
+                             max_streams=TIER_STREAMS.get(device, 16), **opts)
+            self._service = TierService(tier)
+            logger.info("model tier on this replica: %s", tier.name)
+        return self._service
+
     def describe(self) -> dict[str, Any]:
         """What the ingest must know to feed this model: the backend's name, the geometry
         channel it reads (a ``GeometryConfig`` or None) and the window inputs by name."""
@@ -164,4 +208,5 @@ class WindowEngine:
             "grpc_host": self.grpc_host,
             "batch_sizes": dict(self.batch_sizes),
             "calls": dict(self.calls),
+            "tier_streams": None if self._service is None else self._service.streams,
         }

@@ -32,8 +32,11 @@ logger = logging.getLogger(__name__)
 
 class StreamWorker:
     """One stream's ingest inside a Ray actor (wrapped with ``ray.remote`` by :func:`spawn`):
-    the source, and a Spotter over an Engine whose backend is the model tier, run by a
-    Pipeline, exactly as ``fesnet-spot run`` runs one stream in-process."""
+    the source, and a Spotter whose model is the Ray model tier, run by a Pipeline, exactly as
+    ``fesnet-spot run`` runs one stream in-process. ``serving`` ``tier``: the stream's features
+    live on the replica it is pinned to and its crops go there once (realtime/tier_engine.py,
+    ``post``: the post-processing of a backend that wraps the network, applied here);
+    ``engine``: its features stay here and each window carries its slots (wire.py)."""
 
     def __init__(
         self,
@@ -45,9 +48,12 @@ class StreamWorker:
         stride_frames: int,
         pace: str,
         retry: RetryPolicy,
+        serving: str = "engine",
+        post: Any = None,
     ) -> None:
         from fesnet.realtime.session import StreamModel, open_stream
         from fesnet.realtime.sources import open_source
+        from fesnet.realtime.tier_engine import TierEngine
 
         from .backend import RayBackend
 
@@ -55,7 +61,12 @@ class StreamWorker:
         self._events: list[SpotEvent] = []
         self._cond = threading.Condition()
         source = open_source(spec, pace=pace, stream=stream)
-        model = StreamModel.over(self.backend, merger, stride_frames)
+        if serving == "tier":
+            engine = TierEngine(self.backend, self.backend.window_frames, self.backend.geometry,
+                                post=post)
+            model = StreamModel(engine, merger, stride_frames)
+        else:
+            model = StreamModel.over(self.backend, merger, stride_frames)
         self.pipe = open_stream(model, source, [self._sink])
 
     def _sink(self, event: SpotEvent) -> None:
@@ -104,16 +115,19 @@ def spawn(
     stride_frames: int,
     pace: str,
     merger: Any,
+    serving: str = "engine",
+    post: Any = None,
 ) -> Any:
-    """A StreamWorker actor for ``spec``. Not restarted: a restarted actor would spot the
-    source again from its start and repeat events, so a dead stream ends with an error."""
+    """A StreamWorker actor for ``spec`` (``serving``, ``post``: :class:`StreamWorker`). Not
+    restarted: a restarted actor would spot the source again from its start and repeat events,
+    so a dead stream ends with an error."""
     import ray
 
     resources = {cfg.stream_resource: 1} if cfg.stream_resource else None
     actor_cls = ray.remote(num_cpus=cfg.stream_cpus, max_restarts=0, max_concurrency=4,
-                           resources=resources)(StreamWorker)  # fmt: skip
+                           resources=resources)(StreamWorker)
     return actor_cls.remote(spec, stream, tier.handle, tier.described, merger, stride_frames,
-                            pace, cfg.retry)  # fmt: skip
+                            pace, cfg.retry, serving, post)
 
 
 class StreamLost(RuntimeError):
@@ -143,7 +157,7 @@ class OpenIntervals:
             e = self._open.pop(key)
             closed.append(dataclasses.replace(e, state="interrupted", offset_s=e.apex_s,
                                               offset_frame=e.apex_frame, latency_ms=None,
-                                              t_trigger_ns=None))  # fmt: skip
+                                              t_trigger_ns=None))
         return closed
 
 
@@ -174,7 +188,7 @@ def drive_actors(
         if summary is not None:
             summary["interrupted"] = True
         results[stream] = StreamResult(stream, summary, StreamLost(f"stream {stream}: {message}"),
-                                       latest.get(stream, {}).get("wire", {}))  # fmt: skip
+                                       latest.get(stream, {}).get("wire", {}))
 
     for stream, actor in actors.items():
         try:

@@ -34,6 +34,10 @@ import secrets
 from collections.abc import Iterable
 from urllib.parse import unquote, urlsplit
 
+from fesnet.argtypes import int_range
+
+PORT = int_range(1, 65535)
+"""A TCP port as an argparse type."""
 GRADIO_PORT = 7860
 WEBRTC_PORT = 8765
 MAX_SDP_BYTES = 64 * 1024  # the largest SDP offer a viewer accepts

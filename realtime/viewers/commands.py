@@ -21,7 +21,7 @@ import argparse
 import sys
 from typing import Any
 
-from fesnet.model.options import PORT, float_range, int_range
+from fesnet.argtypes import float_range, int_range
 from fesnet.model.runtime import add_runtime_arguments
 from fesnet.realtime import exitcodes
 from fesnet.realtime.cluster.config import (
@@ -31,7 +31,14 @@ from fesnet.realtime.cluster.config import (
     cluster_config,
 )
 
-from .access import GRADIO_PORT, MAX_FRAME_PIXELS, MAX_SDP_BYTES, MAX_UPLOAD_MB, WEBRTC_PORT
+from .access import (
+    GRADIO_PORT,
+    MAX_FRAME_PIXELS,
+    MAX_SDP_BYTES,
+    MAX_UPLOAD_MB,
+    PORT,
+    WEBRTC_PORT,
+)
 
 COMMANDS = ("serve", "webrtc-server", "remote-camera")
 
@@ -52,17 +59,17 @@ def _access_arguments(parser: argparse.ArgumentParser, port: int) -> None:
         "--allow-origin", action="append", default=[], metavar="ORIGIN",
         help="a browser origin (e.g. https://cam.example.org) that may call this server besides "
         "its own; repeatable. Pages of any other site are refused (403)",
-    )  # fmt: skip
+    )
     parser.add_argument(
         "--max-frame-pixels", type=int_range(64 * 64), default=MAX_FRAME_PIXELS,
         help="camera frames with more pixels are downscaled to this many (aspect kept)",
-    )  # fmt: skip
+    )
     parser.add_argument(
         "--ice-all-interfaces", action="store_true",
         help="bound to loopback, the server gathers and offers ICE candidates on loopback "
         "only; with this flag, on every interface of the machine (bound elsewhere it always "
         "does)",
-    )  # fmt: skip
+    )
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,15 +79,15 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         help="each camera starts with this many seconds of neutral face to calibrate the "
         "thresholds to the person (e.g. 3; skippable in the page; replays never calibrate). "
         "Off by default: with the shipped checkpoint it lowered F1 (docs/CALIBRATION.md)",
-    )  # fmt: skip
+    )
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     _access_arguments(parser, GRADIO_PORT)
     parser.add_argument("--max-sessions", type=int_range(1, 64), default=4,
-                        help="concurrent cameras/replays across all tabs")  # fmt: skip
+                        help="concurrent cameras/replays across all tabs")
     parser.add_argument("--max-upload-mb", type=int_range(1, 100_000), default=MAX_UPLOAD_MB,
-                        help="largest video a tab may upload for replay, in MB")  # fmt: skip
+                        help="largest video a tab may upload for replay, in MB")
     add_model_arguments(parser)
     add_cluster_arguments(parser)
 
@@ -88,9 +95,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 def add_webrtc_arguments(parser: argparse.ArgumentParser) -> None:
     _access_arguments(parser, WEBRTC_PORT)
     parser.add_argument("--max-peers", type=int_range(1, 64), default=4,
-                        help="concurrent remote cameras")  # fmt: skip
+                        help="concurrent remote cameras")
     parser.add_argument("--max-sdp-bytes", type=int_range(1024, 1024 * 1024),
-                        default=MAX_SDP_BYTES, help="largest accepted SDP offer")  # fmt: skip
+                        default=MAX_SDP_BYTES, help="largest accepted SDP offer")
     add_model_arguments(parser)
     add_cluster_arguments(parser)
 
@@ -98,11 +105,11 @@ def add_webrtc_arguments(parser: argparse.ArgumentParser) -> None:
 def add_remote_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", help="video file or webcam:N")
     parser.add_argument("--server", default=f"http://127.0.0.1:{WEBRTC_PORT}",
-                        help="WebRTC server URL")  # fmt: skip
+                        help="WebRTC server URL")
     parser.add_argument("--token", default=None, help="access token of the server")
     parser.add_argument("--loop", action="store_true", help="loop a video file")
     parser.add_argument("--duration", type=float_range(0.0, lo_open=True), default=None,
-                        help="stop after N seconds")  # fmt: skip
+                        help="stop after N seconds")
     parser.add_argument("--stats", action="store_true", help="also print the stats messages")
 
 
@@ -140,11 +147,17 @@ def make_hub(args: argparse.Namespace, max_sessions: int) -> Any:
         else:
             import atexit
 
-            from fesnet.realtime.cluster.runtime import RayPlacement
+            from fesnet.realtime.cluster.placement import RayPlacement
 
             placement = RayPlacement(cluster)
+            try:
+                runtime = load_runtime(runtime_config(args), placement=placement)
+            except BaseException:  # refused, failed or stopped while starting: leave Ray now
+                placement.close()
+                raise
+            # Registered after Ray's own exit hook, so it runs first: the cluster is left (a
+            # private Ray's processes ended) before Ray shuts down what it knows of.
             atexit.register(placement.close)
-            runtime = load_runtime(runtime_config(args), placement=placement)
             print(f"model tier on Ray ({cluster.address}): {runtime.backend.name}", flush=True)
     except (LoadError, ClusterError) as e:  # a bad checkpoint, backend, stride or cluster
         print(f"fesnet-spot: error: {e}", file=sys.stderr)
@@ -173,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
             make_hub(args, args.max_sessions), args.host, args.port, args.token,
             allowed_origins=tuple(args.allow_origin), max_upload_mb=args.max_upload_mb,
             max_frame_pixels=args.max_frame_pixels, ice_all_interfaces=args.ice_all_interfaces,
-        )  # fmt: skip
+        )
     if args.command == "webrtc-server":
         from .webrtc_server import ServerConfig, serve_webrtc
 
@@ -181,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
                               max_peers=args.max_peers, max_sdp_bytes=args.max_sdp_bytes,
                               allowed_origins=tuple(args.allow_origin),
                               max_frame_pixels=args.max_frame_pixels,
-                              ice_all_interfaces=args.ice_all_interfaces)  # fmt: skip
+                              ice_all_interfaces=args.ice_all_interfaces)
         return serve_webrtc(make_hub(args, args.max_peers), config)
     if args.command == "remote-camera":
         logging.getLogger().setLevel(logging.WARNING)

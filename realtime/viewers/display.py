@@ -1,9 +1,9 @@
-"""What a viewer tab shows of its session: the aligned crop, the stats box, the event log read as
-a result (each expression once), and the timeline of committed scores with the thresholds in
-force. Pure rendering (matplotlib's object API, no pyplot state; no gradio), so concurrent tabs
-can draw at once and the rendering is tested without a server. It renders the session's
-:class:`~fesnet.realtime.types.SpotEvent` objects, each line by the console's own
-``format_event``."""
+"""What a viewer tab shows of its session: the newest frame (a replay's video panel), the aligned
+crop, the stats box, the event log read as a result (each expression once), and the timeline of
+committed scores with the thresholds in force. Pure rendering (matplotlib's object API, no pyplot
+state; no gradio), so concurrent tabs can draw at once and the rendering is tested without a
+server. It renders the session's :class:`~fesnet.realtime.types.SpotEvent` objects, each line by
+the console's own ``format_event``."""
 
 from __future__ import annotations
 
@@ -11,13 +11,32 @@ from typing import Any
 
 import numpy as np
 
-from fesnet.realtime.events import format_event
+from fesnet.realtime.push import PushSource
+from fesnet.realtime.sinks import format_event
 from fesnet.realtime.types import SpotEvent
 
 from .hub import LiveSession
 
 CROP_DISPLAY_PX = 224
+FRAME_DISPLAY_WIDTH = 640  # a replay's frames are sent to the page at most this wide
 TIMELINE_S = 10.0  # seconds of history on the live timeline
+
+
+def frame_data_url(image_bgr: np.ndarray, max_width: int = FRAME_DISPLAY_WIDTH) -> str:
+    """A frame as a JPEG ``data:`` URL for the page's video panel, scaled down to ``max_width``
+    (the face box travels apart, in fractions of the frame, so scaling never moves it)."""
+    import base64
+
+    import cv2
+
+    h, w = image_bgr.shape[:2]
+    if w > max_width:
+        size = (max_width, max(1, round(h * max_width / w)))
+        image_bgr = cv2.resize(image_bgr, size, interpolation=cv2.INTER_AREA)
+    ok, jpeg = cv2.imencode(".jpg", image_bgr, [cv2.IMWRITE_JPEG_QUALITY, 80])
+    if not ok:
+        raise ValueError(f"cannot encode a frame of shape {image_bgr.shape} as JPEG")
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg.tobytes()).decode("ascii")
 
 
 def crop_image(crop: np.ndarray | None) -> np.ndarray | None:
@@ -46,10 +65,10 @@ def _calibration_line(c: dict[str, Any] | None) -> str:
         return ""
     if c["phase"] == "calibrating":
         return (f"  \n**calibrating {100 * c['progress']:.0f}%**: keep a neutral face "
-                "(or skip)")  # fmt: skip
+                "(or skip)")
     if c["phase"] == "calibrated":
         return (f"  \ncalibrated: thresholds on **{c['on_threshold']:.3f}** / off "
-                f"{c['off_threshold']:.3f}")  # fmt: skip
+                f"{c['off_threshold']:.3f}")
     return f"  \ncalibration {c['phase']}"
 
 
@@ -97,7 +116,7 @@ def timeline_key(live: LiveSession | None) -> tuple[Any, ...]:
     view = live.view()
     t = view.recent_pts_s
     return (live.id, len(t), float(t[-1]) if len(t) else None, live.run.events_emitted,
-            view.on_threshold, view.off_threshold)  # fmt: skip
+            view.on_threshold, view.off_threshold)
 
 
 def timeline_figure(live: LiveSession | None, window_s: float = TIMELINE_S) -> Any:
@@ -126,10 +145,10 @@ def timeline_figure(live: LiveSession | None, window_s: float = TIMELINE_S) -> A
             plotted = True
         if view.on_threshold is not None:
             ax.axhline(view.on_threshold, color="tab:red", lw=0.9, ls="--",
-                       label=f"on {view.on_threshold:.2f}")  # fmt: skip
+                       label=f"on {view.on_threshold:.2f}")
         if view.off_threshold is not None and view.off_threshold != view.on_threshold:
             ax.axhline(view.off_threshold, color="tab:red", lw=0.7, ls=":",
-                       label=f"off {view.off_threshold:.2f}")  # fmt: skip
+                       label=f"off {view.off_threshold:.2f}")
         for start, end, label in intervals_of(live.events()):
             color = "tab:orange" if label == "ME" else "tab:blue"
             end_s = t_end if end is None else end
@@ -144,3 +163,25 @@ def timeline_figure(live: LiveSession | None, window_s: float = TIMELINE_S) -> A
         ax.legend(loc="upper left", fontsize=8, ncol=5)
     fig.tight_layout()
     return fig
+
+
+def panel(live: LiveSession, seen: Any = None) -> dict[str, Any]:
+    """The video panel's state of a session, JSON-ready: ``mode`` (``camera`` for a pushed
+    stream, whose picture is the page's own camera; ``replay`` for a file), ``stats`` (as the
+    camera's data channel sends them), ``event`` (the newest event's line), ``seq`` and ``box``
+    of the newest frame, and for a replay ``image``, that frame, unless it is the ``seen`` one."""
+    camera = isinstance(live.source, PushSource)
+    last = live.last_event()
+    out: dict[str, Any] = {
+        "mode": "camera" if camera else "replay",
+        "stats": live.stats(),
+        "event": "" if last is None else format_event(last, stream=False),
+        "seq": None,
+        "box": None,
+    }
+    frame = live.frame()
+    if frame is not None:
+        out["seq"], out["box"] = frame.seq, frame.box
+        if not camera and frame.seq != seen:
+            out["image"] = frame_data_url(frame.image)
+    return out

@@ -37,6 +37,7 @@ import gradio as gr
 
 from fesnet.realtime.exitcodes import BAD_INPUT, Stopped
 from fesnet.realtime.privacy import disable_telemetry
+from fesnet.realtime.sample_clip import SAMPLE_CLIP
 
 from . import access
 from .access import GRADIO_PORT, MAX_FRAME_PIXELS, MAX_UPLOAD_MB
@@ -44,11 +45,11 @@ from .display import (
     CROP_DISPLAY_PX,
     crop_image,
     event_log,
+    panel,
     stats_markdown,
     timeline_figure,
     timeline_key,
 )
-from .fakecam import SAMPLE_CLIP
 from .hub import HubFull, LiveSession, SpotHub
 from .request_guard import RequestGuard
 from .rtc import OfferError, RtcPeer, parse_offer
@@ -60,10 +61,15 @@ DEFAULT_PORT = GRADIO_PORT
 MAX_TABS = 256  # tabs remembered; API clients never send the unload that forgets one
 
 CSS = """
-.fes-camera video { width: 100%; max-width: 640px; background: #000; border-radius: 6px; }
+.fes-camera video, .fes-camera .fes-replay { display: block; width: 100%; max-width: 640px;
+  background: #000; border-radius: 6px; }
+.fes-camera video[hidden], .fes-camera .fes-replay[hidden], .fes-box[hidden] { display: none; }
 .fes-frame { position: relative; display: inline-block; width: 100%; max-width: 640px; }
+.fes-box { position: absolute; border: 2px solid #3cdc50; border-radius: 3px;
+  pointer-events: none; }
 .fes-overlay { position: absolute; left: 6px; bottom: 8px; padding: 2px 6px; font: 12px monospace;
-  color: #fff; background: rgba(0,0,0,.6); border-radius: 4px; }
+  background: rgba(0,0,0,.6); border-radius: 4px; }
+.fes-overlay, .fes-overlay div { color: #fff !important; }
 .fes-buttons { margin-bottom: 6px; display: flex; gap: 8px; align-items: center; }
 .fes-buttons button { padding: 4px 12px; border-radius: 6px; border: 1px solid #888; }
 .fes-status { font: 12px monospace; color: #888; }
@@ -177,7 +183,7 @@ class GradioViewer:
             try:
                 offer = parse_offer(payload)
                 peer = RtcPeer(self.hub, prefix="cam", max_frame_pixels=self.max_frame_pixels,
-                               ice_addresses=self.ice_addresses)  # fmt: skip
+                               ice_addresses=self.ice_addresses)
                 answer = await peer.accept(offer)
             except (OfferError, HubFull) as e:
                 return {"error": str(e)}
@@ -186,6 +192,18 @@ class GradioViewer:
                 return {"error": f"offer failed: {type(e).__name__}"}
             tab.peer, tab.live = peer, peer.session
             return {"sdp": answer.sdp, "type": answer.type, "stream": peer.id}
+
+    async def view(self, payload: Any, request: Any) -> dict[str, Any]:
+        """What the page's video panel shows (static/gradio_camera.js polls it): the session's
+        stats and newest event line, the tracked face's box and, for a replay, its newest frame
+        (a JPEG ``data:`` URL, only when it is not the ``seen`` one the page already shows)."""
+        tab = self.tab(await self._server_fn_session(request))
+        live = tab.live
+        if live is None:
+            return {"mode": "none"}
+        seen = payload.get("seen") if isinstance(payload, dict) else None
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, panel, live, seen)
 
     async def hangup(self, payload: Any, request: Any) -> dict[str, Any]:
         tab = self.tab(await self._server_fn_session(request))
@@ -280,9 +298,10 @@ class GradioViewer:
             tab.live.close()
 
     # -- layout --------------------------------------------------------------------------------
-    def build(self, timer_s: float = 0.5, plot_timer_s: float = 1.0) -> Any:
-        # The handlers' ``gr.Request`` annotations must resolve from this module's globals (they
-        # are strings under ``from __future__ import annotations``), hence gradio at the top.
+    def handlers(self) -> dict[str, Any]:
+        """The functions Gradio calls, by name. Their ``gr.Request`` annotations must resolve
+        from this module's globals (they are strings under ``from __future__ import
+        annotations``), hence gradio at the top."""
         viewer = self
 
         async def offer(payload: dict, request: gr.Request) -> dict:
@@ -290,6 +309,9 @@ class GradioViewer:
 
         async def hangup(payload: dict, request: gr.Request) -> dict:
             return await viewer.hangup(payload, request)
+
+        async def view(payload: dict, request: gr.Request) -> dict:
+            return await viewer.view(payload, request)
 
         async def replay(path: str | None, request: gr.Request) -> str:
             return await viewer.replay(path, request)
@@ -315,6 +337,12 @@ class GradioViewer:
         def unload(request: gr.Request) -> None:
             viewer.unload(request)
 
+        fns = (offer, hangup, view, replay, replay_sample, stop, export, skip_calibration, tick,
+               tick_plot, unload)
+        return {fn.__name__: fn for fn in fns}
+
+    def build(self, timer_s: float = 0.5, plot_timer_s: float = 1.0) -> Any:
+        h = self.handlers()
         # No analytics; Gradio's cache of uploaded videos (faces) is emptied hourly of files
         # older than an hour (and, per Gradio's documentation, when the server restarts).
         with gr.Blocks(
@@ -329,14 +357,14 @@ class GradioViewer:
                     gr.HTML(
                         value=(STATIC / "gradio_camera.html").read_text(encoding="utf-8"),
                         js_on_load=(STATIC / "gradio_camera.js").read_text(encoding="utf-8"),
-                        server_functions=[offer, hangup],
+                        server_functions=[h["offer"], h["hangup"], h["view"]],
                         elem_id="fesnet-camera",
                     )
                     with gr.Row():
                         upload = gr.File(
                             label="Video to replay", file_types=["video"], type="filepath",
                             height=100,
-                        )  # fmt: skip
+                        )
                         with gr.Column():
                             replay_btn = gr.Button("Replay uploaded video")
                             sample_btn = gr.Button(
@@ -348,32 +376,32 @@ class GradioViewer:
                     crop = gr.Image(
                         label="Aligned face (112x112, model input)", height=CROP_DISPLAY_PX,
                         interactive=False, elem_id="fesnet-crop",
-                    )  # fmt: skip
+                    )
                     stats = gr.Markdown(elem_id="fesnet-stats")
                     skip_btn = gr.Button(
                         "Skip calibration", size="sm",
                         visible=self.hub.config.camera_phase is not None,
-                    )  # fmt: skip
+                    )
                     export_btn = gr.Button("Export events (JSONL)")
                     export_file = gr.File(label="Session events", elem_id="fesnet-export")
             plot = gr.Plot(label="Live timeline", elem_id="fesnet-timeline")
             log = gr.Textbox(
                 label="Events (newest first)", lines=10, max_lines=10, interactive=False,
                 elem_id="fesnet-events",
-            )  # fmt: skip
+            )
 
             timer = gr.Timer(timer_s)
-            timer.tick(tick, None, [crop, stats, log], show_progress="hidden",
-                       concurrency_limit=None)  # fmt: skip
+            timer.tick(h["tick"], None, [crop, stats, log], show_progress="hidden",
+                       concurrency_limit=None)
             plot_timer = gr.Timer(plot_timer_s)
-            plot_timer.tick(tick_plot, None, plot, show_progress="hidden",
-                            concurrency_limit=None)  # fmt: skip
-            replay_btn.click(replay, upload, status)
-            sample_btn.click(replay_sample, None, status)
-            stop_btn.click(stop, None, status)
-            export_btn.click(export, None, export_file)
-            skip_btn.click(skip_calibration, None, status)
-            demo.unload(unload)
+            plot_timer.tick(h["tick_plot"], None, plot, show_progress="hidden",
+                            concurrency_limit=None)
+            replay_btn.click(h["replay"], upload, status)
+            sample_btn.click(h["replay_sample"], None, status)
+            stop_btn.click(h["stop"], None, status)
+            export_btn.click(h["export"], None, export_file)
+            skip_btn.click(h["skip_calibration"], None, status)
+            demo.unload(h["unload"])
         return demo
 
 
@@ -446,14 +474,14 @@ def serve_gradio(
             hub, host, port, resolved, block=False, allowed_origins=allowed_origins,
             max_upload_mb=max_upload_mb, max_frame_pixels=max_frame_pixels,
             ice_all_interfaces=ice_all_interfaces,
-        )  # fmt: skip
+        )
         while True:
             time.sleep(0.5)
     except (KeyboardInterrupt, Stopped):
         pass
     except OSError as e:
         print(f"fesnet-spot: error: cannot listen on {host}:{port}: {e.strerror or e}",
-              file=sys.stderr)  # fmt: skip
+              file=sys.stderr)
         return BAD_INPUT
     finally:
         if demo is not None:

@@ -36,10 +36,10 @@ from typing import Any
 import numpy as np
 
 from fesnet.model.runtime import Runtime
-from fesnet.realtime.events import event_to_json, write_events
-from fesnet.realtime.observers import LiveView, ViewState
+from fesnet.realtime.observers import FrameView, LiveView, ViewState
 from fesnet.realtime.push import PushSource
 from fesnet.realtime.session import StreamModel, open_stream
+from fesnet.realtime.sinks import write_events
 from fesnet.realtime.sources import FileSource, Source
 from fesnet.realtime.spotter import Phase, Spotter, SpotterConfig
 from fesnet.realtime.stats import RateMeter
@@ -71,7 +71,7 @@ class HubConfig:
 
 
 SESSION_NUMBERS = ("frames", "fps", "dropped", "windows_skipped", "score_latency_p50_ms",
-                   "event_latency_p50_ms", "events", "running")  # fmt: skip
+                   "event_latency_p50_ms", "events", "running")
 """What a session's stats take from its stream's live status."""
 
 
@@ -109,7 +109,7 @@ class LiveSession:
             hub.model, source, [self._on_event], config=hub.config.spotter,
             tracker=FaceTracker(aligner) if aligner is not None else None,
             observers=[self.live_view], phase=phase,
-        )  # fmt: skip
+        )
         self.phase: Phase | None = self.run.phase
         self._closed = False
         self._close_lock = threading.Lock()
@@ -168,6 +168,10 @@ class LiveSession:
         with self._lock:
             return list(self._events)
 
+    def last_event(self) -> SpotEvent | None:
+        with self._lock:
+            return self._events[-1] if self._events else None
+
     def export_events(self, path: str | Path) -> int:
         """Write the kept events to a new JSONL file: the lines a run's ``--events`` file has,
         by the same writer (docs/EVENTS.md). Returns how many."""
@@ -218,6 +222,10 @@ class LiveSession:
         """What a viewer draws: face state, newest crop, recent scores, thresholds in force."""
         return self.live_view.view()
 
+    def frame(self) -> FrameView | None:
+        """The newest frame the spotter consumed, with the tracked face's box."""
+        return self.live_view.frame()
+
     def stats(self) -> dict[str, Any]:
         """Numbers a viewer shows: frame rates, drops, latency, counts (JSON-ready)."""
         view = self.view()
@@ -247,8 +255,10 @@ class SpotHub:
 
     @classmethod
     def from_runtime(cls, runtime: Runtime, config: HubConfig | None = None) -> SpotHub:
-        """A hub over a model loaded by ``fesnet.model.runtime.load_runtime``."""
-        return cls(StreamModel.of(runtime), config)
+        """A hub over a model loaded by ``fesnet.model.runtime.load_runtime`` (on the model tier,
+        when the runtime serves its streams there, with a ring block for every session)."""
+        config = config or HubConfig()
+        return cls(StreamModel.of(runtime, max_streams=config.max_sessions), config)
 
     def _new_id(self, prefix: str) -> str:
         return f"{prefix}{next(self._ids)}"
@@ -307,7 +317,3 @@ class SpotHub:
         for s in self.sessions():
             s.close(timeout)
 
-
-def event_json(event: SpotEvent) -> str:
-    """The spotter's event JSON, as sent on a data channel (schema: docs/EVENTS.md)."""
-    return event_to_json(event)

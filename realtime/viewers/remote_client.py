@@ -159,7 +159,7 @@ class RemoteCamera:
                 f"{self.server_url}/offer", json=body, headers=headers,
                 timeout=aiohttp.ClientTimeout(total=timeout_s),
             ) as resp,
-        ):  # fmt: skip
+        ):
             answer = await resp.json(content_type=None)
             if resp.status != 200:
                 await pc.close()
@@ -248,7 +248,7 @@ def remote_camera(args: argparse.Namespace) -> int:
     url = urllib.parse.urlsplit(args.server)
     if url.scheme not in ("http", "https") or not url.hostname:
         print(f"fesnet-spot: error: --server {args.server!r} is not an http(s):// URL",
-              file=sys.stderr)  # fmt: skip
+              file=sys.stderr)
         return exitcodes.BAD_INPUT
     try:
         result = asyncio.run(go())

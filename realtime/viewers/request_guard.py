@@ -24,7 +24,7 @@ class RequestGuard:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] in ("http", "websocket"):
             headers = {k.decode("latin-1").lower(): v.decode("latin-1")
-                       for k, v in scope.get("headers", [])}  # fmt: skip
+                       for k, v in scope.get("headers", [])}
             refusal = self._refusal(scope, headers)
             if refusal is not None:
                 if scope["type"] == "websocket":
@@ -53,5 +53,5 @@ class RequestGuard:
         body = json.dumps({"error": message}).encode()
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())]})  # fmt: skip
+                                (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})

@@ -33,8 +33,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from fesnet.realtime.sinks import event_to_json
+
 from .access import MAX_FRAME_PIXELS, MAX_SDP_BYTES
-from .hub import HubFull, LiveSession, SpotHub, event_json
+from .hub import HubFull, LiveSession, SpotHub
 
 logger = logging.getLogger(__name__)
 
@@ -235,7 +237,7 @@ class RtcPeer:
         await asyncio.sleep(self.connect_timeout_s)
         if self.pc.connectionState != "connected":
             logger.info("peer %s: not connected after %.0f s; closing", self.id,
-                        self.connect_timeout_s)  # fmt: skip
+                        self.connect_timeout_s)
             self.close_soon()
 
     def _spawn(self, coro: Any) -> None:
@@ -263,7 +265,7 @@ class RtcPeer:
                 if frame.width * frame.height > self.max_frame_pixels:
                     if not self.frames_downscaled:
                         logger.info("peer %s: %dx%d frames downscaled to %d pixels", self.id,
-                                    frame.width, frame.height, self.max_frame_pixels)  # fmt: skip
+                                    frame.width, frame.height, self.max_frame_pixels)
                     self.frames_downscaled += 1
                 # Capped and converted to an image on the session's align thread, not on this
                 # loop (and never, if the latest-only slot replaces it first).
@@ -306,7 +308,7 @@ class RtcPeer:
             ch.send(text)
 
     def _send_event(self, event: Any) -> None:
-        self._send_text(event_json(event))
+        self._send_text(event_to_json(event))
 
     async def _send_stats(self) -> None:
         while self.session is not None and self._closing is None and not self._finished:

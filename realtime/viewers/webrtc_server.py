@@ -192,7 +192,7 @@ class WebRtcServer:
                 self.hub, prefix="peer", stats_every_s=self.config.stats_every_s,
                 on_closed=self._forget, connect_timeout_s=self.config.connect_timeout_s,
                 max_frame_pixels=self.config.max_frame_pixels, ice_addresses=self.ice_addresses,
-            )  # fmt: skip
+            )
             answer = await peer.accept(offer)
         except OfferError as e:
             return self._bad(str(e))
@@ -268,7 +268,7 @@ def serve_webrtc(hub: SpotHub, config: ServerConfig) -> int:
         web.run_app(server.app(), host=config.host, port=config.port, print=None)
     except OSError as e:
         print(f"fesnet-spot: error: cannot listen on {config.host}:{config.port}: "
-              f"{e.strerror or e}", file=sys.stderr)  # fmt: skip
+              f"{e.strerror or e}", file=sys.stderr)
         return exitcodes.BAD_INPUT
     finally:
         hub.close_all()

@@ -43,8 +43,11 @@ function describe(ev) {
     const span = ev.offset_s != null
       ? `${ev.onset_s.toFixed(2)}-${ev.offset_s.toFixed(2)} s`
       : `${ev.onset_s.toFixed(2)} s`;
-    return `${ev.label} ${ev.state} ${span} p=${(ev.score ?? 0).toFixed(2)} ` +
-      `(${Math.round(ev.latency_ms ?? 0)} ms)${movedRegions(ev.regions)}`;
+    // An onset's class is provisional: its final decides (docs/EVENTS.md).
+    const label = ev.state === "onset" ? `${ev.label}? ` : `${ev.label} `;
+    const note = ev.state === "onset" ? " class provisional" : "";
+    return `${label}${ev.state} ${span} p=${(ev.score ?? 0).toFixed(2)} ` +
+      `(${Math.round(ev.latency_ms ?? 0)} ms)${note}${movedRegions(ev.regions)}`;
   }
   return `${ev.type}: ${ev.message ?? ""} @ ${(ev.t_s ?? 0).toFixed(2)} s`;
 }

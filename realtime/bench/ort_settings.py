@@ -7,7 +7,7 @@ crops, interleaved round-robin (fesnet.realtime.bench.timing), so they share the
 torch eager is timed beside them as the reference of the project's speed tables. Each variant's
 largest deviation from the float graph's outputs is printed too.
 
-    python scripts/ort_settings.py [--seconds 3] [--out ort_settings.json]
+    python -m fesnet.realtime.bench.ort_settings [--seconds 3] [--out ort_settings.json]
 """
 
 from __future__ import annotations
@@ -47,9 +47,9 @@ def main(argv: list[str] | None = None) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from fesnet.model.backends import TorchBackend
-    from fesnet.model.noise import quiet_quantize
     from fesnet.model.onnx_export import cached_onnx, int8_encoder
     from fesnet.model.runtime import load_checkpoint
+    from fesnet.model.third_party_logs import quiet_quantize
     from fesnet.realtime.bench.timing import face_crops, load_avg, percentiles_ms, time_interleaved
 
     torch.set_num_threads(1)
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="ort-settings-"))
     with quiet_quantize():
         quantize_dynamic(files.encoder, tmp / "conv_matmul.onnx", weight_type=QuantType.QUInt8,
-                         op_types_to_quantize=["MatMul", "Conv"])  # fmt: skip
+                         op_types_to_quantize=["MatMul", "Conv"])
     sessions = {
         "fp32, level all, 1 thread (the onnx backend)": session(files.encoder),
         "fp32, level extended": session(files.encoder, "extended"),
@@ -84,13 +84,13 @@ def main(argv: list[str] | None = None) -> None:
             got = sessions[name].run(None, {"frames_u8": crops})
             dev = float(max(np.abs(g - r).max() for g, r in zip(got, ref, strict=True)))
         rows.append({"variant": name, **percentiles_ms(v), "x_fp32": round(fp32 / np.median(v), 3),
-                     "x_torch": round(torch_s / np.median(v), 3), "max_abs_dev": dev})  # fmt: skip
+                     "x_torch": round(torch_s / np.median(v), 3), "max_abs_dev": dev})
     print("| encoder, 1 frame | p50 ms | p99 ms | x ONNX fp32 | x torch | max abs dev |")
     print("|---|---:|---:|---:|---:|---:|")
     for r in rows:
         dev = "" if r["max_abs_dev"] is None else f"{r['max_abs_dev']:.3g}"
         print(f"| {r['variant']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['x_fp32']:.2f} | "
-              f"{r['x_torch']:.2f} | {dev} |")  # fmt: skip
+              f"{r['x_torch']:.2f} | {dev} |")
     if a.out:
         doc = {"load_avg_1m": [load_start, load_avg()], "rows": rows}
         a.out.write_text(json.dumps(doc, indent=1) + "\n")

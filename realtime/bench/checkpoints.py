@@ -1,7 +1,7 @@
 """Streaming cost of two checkpoints, measured in one run (issue 12: a new model may cost at most
 1.25x the previous one per frame).
 
-    python scripts/compare_checkpoints.py OLD.pt NEW.pt --rounds 3 --out docs/checkpoint_cost.json
+    python -m fesnet.realtime.bench.checkpoints OLD.pt NEW.pt --rounds 3 --out cost.json
 
 Two measures, both taken alternately (old, new, old, new, ...) so that both see the same load:
 
@@ -27,9 +27,8 @@ from fesnet.realtime.bench.backends import build_timed_backend, geometry_input, 
 from fesnet.realtime.bench.config import BenchConfig
 from fesnet.realtime.bench.end_to_end import pipeline_run
 from fesnet.realtime.bench.timing import face_crops, load_avg, median_s, time_interleaved
+from fesnet.realtime.sample_clip import SAMPLE_CLIP
 from fesnet.realtime.stats import STAGES
-
-SAMPLE = Path(__file__).resolve().parents[1] / "realtime" / "assets" / "sample.mp4"
 
 
 def model_cost(
@@ -65,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("old", type=Path, help="the previous checkpoint (.pt, its .json beside it)")
     p.add_argument("new", type=Path, help="the candidate checkpoint")
-    p.add_argument("--video", type=Path, default=SAMPLE)
+    p.add_argument("--video", type=Path, default=SAMPLE_CLIP)
     p.add_argument("--backend", default="onnx")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--stride", type=int, help="window stride of both (default: each "
@@ -92,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
             res = pipeline_run(backend, ck, str(a.video), 1, "fast", strides[name])
             runs[name].append(res)
             print(f"round {r + 1} {name}: {res['est_60fps_camera_ms_per_frame']:.2f} ms/frame "
-                  f"(load {load_avg()})", flush=True)  # fmt: skip
+                  f"(load {load_avg()})", flush=True)
     report = {"video": str(a.video), "backend": a.backend, "threads": a.threads,
               "rounds": a.rounds, "checkpoints": {"old": str(a.old), "new": str(a.new)},
               "strides": strides,

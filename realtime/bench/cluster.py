@@ -1,6 +1,6 @@
 """How many 30 FPS cameras this machine sustains, in-process and on Ray, in one run.
 
-    python -m fesnet.realtime.cluster.bench --out docs/benchmarks/cluster-2core.json
+    python -m fesnet.realtime.bench.cluster --out docs/benchmarks/cluster-2core.json
 
 For each mode (in-process: one process, one shared engine, as ``fesnet-spot run`` with several
 sources; Ray with 1 and with 2 model replicas: ``--cluster auto``, a stream actor per camera)
@@ -9,16 +9,21 @@ live cameras: a frame the spotter is not ready for is dropped). A mode *sustains
 when no stream drops more than ``--max-drop`` of its frames and none skips a window (the
 spotter's own "falling behind" signal). The report also gives the per-frame cost of the model
 calls seen by a stream (encode + window share, p50) and the bytes per source frame that crossed
-the wire to and from the model tier. docs/SCALING.md holds the numbers.
+the wire to and from the model tier. A mode may name how streams reach the model
+(``MODE:SERVING``, the loader's ``--serving``): ``ray1:engine`` is the stateless tier whose
+windows carry their slots' features, ``ray1`` (``auto``) the tier that keeps them. docs/SCALING.md
+holds the numbers.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import logging
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -27,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-SAMPLE = Path(__file__).resolve().parents[1] / "assets" / "sample.mp4"
+from fesnet.realtime.sample_clip import SAMPLE_CLIP
 
 
 def short_clip(src: Path, seconds: float, out_dir: Path) -> Path:
@@ -81,14 +86,14 @@ def run_in_process(clip: Path, n: int, runtime: Any) -> dict[str, Any]:
 
 
 def run_on_ray(clip: Path, n: int, tier: Any, cfg: Any, runtime: Any) -> dict[str, Any]:
-    from .streams import drive_actors, spawn
-    from .wire import WireStats
+    from ..cluster.streams import drive_actors, spawn
+    from ..cluster.wire import WireStats
 
     actors = {
         f"s{i}": spawn(cfg, tier, str(clip), f"s{i}", runtime.stride_frames, "live",
-                       runtime.merger)
+                       runtime.merger, runtime.serving)
         for i in range(n)
-    }  # fmt: skip
+    }
     results = drive_actors(actors, lambda e: None, threading.Event())
     wire = WireStats()
     rows = []
@@ -108,23 +113,25 @@ def sustained(run: dict[str, Any], max_drop: float) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m fesnet.realtime.cluster.bench")
+    p = argparse.ArgumentParser(prog="python -m fesnet.realtime.bench.cluster")
     p.add_argument("--streams", default="1,2,3,4", help="stream counts to try")
     p.add_argument("--seconds", type=float, default=10.0, help="clip length per run")
     p.add_argument("--max-drop", type=float, default=0.01, help="frames a stream may drop")
-    p.add_argument("--modes", default="inprocess,ray1,ray2")
+    p.add_argument("--modes", default="inprocess,ray1,ray2",
+                   help="inprocess, rayN (N model replicas), each optionally :engine or :tier")
     p.add_argument("--out", default="cluster-bench.json")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     from fesnet.model.runtime import RuntimeConfig, load_runtime
 
-    from .config import ClusterConfig
-    from .runtime import RayPlacement
+    from ..cluster.config import ClusterConfig
+    from ..cluster.placement import RayPlacement
 
     counts = [int(x) for x in args.streams.split(",")]
     model = RuntimeConfig(backend="onnx", threads=1)
     report: dict[str, Any] = {
-        "command": "python -m fesnet.realtime.cluster.bench " + " ".join(argv or []),
+        "command": "python -m fesnet.realtime.bench.cluster "
+        + " ".join(sys.argv[1:] if argv is None else argv),
         "started": dt.datetime.now(dt.timezone.utc).isoformat(),
         "cpu_count": os.cpu_count(),
         "load_avg_1m_at_start": round(os.getloadavg()[0], 2),
@@ -132,16 +139,18 @@ def main(argv: list[str] | None = None) -> int:
         "runs": [],
     }
     with tempfile.TemporaryDirectory() as tmp:
-        clip = short_clip(SAMPLE, args.seconds, Path(tmp))
+        clip = short_clip(SAMPLE_CLIP, args.seconds, Path(tmp))
         for mode in args.modes.split(","):
             tier = cfg = placement = None
-            if mode.startswith("ray"):
-                cfg = ClusterConfig(replicas=int(mode[3:]), local_cpus=8)
+            where, _, serving = mode.partition(":")
+            load = dataclasses.replace(model, serving=serving or "auto")
+            if where.startswith("ray"):
+                cfg = ClusterConfig(replicas=int(where[3:]), local_cpus=8)
                 placement = RayPlacement(cfg)
-                rt = load_runtime(model, placement=placement)
+                rt = load_runtime(load, placement=placement)
                 tier = placement.tier
             else:
-                rt = load_runtime(model)
+                rt = load_runtime(load)
             for n in counts:
                 t0 = time.monotonic()
                 if tier is None:
@@ -159,12 +168,12 @@ def main(argv: list[str] | None = None) -> int:
                         [s["model_ms_per_frame"] for s in res["streams"]])), 3),
                     "wire_bytes_per_frame": round(res["wire_bytes"] / max(frames, 1), 1),
                     **res,
-                }  # fmt: skip
+                }
                 report["runs"].append(row)
                 print(f"{mode:<10} {n} streams: sustained={row['sustained']} "
                       f"dropped={row['dropped_frac']:.2%} model={row['model_ms_per_frame_p50']} "
                       f"ms/frame wire={row['wire_bytes_per_frame'] / 1024:.1f} KiB/frame",
-                      flush=True)  # fmt: skip
+                      flush=True)
             if placement is not None:
                 placement.close(remove_tier=True)
     report["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)
@@ -172,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         m: max([r["n_streams"] for r in report["runs"] if r["mode"] == m and r["sustained"]],
                default=0)
         for m in args.modes.split(",")
-    }  # fmt: skip
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report["max_sustained"]))

@@ -1,9 +1,10 @@
 """argparse value types with ranges, so a nonsense option value is refused with one line (exit
 code 2) instead of being accepted and silently doing nothing useful.
 
-In model/ (not realtime/) because the runtime options every program shares (``--stride``,
-``--threads``: :func:`fesnet.model.runtime.add_runtime_arguments`) use them, and imports run one
-way (model <- realtime <- viewers)."""
+At the root of the package, below model/: every command line uses them, fesnet-train and
+fesnet-eval (model/) as well as fesnet-spot (realtime/) and the runtime options every program
+shares (``--stride``, ``--threads``: :func:`fesnet.model.runtime.add_runtime_arguments`). It
+imports nothing of the project."""
 
 from __future__ import annotations
 
@@ -50,5 +51,3 @@ def float_range(
     parse.__name__ = "float"
     return parse
 
-
-PORT = int_range(1, 65535)

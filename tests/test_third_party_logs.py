@@ -6,11 +6,11 @@ import subprocess
 import sys
 import warnings
 
-from fesnet.model.noise import ignore_known_warnings, quiet_onnx_export, quiet_quantize
+from fesnet.model.third_party_logs import ignore_known_warnings, quiet_onnx_export, quiet_quantize
 
 NATIVE = """
 import os, sys
-from fesnet.model.noise import native_stderr_filtered
+from fesnet.model.third_party_logs import native_stderr_filtered
 with native_stderr_filtered():
     os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\\n")
     os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are "
@@ -26,9 +26,9 @@ print("after", file=sys.stderr)
 
 def test_native_noise_is_dropped_and_real_lines_are_kept() -> None:
     err = subprocess.run([sys.executable, "-c", NATIVE], capture_output=True, text=True,
-                         check=True).stderr  # fmt: skip
+                         check=True).stderr
     assert err.splitlines() == ["E0000 graph.cc:1] a real native error", "a python warning line",
-                                "after"]  # fmt: skip
+                                "after"]
 
 
 def test_a_line_cut_off_by_a_file_size_limit_does_not_run_into_the_next() -> None:
@@ -47,7 +47,7 @@ def test_a_line_cut_off_by_a_file_size_limit_does_not_run_into_the_next() -> Non
         "        pass\nwith native_stderr_filtered():",
     ).replace('    print("a python warning line", file=sys.stderr)\n', "")
     err = subprocess.run([sys.executable, "-c", native], capture_output=True, text=True,
-                         check=True, preexec_fn=small_files).stderr  # fmt: skip
+                         check=True, preexec_fn=small_files).stderr
     lines = err.splitlines()
     assert lines[-1] == "after" and lines[0].startswith("W0000 ")
     assert "inference_feedback_manager.cc" not in err  # cut off at the limit
@@ -62,10 +62,10 @@ def test_export_noise_is_dropped_only_inside_the_export() -> None:
         with quiet_onnx_export():
             assert registration.getEffectiveLevel() == logging.ERROR
             warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use ...",
-                          FutureWarning, stacklevel=1)  # fmt: skip
+                          FutureWarning, stacklevel=1)
             warnings.warn("a real problem", UserWarning, stacklevel=1)
         warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated", FutureWarning,
-                      stacklevel=1)  # fmt: skip
+                      stacklevel=1)
     assert [str(w.message) for w in seen] == [
         "a real problem",
         "`isinstance(treespec, LeafSpec)` is deprecated",
@@ -78,7 +78,7 @@ def test_the_protobuf_deprecation_is_ignored_and_others_are_not() -> None:
         warnings.simplefilter("always")
         ignore_known_warnings()
         warnings.warn("SymbolDatabase.GetPrototype() is deprecated. Please use ...", UserWarning,
-                      stacklevel=1)  # fmt: skip
+                      stacklevel=1)
         warnings.warn("something else is deprecated", UserWarning, stacklevel=1)
     assert [str(w.message) for w in seen] == ["something else is deprecated"]
 
@@ -97,7 +97,7 @@ def test_the_quantizer_noise_is_dropped_only_while_quantizing(caplog) -> None:
 
 CONCURRENT = """
 import os, sys, threading, time
-from fesnet.model.noise import native_stderr_filtered
+from fesnet.model.third_party_logs import native_stderr_filtered
 NOISE = (b"W0000 00:00:1795646855.542431    4648 inference_feedback_manager.cc:114] Feedback "
          b"manager requires a model with a single signature inference. Disabling support for "
          b"feedback tensors.\\n")
@@ -121,7 +121,7 @@ def test_streams_starting_at_once_drop_their_noise_and_keep_stderr() -> None:
     restored each other's temporary file as stderr, so noise leaked or every later error of
     the process went into a deleted file."""
     err = subprocess.run([sys.executable, "-c", CONCURRENT], capture_output=True, text=True,
-                         check=True, timeout=60).stderr  # fmt: skip
+                         check=True, timeout=60).stderr
     assert err.splitlines() == ["an error after start-up"]
 
 
@@ -149,7 +149,7 @@ def test_ray_noise_is_dropped_only_inside_and_other_lines_show() -> None:
     when another test imported it first)."""
     import logging
 
-    from fesnet.model.noise import loggers_at, quiet_ray
+    from fesnet.model.third_party_logs import loggers_at, quiet_ray
 
     lines = [
         ("ray._private.authentication.authentication_token_setup", logging.WARNING,
@@ -164,7 +164,10 @@ def test_ray_noise_is_dropped_only_inside_and_other_lines_show() -> None:
          "Passing the following kwargs to ray.init() on the server: log_to_driver"),
         ("ray.serve", logging.WARNING, "LongPollClient connection failed, shutting down."),
         ("ray.serve", logging.WARNING, "Failed to get queue length from Replica(...)"),
-    ]  # fmt: skip
+        ("ray._private.utils", logging.INFO,
+         "Overwriting previous Ray address (127.0.0.1:46193). Running ray.init() on this node "
+         "will now connect to the new instance at 127.0.0.1:36825."),
+    ]
     seen: list[str] = []
     catch = logging.Handler()
     catch.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
@@ -195,7 +198,7 @@ def test_the_cluster_side_drivers_sigterm_notice_is_dropped_from_ray_clients_log
     run printed "SIGTERM handler is not set ..." now and then, after its own output began)."""
     import logging
 
-    from fesnet.model.noise import RAY_CLIENT_LOG, quiet_ray_client_log
+    from fesnet.model.third_party_logs import RAY_CLIENT_LOG, quiet_ray_client_log
 
     seen: list[str] = []
     catch = logging.Handler()
@@ -211,3 +214,24 @@ def test_the_cluster_side_drivers_sigterm_notice_is_dropped_from_ray_clients_log
         log.removeHandler(catch)
     assert seen == ["a real warning from the cluster-side driver"]
     assert len(log.filters) == 1
+
+
+def test_ray_clients_message_volume_warning_is_dropped_and_others_show() -> None:
+    """A server on ``ray://`` sends every camera's frames and windows to the model tier over
+    Ray Client, which warns once past 10 MB that fine-grained tasks are slow over a client."""
+    import warnings
+
+    from fesnet.model.third_party_logs import quiet_ray_client_log
+
+    volume = ("More than 10MB of messages have been created to schedule tasks on the server. "
+              "This can be slow on Ray Client due to communication overhead over the network.")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet_ray_client_log()
+        warnings.warn_explicit(volume, UserWarning, "worker.py", 696,
+                               module="ray.util.client.worker")  # fmt: skip
+        warnings.warn_explicit(volume, UserWarning, "elsewhere.py", 1, module="elsewhere")
+        warnings.warn_explicit("another warning", UserWarning, "worker.py", 700,
+                               module="ray.util.client.worker")  # fmt: skip
+    assert [w.filename for w in caught] == ["elsewhere.py", "worker.py"]
+    assert str(caught[1].message) == "another warning"

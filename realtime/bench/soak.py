@@ -1,5 +1,6 @@
 """Soak run: a live 60 FPS replay through the threaded spotter for a long time, with memory,
-drops, latency and event bookkeeping recorded.
+threads, file descriptors, drops, latency and event bookkeeping recorded (one stream; several
+streams in one run, in this process or on Ray: ``realtime/bench/soak_runs.py``).
 
 A producer thread pushes the bundled real-face sample clip into a :class:`PushSource` at 60 FPS
 (the 30 FPS clip, each frame offered at its own time, looped with a continuous timeline), exactly
@@ -12,8 +13,8 @@ frames pushed / processed / dropped, capture->score latency percentiles per samp
 and the event ledger: events the pipeline emitted vs lines in the JSONL file (``events_lost`` must
 be 0) and whether every expression onset got exactly one final/cancelled/interrupted.
 
-    python scripts/soak.py --minutes 30                    # the full soak
-    python scripts/soak.py --minutes 2 --out /tmp/soak.json  # a smoke run
+    python -m fesnet.realtime.bench.soak --minutes 30                    # the full soak
+    python -m fesnet.realtime.bench.soak --minutes 2 --out /tmp/soak.json  # a smoke run
 
 Without ``--checkpoint`` the shipped model is used if present, else a tiny random network (the
 soak is about the pipeline's memory and bookkeeping, not about what the model spots); the merger
@@ -39,13 +40,11 @@ import psutil
 
 from fesnet.model import checkpoint as ckpt_mod
 from fesnet.model.runtime import Runtime, RuntimeConfig, load_runtime
-from fesnet.realtime.events import JsonlSink, read_events
 from fesnet.realtime.push import PushSource
+from fesnet.realtime.sample_clip import SAMPLE_CLIP
 from fesnet.realtime.session import StreamModel, open_stream
+from fesnet.realtime.sinks import JsonlSink, read_events
 from fesnet.realtime.stats import StageStats
-
-REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "realtime" / "assets" / "sample.mp4"
 
 
 def load_jpegs(path: Path, size: tuple[int, int]) -> tuple[list[bytes], float]:
@@ -66,9 +65,12 @@ def load_jpegs(path: Path, size: tuple[int, int]) -> tuple[list[bytes], float]:
     return out, fps
 
 
-def load_model(path: str | None, threads: int, backend: str = "onnx") -> tuple[Runtime, str]:
-    """The checkpoint at ``path`` (default: the shipped one) on ``backend``, else a tiny random
-    network whose merger thresholds are low enough that intervals open in every face segment."""
+def load_model(
+    path: str | None, threads: int, backend: str = "onnx", placement: Any = None
+) -> tuple[Runtime, str]:
+    """The checkpoint at ``path`` (default: the shipped one) on ``backend`` (where ``placement``
+    puts it: None here, a ``RayPlacement`` on Ray), else a tiny random network whose merger
+    thresholds are low enough that intervals open in every face segment."""
     if path is None and not ckpt_mod.DEFAULT_CHECKPOINT.is_file():
         import torch
 
@@ -81,7 +83,8 @@ def load_model(path: str | None, threads: int, backend: str = "onnx") -> tuple[R
         kind = "tiny random network (no shipped checkpoint)"
     else:
         kind = path or str(ckpt_mod.DEFAULT_CHECKPOINT)
-    runtime = load_runtime(RuntimeConfig(Path(path) if path else None, backend, threads))
+    config = RuntimeConfig(Path(path) if path else None, backend, threads)
+    runtime = load_runtime(config, placement=placement)
     return runtime, f"{kind} on {backend}"
 
 
@@ -89,7 +92,7 @@ class Producer(threading.Thread):
     """Pushes frames at ``fps`` on a continuous timeline until stopped."""
 
     def __init__(self, source: PushSource, jpegs: list[bytes], clip_fps: float, fps: float,
-                 size: tuple[int, int], away_every_s: float, away_s: float) -> None:  # fmt: skip
+                 size: tuple[int, int], away_every_s: float, away_s: float) -> None:
         super().__init__(name="soak-producer", daemon=True)
         self.source, self.jpegs, self.clip_fps, self.fps = source, jpegs, clip_fps, fps
         self.blank = np.full((size[1], size[0], 3), 90, np.uint8)
@@ -135,14 +138,33 @@ def onset_pairing(events: list[dict[str, Any]]) -> tuple[int, int]:
     return len(onsets), sum(1 for k in onsets if ends[k] != 1)
 
 
-def main(argv: list[str] | None = None) -> int:
+def sample(
+    t_s: float, proc: Any, producer: Producer, pipe: Any, source: PushSource, latency: np.ndarray
+) -> dict[str, Any]:
+    """One row of the soak's record: memory, threads, frame counts, and the latency of the
+    frames scored since the last row."""
+    return {
+        "t_s": round(t_s, 1),
+        "rss_mb": round(proc.memory_info().rss / 2**20, 1),
+        "threads": proc.num_threads(),
+        "fds": proc.num_fds(),
+        "pushed": producer.pushed,
+        "processed": pipe.status()["frames"],
+        "dropped": source.dropped,
+        "events": pipe.events_emitted,
+        "latency_p50_ms": round(float(np.median(latency)), 1) if len(latency) else None,
+        "latency_max_ms": round(float(latency.max()), 1) if len(latency) else None,
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--minutes", type=float, default=30.0)
     p.add_argument("--fps", type=float, default=60.0, help="push rate of the replay")
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--backend", choices=("onnx", "torch"), default="onnx",
-                   help="inference backend (the CLI's default is ONNX Runtime)")  # fmt: skip
+                   help="inference backend (the CLI's default is ONNX Runtime)")
     p.add_argument("--width", type=int, default=640)
     p.add_argument("--height", type=int, default=480)
     p.add_argument("--away-every-s", type=float, default=8.0)
@@ -150,12 +172,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sample-s", type=float, default=10.0)
     p.add_argument("--warmup-s", type=float, default=30.0)
     p.add_argument("--events", type=Path, default=None, help="JSONL path (default: a temp file)")
-    p.add_argument("--out", type=Path, default=REPO / "docs" / "soak_result.json")
-    args = p.parse_args(argv)
+    p.add_argument("--out", type=Path, default=Path("docs") / "soak_result.json")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
     size = (args.width, args.height)
-    jpegs, clip_fps = load_jpegs(SAMPLE, size)
+    jpegs, clip_fps = load_jpegs(SAMPLE_CLIP, size)
     runtime, kind = load_model(args.checkpoint, args.threads, args.backend)
     events_path = args.events or Path(tempfile.mkdtemp(prefix="soak-")) / "events.jsonl"
     events_path.unlink(missing_ok=True)
@@ -188,17 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         lat = timings.values_ms("frame_score_latency")
         new = lat[len(lat) - min(len(lat), n_lat - lat_seen) :]
         lat_seen = n_lat
-        s = {
-            "t_s": round(time.monotonic() - t_start, 1),
-            "rss_mb": round(proc.memory_info().rss / 2**20, 1),
-            "threads": proc.num_threads(),
-            "pushed": producer.pushed,
-            "processed": pipe.status()["frames"],
-            "dropped": source.dropped,
-            "events": pipe.events_emitted,
-            "latency_p50_ms": round(float(np.median(new)), 1) if len(new) else None,
-            "latency_max_ms": round(float(new.max()), 1) if len(new) else None,
-        }
+        s = sample(time.monotonic() - t_start, proc, producer, pipe, source, new)
         samples.append(s)
         print(json.dumps(s), flush=True)
     producer.stop_event.set()

@@ -1,6 +1,6 @@
 """Measure (and screenshot) both viewer paths in headless Chromium with a fake camera.
 
-``python -m fesnet.realtime.viewers.measure --seconds 20 --screenshots docs/screenshots``
+``python -m fesnet.realtime.bench.viewer_paths --seconds 20 --screenshots docs/screenshots``
 
 Paths measured, each for ``--seconds`` of streaming a real face clip (the bundled sample clip as a
 Chromium fake camera, 640x480 at 30 FPS):
@@ -30,8 +30,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .fakecam import SAMPLE_CLIP, real_face_frames, write_y4m
-from .hub import SpotHub
+from fesnet.realtime.sample_clip import SAMPLE_CLIP
+from fesnet.realtime.tier_engine import describe
+
+from ..viewers.hub import SpotHub
+from .fakecam import real_face_frames, write_y4m
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -83,7 +86,7 @@ def loopback_ice() -> Iterator[None]:
 @contextlib.contextmanager
 def webrtc_server_thread(hub: SpotHub, **config: Any) -> Iterator[tuple[Any, str]]:
     """Run a :class:`WebRtcServer` on its own event loop thread; yields (server, base URL)."""
-    from .webrtc_server import ServerConfig, WebRtcServer
+    from ..viewers.webrtc_server import ServerConfig, WebRtcServer
 
     loop = asyncio.new_event_loop()
     server = WebRtcServer(hub, ServerConfig(port=0, **config))
@@ -135,8 +138,11 @@ def session_numbers(hub: SpotHub, stats: dict[str, Any] | None) -> dict[str, Any
     return out
 
 
-def measure_gradio(pw: Any, hub: SpotHub, y4m: Path, seconds: float, shot: Path | None) -> dict:
-    from .gradio_app import launch
+@contextlib.contextmanager
+def gradio_page(pw: Any, hub: SpotHub, y4m: Path) -> Iterator[Any]:
+    """The Gradio app on a free port and a Chromium page on it (fake camera ``y4m``); closed,
+    with the hub's sessions, on the way out."""
+    from ..viewers.gradio_app import launch
 
     port = free_port()
     demo, _viewer, _ = launch(hub, port=port, block=False)
@@ -144,19 +150,38 @@ def measure_gradio(pw: Any, hub: SpotHub, y4m: Path, seconds: float, shot: Path 
     try:
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
         page.goto(f"http://127.0.0.1:{port}/")
-        page.click(".fes-start")
-        wait_for(page, "window.fesnetCamera && window.fesnetCamera.stats")
-        time.sleep(seconds)
-        stats = page.evaluate("window.fesnetCamera.stats")
-        numbers = session_numbers(hub, stats)
-        if shot is not None:
-            page.screenshot(path=str(shot), full_page=True)
-        page.click(".fes-stop")
-        return numbers
+        yield page
     finally:
         browser.close()
         demo.close()
         hub.close_all()
+
+
+def measure_gradio(pw: Any, hub: SpotHub, y4m: Path, seconds: float, shot: Path | None) -> dict:
+    with gradio_page(pw, hub, y4m) as page:
+        page.click(".fes-start")
+        wait_for(page, "window.fesnetCamera && window.fesnetCamera.stats")
+        time.sleep(seconds)
+        numbers = session_numbers(hub, page.evaluate("window.fesnetCamera.stats"))
+        if shot is not None:
+            page.screenshot(path=str(shot), full_page=True)
+        page.click(".fes-stop")
+        return numbers
+
+
+def measure_gradio_replay(
+    pw: Any, hub: SpotHub, y4m: Path, seconds: float, shot: Path | None
+) -> dict:
+    """The Gradio page replaying the sample clip (no camera): it plays in the video panel."""
+    with gradio_page(pw, hub, y4m) as page:
+        page.get_by_role("button", name="Play sample clip").click()
+        wait_for(page, "window.fesnetCamera.panel.mode === 'replay' && window.fesnetCamera.stats")
+        time.sleep(seconds)
+        numbers = session_numbers(hub, page.evaluate("window.fesnetCamera.stats"))
+        numbers["frames_shown"] = page.evaluate("window.fesnetCamera.panel.frames")
+        if shot is not None:
+            page.screenshot(path=str(shot), full_page=True)
+        return numbers
 
 
 def measure_client_page(
@@ -178,7 +203,7 @@ def measure_client_page(
 
 
 def measure_python_client(hub: SpotHub, clip: Path, seconds: float) -> dict:
-    from .remote_client import RemoteCamera, SourceTrack
+    from ..viewers.remote_client import RemoteCamera, SourceTrack
 
     with webrtc_server_thread(hub) as (_server, url):
         numbers: dict[str, Any] = {}
@@ -196,13 +221,13 @@ def measure_python_client(hub: SpotHub, clip: Path, seconds: float) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .commands import add_model_arguments, make_hub
+    from ..viewers.commands import add_model_arguments, make_hub
 
     parser = argparse.ArgumentParser(description=__doc__)
     add_model_arguments(parser)  # the viewers' own options: the same model, stride, calibration
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--screenshots", type=Path, default=None, help="folder for PNGs")
-    parser.add_argument("--paths", default="gradio,client-page,python-client")
+    parser.add_argument("--paths", default="gradio,gradio-replay,client-page,python-client")
     parser.add_argument("--workdir", type=Path, default=Path("runs/viewers"))
     args = parser.parse_args(argv)
 
@@ -220,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {
         "load_avg_1m": round(os.getloadavg()[0], 2),
         "cpus": os.cpu_count(),
-        "backend": hub.model.engine.backend.name,
+        "backend": describe(hub.model.engine),
     }
     paths = args.paths.split(",")
     with loopback_ice():
@@ -230,6 +255,11 @@ def main(argv: list[str] | None = None) -> int:
             if "gradio" in paths:
                 results["gradio"] = measure_gradio(
                     pw, hub, y4m, args.seconds, shots / "gradio_app.png" if shots else None
+                )
+            if "gradio-replay" in paths:
+                results["gradio-replay"] = measure_gradio_replay(
+                    pw, hub, y4m, min(args.seconds, 8.0),
+                    shots / "gradio_replay.png" if shots else None,
                 )
             if "client-page" in paths:
                 results["client-page"] = measure_client_page(

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from fesnet.model.noise import loggers_at
+from fesnet.model.third_party_logs import loggers_at
 from fesnet.realtime.session import StreamModel
 
 log = logging.getLogger(__name__)
@@ -75,15 +75,15 @@ async def _sessions_running(hub: Any, n: int, procs: list[Any]) -> list[Any]:
 async def serve_level(
     setup: CapacitySetup, n: int, video: str, fps: float, seconds: float,
     machine_load: Callable[[], float | None],
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """N senders against a fresh server running ``setup``; one row of the report."""
     from unittest import mock
 
     import aioice.ice
     import psutil
 
+    from ..viewers.webrtc_server import ServerConfig, WebRtcServer
     from .capacity_sender import loopback_ice
-    from .webrtc_server import ServerConfig, WebRtcServer
 
     hub = _bench_hub(setup, n)
     server = WebRtcServer(hub, ServerConfig(port=0, max_peers=n))
@@ -95,10 +95,10 @@ async def serve_level(
         try:
             for _ in range(n):
                 procs.append(await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "fesnet.realtime.viewers.capacity_sender", url, video,
+                    sys.executable, "-m", "fesnet.realtime.bench.capacity_sender", url, video,
                     "--seconds", str(WARM_UP_S + seconds + 30), "--loopback",
                     stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-                ))  # fmt: skip
+                ))
             sessions = await _sessions_running(hub, n, procs)
             await asyncio.sleep(WARM_UP_S)
             me = psutil.Process()
@@ -107,10 +107,11 @@ async def serve_level(
             t0, peak = time.monotonic(), 0
             while time.monotonic() - t0 < seconds:
                 peak = max(peak, *(s.input_rate.count - _spotted(s) - s.source.dropped
-                                   for s in sessions))  # fmt: skip
+                                   for s in sessions))
                 await asyncio.sleep(0.1)
             after, wall = _snapshot(sessions), time.monotonic() - t0
             cpu, sent = _cpu_s(me) - cpu0, sum(map(_cpu_s, senders)) - sent0
+            latency = [_score_latency(s) for s in sessions]
         finally:
             for p in procs:
                 with contextlib.suppress(ProcessLookupError):
@@ -139,12 +140,22 @@ async def serve_level(
         "server_cpu_cores_per_camera": round(cpu / wall / n, 3),
         "senders_cpu_cores": round(sent / wall, 3),
         "load_avg_1m": machine_load(),
+        "score_latency_p50_ms": [x[0] for x in latency],
+        "score_latency_p99_ms": [x[1] for x in latency],
     }
+
+
+def _score_latency(session: Any) -> tuple[float | None, float | None]:
+    """A session's capture -> window scores latency (p50, p99 ms) over its whole run so far."""
+    st = session.run.summary().get("stages", {}).get("frame_score_latency")
+    if not st:
+        return None, None
+    return round(float(st["p50_ms"]), 1), round(float(st["p99_ms"]), 1)
 
 
 def _bench_hub(setup: CapacitySetup, n: int) -> Any:
     """A hub whose camera sessions run ``setup`` (its aligner, stride and merger)."""
-    from .hub import HubConfig, SpotHub
+    from ..viewers.hub import HubConfig, SpotHub
 
     new_aligner = setup.make_aligner
     made: list[Any] = []

@@ -9,8 +9,11 @@ import pytest
 from calibration_helpers import make_clip
 
 from fesnet.calibration import cli
-from fesnet.calibration.int8 import sample_windows, write_windows
-from fesnet.model.calibration_data import read_calibration_windows
+from fesnet.model.quantization_windows import (
+    read_calibration_windows,
+    sample_windows,
+    write_windows,
+)
 
 
 def test_windows_are_balanced_distinct_and_readable_by_the_export_path(tmp_path: Path) -> None:
@@ -44,8 +47,8 @@ def test_a_geometry_network_gets_its_windows_geometry_vectors(tmp_path: Path) ->
     are the slices of each whole video's vectors (computed from its start, as a stream does)."""
     import dataclasses
 
-    from fesnet.model.calibration_data import read_calibration_geometry
     from fesnet.model.geometry import GeometryConfig, geometry_features
+    from fesnet.model.quantization_windows import read_calibration_geometry
 
     rng = np.random.default_rng(0)
     videos = []
@@ -73,7 +76,7 @@ def test_bad_requests_are_clear() -> None:
 def test_cli_help_and_missing_checkpoint(tmp_path: Path, capsys) -> None:
     assert cli.main([]) == 2
     code = cli.main(["fit", "--checkpoint", str(tmp_path / "none.pt"), "--out",
-                     str(tmp_path / "m.json")])  # fmt: skip
+                     str(tmp_path / "m.json")])
     assert code == 2 and "not found" in capsys.readouterr().err
     assert cli.main(["profiles", "--profiles-dir", str(tmp_path)]) == 0
     assert cli.main(["profiles", "nobody", "--profiles-dir", str(tmp_path)]) == 2

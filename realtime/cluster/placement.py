@@ -17,10 +17,16 @@ that long fails with :class:`ClusterUnavailable` (Ray Client alone would retry f
 Model replicas the cluster can never place are refused before deploying; replicas that can
 be placed but do not start (resources held by others) are reported after ``REPORT_AFTER_S``
 with Serve's reason. Ctrl-C / SIGTERM end either wait at once (``exitcodes.stop_signals_raise``).
+
+Signals. ``ray.init`` replaces the command's SIGTERM handler (with ``sys.exit(15)`` while it
+starts, then Ray's C++ failure handler, which aborts with a stack dump) and leaves it in force;
+:func:`connect` calls it inside ``exitcodes.stop_signals_raise``, so a SIGTERM while Ray starts
+stops the command as anywhere else and the command's own handlers are back once it returns.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -30,7 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fesnet.model.noise import quiet_ray, quiet_ray_client_log
+import psutil
+
+from fesnet.model.third_party_logs import quiet_ray, quiet_ray_client_log
 from fesnet.realtime import exitcodes
 
 from .config import LOCAL, ClusterConfig, ClusterError, ClusterUnavailable, split_address
@@ -42,6 +50,11 @@ _SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 JOIN_TIMEOUT_S = 10.0  # for a Ray Client port to answer at all
 REPORT_AFTER_S = 30.0  # model replicas not running after this long are reported
 DEPLOYMENT = "WindowEngine"
+STICKY_ROUTER = "ray.serve.experimental.consistent_hash_router.ConsistentHashRouter"
+"""Serve's consistent-hash request router: a request with a session id goes to the replica the
+id hashes to among the running ones, and only there (no fallback: a stream's ring lives on one
+replica); one without goes to any. When a replica is lost its ids hash to the others."""
+END_GRACE_S = 2.0  # for a private Ray's processes to end on SIGTERM before SIGKILL (Ray: 1 s)
 
 
 def loopback_only() -> None:
@@ -73,7 +86,7 @@ def connect(cfg: ClusterConfig) -> None:
         with exitcodes.stop_signals_raise():
             check_reachable(cfg.address)
     try:
-        with quiet_ray():
+        with exitcodes.stop_signals_raise(), quiet_ray():  # ray.init sets SIGTERM handlers
             _init(cfg)
     except Exception as e:  # ray raises ConnectionError, RuntimeError, ValueError, ...
         raise ClusterUnavailable(
@@ -156,10 +169,11 @@ def shutdown(cfg: ClusterConfig, tier: ModelTier | None = None) -> None:
     """Leave the cluster. The model tier is removed when this process started Ray
     (``auto``); on a shared cluster it stays for the next server unless ``tier`` is given."""
     import ray
-    from ray import serve
 
     if not ray.is_initialized():
         return
+    from ray import serve
+
     with quiet_ray():
         if tier is not None or cfg.address == LOCAL:
             try:
@@ -178,16 +192,22 @@ class ModelTier:
     config: ClusterConfig
 
     def backend(self, stats: Any = None) -> Any:
-        """A Backend over this tier for one ingest process (realtime/cluster/backend.py)."""
+        """A Backend over this tier for one ingest process (realtime/cluster/backend.py). A Ray
+        Client driver (``ray://``) calls it through a relay inside the cluster (relay.py)."""
         from .backend import RayBackend
 
-        return RayBackend(self.handle, self.described, self.config.retry, stats)
+        handle = self.handle
+        if self.config.address != LOCAL:
+            from .relay import RelayedHandle
+
+            handle = RelayedHandle(self.config.app_name)
+        return RayBackend(handle, self.described, self.config.retry, stats)
 
 
 def deploy(
     cfg: ClusterConfig, checkpoint: str | Path | None = None, backend: str = "auto",
     threads: int | None = 1, streams: int = 0,
-) -> ModelTier:  # fmt: skip
+) -> ModelTier:
     """Start (or update) the Serve application ``cfg.app_name`` running the window engine.
     ClusterError when the cluster can never place its replicas and ``streams`` stream actors
     (``ClusterConfig.placement_error``)."""
@@ -216,9 +236,14 @@ def deploy(
         }
     else:
         scale = {"num_replicas": cfg.replicas}
+    from ray.serve.config import RequestRouterConfig
+
+    router = RequestRouterConfig(request_router_class=STICKY_ROUTER,
+                                 request_router_kwargs={"num_fallback_replicas": 0})
     deployment = serve.deployment(WindowEngine).options(
         name=DEPLOYMENT,
         ray_actor_options=actor,
+        request_router_config=router,
         max_ongoing_requests=4 * cfg.max_batch_size,
         health_check_period_s=2.0,
         health_check_timeout_s=10.0,
@@ -282,7 +307,7 @@ def await_model_tier(
             raise ClusterError(f"could not deploy the model tier: {why}")
         if not reported and clock() - t0 >= report_after_s:
             report(f"the model tier is not running after {report_after_s:g} s: "
-                   f"{why.rstrip('. ')}. Still waiting (Ctrl-C stops)")  # fmt: skip
+                   f"{why.rstrip('. ')}. Still waiting (Ctrl-C stops)")
             reported = True
         sleep(poll_s)
 
@@ -309,31 +334,77 @@ class RayPlacement:
     """The model on Ray, as a placement for ``fesnet.model.runtime.load_runtime``: the loader
     resolves the checkpoint, stride, merger settings and profile by the rules every program
     shares, then this joins the cluster, deploys the model tier and hands back a backend over
-    it. ``close()`` leaves the cluster (removing the tier where ``shutdown`` says so)."""
+    it. ``close()`` leaves the cluster (removing the tier where ``shutdown`` says so); after a
+    private Ray (``auto``) no process of it is left, whenever the command was stopped."""
 
     def __init__(self, cfg: ClusterConfig, streams: int = 0) -> None:
         self.cfg = cfg
         self.streams = streams  # stream actors that will need a place too (``run``)
         self.tier: ModelTier | None = None
+        self._backend: Any = None
         self._joined = False
+        self._not_ray: set[int] | None = None  # this process's children before a private Ray
 
     def backend(self, ckpt: Any, config: Any) -> Any:
         self._joined = True
+        if self.cfg.address == LOCAL:
+            self._not_ray = {p.pid for p in _descendants()}
         connect(self.cfg)
         self.tier = deploy(self.cfg, ckpt.path, config.backend, config.threads, self.streams)
-        return self.tier.backend()
+        self._backend = self.tier.backend()
+        return self._backend
+
+    def tier_transport(self) -> Any:
+        """The placed model tier for streams in this process: the same client as ``backend``
+        (its ``step``: a stream's crops up, its windows' probabilities down)."""
+        return self._backend
 
     def close(self, remove_tier: bool = False) -> None:
         """Leave the cluster (nothing to do when the loader refused the model before placing
-        it: Ray was never imported)."""
-        if self._joined:
-            shutdown(self.cfg, self.tier if remove_tier else None)
+        it: Ray was never imported). A private Ray's processes are ended and waited for: each
+        one this process started since joining, with those its raylet started (the agents,
+        the workers), seen before Ray shuts down. A stop while ``ray.init`` started the node
+        leaves Ray nothing to shut down, and the raylet's agents, orphaned when it dies with
+        this process, lived on for minutes."""
+        if not self._joined:
+            return
+        self._joined = False
+        ours = self._not_ray
+        started = [p for p in _descendants() if p.pid not in ours] if ours is not None else []
+        shutdown(self.cfg, self.tier if remove_tier else None)
+        end_processes(started)
 
 
-def replica_infos(tier: ModelTier, calls: int = 8) -> list[dict[str, Any]]:
-    """``info()`` of the replicas that answer ``calls`` calls (distinct by pid)."""
-    seen: dict[int, dict[str, Any]] = {}
-    for _ in range(calls):
-        info = tier.handle.info.remote().result(timeout_s=tier.config.retry.call_timeout_s)
-        seen[info["pid"]] = info
-    return list(seen.values())
+def _descendants() -> list[psutil.Process]:
+    try:
+        return psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def end_processes(procs: list[psutil.Process], grace_s: float = END_GRACE_S) -> None:
+    """SIGTERM each of ``procs`` still running, SIGKILL those left after ``grace_s``; returns
+    when every one has ended (a zombie has: its parent, or init, reaps it) or, at worst,
+    ``grace_s`` after the SIGKILL."""
+    for p in _running(procs):
+        with contextlib.suppress(psutil.Error):
+            p.terminate()
+    for last in (False, True):
+        deadline = time.monotonic() + grace_s
+        while _running(procs) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if last or not _running(procs):
+            return
+        for p in _running(procs):
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+
+
+def _running(procs: list[psutil.Process]) -> list[psutil.Process]:
+    out = []
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+    return out
+

@@ -16,11 +16,15 @@ A first ``fesnet-spot`` printed about 15 lines before its first event that no us
   export, shown wherever logging is at INFO (the viewers' servers);
 - Ray, in cluster mode (:func:`quiet_ray`): Serve's INFO lines, Ray Client's note on the
   arguments it forwards, the notice that token authentication is on (the disabled warning
-  still shows), "SIGTERM handler is not set" for a join off the main thread, and the long-poll
-  client's "connection failed" at our own disconnect. Ray Client also streams the log lines of
-  the driver it runs for us on the cluster into this process, at any time during the
-  connection; that driver starts on a gRPC thread and always says "SIGTERM handler is not
-  set" (:func:`quiet_ray_client_log`, for the life of the process);
+  still shows), "SIGTERM handler is not set" for a join off the main thread, the long-poll
+  client's "connection failed" at our own disconnect, and a local cluster's "Overwriting
+  previous Ray address" when another Ray on the machine wrote its address file first (it
+  concerns a ``ray.init()`` without an address, which no command of ours makes). Ray Client
+  also streams the log lines of the driver it runs for us on the cluster into this process,
+  at any time during the connection; that driver starts on a gRPC thread and always says
+  "SIGTERM handler is not set"; and Ray Client warns once that more than 10 MB of calls are
+  slow over a client, which a server streaming cameras to the model tier always sends
+  (:func:`quiet_ray_client_log`, both for the life of the process);
 - FFmpeg naming what it could not find in a file OpenCV then fails to open ("moov atom not
   found"): the source's own error says which file and why (:data:`FFMPEG_OPEN_NOISE`).
 
@@ -68,8 +72,10 @@ RAY_NOISE = {
         r"^SIGTERM handler is not set because current thread is not the main thread\.$"
     ),
     "ray.serve": re.compile(r"^LongPollClient connection failed, shutting down\.$"),
+    "ray._private.utils": re.compile(r"^Overwriting previous Ray address \("),
 }
 RAY_CLIENT_LOG = "ray.util.client.logsclient"  # the cluster-side driver's lines, streamed here
+RAY_CLIENT_VOLUME_WARNING = r"More than 10MB of messages have been created to schedule tasks "
 QUANTIZE_NOISE = re.compile(r"^Please consider to run pre-processing before quantization\.")
 
 
@@ -150,11 +156,16 @@ _RAY_CLIENT_FILTER = _drop_matching(RAY_NOISE["ray._private.worker"])
 
 def quiet_ray_client_log() -> None:
     """Drop the "SIGTERM handler is not set" line that Ray Client's log stream brings over
-    from the cluster-side driver (module docstring). The stream runs on its own thread for the
-    whole connection, so the filter stays (it is installed once; other lines still show)."""
+    from the cluster-side driver (module docstring), and Ray Client's warning, once 10 MB of
+    calls have gone to the cluster, that many fine-grained tasks are slow over a client (a
+    server's cameras send every frame and window to the model tier that way: nothing to act
+    on). Both come at any time during the connection, so the filters stay (installed once;
+    other lines and warnings still show)."""
     log = logging.getLogger(RAY_CLIENT_LOG)
     if _RAY_CLIENT_FILTER not in log.filters:
         log.addFilter(_RAY_CLIENT_FILTER)
+    warnings.filterwarnings("ignore", RAY_CLIENT_VOLUME_WARNING, UserWarning,
+                            r"ray\.util\.client\.worker")
 
 
 _STDERR_HELD = threading.RLock()

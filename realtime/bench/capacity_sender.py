@@ -1,6 +1,6 @@
 """One remote camera in a process of its own, for fesnet-bench's capacity run.
 
-    python -m fesnet.realtime.viewers.capacity_sender URL VIDEO --seconds S [--loopback]
+    python -m fesnet.realtime.bench.capacity_sender URL VIDEO --seconds S [--loopback]
 
 Streams VIDEO (looped, at its own frame rate) to the WebRTC server at URL for S seconds, like
 ``fesnet-spot remote-camera``, and prints one JSON line when connected and one when done. In a
@@ -27,7 +27,7 @@ def loopback_ice() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m fesnet.realtime.viewers.capacity_sender")
+    p = argparse.ArgumentParser(prog="python -m fesnet.realtime.bench.capacity_sender")
     p.add_argument("server")
     p.add_argument("video")
     p.add_argument("--seconds", type=float, required=True)
@@ -35,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.loopback:
         loopback_ice()
-    from .remote_client import RemoteCamera, SourceTrack
+    from ..viewers.remote_client import RemoteCamera, SourceTrack
 
     async def go() -> int:
         cam = RemoteCamera(a.server, SourceTrack(a.video, loop=True))

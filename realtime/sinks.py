@@ -15,8 +15,10 @@ import errno
 import json
 import logging
 import os
+import secrets
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -28,16 +30,28 @@ logger = logging.getLogger(__name__)
 
 Sink = Callable[[SpotEvent], None]
 
-SCHEMA_VERSION = 1
+def new_run_id() -> str:
+    """A new id for the events one writer writes (a ``fesnet-spot run``, a viewer's export): its
+    start time in UTC and 6 random hex digits, ``20261204T191530Z-3f9c2a``. Sortable by time,
+    and two runs that start in the same second still differ."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
 
 
-def event_to_json(event: SpotEvent) -> str:
-    return json.dumps(event.to_dict(), separators=(",", ":"), allow_nan=False)
+def event_to_json(event: SpotEvent, run: str | None = None) -> str:
+    """The event's JSON line (docs/EVENTS.md); ``run`` is put second, after ``type``."""
+    d = event.to_dict()
+    if run is not None:
+        d = {"type": d["type"], "run": run, **d}
+    return json.dumps(d, separators=(",", ":"), allow_nan=False)
 
 
 class JsonlSink:
     """Appends one JSON object per event to a file, written with one ``os.write`` of the whole
     line (no buffer to flush), so a reader tailing the file, or a crash, never sees half a line.
+
+    Every line carries the writer's ``run`` id (a new one per sink unless given): runs that
+    append to one file all name their streams "0" or "s0", ... and number their expressions
+    from 0, so only the run tells their lines apart.
 
     Whole lines or nothing: when the file cannot take a line (disk full, file size limit,
     ``/dev/full``), the part of it that was written is cut off again, the sink stops writing
@@ -45,10 +59,11 @@ class JsonlSink:
     :class:`~fesnet.realtime.outputs.OutputError`; ``count`` / ``lost`` count the lines.
     Thread-safe."""
 
-    def __init__(self, path: str | Path, mode: str = "a") -> None:
+    def __init__(self, path: str | Path, mode: str = "a", run: str | None = None) -> None:
         if mode not in ("a", "w"):
             raise ValueError(f"mode must be 'a' or 'w', got {mode!r}")
         self.path = Path(path)
+        self.run = run or new_run_id()
         flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if mode == "a" else os.O_TRUNC)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -64,7 +79,7 @@ class JsonlSink:
         return f"the events file {self.path}"
 
     def __call__(self, event: SpotEvent) -> None:
-        data = (event_to_json(event) + "\n").encode("utf-8")
+        data = (event_to_json(event, self.run) + "\n").encode("utf-8")
         with self._lock:
             if self._fd is None:
                 raise RuntimeError(f"JSONL sink {self.path} is closed")
@@ -107,8 +122,8 @@ class JsonlSink:
 
 def write_events(path: str | Path, events: Iterable[SpotEvent]) -> int:
     """Write ``events`` to a new JSONL file at ``path`` through :class:`JsonlSink` (the same
-    lines a run writes); returns how many. Raises OutputError (the file) or ValueError (an
-    event that is not valid JSON, e.g. a NaN)."""
+    lines a run writes, under a run id of their own); returns how many. Raises OutputError
+    (the file) or ValueError (an event that is not valid JSON, e.g. a NaN)."""
     sink = JsonlSink(path, mode="w")
     try:
         for event in events:
@@ -141,7 +156,7 @@ class Fanout:
                     self._failed.add(id(sink))
                 if first:
                     logger.error("%s: sink %r failed (further errors counted): %r",
-                                 self.owner or "events", sink, e)  # fmt: skip
+                                 self.owner or "events", sink, e)
 
 
 def read_events(path: str | Path) -> list[dict[str, Any]]:
@@ -164,15 +179,16 @@ def regions_text(regions: dict[str, float] | None, least: float = 0.1, most: int
 
 def format_event(event: SpotEvent, *, stream: bool = True) -> str:
     """One human line per event: the console prints it as the event happens, a viewer's log
-    shows it for an expression's latest state. ``stream``: start with ``[stream]`` (a viewer
-    shows one stream and leaves it out)."""
+    shows it for an expression's latest state. An onset's class is marked provisional (``ME?``):
+    the final event's duration rules may change it. ``stream``: start with ``[stream]`` (a
+    viewer shows one stream and leaves it out)."""
     head = f"[{event.stream}] " if stream else ""
     latency = "" if event.latency_ms is None else f", latency {event.latency_ms:.0f} ms"
     if event.type == "expression":
-        if event.state == "onset":
+        if event.state == "onset":  # the class is the one ahead so far: its final decides
             return (
-                f"{head}{event.onset_s:8.2f} s  {event.label:<3} onset      "
-                f"(frame {event.onset_frame}, p={event.score:.2f}{latency})"
+                f"{head}{event.onset_s:8.2f} s  {event.label + '?':<4} onset     "
+                f"(class provisional; frame {event.onset_frame}, p={event.score:.2f}{latency})"
             )
         return (
             f"{head}{event.onset_s:8.2f} s  {event.label:<3} {event.state:<11}"

@@ -18,8 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
-SAMPLE_CLIP = ASSETS / "sample.mp4"
+from fesnet.realtime.sample_clip import SAMPLE_CLIP
 
 
 def face_image_path(name: str = "single-face.jpg") -> Path:
