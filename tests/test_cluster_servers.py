@@ -102,16 +102,16 @@ def test_a_server_on_ray_client_routes_no_request_itself(cluster, tmp_path):
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "server.log"
     env = {**os.environ, "RAY_SERVE_QUEUE_LENGTH_RESPONSE_DEADLINE_S": "0.001",
-           "RAY_SERVE_QUEUE_LENGTH_CACHE_TIMEOUT_S": "0"}  # fmt: skip
+           "RAY_SERVE_QUEUE_LENGTH_CACHE_TIMEOUT_S": "0"}
     server = _server(["webrtc-server", "--port", str(port), "--cluster", cluster.address], log,
-                     env)  # fmt: skip
+                     env)
     try:
         wait_http(f"{url}/health", server)
         cam = subprocess.run(
             [sys.executable, "-c", LOOPBACK_ICE_CLI, "remote-camera", str(SAMPLE), "--server",
              url, "--duration", "12", "--stats"],
             capture_output=True, text=True, timeout=240,
-        )  # fmt: skip
+        )
         assert cam.returncode == 0, cam.stderr[-3000:]
         msgs = [json.loads(line) for line in cam.stdout.splitlines() if line.startswith("{")]
         stats = [m for m in msgs if m["type"] == "stats"]

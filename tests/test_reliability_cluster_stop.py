@@ -157,7 +157,7 @@ def _stopped(tree: Tree, signum: int = signal.SIGTERM) -> tuple[int, str, str]:
 
 @on_ray
 @pytest.mark.parametrize("moment", [agents_starting, tier_deploying],
-                         ids=["ray-starting", "tier-deploying"])  # fmt: skip
+                         ids=["ray-starting", "tier-deploying"])
 def test_sigterm_while_a_run_starts_its_ray_is_143_and_leaves_no_process(
     tree_of: Callable[[subprocess.Popen], Tree], moment: Callable[[list[str]], bool]
 ) -> None:
@@ -176,12 +176,12 @@ def test_sigterm_while_a_run_on_its_ray_spots_is_143_with_the_interval_closed(
 ) -> None:
     busy = tmp_path / "busy.json"
     busy.write_text(json.dumps({"on_threshold": 0.05, "off_threshold": 0.05,
-                                "max_expression_s": 60.0}))  # fmt: skip
+                                "max_expression_s": 60.0}))
     path = tmp_path / "events.jsonl"
     tree = tree_of(cli(["run", "--source", str(SAMPLE), "--quiet", "--pace", "live", "--events",
-                        str(path), "--merger-config", str(busy), "--cluster", "auto"]))  # fmt: skip
+                        str(path), "--merger-config", str(busy), "--cluster", "auto"]))
     tree.wait_for(lambda _: path.is_file() and '"state":"onset"' in path.read_text(),
-                  "an interval open")  # fmt: skip
+                  "an interval open")
     code, out, err = _stopped(tree)
     assert code == 143, err[-3000:]
     assert "[s0]" in out and "stopped early" in out

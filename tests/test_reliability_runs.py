@@ -82,7 +82,7 @@ def test_several_streams_stopped_by_a_signal_say_so_and_close_their_intervals(
     assert "Traceback" not in err
     assert out.count("(stopped early: open intervals interrupted)") == 2
     written = [SpotEvent(**{k: v for k, v in d.items() if k != "run"})
-               for d in read_events(events)]  # fmt: skip
+               for d in read_events(events)]
     for stream in ("s0", "s1"):
         mine = [e for e in written if e.stream == stream]
         assert any(e.state == "interrupted" for e in mine)
@@ -100,7 +100,7 @@ def test_two_runs_appending_to_one_events_file_tell_their_lines_apart(
     their lines apart and neither said so)."""
     events = tmp_path / "ev.jsonl"
     args = run_args(files, "--source", str(files["clip"]), "--events", str(events),
-                    "--merger-config", str(files["busy"]), "--quiet")  # fmt: skip
+                    "--merger-config", str(files["busy"]), "--quiet")
     summaries = []
     for _ in range(2):
         assert main(args) == 0
@@ -113,6 +113,6 @@ def test_two_runs_appending_to_one_events_file_tell_their_lines_apart(
     assert sum(a["run"] != b["run"] for a, b in itertools.pairwise(lines)) == 1  # appended
     onsets = [(e["run"], e["stream"], e["event_id"]) for e in lines if e.get("state") == "onset"]
     ends = [(e["run"], e["stream"], e["event_id"]) for e in lines
-            if e["type"] == "expression" and e["state"] != "onset"]  # fmt: skip
+            if e["type"] == "expression" and e["state"] != "onset"]
     assert {run for run, _, _ in onsets} == set(runs)  # each run opened an interval
     assert len(set(onsets)) == len(onsets) and sorted(onsets) == sorted(ends)

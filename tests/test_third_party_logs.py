@@ -229,9 +229,9 @@ def test_ray_clients_message_volume_warning_is_dropped_and_others_show() -> None
         warnings.simplefilter("always")
         quiet_ray_client_log()
         warnings.warn_explicit(volume, UserWarning, "worker.py", 696,
-                               module="ray.util.client.worker")  # fmt: skip
+                               module="ray.util.client.worker")
         warnings.warn_explicit(volume, UserWarning, "elsewhere.py", 1, module="elsewhere")
         warnings.warn_explicit("another warning", UserWarning, "worker.py", 700,
-                               module="ray.util.client.worker")  # fmt: skip
+                               module="ray.util.client.worker")
     assert [w.filename for w in caught] == ["elsewhere.py", "worker.py"]
     assert str(caught[1].message) == "another warning"
