@@ -183,6 +183,8 @@ class FusedBackend:
     def window(
         self, x_prime: np.ndarray, x_atten: np.ndarray, geom: np.ndarray | None = None
     ) -> np.ndarray:
+        if geom is None:
+            raise ValueError("the fused spotter scores the geometry channel: geom is required")
         return self.post_window(self.net.window(x_prime, x_atten, geom), geom)
 
     def post_window(self, probs: np.ndarray, geom: np.ndarray | None) -> np.ndarray:

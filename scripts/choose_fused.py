@@ -89,7 +89,7 @@ def table(videos, scored, cfg: FusedConfig, mergers: list[MergerConfig]) -> list
 
 def merger_grid(base: MergerConfig) -> list[MergerConfig]:
     return [replace(base, on_threshold=on, off_threshold=round(on * r, 4))
-            for on in ON for r in OFF_RATIO]  # fmt: skip
+            for on in ON for r in OFF_RATIO]
 
 
 def search(videos, scored, base: MergerConfig, start: FusedConfig):

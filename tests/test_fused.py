@@ -17,7 +17,7 @@ import torch
 from test_geometry_streaming import face_track, stream
 from test_streaming_equivalence import offline_tuples, streaming_tuples
 
-from fesnet.model.backends import TorchBackend
+from fesnet.model.backends import TorchBackend, split_post
 from fesnet.model.checkpoint import DEFAULT_CHECKPOINT, sidecar
 from fesnet.model.fesnet import FESNet, FESNetConfig
 from fesnet.model.fused import (
@@ -122,12 +122,15 @@ def test_the_fused_spotter_streams_as_it_scores_offline(face) -> None:
     n = 480
     landmarks = face_track(face, n, 60.0)
     crops = np.repeat(np.random.default_rng(0).integers(0, 255, (1, 112, 112, 3), np.uint8),
-                      n, axis=0)  # fmt: skip
+                      n, axis=0)
     merger = MergerConfig(min_expression_frames=3, on_threshold=0.6, off_threshold=0.4)
     offline = spot_video(fused, crops, merger, 8, geometry_features(landmarks))
     want = offline_tuples(offline, np.arange(n))
     assert any(w[0] == "final" for w in want), want  # the comparison is not vacuous
     assert streaming_tuples(stream(fused, crops, landmarks, 60.0, merger)) == want
+    # the model tier's split: the network's backend, then the fusion on its probabilities
+    inner, post = split_post(fused)
+    assert inner is fused.net and post == fused.post_window
 
 
 def copy_of_shipped(folder, **meta) -> object:
