@@ -15,9 +15,11 @@ Every program that runs the model loads it here (``fesnet-spot``, the viewers, `
 - **stride**: the given one, else the checkpoint's ``stride_frames``, else 8
   (:func:`stride_of`, the one owner of that rule); from 1 slot to a window (a longer stride
   would leave slots unscored), checked before anything is placed anywhere;
-- **method**: ``fesnet`` (the network) or ``landmarks`` (the training-free peer,
+- **method**: ``fesnet`` (the network), ``landmarks`` (the training-free peer,
   model/peer.py: the geometry channel alone, no weights used; its merger settings are the peer's
-  own unless a merger JSON is given);
+  own unless a merger JSON is given) or ``fused`` (model/fused.py: the network's evidence checked
+  against the geometry channel; its settings and merger are the checkpoint's ``"fused"`` entry,
+  chosen on validation videos, unless a merger JSON is given);
 - **profile** (optional): any object with ``apply(MergerConfig) -> MergerConfig`` (a
   :class:`fesnet.calibration.profile.NeutralProfile`) moves the thresholds last. The profile is
   passed in loaded: finding it by name is calibration's business, not the model's;
@@ -60,7 +62,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 AUTO = "auto"
-METHODS = ("fesnet", "landmarks")
+METHODS = ("fesnet", "landmarks", "fused")
 # backends.BACKENDS with "auto" first; spelled out so that defining command-line options does
 # not import torch (tests/test_runtime.py checks that the two lists agree).
 BACKEND_CHOICES = (AUTO, "torch", "torch-compile", "onnx", "onnx-int8", "tensorrt")
@@ -103,7 +105,7 @@ class RuntimeConfig:
     backend_options: dict[str, Any] = field(default_factory=dict)
     """Further ``make_backend`` options (cache_dir, device, precision, calibration, ...)."""
     method: str = "fesnet"
-    """``fesnet`` or ``landmarks`` (the training-free peer)."""
+    """``fesnet``, ``landmarks`` (the training-free peer) or ``fused`` (both, model/fused.py)."""
     peer_k: float | None = None
     """The peer's z threshold (None: ``PeerConfig``'s default)."""
     serving: str = AUTO
@@ -171,6 +173,10 @@ class Runtime:
                                         **config.backend_options)
             else:
                 backend = placement.backend(ckpt, config)
+            if config.method == "fused":
+                backend, fused_merger = fused_method(ckpt, backend)
+                if config.merger_config is None:
+                    base = fused_merger
         merger = base if profile is None else profile.apply(base)
         serving, tier_options = serving_of(config)
         remote = None
@@ -219,6 +225,22 @@ def _cuda_available() -> bool:
     import torch
 
     return bool(torch.cuda.is_available())
+
+
+def fused_method(ckpt: Checkpoint, net: Backend) -> tuple[Backend, MergerConfig]:
+    """The fused spotter over the network's backend, with the settings and merger stored in the
+    checkpoint's ``"fused"`` entry (``FusedConfig`` defaults and the network's merger where it
+    has none)."""
+    from .fused import FusedBackend, FusedConfig
+
+    entry = ckpt.meta.get("fused") or {}
+    try:
+        cfg = FusedConfig.from_dict(entry.get("settings", {}))
+        merger = merger_config(ckpt) if "merger" not in entry else MergerConfig.from_dict(
+            {**entry["merger"], "window_frames": ckpt.config.window_frames})
+        return FusedBackend(net, cfg), merger
+    except (ValueError, ConfigError) as e:
+        raise LoadError(f"the fused settings in {ckpt.path or 'the checkpoint'}: {e}") from e
 
 
 def stride_of(ckpt: Checkpoint, requested: int | None = None) -> int:
@@ -342,7 +364,8 @@ def add_runtime_arguments(
     if method:
         parser.add_argument("--method", choices=METHODS, default="fesnet",
                             help="fesnet: the network; landmarks: the training-free landmark "
-                            "peer (no weights; a fallback and the bar the network must clear)")
+                            "peer (no weights; a fallback and the bar the network must clear); "
+                            "fused: the network's evidence checked against the landmarks")
     parser.add_argument("--peer-k", type=float_range(0.0, lo_open=True), default=None,
                         help="the landmark peer's robust-z threshold (default 3.5)")
     parser.add_argument("--serving", choices=SERVING, default=AUTO,
