@@ -19,10 +19,10 @@ this process) frames processed and dropped. At the end, per stream: frames, face
 the stream emitted vs lines written (``events_lost`` must be 0; on Ray, what each actor emitted
 as its last poll said) and every onset closed exactly once.
 
-    python -m fesnet.realtime.bench.soak_runs --minutes 60 --streams 4 \
-        --out docs/benchmarks/soak-streams.json
-    python -m fesnet.realtime.bench.soak_runs --minutes 60 --cluster --streams 2 --replicas 1 \
-        --out docs/benchmarks/soak-cluster.json
+    python -m fesnet.realtime.bench.soak_runs --minutes 60 --streams 4 \\
+        --out docs/benchmarks/soak-streams-60min.json
+    python -m fesnet.realtime.bench.soak_runs --minutes 60 --cluster --streams 2 --replicas 1 \\
+        --out docs/benchmarks/soak-cluster-60min.json
 """
 
 from __future__ import annotations
