@@ -15,6 +15,10 @@ Every program that runs the model loads it here (``fesnet-spot``, the viewers, `
 - **stride**: the given one, else the checkpoint's ``stride_frames``, else 8
   (:func:`stride_of`, the one owner of that rule); from 1 slot to a window (a longer stride
   would leave slots unscored), checked before anything is placed anywhere;
+- **latency**: ``accurate`` (the default) takes the checkpoint's own merger and stride;
+  ``quick`` takes its ``"quick"`` entry, a merger fitted on the same validation videos for
+  a shorter stride and commit lag (events decided sooner after an expression, at some cost in
+  F1: README, "Model card"). An explicit ``--stride`` or merger JSON still wins;
 - **method**: ``fesnet`` (the network), ``landmarks`` (the training-free peer,
   model/peer.py: the geometry channel alone, no weights used; its merger settings are the peer's
   own unless a merger JSON is given) or ``fused`` (model/fused.py: the network's evidence checked
@@ -68,6 +72,7 @@ METHODS = ("fesnet", "landmarks", "fused")
 BACKEND_CHOICES = (AUTO, "torch", "torch-compile", "onnx", "onnx-int8", "tensorrt")
 DEFAULT_STRIDE_FRAMES = 8
 SERVING = (AUTO, "engine", "tier")
+LATENCIES = ("accurate", "quick")
 _THREADED = ("torch", "torch-compile", "onnx", "onnx-int8")  # backends that take a thread count
 
 
@@ -110,6 +115,8 @@ class RuntimeConfig:
     """The peer's z threshold (None: ``PeerConfig``'s default)."""
     serving: str = AUTO
     """``engine``, ``tier`` or ``auto`` (module docstring, :func:`serving_of`)."""
+    latency: str = "accurate"
+    """``accurate`` or ``quick``: which of the checkpoint's mergers (module docstring)."""
 
 
 @dataclass(frozen=True)
@@ -152,7 +159,7 @@ class Runtime:
     ) -> Runtime:
         """The rest of :func:`load_runtime` for weights already in memory (benchmarks of
         random weights)."""
-        stride = stride_of(ckpt, config.stride_frames)
+        stride = stride_of(ckpt, config.stride_frames, config.latency)
         if config.method not in METHODS:
             raise LoadError(f"unknown method {config.method!r}; choose one of {METHODS}")
         if config.method == "landmarks":
@@ -167,13 +174,16 @@ class Runtime:
             base = (peer.merger_config(ckpt.config.window_frames) if config.merger_config is None
                     else merger_config(ckpt, config.merger_config))
         else:
-            base = merger_config(ckpt, config.merger_config)
+            base = merger_config(ckpt, config.merger_config, config.latency)
             if placement is None:
                 backend = build_backend(config.backend, ckpt, config.threads,
                                         **config.backend_options)
             else:
                 backend = placement.backend(ckpt, config)
             if config.method == "fused":
+                if config.latency != "accurate":
+                    raise LoadError("--method fused has one merger, chosen at the checkpoint's "
+                                    "own stride: drop --latency quick, or use --method fesnet")
                 backend, fused_merger = fused_method(ckpt, backend)
                 if config.merger_config is None:
                     base = fused_merger
@@ -243,12 +253,28 @@ def fused_method(ckpt: Checkpoint, net: Backend) -> tuple[Backend, MergerConfig]
         raise LoadError(f"the fused settings in {ckpt.path or 'the checkpoint'}: {e}") from e
 
 
-def stride_of(ckpt: Checkpoint, requested: int | None = None) -> int:
-    """The window stride in slots: ``requested``, else the checkpoint's ``stride_frames`` (what
-    its merger settings were fitted at), else ``DEFAULT_STRIDE_FRAMES``; from 1 to a window."""
+def latency_entry(ckpt: Checkpoint, latency: str = "accurate") -> dict[str, Any]:
+    """Where the merger and stride of ``latency`` are stored in the checkpoint's JSON: the
+    top level for ``accurate``, the ``"quick"`` entry for ``quick`` (LoadError where it has
+    none)."""
+    if latency not in LATENCIES:
+        raise LoadError(f"unknown latency {latency!r}; choose one of {', '.join(LATENCIES)}")
+    if latency == "accurate":
+        return ckpt.meta
+    entry = ckpt.meta.get(latency)
+    if not isinstance(entry, dict) or "merger" not in entry:
+        raise LoadError(f"{ckpt.path or 'the checkpoint'} has no {latency} merger (fit one with "
+                        "scripts/latency_sweep.py --quick 4:4), or drop --latency")
+    return entry
+
+
+def stride_of(ckpt: Checkpoint, requested: int | None = None, latency: str = "accurate") -> int:
+    """The window stride in slots: ``requested``, else the checkpoint's ``stride_frames`` for
+    ``latency`` (what that merger was fitted at), else ``DEFAULT_STRIDE_FRAMES``; from 1 to a
+    window."""
     stride = requested
     if stride is None:
-        stride = int(ckpt.meta.get("stride_frames", DEFAULT_STRIDE_FRAMES))
+        stride = int(latency_entry(ckpt, latency).get("stride_frames", DEFAULT_STRIDE_FRAMES))
     try:
         check_stride(stride, ckpt.config.window_frames)
     except ValueError as e:
@@ -314,13 +340,15 @@ def build_backend(
     return make_backend("torch", ckpt, **fallback)
 
 
-def merger_config(ckpt: Checkpoint, path: Path | str | None = None) -> MergerConfig:
-    """The merger settings: ``path`` (JSON) if given, else the checkpoint's, else the defaults;
-    ``window_frames`` always the model's."""
+def merger_config(
+    ckpt: Checkpoint, path: Path | str | None = None, latency: str = "accurate"
+) -> MergerConfig:
+    """The merger settings: ``path`` (JSON) if given, else the checkpoint's for ``latency``,
+    else the defaults; ``window_frames`` always the model's."""
     t = ckpt.config.window_frames
     if path is None:
-        data: Any = ckpt.merger
-        where = f"the merger settings in {ckpt.path or 'the checkpoint'}"
+        data: Any = ckpt.merger if latency == "accurate" else latency_entry(ckpt, latency)["merger"]
+        where = f"the {latency} merger settings in {ckpt.path or 'the checkpoint'}"
     else:
         try:
             data = json.loads(Path(path).read_text())
@@ -366,6 +394,10 @@ def add_runtime_arguments(
                             help="fesnet: the network; landmarks: the training-free landmark "
                             "peer (no weights; a fallback and the bar the network must clear); "
                             "fused: the network's evidence checked against the landmarks")
+    parser.add_argument("--latency", choices=LATENCIES, default="accurate",
+                        help="accurate: the checkpoint's merger (a final event about 0.3 s after "
+                        "an expression ends); quick: its quick merger (about 0.15 s, fewer "
+                        "events right; README, Model card)")
     parser.add_argument("--peer-k", type=float_range(0.0, lo_open=True), default=None,
                         help="the landmark peer's robust-z threshold (default 3.5)")
     parser.add_argument("--serving", choices=SERVING, default=AUTO,
@@ -387,4 +419,5 @@ def runtime_config(args: argparse.Namespace, **backend_options: Any) -> RuntimeC
         method=args.method if getattr(args, "method", None) in METHODS else "fesnet",
         peer_k=args.peer_k,
         serving=getattr(args, "serving", AUTO),
+        latency=getattr(args, "latency", "accurate"),
     )

@@ -58,6 +58,9 @@ def main(argv: list[str] | None = None) -> None:
                    "checkpoint's)")
     p.add_argument("--max-gap-s", type=float, help="largest gap_merge_s / mae_gap_merge_s tried")
     p.add_argument("--checkpoint", type=Path, help="default: the shipped checkpoint")
+    p.add_argument("--set", dest="synthetic_set", default="v1",
+                   help="synthetic set whose validation videos fit the merger (v1: the training "
+                   "people; v2: people no training video shows); the test split is shared")
     p.add_argument("--out", type=Path)
     p.add_argument(
         "--apply",
@@ -66,9 +69,16 @@ def main(argv: list[str] | None = None) -> None:
         "stride and its neutral reference into --checkpoint's JSON (as "
         "fesnet-calibrate fit --update-checkpoint does)",
     )
+    p.add_argument(
+        "--quick",
+        metavar="STRIDE:LAG",
+        help="write that setting's fitted merger and its stride into --checkpoint's JSON as its "
+        "quick merger (the \"quick\" entry, what --latency quick loads)",
+    )
     a = p.parse_args(argv)
-    if a.apply and a.apply not in a.settings:
-        a.settings.append(a.apply)
+    for setting in (a.apply, a.quick):
+        if setting and setting not in a.settings:
+            a.settings.append(setting)
     from fesnet.calibration.fit import (
         SearchSpace,
         evaluate_config,
@@ -84,8 +94,11 @@ def main(argv: list[str] | None = None) -> None:
     base = MergerConfig.from_json(a.base) if a.base else merger_config(ck)
     backend = build_backend("onnx", ck, 1)
     scored = {
-        split: score_videos(backend, synthetic_split(split, a.cache_dir, SyntheticSetConfig()),
-                            ck.config.window_frames, 1)
+        split: score_videos(
+            backend,
+            synthetic_split(split, a.cache_dir, SyntheticSetConfig.preset(a.synthetic_set)),
+            ck.config.window_frames, 1,
+        )
         for split in ("val", "test")
     }
     gaps = tuple(g for g in (0.0, 0.05, 0.1) if a.max_gap_s is None or g <= a.max_gap_s)
@@ -124,7 +137,8 @@ def main(argv: list[str] | None = None) -> None:
         if setting == a.apply:
             from fesnet.model import checkpoint
 
-            by = f"scripts/latency_sweep.py --apply {setting} --max-gap-s {a.max_gap_s}"
+            by = (f"scripts/latency_sweep.py --apply {setting} --max-gap-s {a.max_gap_s} "
+                  f"--set {a.synthetic_set}")
             checkpoint.update_meta(
                 ck.path, merger=fit.best.to_dict(), stride_frames=stride,
                 neutral_reference=neutral_reference(val, fit.best),
@@ -132,6 +146,19 @@ def main(argv: list[str] | None = None) -> None:
                             "val_overall_f1_fitted": row["val_f1"]},
             )
             print(f"{checkpoint.sidecar(ck.path)} updated: merger, stride {stride}", flush=True)
+        if setting == a.quick:
+            from fesnet.model import checkpoint
+
+            by = (f"scripts/latency_sweep.py --quick {setting} --max-gap-s {a.max_gap_s} "
+                  f"--set {a.synthetic_set}")
+            checkpoint.update_meta(ck.path, quick={
+                "merger": fit.best.to_dict(), "stride_frames": stride,
+                "merger_fit": {"by": by, "val_overall_f1_fitted": row["val_f1"],
+                               "test_overall_f1": row["test_f1"],
+                               "final_lag_slots_p50": row["final_lag_slots_p50"]},
+            })
+            print(f"{checkpoint.sidecar(ck.path)} updated: quick merger, stride {stride}",
+                  flush=True)
     if a.out:
         a.out.write_text(json.dumps({"base": base.to_dict(), "rows": rows}, indent=1) + "\n")
 

@@ -54,6 +54,36 @@ def test_the_checkpoint_gives_merger_stride_and_window_length(tiny_ckpt: Path) -
     assert load_runtime(RuntimeConfig(tiny_ckpt, "torch", stride_frames=16)).stride_frames == 16
 
 
+def test_the_quick_latency_takes_the_checkpoints_quick_merger_and_stride(
+    tiny_ckpt: Path, tmp_path: Path
+) -> None:
+    """``--latency quick``: the checkpoint's ``"quick"`` entry (merger and stride fitted for
+    quicker events); an explicit stride or merger JSON still wins; a checkpoint without the
+    entry, and the fused method (one merger), refuse it with a line that says what to do."""
+    quick = tmp_path / "quick.pt"
+    checkpoint.save(quick, checkpoint.load(tiny_ckpt).net, {
+        "merger": {"on_threshold": 0.7, "off_threshold": 0.4}, "stride_frames": 8,
+        "quick": {"merger": {"on_threshold": 0.9, "off_threshold": 0.6}, "stride_frames": 2},
+    })
+    accurate = load_runtime(RuntimeConfig(quick, "torch"))
+    assert (accurate.stride_frames, accurate.merger.on_threshold) == (8, 0.7)
+    rt = load_runtime(RuntimeConfig(quick, "torch", latency="quick"))
+    assert (rt.stride_frames, rt.merger.on_threshold, rt.merger.off_threshold) == (2, 0.9, 0.6)
+    assert rt.window_frames == rt.merger.window_frames
+    assert load_runtime(RuntimeConfig(quick, "torch", stride_frames=4,
+                                      latency="quick")).stride_frames == 4
+    with pytest.raises(LoadError, match=r"has no quick merger.*latency_sweep\.py --quick"):
+        load_runtime(RuntimeConfig(tiny_ckpt, "torch", latency="quick"))
+    with pytest.raises(LoadError, match="drop --latency quick"):
+        load_runtime(RuntimeConfig(quick, "torch", latency="quick", method="fused"))
+    with pytest.raises(LoadError, match="unknown latency"):
+        load_runtime(RuntimeConfig(quick, "torch", latency="fast"))
+    parser = argparse.ArgumentParser()
+    add_runtime_arguments(parser)
+    assert runtime_config(parser.parse_args(["--latency", "quick"])).latency == "quick"
+    assert runtime_config(parser.parse_args([])).latency == "accurate"
+
+
 def test_a_merger_json_and_a_profile_come_after_the_checkpoint(
     tiny_ckpt: Path, tmp_path: Path
 ) -> None:
