@@ -30,12 +30,10 @@ from fesnet.model.datasets import SyntheticSetConfig, synthetic_split
 from fesnet.model.fused import FusedConfig, fuse
 from fesnet.model.graphs import weights_hash
 from fesnet.model.inference import (
-    encode_video,
     gather_windows,
+    predict_windows,
     prediction_from_windows,
-    score_windows,
     video_geometry,
-    window_starts,
 )
 from fesnet.model.merger import MergerConfig
 from fesnet.model.metrics import MetricTable, evaluate_videos, labels_to_intervals
@@ -66,9 +64,8 @@ def scored_videos(rt, videos, cache: Path) -> list[tuple[list[int], np.ndarray, 
             out.append((list(d["starts"]), d["probs"], d["geom"]))
             continue
         geom = video_geometry(rt.backend, v)
-        starts = window_starts(len(v), rt.window_frames, rt.stride_frames)
-        xp, xa = encode_video(rt.backend, v.crops)
-        probs = score_windows(rt.backend, xp, xa, geom, starts, rt.window_frames)
+        starts, probs = predict_windows(rt.backend, v.crops, rt.window_frames, rt.stride_frames,
+                                        geom)
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez(path, starts=np.array(starts), probs=probs, geom=geom)
         out.append((starts, probs, geom))
