@@ -161,6 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--minutes", type=float, default=30.0)
     p.add_argument("--fps", type=float, default=60.0, help="push rate of the replay")
+    add_soak_arguments(p)
+    p.add_argument("--out", type=Path, default=Path("docs") / "soak_result.json")
+    return p
+
+
+def add_soak_arguments(p: argparse.ArgumentParser) -> None:
+    """The model, the camera picture and the sampling of a soak (this one and soak_runs.py)."""
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--backend", choices=("onnx", "torch"), default="onnx",
@@ -172,8 +179,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-s", type=float, default=10.0)
     p.add_argument("--warmup-s", type=float, default=30.0)
     p.add_argument("--events", type=Path, default=None, help="JSONL path (default: a temp file)")
-    p.add_argument("--out", type=Path, default=Path("docs") / "soak_result.json")
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:

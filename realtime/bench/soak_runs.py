@@ -41,7 +41,7 @@ import cv2
 import numpy as np
 import psutil
 
-from fesnet.realtime.bench.soak import load_jpegs, load_model, onset_pairing
+from fesnet.realtime.bench.soak import add_soak_arguments, load_jpegs, load_model, onset_pairing
 from fesnet.realtime.reporting import StreamResult
 from fesnet.realtime.run_control import RunControl
 from fesnet.realtime.sample_clip import SAMPLE_CLIP
@@ -277,16 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cluster", action="store_true",
                    help="each stream in an actor on a private Ray (--cluster auto)")
     p.add_argument("--replicas", type=int, default=1, help="model replicas with --cluster")
-    p.add_argument("--checkpoint", default=None)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--backend", choices=("onnx", "torch"), default="onnx")
-    p.add_argument("--width", type=int, default=640)
-    p.add_argument("--height", type=int, default=480)
-    p.add_argument("--away-every-s", type=float, default=8.0)
-    p.add_argument("--away-s", type=float, default=1.0)
-    p.add_argument("--sample-s", type=float, default=10.0)
-    p.add_argument("--warmup-s", type=float, default=30.0)
-    p.add_argument("--events", type=Path, default=None, help="JSONL path (default: a temp file)")
+    add_soak_arguments(p)
     p.add_argument("--out", type=Path, default=Path("docs") / "benchmarks" / "soak-runs.json")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
