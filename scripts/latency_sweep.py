@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> None:
         neutral_reference,
         score_videos,
     )
+    from fesnet.model import checkpoint
     from fesnet.model.datasets import SyntheticSetConfig, synthetic_split
     from fesnet.model.merger import MergerConfig
     from fesnet.model.runtime import build_backend, load_checkpoint, merger_config
@@ -135,8 +136,6 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "merger"}), flush=True)
         if setting == a.apply:
-            from fesnet.model import checkpoint
-
             by = (f"scripts/latency_sweep.py --apply {setting} --max-gap-s {a.max_gap_s} "
                   f"--set {a.synthetic_set}")
             checkpoint.update_meta(
@@ -147,8 +146,6 @@ def main(argv: list[str] | None = None) -> None:
             )
             print(f"{checkpoint.sidecar(ck.path)} updated: merger, stride {stride}", flush=True)
         if setting == a.quick:
-            from fesnet.model import checkpoint
-
             by = (f"scripts/latency_sweep.py --quick {setting} --max-gap-s {a.max_gap_s} "
                   f"--set {a.synthetic_set}")
             checkpoint.update_meta(ck.path, quick={
