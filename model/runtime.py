@@ -347,7 +347,7 @@ def merger_config(
     else the defaults; ``window_frames`` always the model's."""
     t = ckpt.config.window_frames
     if path is None:
-        data: Any = latency_entry(ckpt, latency).get("merger", {})
+        data: Any = ckpt.merger if latency == "accurate" else latency_entry(ckpt, latency)["merger"]
         where = f"the {latency} merger settings in {ckpt.path or 'the checkpoint'}"
     else:
         try:
