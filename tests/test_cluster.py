@@ -93,9 +93,13 @@ def geometry_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def busy(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Merger settings under which an interval opens at once and stays open."""
+    """Merger settings under which an interval opens at once and stays open until the clip
+    ends: the shipped checkpoint's p_expr = p_ME + p_MaE stays above 0.001 all through the
+    sample clip (one interval, onset to the end). At 0.05 the 40-minute head closed and
+    reopened 17 intervals there, so a kill could land between two and find nothing to
+    interrupt."""
     path = tmp_path_factory.mktemp("busy") / "busy.json"
-    path.write_text(json.dumps({"on_threshold": 0.05, "off_threshold": 0.05,
+    path.write_text(json.dumps({"on_threshold": 0.002, "off_threshold": 0.001,
                                 "max_expression_s": 60.0}))
     return path
 
@@ -202,8 +206,12 @@ def test_a_stream_whose_node_dies_ends_with_a_clear_error(cluster, busy, tmp_pat
     code, out, err = finish(p)
     assert code == 1
     assert "Traceback" not in err and "InvalidStateError" not in err, err[-3000:]
-    errors = [line for line in err.splitlines() if "error" in line.lower()]
+    # Only the CLI's own error lines count: a "joining ... failed; trying again" warning from a
+    # Ray Client server that was slow to start on a loaded machine is a retry, not an error.
+    errors = [line for line in err.splitlines() if line.startswith("fesnet-spot: error:")]
     assert len(errors) == 1 and "stream s0" in errors[0] and "actor died" in errors[0], err
+    assert not any("error" in line.lower() for line in err.splitlines()
+                   if line not in errors and "trying again" not in line), err
     assert "[s0]" in out and "frames      " in out and "stopped early" in out  # its summary
     evs = events(path)
     assert evs[-1]["type"] == "status" and "actor died" in evs[-1]["message"]
