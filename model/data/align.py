@@ -18,6 +18,10 @@ run on every frame (measured on the sample clip: 10.9 vs 6.5 ms per frame). With
 view with mediapipe's (short-range) face detector on every N-th frame only. The tracked face's
 landmarks, and so its crops, are the same either way: FaceMesh follows a tracked face from its
 previous landmarks, whatever its detector finds (docs/BENCHMARKS.md has the comparison).
+
+Faces too small in the frame for FaceMesh's own detector (less than about a fifth of its width:
+a person 1.5 m from a 720p webcam) are found by ``far_faces.FarFaceFinder`` in video mode, once
+FaceMesh finds no face; a video in which FaceMesh never misses the face is aligned as without it.
 """
 
 from __future__ import annotations
@@ -29,9 +33,9 @@ from typing import Any
 
 import numpy as np
 
-logger = logging.getLogger(__name__)
+from .facemesh import N_LANDMARKS, landmarks_to_pixels
 
-N_LANDMARKS = 468
+logger = logging.getLogger(__name__)
 
 # FaceMesh indices of the eye contours. "Left"/"right" here mean *image* left/right for a frontal,
 # non-mirrored face (mediapipe's 33 is the subject's right eye outer corner, seen on image left).
@@ -80,41 +84,6 @@ def keypoints_from_landmarks(landmarks: np.ndarray) -> np.ndarray:
             landmarks[MOUTH_IMAGE_RIGHT],
         ]
     ).astype(np.float64)
-
-
-# One serialized NormalizedLandmark entry of a NormalizedLandmarkList when only x, y and z are set
-# (what FaceMesh returns): the entry's tag and length, then three tagged little-endian float32s.
-_LANDMARK_ENTRY = np.dtype(
-    [
-        ("entry", "u1", (2,)),
-        ("x_tag", "u1"),
-        ("x", "<f4"),
-        ("y_tag", "u1"),
-        ("y", "<f4"),
-        ("z_tag", "u1"),
-        ("z", "<f4"),
-    ]
-)
-_ENTRY_TAGS = (0x0A, _LANDMARK_ENTRY.itemsize - 2, 0x0D, 0x15, 0x1D)
-
-
-def landmarks_to_pixels(face: Any, width: int, height: int) -> np.ndarray:
-    """(468, 2) float32 pixel coordinates of a FaceMesh ``NormalizedLandmarkList``.
-
-    Reads the message's wire bytes as a numpy record array (one copy, no Python loop over 468
-    landmarks): the values are the message's own float32s, scaled in float64 and rounded to
-    float32 exactly as ``p.x * width`` would be. A message laid out otherwise (a field such as
-    visibility set) is read landmark by landmark."""
-    raw = face.SerializeToString()
-    if len(raw) >= N_LANDMARKS * _LANDMARK_ENTRY.itemsize:
-        rec = np.frombuffer(raw, _LANDMARK_ENTRY, count=N_LANDMARKS)
-        tags = (rec["entry"][:, 0], rec["entry"][:, 1], rec["x_tag"], rec["y_tag"], rec["z_tag"])
-        if all((t == want).all() for t, want in zip(tags, _ENTRY_TAGS, strict=True)):
-            out = np.empty((N_LANDMARKS, 2), np.float32)
-            out[:, 0] = rec["x"].astype(np.float64) * width
-            out[:, 1] = rec["y"].astype(np.float64) * height
-            return out
-    return np.array([(p.x * width, p.y * height) for p in face.landmark[:N_LANDMARKS]], np.float32)
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -199,6 +168,11 @@ class FaceAligner:
     the largest face. None: FaceMesh looks for ``max_faces`` faces on every frame (what
     preprocessing of training data uses).
 
+    ``far_faces`` (video mode only; the default there): where FaceMesh finds no face on the whole
+    frame, look with the full-range detector and follow the face with FaceMesh on a crop around
+    it (``far_faces.FarFaceFinder``); FaceMesh on the whole frame is skipped while that crop holds
+    the face. Such a frame counts one face unless ``count_faces_every_frames`` counts them.
+
     Not thread-safe: use one aligner per thread.
     """
 
@@ -210,6 +184,7 @@ class FaceAligner:
         min_detection_confidence: float = 0.5,
         min_tracking_confidence: float = 0.5,
         count_faces_every_frames: int | None = None,
+        far_faces: bool | None = None,
     ) -> None:
         if crop_size < 16:
             raise ValueError(f"crop_size must be >= 16, got {crop_size}")
@@ -223,6 +198,10 @@ class FaceAligner:
             if static_image_mode:
                 raise ValueError("count_faces_every_frames needs video mode (static_image_mode "
                                  "runs FaceMesh's detector on every frame anyway)")
+        if far_faces is None:
+            far_faces = not static_image_mode
+        if far_faces and static_image_mode:
+            raise ValueError("far_faces needs video mode (it follows a face inside a crop)")
         import mediapipe as mp
 
         self.crop_size = int(crop_size)
@@ -243,6 +222,11 @@ class FaceAligner:
             self._detector = mp.solutions.face_detection.FaceDetection(
                 model_selection=0, min_detection_confidence=float(min_detection_confidence)
             )
+        self._far: Any = None
+        if far_faces:
+            from .far_faces import FarFaceFinder
+
+            self._far = FarFaceFinder(min_detection_confidence, min_tracking_confidence)
         self._last_center: np.ndarray | None = None
         self._count_in = 0  # frames until the next count (0: count on the next face seen)
         self._count = 0
@@ -251,6 +235,8 @@ class FaceAligner:
         """Forget the tracked face (the next frame picks the largest face)."""
         self._last_center = None
         self._count_in = 0
+        if self._far is not None:
+            self._far.reset()
 
     def warm_up(self) -> None:
         """Start the native graphs now, on a blank frame (mediapipe starts a graph on its first
@@ -259,6 +245,8 @@ class FaceAligner:
         for graph in (self._mesh, self._detector):
             if graph is not None:
                 graph.process(blank)
+        if self._far is not None:
+            self._far.warm_up()
 
     def _mesh_faces(self, rgb: np.ndarray) -> list[np.ndarray]:
         if self._mesh is None:
@@ -266,6 +254,22 @@ class FaceAligner:
         h, w = rgb.shape[:2]
         result = self._mesh.process(rgb)
         return [landmarks_to_pixels(face, w, h) for face in result.multi_face_landmarks or []]
+
+    def _faces(self, rgb: np.ndarray) -> list[np.ndarray]:
+        """FaceMesh on the whole frame, else (``far_faces``) the face in the crop held by the
+        far-face finder, else whatever the finder acquires."""
+        far = self._far
+        if far is None:
+            return self._mesh_faces(rgb)
+        if far.following:
+            landmarks = far.follow(rgb)
+            if landmarks is not None:
+                return [landmarks]
+        faces = self._mesh_faces(rgb)
+        if faces:
+            return faces
+        landmarks = far.acquire(rgb, self._last_center)
+        return [] if landmarks is None else [landmarks]
 
     def detect(self, frame_bgr: np.ndarray) -> list[np.ndarray]:
         """All faces' landmarks as a list of (468, 2) float32 pixel-coordinate arrays."""
@@ -314,7 +318,7 @@ class FaceAligner:
 
         validate_frame(frame_bgr)
         rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
-        faces = self._mesh_faces(rgb)
+        faces = self._faces(rgb)
         if not faces:
             self._count_in = 0
             return AlignResult(crop=None, n_faces=0, landmarks=None, transform=None)
@@ -333,10 +337,10 @@ class FaceAligner:
 
     def close(self) -> None:
         """Release the mediapipe graphs; further calls to :meth:`align` raise RuntimeError."""
-        for graph in (self._mesh, self._detector):
+        for graph in (self._mesh, self._detector, self._far):
             if graph is not None:
                 graph.close()
-        self._mesh = self._detector = None
+        self._mesh = self._detector = self._far = None
 
     def __enter__(self) -> FaceAligner:
         return self

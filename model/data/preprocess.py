@@ -57,6 +57,7 @@ class PreprocessSettings:
     model_fps: float = MODEL_FPS
     max_faces: int = 2
     min_detection_confidence: float = 0.5
+    far_faces: bool = True  # faces FaceMesh alone misses (model/data/far_faces.py)
 
     def digest(self) -> str:
         payload = json.dumps({"v": PREPROCESS_VERSION, **asdict(self)}, sort_keys=True)
@@ -70,6 +71,7 @@ class PreprocessSettings:
             max_faces=self.max_faces,
             static_image_mode=False,
             min_detection_confidence=self.min_detection_confidence,
+            far_faces=self.far_faces,
         )
 
 
