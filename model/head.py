@@ -112,10 +112,13 @@ def _cached_features(
 ) -> tuple[np.ndarray, np.ndarray]:
     """A video's float16 encoder features, from ``cache_dir`` if there (memory-mapped: the
     pages are shared by every process reading them and loaded only where windows are drawn),
-    else encoded and stored."""
+    else encoded and stored. The file is keyed by the encoder and by the crops' bytes, not by
+    the video id alone: the same video aligned otherwise (another aligner setting) has other
+    crops and other features."""
     if cache_dir is None:
         return tuple(a.astype(np.float16) for a in encode_video(backend, v.crops))
-    paths = [Path(cache_dir) / f"{v.video_id}-enc{digest}.{name}.npy"
+    crops = hashlib.blake2b(np.ascontiguousarray(v.crops).data, digest_size=6).hexdigest()
+    paths = [Path(cache_dir) / f"{v.video_id}-enc{digest}-c{crops}.{name}.npy"
              for name in ("x_prime", "x_atten")]
     if not all(p.exists() for p in paths):
         paths[0].parent.mkdir(parents=True, exist_ok=True)

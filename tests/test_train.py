@@ -105,3 +105,25 @@ def test_head_stage_adds_geometry_freezes_the_encoder_and_trains_the_head(
     assert any(after[k].abs().sum() > 0 for k in after if k.startswith("geometry."))
     assert loaded.meta["stages"]["head_steps"] > 0
     assert list((tmp_path / "features").glob("*.npy"))  # encoder features cached for reruns
+
+
+def test_cached_encoder_features_follow_the_crops_not_only_the_video_id(tmp_path) -> None:
+    """The same video aligned otherwise (same id, other crops) is encoded again, not served the
+    first alignment's features from the cache."""
+    from dataclasses import replace
+
+    from fesnet.model.head import feature_videos
+
+    torch.manual_seed(0)
+    net = FESNet(FESNetConfig.tiny()).eval()
+    first = toy_video(0, n=40)
+    other = replace(first, crops=np.ascontiguousarray(first.crops[:, :, ::-1]))
+    cache = tmp_path / "features"
+    (a,) = feature_videos(net, [first], None, cache)
+    (b,) = feature_videos(net, [other], None, cache)
+    (fresh,) = feature_videos(net, [other], None, None)
+    assert not np.array_equal(np.asarray(a.x_prime), np.asarray(b.x_prime))
+    np.testing.assert_array_equal(np.asarray(b.x_prime), fresh.x_prime)
+    (again,) = feature_videos(net, [first], None, cache)
+    np.testing.assert_array_equal(np.asarray(again.x_prime), np.asarray(a.x_prime))
+    assert len(list(cache.glob("*.npy"))) == 4
