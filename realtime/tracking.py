@@ -80,18 +80,24 @@ COUNT_FACES_EVERY_FRAMES = 15
 """How often the live aligner looks for other faces: every 15th frame, twice a second at 30 FPS
 (the face detector costs about 4.5 ms a call here: 0.3 ms a frame this way).
 Between counts FaceMesh only follows the tracked face (fesnet.model.data.align explains why)."""
-FACE_COUNTING: dict[str, int | None] = {"periodic": COUNT_FACES_EVERY_FRAMES, "every-frame": None}
-"""The ways of looking for other faces by name (the benchmark compares them): ``periodic``, the
-live default, and ``every-frame``, FaceMesh looking for 2 faces on every frame (the setting before
-the periodic count)."""
+ALIGNER_SETTINGS: dict[str, dict[str, Any]] = {
+    "periodic": {"count_faces_every_frames": COUNT_FACES_EVERY_FRAMES},
+    "every-frame": {"count_faces_every_frames": None},
+    "near-only": {"count_faces_every_frames": COUNT_FACES_EVERY_FRAMES, "far_faces": False},
+}
+"""The live aligner's settings by name (the benchmark compares them): ``periodic``, the live
+default; ``every-frame``, FaceMesh looking for 2 faces on every frame (the setting before the
+periodic count); ``near-only``, the live default without the far-face finder (the aligner
+before it: faces that fill less than about a fifth of the frame are not found)."""
 
 
 def mediapipe_aligner(
-    count_faces_every_frames: int | None = COUNT_FACES_EVERY_FRAMES,
+    count_faces_every_frames: int | None = COUNT_FACES_EVERY_FRAMES, far_faces: bool = True
 ) -> Aligner:
     """The project's aligner (fesnet.model.data.align): FaceMesh, 112 px crops, other faces
     counted every ``count_faces_every_frames`` frames (None: FaceMesh looks for 2 faces on every
-    frame, the setting before the periodic count; its crops are the same, it costs more).
+    frame, the setting before the periodic count; its crops are the same, it costs more), faces
+    too small for FaceMesh's detector found by the far-face finder (``far_faces``).
 
     Its native graphs start on their first frame and print known start-up noise then: a blank
     frame starts them here, inside a filter that drops exactly that noise
@@ -105,7 +111,8 @@ def mediapipe_aligner(
         from fesnet.model.data.align import FaceAligner
 
         aligner = FaceAligner(
-            crop_size=112, max_faces=2, count_faces_every_frames=count_faces_every_frames
+            crop_size=112, max_faces=2, count_faces_every_frames=count_faces_every_frames,
+            far_faces=far_faces,
         )
         aligner.warm_up()
     return aligner

@@ -5,7 +5,8 @@ The modes (``ALIGN_MODES``): ``before``, the aligner as it was before issue 16
 point by point in Python, the crop is warped from the BGR frame and flipped to RGB);
 ``every-frame``, today's aligner with FaceMesh still looking for 2 faces on every frame;
 ``periodic``, the live default (FaceMesh follows one face, the face detector counts faces every
-15th frame).
+15th frame, the far-face finder looks for faces too small for FaceMesh); ``near-only``, the live
+default without the far-face finder (the aligner before it).
 
 Every mode gets its own :class:`~fesnet.realtime.tracking.FaceTracker` (so each keeps its own
 video-mode tracking state) and sees every frame of the clip; the modes are timed frame by frame
@@ -102,13 +103,13 @@ def _pointwise_aligner() -> PointwiseAligner:
 
 def make_aligner(mode: str) -> Callable[[], Any]:
     """The aligner factory of a mode of ``ALIGN_MODES``."""
-    from ..tracking import FACE_COUNTING, mediapipe_aligner
+    from ..tracking import ALIGNER_SETTINGS, mediapipe_aligner
 
     if mode == "before":
         return _pointwise_aligner
-    if mode not in FACE_COUNTING:
+    if mode not in ALIGNER_SETTINGS:
         raise ValueError(f"unknown align mode {mode!r}; choose from {list(ALIGN_MODES)}")
-    return functools.partial(mediapipe_aligner, FACE_COUNTING[mode])
+    return functools.partial(mediapipe_aligner, **ALIGNER_SETTINGS[mode])
 
 
 def decode_frames(video: str, limit: int | None = None) -> tuple[list[np.ndarray], float]:
@@ -133,7 +134,7 @@ def run_align(config: BenchConfig, report: dict[str, Any]) -> None:
     if config.video is None or not config.align_modes:
         report["align"] = {"skipped": "no --video given" if config.video is None else "no modes"}
         return
-    from ..tracking import FACE_COUNTING, FaceTracker
+    from ..tracking import ALIGNER_SETTINGS, FaceTracker
     from ..types import Frame
 
     modes = list(config.align_modes)
@@ -174,7 +175,7 @@ def run_align(config: BenchConfig, report: dict[str, Any]) -> None:
         "load_avg_1m": [load_start, load_avg()],
         "modes": {
             m: {
-                "count_faces_every_frames": FACE_COUNTING.get(m),
+                **ALIGNER_SETTINGS.get(m, {"count_faces_every_frames": None}),
                 "per_frame": percentiles_ms(samples[m]),
                 "p50_vs_reference": round(float(np.median(samples[m]) / np.median(ref_s)), 3),
                 "mean_vs_reference": round(float(np.mean(samples[m]) / np.mean(ref_s)), 3),

@@ -90,12 +90,13 @@ def add_live_arguments(p: argparse.ArgumentParser) -> None:
         default=["before", "every-frame", "periodic"],
         help="aligners to time on --video, the first the reference (before: the first aligner, "
         "landmarks read point by point; every-frame: FaceMesh looks for 2 faces on every frame; "
-        "periodic: it follows one and the detector counts faces every 15th frame; '' for none)",
+        "periodic: it follows one and the detector counts faces every 15th frame; near-only: "
+        "periodic without the far-face finder; '' for none)",
     )
     p.add_argument(
         "--e2e-align",
         default="periodic",
-        help="the pipeline runs' aligner (before, every-frame, periodic)",
+        help="the pipeline runs' aligner (before, every-frame, periodic, near-only)",
     )
     p.add_argument(
         "--profiles",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-ALIGN_MODES = ("before", "every-frame", "periodic")
+ALIGN_MODES = ("before", "every-frame", "periodic", "near-only")
 """How the align thread looks for other faces (realtime/bench/align.py times each)."""
 
 
