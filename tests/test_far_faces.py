@@ -107,3 +107,38 @@ def test_square_crop_pads_past_the_frame_with_black():
 def test_rejects_the_finder_in_still_image_mode(kw):
     with pytest.raises(ValueError, match="video mode"):
         FaceAligner(**kw)
+
+
+@pytest.mark.parametrize("far", [True, False], ids=["live-aligner", "near-only"])
+def test_the_live_spotter_tracks_a_far_face(real_face_bgr, far):
+    """The live path (the spotter's tracker over the live aligner, a tiny network): a person
+    about 1.5 m from a 720p webcam is found and their crops go to the model; without the
+    finder the same stream never finds a face."""
+    import torch
+    from spot_helpers import make_spotter
+    from test_reliability_media import BUSY, frame
+
+    from fesnet.model.backends import TorchBackend
+    from fesnet.model.fesnet import FESNet, FESNetConfig
+    from fesnet.realtime.engine import Engine
+    from fesnet.realtime.tracking import ALIGNER_SETTINGS, mediapipe_aligner
+
+    torch.manual_seed(0)
+    engine = Engine(TorchBackend(FESNet(FESNetConfig.tiny()).eval()), 32)
+    settings = ALIGNER_SETTINGS["periodic" if far else "near-only"]
+    aligner = mediapipe_aligner(**settings)
+    try:
+        spotter = make_spotter(engine, BUSY, 8, stream="s", aligner=aligner)
+        events = []
+        for i in range(40):
+            events += spotter.process(frame(scene(real_face_bgr, 200, 500 + i % 3, 260), i, i / 30))
+        events += spotter.finish()
+        summary = spotter.summary()
+    finally:
+        aligner.close()
+    found = [e for e in events if e.type == "face_found"]
+    if far:
+        assert len(found) == 1 and not [e for e in events if e.type == "face_lost"]
+        assert summary["encoded"] > 0
+    else:
+        assert not found and summary["encoded"] == 0
