@@ -57,12 +57,14 @@ CSV_FIELDS = ["method", "vid", "pred_onset", "pred_offset", "type", "score", "on
 
 
 def align_records(
-    records: list[VideoRecord], cache_dir: Path, desc: str, workers: int = 1
+    records: list[VideoRecord], cache_dir: Path, desc: str, workers: int = 1,
+    settings: PreprocessSettings | None = None,
 ) -> list[AlignedVideo | None]:
-    """Each record through the product's preprocessing (cached by video id); ``workers``
-    processes, each with its own aligner, share the uncached ones. A clip in which the aligner
-    finds no face at all is None (logged): the product would spot nothing in it."""
-    settings = PreprocessSettings()
+    """Each record through the product's preprocessing (``settings``: the default; cached by
+    video id and settings); ``workers`` processes, each with its own aligner, share the
+    uncached ones. A clip in which the aligner finds no face at all is None (logged): the
+    product would spot nothing in it."""
+    settings = settings or PreprocessSettings()
     todo = [r for r in records if not cache_path(cache_dir, r.video_id, settings).exists()]
     if workers > 1 and len(todo) > 1:
         from concurrent.futures import ProcessPoolExecutor
