@@ -142,3 +142,21 @@ def test_the_live_spotter_tracks_a_far_face(real_face_bgr, far):
         assert summary["encoded"] > 0
     else:
         assert not found and summary["encoded"] == 0
+
+
+def test_after_reset_a_video_is_aligned_as_by_a_new_aligner(real_face_bgr, faces_dir):
+    """What the finder finds in a video does not depend on the video before it (one aligner
+    aligns video after video in preprocessing; FaceMesh keeps tracking state between calls)."""
+    other = cv2.imread(str(faces_dir / "wolfgang.jpg"))
+    first = [scene(other, 200, 300 + 5 * i, 100) for i in range(6)]
+    second = [scene(real_face_bgr, 200, 700 + 3 * i, 300) for i in range(6)]
+    with FaceAligner() as fresh:
+        want = [fresh.align(f) for f in second]
+    with FaceAligner() as aligner:
+        for f in first:
+            aligner.align(f)
+        aligner.reset()
+        got = [aligner.align(f) for f in second]
+    for a, b in zip(want, got, strict=True):
+        assert a.found and b.found
+        np.testing.assert_array_equal(a.landmarks, b.landmarks)

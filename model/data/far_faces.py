@@ -4,10 +4,11 @@ FaceMesh (mediapipe 0.10.14's legacy solution, what :class:`~.align.FaceAligner`
 face only with mediapipe's short-range face detector, a 128x128 model meant for faces close to
 the camera, and then follows it from its own landmarks. A face that fills less than about a fifth
 of the frame's width is never acquired. Measured with a shipped face photo pasted into a grey
-frame (tests/test_far_faces.py): FaceMesh finds nothing at an inter-ocular distance of about 70 px
-in a 1280x720 frame, or 90 px in 1920x1080, which is a person about 1.5 m from a 720p webcam;
-it found no face in any frame of the suite clip ``einstein-30fps-720p`` (a black-and-white face
-under a colour cast, 127 px apart; docs/SUITE.md has the probe).
+frame (a probe; tests/test_far_faces.py checks the first case): FaceMesh finds nothing at an
+inter-ocular distance of about 70 px in a 1280x720 frame (it does from about 90), a person about
+1.5 m from a 720p webcam, nor at 95 px in 1920x1080 (it does from about 120); it found no face
+in any frame of the suite clip ``einstein-30fps-720p`` (a black-and-white face under a colour
+cast, 127 px apart; docs/SUITE.md has the probe).
 
 :class:`FarFaceFinder` finds such faces with the full-range detector (``model_selection=1``, for
 faces up to about 5 m away), which sees them on the whole frame, and runs a second FaceMesh on a
@@ -28,6 +29,7 @@ the full-range detector (about 4 ms a call here) runs on every :data:`RETRY_EVER
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -67,13 +69,16 @@ class FarFaceFinder:
         self._detector: Any = mp.solutions.face_detection.FaceDetection(
             model_selection=1, min_detection_confidence=float(min_detection_confidence)
         )
-        self._mesh: Any = mp.solutions.face_mesh.FaceMesh(
+        self._new_mesh = functools.partial(
+            mp.solutions.face_mesh.FaceMesh,
             static_image_mode=False,
             max_num_faces=1,
             refine_landmarks=False,
             min_detection_confidence=float(min_detection_confidence),
             min_tracking_confidence=float(min_tracking_confidence),
         )
+        self._mesh: Any = self._new_mesh()
+        self._mesh_used = False
         self._roi: tuple[int, int, int] | None = None  # crop's left, top and side, frame pixels
         self._anchor = np.zeros(3)  # the face's landmark centre and size when the crop was placed
         self._wait = 0  # frames to skip before the detector runs again
@@ -84,8 +89,15 @@ class FarFaceFinder:
         return self._roi is not None
 
     def reset(self) -> None:
+        """Forget the face, and FaceMesh's tracking state with it (a new FaceMesh: the legacy
+        solution cannot be reset), so that what it finds in a video does not depend on the
+        videos before it."""
         self._roi = None
         self._wait = 0
+        if self._mesh_used:
+            self._mesh.close()
+            self._mesh = self._new_mesh()
+            self._mesh_used = False
 
     def warm_up(self) -> None:
         blank = np.zeros((64, 64, 3), np.uint8)
@@ -97,12 +109,20 @@ class FarFaceFinder:
         FaceMesh loses it there even after looking again (its own detector, on the crop)."""
         if self._roi is None:
             return None
-        for _ in range(2):  # a lost track: the second call runs FaceMesh's detector on the crop
+        landmarks = self._look(rgb)
+        if landmarks is None:
+            self._roi = None
+        else:
+            self._keep_up(landmarks)
+        return landmarks
+
+    def _look(self, rgb: np.ndarray) -> np.ndarray | None:
+        """FaceMesh on the held crop, twice if need be: when it loses a track (or follows one
+        from an earlier crop), the second call runs its own detector on this crop."""
+        for _ in range(2):
             landmarks = self._mesh_in_roi(rgb)
             if landmarks is not None:
-                self._keep_up(landmarks)
                 return landmarks
-        self._roi = None
         return None
 
     def _keep_up(self, landmarks: np.ndarray) -> None:
@@ -129,7 +149,7 @@ class FarFaceFinder:
             self._wait -= 1
             return None
         self._roi = self._detect(rgb, near)
-        landmarks = None if self._roi is None else self._mesh_in_roi(rgb)
+        landmarks = None if self._roi is None else self._look(rgb)
         if landmarks is None:
             self._roi = None
             self._wait = self.retry_every - 1
@@ -157,6 +177,7 @@ class FarFaceFinder:
         assert self._roi is not None
         x0, y0, side = self._roi
         crop = square_crop(rgb, x0, y0, side)
+        self._mesh_used = True
         faces = self._mesh.process(crop).multi_face_landmarks
         if not faces:
             return None
