@@ -13,6 +13,20 @@ FACES_DIR = REPO_ROOT / "model" / "data" / "faces"
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _ctrl_c_reaches_children() -> None:
+    """Tests press Ctrl-C (SIGINT) on the programs they start and expect what a user at a
+    terminal gets. A test run started in the background (``cmd &`` in a script, nohup) has
+    SIGINT ignored, every child inherits that, and Python then installs no KeyboardInterrupt
+    handler: such a child ignores Ctrl-C except inside the blocks that set a handler of their
+    own, and those tests failed by timing. A Python handler here is reset to the default in
+    each child, which then gets Python's usual handler."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _single_torch_thread() -> None:
     """The test machines have 2 shared cores: keep torch (if installed and used) on one."""
     try:
