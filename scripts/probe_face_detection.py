@@ -12,7 +12,8 @@ the aligner, counting the frames with a face:
 FaceMesh on the whole frame; where it finds none, FaceMesh (video mode) on a fixed square crop of
 ``--crop`` times the full-range detector's box, kept while FaceMesh follows the face inside it;
 where that loses the face, the full-range detector and a static FaceMesh on a new crop in the
-same frame. A diagnostic, not product code (the aligner is ``model/data/align.py``).
+same frame. A diagnostic, not product code: the aligner's far-face finder
+(``model/data/far_faces.py``) grew out of this fallback, with a crop that follows the face.
 
     python scripts/probe_face_detection.py .cache/suite/v1/einstein-30fps-720p-4ea324fe32.mp4
 """

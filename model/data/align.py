@@ -20,8 +20,8 @@ landmarks, and so its crops, are the same either way: FaceMesh follows a tracked
 previous landmarks, whatever its detector finds (docs/BENCHMARKS.md has the comparison).
 
 Faces too small in the frame for FaceMesh's own detector (less than about a fifth of its width:
-a person 1.5 m from a 720p webcam) are found by ``far_faces.FarFaceFinder`` in video mode, once
-FaceMesh finds no face; a video in which FaceMesh never misses the face is aligned as without it.
+a person 1.5 m from a 720p webcam) are found by ``far_faces.FarFaceFinder`` in video mode, on the
+frames where FaceMesh finds no face; every frame FaceMesh finds a face in is aligned as without it.
 """
 
 from __future__ import annotations
@@ -168,10 +168,10 @@ class FaceAligner:
     the largest face. None: FaceMesh looks for ``max_faces`` faces on every frame (what
     preprocessing of training data uses).
 
-    ``far_faces`` (video mode only; the default there): where FaceMesh finds no face on the whole
-    frame, look with the full-range detector and follow the face with FaceMesh on a crop around
-    it (``far_faces.FarFaceFinder``); FaceMesh on the whole frame is skipped while that crop holds
-    the face. Such a frame counts one face unless ``count_faces_every_frames`` counts them.
+    ``far_faces`` (video mode only; the default there): on frames where FaceMesh finds no face
+    on the whole frame, look with the full-range detector and follow the face with FaceMesh on a
+    crop around it (``far_faces.FarFaceFinder``). Frames FaceMesh finds a face in are aligned as
+    without it. Such a frame counts one face unless ``count_faces_every_frames`` counts them.
 
     Not thread-safe: use one aligner per thread.
     """
@@ -256,19 +256,20 @@ class FaceAligner:
         return [landmarks_to_pixels(face, w, h) for face in result.multi_face_landmarks or []]
 
     def _faces(self, rgb: np.ndarray) -> list[np.ndarray]:
-        """FaceMesh on the whole frame, else (``far_faces``) the face in the crop held by the
-        far-face finder, else whatever the finder acquires."""
+        """FaceMesh on the whole frame, on every frame; where it finds no face (``far_faces``),
+        the far-face finder's: the face in the crop it holds, else whatever it acquires. The
+        finder only fills frames FaceMesh misses: a frame FaceMesh finds a face in is aligned
+        as without it, whatever came before."""
+        faces = self._mesh_faces(rgb)
         far = self._far
         if far is None:
-            return self._mesh_faces(rgb)
-        if far.following:
-            landmarks = far.follow(rgb)
-            if landmarks is not None:
-                return [landmarks]
-        faces = self._mesh_faces(rgb)
-        if faces:
             return faces
-        landmarks = far.acquire(rgb, self._last_center)
+        if faces:
+            far.drop()  # its crop, if any, is where the face was when FaceMesh last missed it
+            return faces
+        landmarks = far.follow(rgb) if far.following else None
+        if landmarks is None:
+            landmarks = far.acquire(rgb, self._last_center)
         return [] if landmarks is None else [landmarks]
 
     def detect(self, frame_bgr: np.ndarray) -> list[np.ndarray]:
