@@ -25,7 +25,6 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from fesnet.model.data.common import VideoRecord
 from fesnet.model.data.preprocess import PreprocessSettings
 from fesnet.model.evaluate import methods_for
 from fesnet.model.runtime import METHODS, add_runtime_arguments
@@ -95,6 +94,7 @@ def main() -> None:
         dst = far_dir / f"{r.video_id}-x{a.scale:g}.mkv"
         write_farther(Path(r.frames), dst, a.scale)
         far.append(replace(r, video_id=f"{r.video_id}-x{a.scale:g}", frames=dst))
+    n_frames = [c.n_frames for c in clips]  # a farther copy has its clip's frames
     runs = {"original, today's aligner": (original, PreprocessSettings()),
             f"x{a.scale:g}, near-only aligner": (far, PreprocessSettings(far_faces=False)),
             f"x{a.scale:g}, today's aligner": (far, PreprocessSettings())}
@@ -103,7 +103,7 @@ def main() -> None:
              "| overall F1 | TP / FP / FN |", "|---|---|---:|---:|---:|---:|---|"]
     for name, (records, settings) in runs.items():
         videos = align_records(records, a.cache_dir, f"align {name}", settings=settings)
-        faceless = {i: (r.video_id, slot_labels(r, _frames(r)))
+        faceless = {i: (r.video_id, slot_labels(r, n_frames[i]))
                     for i, (r, v) in enumerate(zip(records, videos, strict=True)) if v is None}
         found = float(np.mean([face_found(v) for v in videos]))
         scores = score_independent(methods, videos, {"all": list(range(len(videos)))},
@@ -120,13 +120,6 @@ def main() -> None:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps(doc, indent=1))
 
-
-def _frames(record: VideoRecord) -> int:
-    cap = cv2.VideoCapture(str(record.frames))
-    try:
-        return int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-    finally:
-        cap.release()
 
 
 if __name__ == "__main__":

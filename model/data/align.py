@@ -267,7 +267,7 @@ class FaceAligner:
         if faces:
             far.drop()  # its crop, if any, is where the face was when FaceMesh last missed it
             return faces
-        landmarks = far.follow(rgb) if far.following else None
+        landmarks = far.follow(rgb)
         if landmarks is None:
             landmarks = far.acquire(rgb, self._last_center)
         return [] if landmarks is None else [landmarks]
