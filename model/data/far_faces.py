@@ -88,11 +88,6 @@ class FarFaceFinder:
         self._anchor = np.zeros(3)  # the face's landmark centre and size when the crop was placed
         self._wait = 0  # frames to skip before the detector runs again
 
-    @property
-    def following(self) -> bool:
-        """Whether a crop is held (FaceMesh found the face in it on the last frame)."""
-        return self._roi is not None
-
     def drop(self) -> None:
         """Let go of the crop (FaceMesh found the face on the whole frame)."""
         self._roi = None
