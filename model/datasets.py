@@ -57,7 +57,9 @@ class SyntheticSetConfig:
     holdout_warp: str = "tps"
     holdout_profiles: tuple[str, ...] = ("linear",)
     version: str = "v1"
-    """``v1`` (the fields above) or ``v2`` (train and val from webcam_set.py, sized below)."""
+    """``v1`` (the fields above), ``v2`` (train and val from webcam_set.py, sized below) or ``v3``
+    (v2's videos and half as many again whose MEs reach into the MaE amplitude range:
+    webcam_set.BRIEF_LARGE_ME_AMPLITUDE_PX)."""
     v2_train_videos: int = 96
     v2_val_videos: int = 24
     v2_duration_s: float = 30.0
@@ -70,7 +72,7 @@ class SyntheticSetConfig:
         return cls(seed=seed, version=name)
 
 
-SYNTHETIC_SETS = ("v1", "v2")
+SYNTHETIC_SETS = ("v1", "v2", "v3")
 
 
 def synthetic_jobs(
@@ -86,11 +88,14 @@ def synthetic_jobs(
         raise ValueError(f"unknown split {split!r}: train, val or test")
     if cfg.version not in SYNTHETIC_SETS:
         raise ValueError(f"unknown synthetic set {cfg.version!r}; choose one of {SYNTHETIC_SETS}")
-    if cfg.version == "v2" and split != "test":
+    if cfg.version in ("v2", "v3") and split != "test":
         from .data.webcam_set import webcam_jobs
 
         n = cfg.v2_train_videos if split == "train" else cfg.v2_val_videos
-        return webcam_jobs(split, cfg.seed, n, cfg.v2_duration_s)
+        jobs = webcam_jobs(split, cfg.seed, n, cfg.v2_duration_s)
+        if cfg.version == "v3":
+            jobs += webcam_jobs(split, cfg.seed, n // 2, cfg.v2_duration_s, brief_large=True)
+        return jobs
     train_ids, test_ids = train_test_identities()
     base = cfg.seed * 100_000
     jobs: list[tuple[str, SyntheticSpec, int]] = []

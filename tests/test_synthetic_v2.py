@@ -25,10 +25,16 @@ from fesnet.model.data.plan import ME, plan_video
 from fesnet.model.data.spec import Distractors, SyntheticSpec
 from fesnet.model.data.synthetic import SyntheticStream, synthetic_video_id
 from fesnet.model.data.variants import people
-from fesnet.model.data.webcam_set import MORPHABLE, webcam_spec
+from fesnet.model.data.webcam_set import (
+    BRIEF_LARGE_ME_AMPLITUDE_PX,
+    ME_AMPLITUDE_PX,
+    MORPHABLE,
+    webcam_spec,
+)
 from fesnet.model.datasets import SyntheticSetConfig, synthetic_jobs
 
-V1, V2 = SyntheticSetConfig(), SyntheticSetConfig.preset("v2")
+V1, V2, V3 = (SyntheticSetConfig(), SyntheticSetConfig.preset("v2"),
+              SyntheticSetConfig.preset("v3"))
 
 # The test split every evaluation compares on: ids (= cache keys) and event schedules, pinned.
 TEST_IDS = [
@@ -130,7 +136,7 @@ def test_defaults_leave_the_digest_alone():
     with pytest.raises(ValueError, match="low"):
         Distractors(talk_hz=(6.0, 2.0))
     with pytest.raises(ValueError, match="unknown synthetic set"):
-        SyntheticSetConfig.preset("v3")
+        SyntheticSetConfig.preset("v4")
 
 
 def _noticed_packages() -> dict[str, str]:
@@ -146,13 +152,13 @@ def test_no_reserved_person_trains_or_validates_and_validation_people_are_new():
     assert is_reserved("astronaut+door-man@0.30~j1") and is_reserved("obama2")
     assert is_reserved("door-man+einstein@0.25") and not is_reserved("door-man+biden@0.30")
     noticed = _noticed_packages()
-    for cfg in (V1, V2):
+    for cfg in (V1, V2, V3):
         train = {p for i, _, _ in synthetic_jobs("train", cfg) for p in people(i)}
         val = {p for i, _, _ in synthetic_jobs("val", cfg) for p in people(i)}
         for name in train | val:
             assert not is_reserved(name), (cfg.version, name)
             assert noticed[name] != "insightface" and name in available_identities()
-        if cfg.version == "v2":
+        if cfg.version != "v1":
             assert not train & val
             assert train == set(V2_TRAIN_IDENTITIES) and val == set(V2_VAL_IDENTITIES)
     test = {p for i, _, _ in synthetic_jobs("test", V2) for p in people(i)}
@@ -173,6 +179,30 @@ def test_v2_composition():
     assert not any("linear" in s.profiles for s in specs)  # the test split's held-out family
     seeds = [seed for split in ("train", "val", "test") for *_, seed in synthetic_jobs(split, V2)]
     assert len(seeds) == len(set(seeds))
+
+
+def test_v3_is_v2_plus_brief_large_micro_expressions():
+    """v3 keeps every v2 video (their caches and ids) and adds half as many again, drawn the same
+    way, whose MEs reach into the MaE amplitude range: only duration separates the classes."""
+    for split in ("train", "val"):
+        v2, v3 = synthetic_jobs(split, V2), synthetic_jobs(split, V3)
+        assert v3[: len(v2)] == v2 and len(v3) == len(v2) + len(v2) // 2
+        added = v3[len(v2):]
+        assert all(s.me_amplitude_px == BRIEF_LARGE_ME_AMPLITUDE_PX for _, s, _ in added)
+        assert all(s.me_amplitude_px == ME_AMPLITUDE_PX for _, s, _ in v2)
+        assert all(s.me_duration_s[1] <= 0.5 < s.mae_duration_s[0] for _, s, _ in v3)
+        low, high = BRIEF_LARGE_ME_AMPLITUDE_PX
+        assert low < added[0][1].mae_amplitude_px[0] < ME_AMPLITUDE_PX[1] < high
+        ids = {synthetic_video_id(i, s, seed) for i, s, seed in v3}
+        assert len(ids) == len(v3)
+    v3_val = {p for i, _, _ in synthetic_jobs("val", V3) for p in people(i)}
+    assert v3_val == set(V2_VAL_IDENTITIES)
+    seeds = [seed for split in ("train", "val", "test") for *_, seed in synthetic_jobs(split, V3)]
+    assert len(seeds) == len(set(seeds))
+    big = []
+    for _, spec, seed in synthetic_jobs("train", V3)[96:104]:
+        big += [e.amplitude_px for e in plan_video(spec, seed).events if e.label == ME]
+    assert max(big) > ME_AMPLITUDE_PX[1]
 
 
 @pytest.mark.slow

@@ -31,6 +31,14 @@ MORPHABLE: tuple[str, ...] = (
     "biden", "jesse", "luispedro",
 )
 SEED_OFFSETS = {"train": 5000, "val": 7000}
+BRIEF_LARGE_SEED_OFFSETS = {"train": 6000, "val": 8000}
+"""Seed offsets of v3's added videos (webcam_jobs(..., brief_large=True)): no id or seed of v2's."""
+ME_AMPLITUDE_PX = (0.8, 3.0)
+BRIEF_LARGE_ME_AMPLITUDE_PX = (0.8, 6.0)
+"""Peak ME displacement (px of the 256 px identity image). In v2 an ME is smaller than almost
+every MaE (2.5-9 px), so size alone can tell the classes apart; in v3's added videos MEs reach
+most of the MaE range and only their brevity (at most 0.5 s) does. An ME is defined by its
+duration: a brief brow flash or lip-corner twitch can move a face as far as a full expression."""
 
 
 def webcam_framing(rng: np.random.Generator) -> dict:
@@ -48,7 +56,9 @@ def _r(rng: np.random.Generator, low: float, high: float) -> float:
     return round(float(rng.uniform(low, high)), 3)
 
 
-def webcam_spec(rng: np.random.Generator, duration_s: float) -> SyntheticSpec:
+def webcam_spec(
+    rng: np.random.Generator, duration_s: float, me_amplitude_px: tuple = ME_AMPLITUDE_PX
+) -> SyntheticSpec:
     """One video's spec: its camera, look, head motion, events and distractor mix."""
     look = random_look(rng) if rng.random() < 0.6 else {}
     framing = webcam_framing(rng)
@@ -58,7 +68,7 @@ def webcam_spec(rng: np.random.Generator, duration_s: float) -> SyntheticSpec:
         fps=30.0 if rng.random() < 0.3 else 60.0,
         n_me=int(rng.integers(4, 7)),
         n_mae=int(rng.integers(2, 4)),
-        me_amplitude_px=(0.8, 3.0),
+        me_amplitude_px=me_amplitude_px,
         mae_amplitude_px=(2.5, 9.0),
         mae_duration_s=(0.6, 3.5),
         min_gap_s=0.8,
@@ -99,19 +109,23 @@ def identity_pool(split: str, seed: int) -> list[str]:
 
 
 def webcam_jobs(
-    split: str, seed: int, n_videos: int, duration_s: float
+    split: str, seed: int, n_videos: int, duration_s: float, brief_large: bool = False
 ) -> list[tuple[str, SyntheticSpec, int]]:
-    """(identity, spec, seed) of every v2 video of ``split`` (train or val)."""
+    """(identity, spec, seed) of every v2 video of ``split`` (train or val); ``brief_large``:
+    v3's added videos instead, drawn the same way from their own seeds, with MEs as large as
+    BRIEF_LARGE_ME_AMPLITUDE_PX."""
     if split not in SEED_OFFSETS:
         raise ValueError(f"the v2 set has train and val videos, not {split!r}")
+    offset = (BRIEF_LARGE_SEED_OFFSETS if brief_large else SEED_OFFSETS)[split]
+    amplitude = BRIEF_LARGE_ME_AMPLITUDE_PX if brief_large else ME_AMPLITUDE_PX
     pool = identity_pool(split, seed)
-    rng = np.random.default_rng([seed, 32, SEED_OFFSETS[split]])
+    rng = np.random.default_rng([seed, 32, offset])
     order = rng.permutation(len(pool))
     jobs = []
-    base = seed * 100_000 + SEED_OFFSETS[split]
+    base = seed * 100_000 + offset
     for k in range(n_videos):
         identity = pool[int(order[k % len(pool)])]
         if rng.random() < 0.5:
             identity = jitter_name(identity, base + k)
-        jobs.append((identity, webcam_spec(rng, duration_s), base + k))
+        jobs.append((identity, webcam_spec(rng, duration_s, amplitude), base + k))
     return jobs
