@@ -23,7 +23,14 @@ aligner: for each expression of that clip, the rendered frame at its apex withou
 or H.264, and the same frame (the same pose and distractors) without the expression, both
 through FaceMesh in static mode on the whole frame; the gain along the truth in frame pixels.
 
+``--stable-fit`` asks whether the aligner's choice of points costs motion: the aligner fits the
+crop to the eye contours' means, the nose tip and the mouth corners, which expressions (and
+blinks) move. With it, every slot's landmarks are first moved by the similarity that maps
+STABLE_POINTS (eye corners, nose bridge, the face's sides) onto their mean over the clip, as an
+aligner fitted on those points alone would, and the same measures are taken.
+
     python scripts/suite_visibility.py
+    python scripts/suite_visibility.py --stable-fit
     python scripts/suite_visibility.py --clean clear-obama-60fps-720p-talk
 """
 
@@ -40,6 +47,10 @@ from fesnet.model.data.preprocess import PreprocessSettings
 from fesnet.model.suite.clips import ClipRenderer, load_rendered, suite_clips
 from fesnet.model.suite_eval import align_records, suite_records
 
+STABLE_POINTS = np.array([33, 133, 362, 263, 168, 6, 197, 195, 5, 234, 454, 127, 356])
+"""FaceMesh points no expression template moves much: eye corners, the nose bridge, the face's
+sides at the ears (``--stable-fit``)."""
+
 CROP_IOD = float(CANONICAL_TEMPLATE_UNIT[1, 0] - CANONICAL_TEMPLATE_UNIT[0, 0])
 """Inter-ocular distance in a crop, as a fraction of its side (the aligner's template)."""
 
@@ -53,6 +64,19 @@ def along(a: np.ndarray, b: np.ndarray, crop_px: int, idx: np.ndarray, unit: np.
     """Mean displacement b -> a of vertices ``idx`` along ``unit`` (their true directions), IOD."""
     d = (a[idx] - b[idx]) / (CROP_IOD * crop_px)
     return float(np.mean(np.sum(d * unit, axis=1)))
+
+
+def stable_fit(landmarks: np.ndarray) -> np.ndarray:
+    """(n, 468, 2) landmarks moved, slot by slot, by the similarity that maps STABLE_POINTS onto
+    their mean over all slots (the crop an aligner fitted on those points would give)."""
+    from fesnet.model.data.align import similarity_transform
+
+    ref = landmarks[:, STABLE_POINTS].mean(axis=0)
+    out = np.empty_like(landmarks)
+    for t, lm in enumerate(landmarks):
+        m = similarity_transform(lm[STABLE_POINTS], ref)
+        out[t] = lm @ m[:, :2].T + m[:, 2]
+    return out
 
 
 def row(name: str, m: list[float], f: list[float]) -> str:
@@ -107,6 +131,8 @@ def main() -> None:
     p.add_argument("--suite-cache", type=Path, default=Path(".cache"))
     p.add_argument("--cache-dir", type=Path, default=Path(".cache/aligned"))
     p.add_argument("--clean", metavar="CLIP", help="FaceMesh's own gain on one clip's frames")
+    p.add_argument("--stable-fit", action="store_true",
+                   help="measure after refitting every slot on STABLE_POINTS (docstring)")
     a = p.parse_args()
     if a.clean:
         clean_gains(a.clean)
@@ -134,6 +160,9 @@ def main() -> None:
             busy[max(on - pad, 0) : off + pad + 1] = True
         neutral = np.flatnonzero(~busy)
         strengths = tl.strengths()
+        lm = video.landmarks.astype(np.float64)
+        if a.stable_fit:
+            lm = stable_fit(lm)
         for k, e in enumerate(tl.expressions):
             key = (spec.stratum, "ME" if e.label == 1 else "MaE")
             apex = e.onset + int(np.argmax(strengths[e.onset : e.offset + 1, k]))
@@ -141,7 +170,6 @@ def main() -> None:
             size = np.linalg.norm(truth, axis=1)
             idx = np.flatnonzero(size >= 0.5 * size.max())
             unit = truth[idx] / size[idx, None]
-            lm = video.landmarks
             pair = (lm[slot[apex]], lm[slot[e.onset - 1]])
             moves["largest move"][key].append(largest_move(*pair, crop_px))
             moves["along the truth"][key].append(along(*pair, crop_px, idx, unit))
