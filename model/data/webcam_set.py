@@ -15,6 +15,9 @@ What holds:
   (``tps`` warps, ``linear`` profiles) is used by no v2 video.
 - Everything is drawn from ``numpy.random.default_rng`` seeded by the set seed: the job list
   (and so every video id and byte) is a pure function of the config.
+- The ``v3`` set is v2 plus half as many videos again, drawn the same way from their own seeds,
+  whose MEs are as large as most MaEs (BRIEF_LARGE_ME_AMPLITUDE_PX): there only duration tells
+  the classes apart.
 """
 
 from __future__ import annotations
