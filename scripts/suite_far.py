@@ -121,6 +121,5 @@ def main() -> None:
         a.json.write_text(json.dumps(doc, indent=1))
 
 
-
 if __name__ == "__main__":
     main()
