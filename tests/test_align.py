@@ -182,3 +182,21 @@ def test_periodic_count_finds_a_second_face_and_keeps_the_crops(faces_dir):
 def test_rejects_bad_count_settings(kw):
     with pytest.raises(ValueError):
         FaceAligner(**kw)
+
+
+def test_after_reset_a_video_mode_aligner_aligns_as_a_new_one(real_face_bgr, faces_dir):
+    """FaceMesh keeps tracking state between calls in video mode: after ``reset`` (a new source)
+    what the aligner finds in a video does not depend on the video before it."""
+    other = cv2.imread(str(faces_dir / "wolfgang.jpg"))
+    first = [place(other, (360, 480), 40 + 4 * i, 30) for i in range(6)]
+    second = [place(real_face_bgr, (360, 480), 200 - 3 * i, 90) for i in range(6)]
+    with FaceAligner(max_faces=1) as fresh:
+        want = [fresh.align(f) for f in second]
+    with FaceAligner(max_faces=1) as aligner:
+        for f in first:
+            assert aligner.align(f).found
+        aligner.reset()
+        got = [aligner.align(f) for f in second]
+    for a, b in zip(want, got, strict=True):
+        assert a.found and b.found
+        np.testing.assert_array_equal(a.landmarks, b.landmarks)

@@ -26,6 +26,7 @@ frames where FaceMesh finds no face; every frame FaceMesh finds a face in is ali
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from types import TracebackType
@@ -210,13 +211,16 @@ class FaceAligner:
         self.count_faces_every_frames = count_faces_every_frames
         self._template = canonical_template(self.crop_size)
         counting = count_faces_every_frames is not None
-        self._mesh: Any = mp.solutions.face_mesh.FaceMesh(
+        self._new_mesh = functools.partial(
+            mp.solutions.face_mesh.FaceMesh,
             static_image_mode=self.static_image_mode,
             max_num_faces=1 if counting else self.max_faces,
             refine_landmarks=False,
             min_detection_confidence=float(min_detection_confidence),
             min_tracking_confidence=float(min_tracking_confidence),
         )
+        self._mesh: Any = self._new_mesh()
+        self._mesh_used = False
         self._detector: Any = None
         if counting:
             self._detector = mp.solutions.face_detection.FaceDetection(
@@ -232,9 +236,15 @@ class FaceAligner:
         self._count = 0
 
     def reset(self) -> None:
-        """Forget the tracked face (the next frame picks the largest face)."""
+        """Forget the tracked face (the next frame picks the largest face), and in video mode
+        FaceMesh's own tracking state with it (a new FaceMesh, as the far-face finder does), so
+        that what is found after a reset does not depend on the frames before it."""
         self._last_center = None
         self._count_in = 0
+        if self._mesh is not None and self._mesh_used and not self.static_image_mode:
+            self._mesh.close()
+            self._mesh = self._new_mesh()
+            self._mesh_used = False
         if self._far is not None:
             self._far.reset()
 
@@ -252,6 +262,7 @@ class FaceAligner:
         if self._mesh is None:
             raise RuntimeError("FaceAligner is closed")
         h, w = rgb.shape[:2]
+        self._mesh_used = True
         result = self._mesh.process(rgb)
         return [landmarks_to_pixels(face, w, h) for face in result.multi_face_landmarks or []]
 
