@@ -70,7 +70,7 @@ def offline_tuples(pred, source_index: np.ndarray) -> list[tuple]:
             int(source_index[e.onset_slot]),
             int(source_index[e.apex_slot]),
             None if e.offset_slot is None else int(source_index[e.offset_slot]),
-            round(float(e.score), 4),
+            float(e.score),
         )
         for e in pred.events
     ]
@@ -79,10 +79,23 @@ def offline_tuples(pred, source_index: np.ndarray) -> list[tuple]:
 def streaming_tuples(events) -> list[tuple]:
     label = {"ME": 1, "MaE": 2}
     return [
-        (e.state, label[e.label], e.onset_frame, e.apex_frame, e.offset_frame, round(e.score, 4))
+        (e.state, label[e.label], e.onset_frame, e.apex_frame, e.offset_frame, float(e.score))
         for e in events
         if e.type == "expression"
     ]
+
+
+SCORE_ATOL = 1e-4  # the same windows summed in another order (batch of 3 vs 1) differ in the
+# last float32 bits; rounding both to 4 places then differs whenever a score lies on a boundary
+
+
+def assert_same_events(got: list[tuple], *wants: list[tuple]) -> None:
+    """The same events (state, class, onset, apex, offset: exactly) with the same scores to
+    within SCORE_ATOL, for event tuples of :func:`streaming_tuples` / :func:`offline_tuples`."""
+    for want in wants:
+        assert [t[:-1] for t in got] == [t[:-1] for t in want]
+        np.testing.assert_allclose([t[-1] for t in got], [t[-1] for t in want], rtol=0,
+                                   atol=SCORE_ATOL)
 
 
 def run_streaming(backend, crops, fps_source: float, cfg: MergerConfig, stride: int):
@@ -115,7 +128,7 @@ def test_streaming_equals_offline_at_60fps(backend: TorchBackend, stride: int) -
     assert spotter.summary()["windows"] == len(offline.starts)
     assert engine.encoded_frames == n  # the encoder ran once per frame
     want = offline_tuples(offline, np.arange(n))
-    assert streaming_tuples(events) == want
+    assert_same_events(streaming_tuples(events), want)
     if stride == 32:
         assert len([w for w in want if w[0] == "final"]) >= 3  # the comparison is not vacuous
     _, scores, src = score_log.arrays()
@@ -137,7 +150,7 @@ def test_streaming_equals_offline_for_a_30fps_source(backend: TorchBackend) -> N
 
     assert engine.encoded_frames == n_src  # duplicated slots reuse cached features
     assert spotter.summary()["slots"] == len(source_index)
-    assert streaming_tuples(events) == offline_tuples(offline, source_index)
+    assert_same_events(streaming_tuples(events), offline_tuples(offline, source_index))
     assert len(events) > 0
     _, scores, src = score_log.arrays()
     np.testing.assert_array_equal(src, source_index)
@@ -191,7 +204,7 @@ def test_pipeline_on_a_real_face_video_equals_offline(tmp_path: Path) -> None:
     assert sink.events[0].type == "face_found"
     want = offline_tuples(offline, source_index)
     assert len([w for w in want if w[0] == "final"]) >= 2  # the comparison is not vacuous
-    assert streaming_tuples(sink.events) == want
+    assert_same_events(streaming_tuples(sink.events), want)
     _, scores, src = score_log.arrays()
     np.testing.assert_array_equal(src, source_index)
     np.testing.assert_allclose(scores, offline.fused_scores, atol=1e-4)
