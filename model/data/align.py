@@ -26,7 +26,6 @@ frames where FaceMesh finds no face; every frame FaceMesh finds a face in is ali
 
 from __future__ import annotations
 
-import functools
 import logging
 from dataclasses import dataclass
 from types import TracebackType
@@ -34,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from .facemesh import N_LANDMARKS, landmarks_to_pixels
+from .facemesh import N_LANDMARKS, ResettableFaceMesh, landmarks_to_pixels
 
 logger = logging.getLogger(__name__)
 
@@ -211,16 +210,13 @@ class FaceAligner:
         self.count_faces_every_frames = count_faces_every_frames
         self._template = canonical_template(self.crop_size)
         counting = count_faces_every_frames is not None
-        self._new_mesh = functools.partial(
-            mp.solutions.face_mesh.FaceMesh,
+        self._mesh: Any = ResettableFaceMesh(
             static_image_mode=self.static_image_mode,
             max_num_faces=1 if counting else self.max_faces,
             refine_landmarks=False,
             min_detection_confidence=float(min_detection_confidence),
             min_tracking_confidence=float(min_tracking_confidence),
         )
-        self._mesh: Any = self._new_mesh()
-        self._mesh_used = False
         self._detector: Any = None
         if counting:
             self._detector = mp.solutions.face_detection.FaceDetection(
@@ -241,20 +237,18 @@ class FaceAligner:
         that what is found after a reset does not depend on the frames before it."""
         self._last_center = None
         self._count_in = 0
-        if self._mesh is not None and self._mesh_used and not self.static_image_mode:
-            self._mesh.close()
-            self._mesh = self._new_mesh()
-            self._mesh_used = False
+        if self._mesh is not None and not self.static_image_mode:
+            self._mesh.reset()
         if self._far is not None:
             self._far.reset()
 
     def warm_up(self) -> None:
         """Start the native graphs now, on a blank frame (mediapipe starts a graph on its first
         input, and prints its start-up lines then). Leaves no tracking memory."""
-        blank = np.zeros((64, 64, 3), np.uint8)
-        for graph in (self._mesh, self._detector):
-            if graph is not None:
-                graph.process(blank)
+        if self._mesh is not None:
+            self._mesh.warm_up()
+        if self._detector is not None:
+            self._detector.process(np.zeros((64, 64, 3), np.uint8))
         if self._far is not None:
             self._far.warm_up()
 
@@ -262,7 +256,6 @@ class FaceAligner:
         if self._mesh is None:
             raise RuntimeError("FaceAligner is closed")
         h, w = rgb.shape[:2]
-        self._mesh_used = True
         result = self._mesh.process(rgb)
         return [landmarks_to_pixels(face, w, h) for face in result.multi_face_landmarks or []]
 

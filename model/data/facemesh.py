@@ -1,10 +1,12 @@
-"""FaceMesh's landmarks as numpy arrays: read once from the message's wire bytes.
+"""FaceMesh's landmarks as numpy arrays, read once from the message's wire bytes, and a FaceMesh
+graph whose tracking state can be forgotten.
 
 The aligner (align.py) and the far-face finder (far_faces.py) both read FaceMesh results here.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -44,3 +46,33 @@ def landmarks_to_pixels(face: Any, width: int, height: int) -> np.ndarray:
             out[:, 1] = rec["y"].astype(np.float64) * height
             return out
     return np.array([(p.x * width, p.y * height) for p in face.landmark[:N_LANDMARKS]], np.float32)
+
+
+class ResettableFaceMesh:
+    """mediapipe's legacy FaceMesh (``mp.solutions.face_mesh.FaceMesh(**args)``) whose
+    :meth:`reset` forgets what it tracked: in video mode the graph keeps the face region of the
+    last frame between calls, so a reset makes a new graph once the old one has seen a frame.
+    :meth:`warm_up` starts the graph on a blank frame without counting as having seen one."""
+
+    def __init__(self, **args: Any) -> None:
+        import mediapipe as mp
+
+        self._new = functools.partial(mp.solutions.face_mesh.FaceMesh, **args)
+        self._graph: Any = self._new()
+        self._used = False
+
+    def process(self, rgb: np.ndarray) -> Any:
+        self._used = True
+        return self._graph.process(rgb)
+
+    def warm_up(self) -> None:
+        self._graph.process(np.zeros((64, 64, 3), np.uint8))
+
+    def reset(self) -> None:
+        if self._used:
+            self._graph.close()
+            self._graph = self._new()
+            self._used = False
+
+    def close(self) -> None:
+        self._graph.close()

@@ -34,12 +34,11 @@ On a face only the finder sees, FaceMesh on the whole frame still runs first (it
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import numpy as np
 
-from .facemesh import landmarks_to_pixels
+from .facemesh import ResettableFaceMesh, landmarks_to_pixels
 
 CROP_FACTOR = 1.5
 """The side of the square crop FaceMesh runs on, in units of the detector's (longer) box side:
@@ -74,16 +73,13 @@ class FarFaceFinder:
         self._detector: Any = mp.solutions.face_detection.FaceDetection(
             model_selection=1, min_detection_confidence=float(min_detection_confidence)
         )
-        self._new_mesh = functools.partial(
-            mp.solutions.face_mesh.FaceMesh,
+        self._mesh = ResettableFaceMesh(
             static_image_mode=False,
             max_num_faces=1,
             refine_landmarks=False,
             min_detection_confidence=float(min_detection_confidence),
             min_tracking_confidence=float(min_tracking_confidence),
         )
-        self._mesh: Any = self._new_mesh()
-        self._mesh_used = False
         self._roi: tuple[int, int, int] | None = None  # crop's left, top and side, frame pixels
         self._anchor = np.zeros(3)  # the face's landmark centre and size when the crop was placed
         self._wait = 0  # frames to skip before the detector runs again
@@ -94,19 +90,14 @@ class FarFaceFinder:
         self._wait = 0
 
     def reset(self) -> None:
-        """Forget the face, and FaceMesh's tracking state with it (a new FaceMesh: the legacy
-        solution cannot be reset), so that what it finds in a video does not depend on the
-        videos before it."""
+        """Forget the face, and FaceMesh's tracking state with it, so that what it finds in a
+        video does not depend on the videos before it."""
         self.drop()
-        if self._mesh_used:
-            self._mesh.close()
-            self._mesh = self._new_mesh()
-            self._mesh_used = False
+        self._mesh.reset()
 
     def warm_up(self) -> None:
-        blank = np.zeros((64, 64, 3), np.uint8)
-        for graph in (self._detector, self._mesh):
-            graph.process(blank)
+        self._detector.process(np.zeros((64, 64, 3), np.uint8))
+        self._mesh.warm_up()
 
     def follow(self, rgb: np.ndarray) -> np.ndarray | None:
         """The face in the held crop, (468, 2) frame pixels; None (and the crop dropped) when
@@ -181,7 +172,6 @@ class FarFaceFinder:
         assert self._roi is not None
         x0, y0, side = self._roi
         crop = square_crop(rgb, x0, y0, side)
-        self._mesh_used = True
         faces = self._mesh.process(crop).multi_face_landmarks
         if not faces:
             return None
