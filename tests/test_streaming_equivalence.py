@@ -89,9 +89,16 @@ SCORE_ATOL = 1e-4  # the same windows summed in another order (batch of 3 vs 1) 
 # last float32 bits; rounding both to 4 places then differs whenever a score lies on a boundary
 
 
-def assert_same_events(got: list[tuple], *wants: list[tuple]) -> None:
+def same_events(a: list[tuple], b: list[tuple]) -> bool:
     """The same events (state, class, onset, apex, offset: exactly) with the same scores to
     within SCORE_ATOL, for event tuples of :func:`streaming_tuples` / :func:`offline_tuples`."""
+    return [t[:-1] for t in a] == [t[:-1] for t in b] and bool(
+        np.all(np.abs(np.array([t[-1] for t in a]) - np.array([t[-1] for t in b])) <= SCORE_ATOL)
+    )
+
+
+def assert_same_events(got: list[tuple], *wants: list[tuple]) -> None:
+    """:func:`same_events` of ``got`` and each of ``wants``, with a readable difference."""
     for want in wants:
         assert [t[:-1] for t in got] == [t[:-1] for t in want]
         np.testing.assert_allclose([t[-1] for t in got], [t[-1] for t in want], rtol=0,

@@ -233,8 +233,8 @@ class FaceAligner:
 
     def reset(self) -> None:
         """Forget the tracked face (the next frame picks the largest face), and in video mode
-        FaceMesh's own tracking state with it (a new FaceMesh, as the far-face finder does), so
-        that what is found after a reset does not depend on the frames before it."""
+        FaceMesh's own tracking state with it (facemesh.ResettableFaceMesh), so that what is
+        found after a reset does not depend on the frames before it."""
         self._last_center = None
         self._count_in = 0
         if self._mesh is not None and not self.static_image_mode:
