@@ -59,7 +59,8 @@ class SyntheticSetConfig:
     version: str = "v1"
     """``v1`` (the fields above), ``v2`` (train and val from webcam_set.py, sized below) or ``v3``
     (v2's videos and half as many again whose MEs reach into the MaE amplitude range:
-    webcam_set.BRIEF_LARGE_ME_AMPLITUDE_PX)."""
+    webcam_set.BRIEF_LARGE_ME_AMPLITUDE_PX) or ``v4`` (v3's videos and half as many as v2's
+    again, drawn as v3's added ones, delivered through H.264 at a webcam's bitrate: codec.py)."""
     v2_train_videos: int = 96
     v2_val_videos: int = 24
     v2_duration_s: float = 30.0
@@ -72,7 +73,7 @@ class SyntheticSetConfig:
         return cls(seed=seed, version=name)
 
 
-SYNTHETIC_SETS = ("v1", "v2", "v3")
+SYNTHETIC_SETS = ("v1", "v2", "v3", "v4")
 
 
 def synthetic_jobs(
@@ -88,13 +89,16 @@ def synthetic_jobs(
         raise ValueError(f"unknown split {split!r}: train, val or test")
     if cfg.version not in SYNTHETIC_SETS:
         raise ValueError(f"unknown synthetic set {cfg.version!r}; choose one of {SYNTHETIC_SETS}")
-    if cfg.version in ("v2", "v3") and split != "test":
+    if cfg.version in ("v2", "v3", "v4") and split != "test":
+        from .data.codec import CodecSpec
         from .data.webcam_set import webcam_jobs
 
         n = cfg.v2_train_videos if split == "train" else cfg.v2_val_videos
         jobs = webcam_jobs(split, cfg.seed, n, cfg.v2_duration_s)
-        if cfg.version == "v3":
+        if cfg.version in ("v3", "v4"):
             jobs += webcam_jobs(split, cfg.seed, n // 2, cfg.v2_duration_s, brief_large=True)
+        if cfg.version == "v4":
+            jobs += webcam_jobs(split, cfg.seed, n // 2, cfg.v2_duration_s, codec=CodecSpec())
         return jobs
     train_ids, test_ids = train_test_identities()
     base = cfg.seed * 100_000

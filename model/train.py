@@ -327,8 +327,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--set", dest="synthetic_set", default="v1", choices=SYNTHETIC_SETS,
                    help="synthetic set: v1 (10 people), v2 (dozens of identities, webcam "
                    "distractors, validation on held-out people), v3 (v2 plus videos whose MEs "
-                   "are as large as MaEs: only duration tells them apart); all share the test "
-                   "split")
+                   "are as large as MaEs: only duration tells them apart), v4 (v3 plus videos "
+                   "delivered through H.264 at a webcam's bitrate); all share the test split")
     p.add_argument("--out", type=Path, default=Path("runs/train"))
     p.add_argument("--cache-dir", type=Path, default=Path(".cache/aligned"),
                    help="aligned-crop cache; a second run does not redo face alignment")

@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--set", dest="synthetic_set", default="v1",
                    help="synthetic set whose validation videos fit the merger (v1: the training "
                    "people; v2: people no training video shows; v3: v2's and videos of the same "
-                   "people with MEs as large as MaEs); the test split is shared")
+                   "people with MEs as large as MaEs; v4: v3's and videos delivered through "
+                   "H.264); the test split is shared")
     p.add_argument("--out", type=Path)
     p.add_argument(
         "--apply",

@@ -10,6 +10,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from fesnet.model.data.codec import CodecSpec
 from fesnet.model.data.distractors import BLINK_KINDS
 from fesnet.model.data.identities import (
     FACES_DIR,
@@ -33,8 +34,8 @@ from fesnet.model.data.webcam_set import (
 )
 from fesnet.model.datasets import SyntheticSetConfig, synthetic_jobs
 
-V1, V2, V3 = (SyntheticSetConfig(), SyntheticSetConfig.preset("v2"),
-              SyntheticSetConfig.preset("v3"))
+V1, V2, V3, V4 = (SyntheticSetConfig(), SyntheticSetConfig.preset("v2"),
+                  SyntheticSetConfig.preset("v3"), SyntheticSetConfig.preset("v4"))
 
 # The test split every evaluation compares on: ids (= cache keys) and event schedules, pinned.
 TEST_IDS = [
@@ -129,14 +130,15 @@ def test_v2_render_is_deterministic_and_a_dropped_frame_repeats(two_identities):
 def test_defaults_leave_the_digest_alone():
     plain = SyntheticSpec()
     assert plain.digest() == replace(plain, region_mix="combos", au_spread=(1.0, 1.0),
-                                     distractors=None).digest()
+                                     distractors=None, codec=None).digest()
+    assert plain.digest() != replace(plain, codec=CodecSpec()).digest()
     assert plain.digest() != replace(plain, distractors=Distractors()).digest()
     with pytest.raises(ValueError, match="region_mix"):
         SyntheticSpec(region_mix="everything")
     with pytest.raises(ValueError, match="low"):
         Distractors(talk_hz=(6.0, 2.0))
     with pytest.raises(ValueError, match="unknown synthetic set"):
-        SyntheticSetConfig.preset("v4")
+        SyntheticSetConfig.preset("v5")
 
 
 def _noticed_packages() -> dict[str, str]:
@@ -152,7 +154,7 @@ def test_no_reserved_person_trains_or_validates_and_validation_people_are_new():
     assert is_reserved("astronaut+door-man@0.30~j1") and is_reserved("obama2")
     assert is_reserved("door-man+einstein@0.25") and not is_reserved("door-man+biden@0.30")
     noticed = _noticed_packages()
-    for cfg in (V1, V2, V3):
+    for cfg in (V1, V2, V3, V4):
         train = {p for i, _, _ in synthetic_jobs("train", cfg) for p in people(i)}
         val = {p for i, _, _ in synthetic_jobs("val", cfg) for p in people(i)}
         for name in train | val:
@@ -204,6 +206,24 @@ def test_v3_is_v2_plus_brief_large_micro_expressions():
     for _, spec, seed in added[:8]:
         big += [e.amplitude_px for e in plan_video(spec, seed).events if e.label == ME]
     assert max(big) > ME_AMPLITUDE_PX[1]
+
+
+def test_v4_is_v3_plus_videos_delivered_through_h264():
+    """v4 keeps every v3 video (ids, caches, codec-free) and adds half as many as v2 again,
+    drawn as v3's added ones from their own seeds, each through H.264."""
+    for split in ("train", "val"):
+        v3, v4 = synthetic_jobs(split, V3), synthetic_jobs(split, V4)
+        n = V2.v2_train_videos if split == "train" else V2.v2_val_videos
+        assert v4[: len(v3)] == v3 and len(v4) == len(v3) + n // 2
+        assert all(s.codec is None for _, s, _ in v3)
+        added = v4[len(v3):]
+        assert all(s.codec == CodecSpec() for _, s, _ in added)
+        assert all(s.me_amplitude_px == BRIEF_LARGE_ME_AMPLITUDE_PX for _, s, _ in added)
+        assert {s.fps for _, s, _ in added} == {30.0, 60.0}
+        assert len({synthetic_video_id(i, s, seed) for i, s, seed in v4}) == len(v4)
+    seeds = [seed for split in ("train", "val", "test") for *_, seed in synthetic_jobs(split, V4)]
+    assert len(seeds) == len(set(seeds))
+    assert {p for i, _, _ in synthetic_jobs("val", V4) for p in people(i)} == set(V2_VAL_IDENTITIES)
 
 
 @pytest.mark.slow

@@ -369,7 +369,7 @@ def preprocess_synthetic(
         subject = video.identity
     else:
         n = video.n_frames
-        read = video.frame
+        read = video.reader()
         subject = video.identity.name
     return _preprocess(
         video.video_id, subject, video.fps, n, read, labels, aligner, cache_dir, settings

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .action_units import ACTION_UNITS, REST_AUS, WARPS
+from .codec import CodecSpec
 from .profiles import PROFILES
 
 # Bump when the rendering of an existing spec changes, so caches keyed by video id are invalidated.
@@ -135,6 +136,9 @@ class SyntheticSpec:
     """Scale of the AU fields' spatial reach (Shepard sigma), drawn once per video."""
     distractors: Distractors | None = None
     """Webcam distractors (:class:`Distractors`); None: only the ones above."""
+    codec: CodecSpec | None = None
+    """The video codec the frames reach the spotter through (codec.py: H.264 at a webcam's
+    bitrate, drawn per video); None: none (each frame as the camera gave it)."""
 
     def __post_init__(self) -> None:
         if self.duration_s <= 0 or self.fps <= 0:
@@ -178,7 +182,7 @@ class SyntheticSpec:
 _DEFAULTS_OUTSIDE_DIGEST = {
     "rest_aus": (), "face_aspect": 1.0, "light_gain": 1.0, "light_side": 0.0,
     "warp": "shepard", "profiles": ("smooth",), "region_mix": "combos",
-    "au_spread": (1.0, 1.0), "distractors": None,
+    "au_spread": (1.0, 1.0), "distractors": None, "codec": None,
 }
 
 

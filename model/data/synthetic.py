@@ -42,19 +42,21 @@ drawn from the seed), face_motion.py (talking, rotation and camera effects), and
 
 Rendering per frame: one ``cv2.remap`` of the identity image by the sum of the active AUs'
 precomputed unit fields (a second one for head rotation), one ``cv2.warpAffine`` for head pose
-and placement in the canvas, then lighting, optics (blur, lens), noise and JPEG. About 3-6 ms per
+and placement in the canvas, then lighting, optics (blur, lens), noise and JPEG; a video with a
+codec (``spec.codec``) then passes through H.264 as it is delivered (codec.py). About 3-6 ms per
 256x256 frame on one idle core; the full-frame float work grows with the frame (640x480 ~5x).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from .action_units import ACTION_UNITS, au_unit_field, blink_field
+from .codec import H264Settings, draw_codec, sequential_reader, transcoded
 from .face_motion import FaceMotion, motion_blur, side_masks, soft_focus, spread_field
 from .identities import IDENTITY_SIZE, Identity
 from .plan import plan_video
@@ -115,6 +117,10 @@ class SyntheticStream:
         ys, xs = np.mgrid[0:s, 0:s].astype(np.float32)
         self._grid = np.stack([xs, ys], axis=-1)
         self._setup_canvas()
+        self.codec: H264Settings | None = None
+        if spec.codec is not None:
+            w, h = spec.frame_size
+            self.codec = draw_codec(spec.codec, w, h, self.fps, self.seed)
 
     def _expression_fields(self) -> dict[str, np.ndarray]:
         """Unit field of every track of the plan; a sided track ("AU|L") is its AU's field
@@ -231,8 +237,10 @@ class SyntheticStream:
                          borderMode=cv2.BORDER_REFLECT101)
 
     def frame(self, i: int) -> np.ndarray:
-        """Render frame ``i`` (H, W, 3) uint8 BGR; independent of which frames came before
-        (a dropped frame is its held frame again, byte for byte)."""
+        """Render frame ``i`` (H, W, 3) uint8 BGR as the camera gives it; independent of which
+        frames came before (a dropped frame is its held frame again, byte for byte). A video
+        with a codec (``self.codec``) reaches the spotter as :meth:`__iter__` or :meth:`reader`
+        deliver it, not as this."""
         import cv2
 
         if not 0 <= i < self.n_frames:
@@ -281,15 +289,24 @@ class SyntheticStream:
         return self.n_frames
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        for i in range(self.n_frames):
-            yield self.frame(i)
+        """The frames as the spotter receives them: through the codec, if the video has one."""
+        camera = (self.frame(i) for i in range(self.n_frames))
+        if self.codec is None:
+            return camera
+        w, h = self.spec.frame_size
+        return transcoded(camera, w, h, self.fps, self.codec)
+
+    def reader(self) -> Callable[[int], np.ndarray]:
+        """``read(i)`` of the delivered frames: :meth:`frame` itself without a codec; with one,
+        a reader that goes forward only (frames are decoded in order)."""
+        return self.frame if self.codec is None else sequential_reader(iter(self))
 
     def render_all(self) -> np.ndarray:
-        """All frames (N, H, W, 3) uint8 BGR."""
+        """All delivered frames (N, H, W, 3) uint8 BGR."""
         w, h = self.spec.frame_size
         out = np.empty((self.n_frames, h, w, 3), np.uint8)
-        for i in range(self.n_frames):
-            out[i] = self.frame(i)
+        for i, f in enumerate(self):
+            out[i] = f
         return out
 
 

@@ -18,12 +18,18 @@ What holds:
 - The ``v3`` set is v2 plus half as many videos again, drawn the same way from their own seeds,
   whose MEs are as large as most MaEs (BRIEF_LARGE_ME_AMPLITUDE_PX): there only duration tells
   the classes apart.
+- The ``v4`` set is v3 plus half as many videos as v2 again, drawn as v3's added ones from their
+  own seeds, that reach the spotter through H.264 at a webcam's bitrate (codec.py): what a video
+  call or a recorded clip delivers. No earlier video changes.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
+from .codec import CodecSpec
 from .identities import V2_TRAIN_IDENTITIES, V2_VAL_IDENTITIES
 from .spec import Distractors, SyntheticSpec, random_look
 from .variants import jitter_name, morph_name
@@ -36,6 +42,9 @@ MORPHABLE: tuple[str, ...] = (
 SEED_OFFSETS = {"train": 5000, "val": 7000}
 BRIEF_LARGE_SEED_OFFSETS = {"train": 6000, "val": 8000}
 """Seed offsets of v3's added videos (webcam_jobs(..., brief_large=True)): no id or seed of v2's."""
+CODEC_SEED_OFFSETS = {"train": 9000, "val": 9500}
+"""Seed offsets of v4's added videos (webcam_jobs(..., codec=CodecSpec())): no id or seed of
+v2's or v3's."""
 ME_AMPLITUDE_PX = (0.8, 3.0)
 BRIEF_LARGE_ME_AMPLITUDE_PX = (0.8, 6.0)
 """Peak ME displacement (px of the 256 px identity image). In v2 an ME is smaller than almost
@@ -112,14 +121,21 @@ def identity_pool(split: str, seed: int) -> list[str]:
 
 
 def webcam_jobs(
-    split: str, seed: int, n_videos: int, duration_s: float, brief_large: bool = False
+    split: str, seed: int, n_videos: int, duration_s: float, brief_large: bool = False,
+    codec: CodecSpec | None = None,
 ) -> list[tuple[str, SyntheticSpec, int]]:
     """(identity, spec, seed) of every v2 video of ``split`` (train or val); ``brief_large``:
     v3's added videos instead, drawn the same way from their own seeds, with MEs as large as
-    BRIEF_LARGE_ME_AMPLITUDE_PX."""
+    BRIEF_LARGE_ME_AMPLITUDE_PX; ``codec``: v4's added videos, drawn as v3's from their own
+    seeds, delivered through that codec."""
     if split not in SEED_OFFSETS:
         raise ValueError(f"the v2 set has train and val videos, not {split!r}")
-    offset = (BRIEF_LARGE_SEED_OFFSETS if brief_large else SEED_OFFSETS)[split]
+    offsets = SEED_OFFSETS
+    if codec is not None:
+        offsets, brief_large = CODEC_SEED_OFFSETS, True
+    elif brief_large:
+        offsets = BRIEF_LARGE_SEED_OFFSETS
+    offset = offsets[split]
     amplitude = BRIEF_LARGE_ME_AMPLITUDE_PX if brief_large else ME_AMPLITUDE_PX
     pool = identity_pool(split, seed)
     rng = np.random.default_rng([seed, 32, offset])
@@ -130,5 +146,8 @@ def webcam_jobs(
         identity = pool[int(order[k % len(pool)])]
         if rng.random() < 0.5:
             identity = jitter_name(identity, base + k)
-        jobs.append((identity, webcam_spec(rng, duration_s, amplitude), base + k))
+        spec = webcam_spec(rng, duration_s, amplitude)
+        if codec is not None:
+            spec = replace(spec, codec=codec)
+        jobs.append((identity, spec, base + k))
     return jobs
