@@ -59,11 +59,15 @@ class SyntheticSetConfig:
     version: str = "v1"
     """``v1`` (the fields above), ``v2`` (train and val from webcam_set.py, sized below) or ``v3``
     (v2's videos and half as many again whose MEs reach into the MaE amplitude range:
-    webcam_set.BRIEF_LARGE_ME_AMPLITUDE_PX) or ``v4`` (v3's videos and half as many as v2's
-    again, drawn as v3's added ones, delivered through H.264 at a webcam's bitrate: codec.py)."""
+    webcam_set.BRIEF_LARGE_ME_AMPLITUDE_PX) or ``v4`` (v3's videos and ``v4_codec_*_videos``
+    more, drawn as v3's added ones, delivered through H.264 at a webcam's bitrate: codec.py)."""
     v2_train_videos: int = 96
     v2_val_videos: int = 24
     v2_duration_s: float = 30.0
+    v4_codec_train_videos: int = 24
+    v4_codec_val_videos: int = 12
+    """v4's added videos (through H.264): rendering and aligning one of 640x480 or more costs
+    about 2.5 minutes on a core, so training gets a quarter of v2's count, validation half."""
 
     @classmethod
     def preset(cls, name: str, seed: int = 0) -> SyntheticSetConfig:
@@ -98,7 +102,8 @@ def synthetic_jobs(
         if cfg.version in ("v3", "v4"):
             jobs += webcam_jobs(split, cfg.seed, n // 2, cfg.v2_duration_s, brief_large=True)
         if cfg.version == "v4":
-            jobs += webcam_jobs(split, cfg.seed, n // 2, cfg.v2_duration_s, codec=CodecSpec())
+            coded = cfg.v4_codec_train_videos if split == "train" else cfg.v4_codec_val_videos
+            jobs += webcam_jobs(split, cfg.seed, coded, cfg.v2_duration_s, codec=CodecSpec())
         return jobs
     train_ids, test_ids = train_test_identities()
     base = cfg.seed * 100_000

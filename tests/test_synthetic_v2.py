@@ -209,12 +209,12 @@ def test_v3_is_v2_plus_brief_large_micro_expressions():
 
 
 def test_v4_is_v3_plus_videos_delivered_through_h264():
-    """v4 keeps every v3 video (ids, caches, codec-free) and adds half as many as v2 again,
-    drawn as v3's added ones from their own seeds, each through H.264."""
+    """v4 keeps every v3 video (ids, caches, codec-free) and adds 24 training and 12 validation
+    videos, drawn as v3's added ones from their own seeds, each through H.264."""
     for split in ("train", "val"):
         v3, v4 = synthetic_jobs(split, V3), synthetic_jobs(split, V4)
-        n = V2.v2_train_videos if split == "train" else V2.v2_val_videos
-        assert v4[: len(v3)] == v3 and len(v4) == len(v3) + n // 2
+        n = V4.v4_codec_train_videos if split == "train" else V4.v4_codec_val_videos
+        assert v4[: len(v3)] == v3 and len(v4) == len(v3) + n
         assert all(s.codec is None for _, s, _ in v3)
         added = v4[len(v3):]
         assert all(s.codec == CodecSpec() for _, s, _ in added)

@@ -18,9 +18,9 @@ What holds:
 - The ``v3`` set is v2 plus half as many videos again, drawn the same way from their own seeds,
   whose MEs are as large as most MaEs (BRIEF_LARGE_ME_AMPLITUDE_PX): there only duration tells
   the classes apart.
-- The ``v4`` set is v3 plus half as many videos as v2 again, drawn as v3's added ones from their
-  own seeds, that reach the spotter through H.264 at a webcam's bitrate (codec.py): what a video
-  call or a recorded clip delivers. No earlier video changes.
+- The ``v4`` set is v3 plus 24 training and 12 validation videos, drawn as v3's added ones from
+  their own seeds, that reach the spotter through H.264 at a webcam's bitrate (codec.py): what a
+  video call or a recorded clip delivers. No earlier video changes.
 """
 
 from __future__ import annotations
