@@ -4,10 +4,10 @@ A webcam's frames reach the spotter compressed: a video call (WebRTC) sends H.26
 few hundred kbit/s, and a recorded clip is H.264. Unlike a JPEG of each frame, such a codec
 predicts each frame from the one before: small motions can vanish into the prediction, texture
 blurs and sharpens again with every keyframe, and blocks flicker when the bitrate runs short.
-On 12 validation videos of the synthetic set that alone took the network shipped before v4 from
-51.0 to 32.5 overall F1 and doubled its false events (``scripts/codec_effect.py``; README, "Model
-card"), while training had seen only a JPEG of each frame; so the synthetic set draws it as part
-of the camera (``SyntheticSpec.codec``; the ``v4`` set of webcam_set.py).
+On 12 validation videos of the synthetic set that alone took the shipped network (trained on
+a JPEG of each frame, never on a codec) from 51.0 to 32.5 overall F1 and doubled its false
+events (``scripts/codec_effect.py``; README, "Model card"); so the synthetic set draws it as
+part of the camera (``SyntheticSpec.codec``; the ``v4`` set of webcam_set.py).
 
 :class:`H264Roundtrip` encodes one frame and decodes it at once, as a receiver of a live call
 does: libx264 (through PyAV) with ``tune=zerolatency`` (no B-frames, no lookahead: one frame
