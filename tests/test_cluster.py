@@ -104,10 +104,22 @@ def busy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def _interval_open(path: Path) -> bool:
+    """The newest expression event is an onset: an interval is open now. Not merely "an onset
+    was written": on a starved machine a late source restarts the timeline ("source gap ...;
+    timeline restarted"), which closes the interval, and a kill landing before the next onset
+    finds nothing to interrupt."""
+    if not path.is_file():
+        return False
+    whole = path.read_text().split("\n")[:-1]  # the last piece may be a line being written
+    states = [e.get("state") for e in map(json.loads, whole) if e.get("type") == "expression"]
+    return bool(states) and states[-1] == "onset"
+
+
 def wait_for_onset(p, path: Path, timeout_s: float = 180.0) -> None:
-    """Until an interval is open (an onset written)."""
+    """Until an interval is open (the newest expression event an onset)."""
     t0 = time.monotonic()
-    while not (path.is_file() and '"state":"onset"' in path.read_text()):
+    while not _interval_open(path):
         assert p.poll() is None, f"the run ended early: {p.stderr.read()[-3000:]}"
         assert time.monotonic() - t0 < timeout_s, "no onset from the stream"
         time.sleep(0.2)
