@@ -1,5 +1,5 @@
 """The codec between a webcam and the spotter (model/data/codec.py): H.264 one frame in, one
-out, deterministic; a forward-only reader; synthetic videos delivered through it."""
+out, deterministic; synthetic videos delivered through it."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from fesnet.model.data.codec import (
     H264Roundtrip,
     H264Settings,
     draw_codec,
-    sequential_reader,
 )
 from fesnet.model.data.synthetic import SyntheticStream
 from fesnet.model.data.webcam_set import webcam_spec
@@ -60,23 +59,6 @@ def test_drawn_settings_stay_in_their_ranges_and_depend_on_the_seed_only():
     assert draw_codec(spec, 640, 480, 30.0, 7) == drawn[7]
     with pytest.raises(ValueError, match="bits_per_pixel"):
         CodecSpec(bits_per_pixel=(0.2, 0.1))
-
-
-def test_a_sequential_reader_goes_forward_repeats_the_last_and_refuses_to_go_back():
-    seen = []
-
-    def frames():
-        for i in range(5):
-            seen.append(i)
-            yield np.full((2, 2, 3), i, np.uint8)
-
-    read = sequential_reader(frames())
-    assert read(0)[0, 0, 0] == 0 and read(0)[0, 0, 0] == 0
-    assert read(3)[0, 0, 0] == 3 and seen == [0, 1, 2, 3]  # 1 and 2 decoded and dropped
-    with pytest.raises(ValueError, match="already passed"):
-        read(2)
-    with pytest.raises(IndexError, match="past the end"):
-        read(5)
 
 
 def test_a_synthetic_video_with_a_codec_is_delivered_through_it(two_identities):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from fesnet.model.data.align import AlignResult, FaceAligner
-from fesnet.model.data.common import VideoRecord
+from fesnet.model.data.common import ForwardReader, VideoRecord
 from fesnet.model.data.preprocess import (
     AlignedVideo,
     PreprocessError,
@@ -195,3 +195,28 @@ def test_record_from_image_files_and_video_file(two_identities, tmp_path: Path):
     aligned_v = preprocess_record(vrec)
     assert len(aligned_v) == 30
     assert aligned_v.labels.tolist().count(2) == 4
+
+
+def test_a_forward_reader_decodes_in_order_repeats_the_last_and_restarts_to_go_back():
+    decoded, released = [], []
+
+    def frames():
+        try:
+            for i in range(5):
+                decoded.append(i)
+                yield np.full((2, 2, 3), i, np.uint8)
+        finally:
+            released.append(len(decoded))
+
+    read = ForwardReader(frames)
+    assert read(0)[0, 0, 0] == 0 and read(0)[0, 0, 0] == 0 and decoded == [0]
+    assert read(3)[0, 0, 0] == 3 and decoded == [0, 1, 2, 3]  # 1 and 2 decoded and dropped
+    assert read(3)[0, 0, 0] == 3 and decoded == [0, 1, 2, 3]  # the last one is kept
+    assert read(1)[0, 0, 0] == 1 and decoded == [0, 1, 2, 3, 0, 1] and released == [4]
+    read.close()  # the source is let go of (a video file released)
+    assert released == [4, 6]
+    assert read(1)[0, 0, 0] == 1 and len(decoded) == 6  # the kept frame outlives close()
+    with pytest.raises(IndexError, match="past the end"):
+        read(5)
+    with pytest.raises(IndexError):
+        read(-1)

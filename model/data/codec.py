@@ -17,7 +17,7 @@ bitrate, one thread (the bytes are then a pure function of the frames).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -104,23 +104,3 @@ def transcoded(
     codec = H264Roundtrip(width, height, fps, settings)
     for f in frames:
         yield codec(f)
-
-
-def sequential_reader(frames: Iterator[np.ndarray]) -> Callable[[int], np.ndarray]:
-    """``read(i)`` over a stream that can only go forward (a decoder): frames before ``i`` that
-    are not asked for are decoded and dropped, the last one is kept for a repeated ``i``, and
-    asking for an earlier frame raises."""
-    state: dict = {"next": 0, "last": None}
-
-    def read(i: int) -> np.ndarray:
-        if i < state["next"] - 1 or (i == state["next"] - 1 and state["last"] is None):
-            raise ValueError(f"frame {i} was already passed (a decoded stream reads forward)")
-        while state["next"] <= i:
-            try:
-                state["last"] = next(frames)
-            except StopIteration:
-                raise IndexError(f"frame {i} is past the end of the stream") from None
-            state["next"] += 1
-        return state["last"]
-
-    return read

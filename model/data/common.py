@@ -1,7 +1,9 @@
-"""Types shared by the dataset loaders: a labelled source video and the loaders' error."""
+"""Types shared by the dataset loaders: a labelled source video, the loaders' error and the
+reader of a source that decodes forward only."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,3 +94,40 @@ def label_row_interval(
     lo = frame_number_to_index(numbers, onset)
     hi = min(frame_number_to_index(numbers, fixed), len(numbers) - 1)
     return (lo, max(hi, lo), label), fixed != offset
+
+
+class ForwardReader:
+    """``read(i)`` over frames that can only be decoded in order (a video file, a stream through
+    a codec). Frames before ``i`` that are not asked for are decoded and dropped; the last one is
+    kept, so asking for it again costs nothing; asking for an earlier one decodes again from the
+    start (``restart()`` gives a fresh iterator over the same frames). Past the end: IndexError."""
+
+    def __init__(self, restart: Callable[[], Iterator[np.ndarray]]) -> None:
+        self._restart = restart
+        self._frames: Iterator[np.ndarray] | None = None
+        self._next = 0
+        self._last: np.ndarray | None = None
+
+    def __call__(self, index: int) -> np.ndarray:
+        if index < 0:
+            raise IndexError(f"frame {index}: indices start at 0")
+        if index == self._next - 1 and self._last is not None:
+            return self._last
+        if self._frames is None or index < self._next:
+            self.close()
+            self._frames, self._next, self._last = self._restart(), 0, None
+        while self._next <= index:
+            try:
+                self._last = next(self._frames)
+            except StopIteration:
+                raise IndexError(f"frame {index} is past the end ({self._next} frames)") from None
+            self._next += 1
+        assert self._last is not None
+        return self._last
+
+    def close(self) -> None:
+        """Let go of the source (a generator's ``finally`` runs); a later read reopens it."""
+        close = getattr(self._frames, "close", None)
+        if close is not None:
+            close()
+        self._frames = None

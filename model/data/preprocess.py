@@ -21,7 +21,7 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..metrics import labels_to_intervals
-from .common import VideoRecord, labels_from_intervals
+from .common import ForwardReader, VideoRecord, labels_from_intervals
 from .landmarks import crop_landmarks
 from .resample import resample_indices
 
@@ -240,18 +240,31 @@ class _FrameReader:
 
     def __init__(self, record: VideoRecord) -> None:
         self.record = record
-        self._cap = None
-        self._pos = 0
-        self._last: np.ndarray | None = None
+        self._video = ForwardReader(self._decoded) if isinstance(record.frames, Path) else None
 
-    def count(self) -> int:
+    def _capture(self):
         import cv2
 
-        if not isinstance(self.record.frames, Path):
-            return len(self.record.frames)
         cap = cv2.VideoCapture(str(self.record.frames))
         if not cap.isOpened():
             raise PreprocessError(f"{self.record.video_id}: cannot open {self.record.frames}")
+        return cap
+
+    def _decoded(self) -> Iterator[np.ndarray]:
+        cap = self._capture()
+        try:
+            while True:
+                ok, frame = cap.read()
+                if not ok:
+                    return
+                yield frame
+        finally:
+            cap.release()
+
+    def count(self) -> int:
+        if self._video is None:
+            return len(self.record.frames)
+        cap = self._capture()
         n = 0
         while cap.grab():
             n += 1
@@ -261,32 +274,21 @@ class _FrameReader:
     def __call__(self, index: int) -> np.ndarray:
         import cv2
 
-        if not isinstance(self.record.frames, Path):
-            path = self.record.frames[index]
-            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if image is None:
-                raise PreprocessError(f"{self.record.video_id}: cannot read frame {path}")
-            return image
-        if self._cap is None or index < self._pos - 1:
-            if self._cap is not None:
-                self._cap.release()
-            self._cap = cv2.VideoCapture(str(self.record.frames))
-            self._pos = 0
-        if index == self._pos - 1 and self._last is not None:
-            return self._last
-        while self._pos <= index:
-            ok, frame = self._cap.read()
-            if not ok:
-                raise PreprocessError(f"{self.record.video_id}: frame {index} could not be decoded")
-            self._pos += 1
-            self._last = frame
-        assert self._last is not None
-        return self._last
+        if self._video is not None:
+            try:
+                return self._video(index)
+            except IndexError:
+                raise PreprocessError(
+                    f"{self.record.video_id}: frame {index} could not be decoded") from None
+        path = self.record.frames[index]
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise PreprocessError(f"{self.record.video_id}: cannot read frame {path}")
+        return image
 
     def close(self) -> None:
-        if self._cap is not None:
-            self._cap.release()
-            self._cap = None
+        if self._video is not None:
+            self._video.close()
 
 
 def preprocess_record(

@@ -56,7 +56,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .action_units import ACTION_UNITS, au_unit_field, blink_field
-from .codec import H264Settings, draw_codec, sequential_reader, transcoded
+from .codec import H264Settings, draw_codec, transcoded
+from .common import ForwardReader
 from .face_motion import FaceMotion, motion_blur, side_masks, soft_focus, spread_field
 from .identities import IDENTITY_SIZE, Identity
 from .plan import plan_video
@@ -298,8 +299,9 @@ class SyntheticStream:
 
     def reader(self) -> Callable[[int], np.ndarray]:
         """``read(i)`` of the delivered frames: :meth:`frame` itself without a codec; with one,
-        a reader that goes forward only (frames are decoded in order)."""
-        return self.frame if self.codec is None else sequential_reader(iter(self))
+        a reader that decodes in order (an earlier frame is decoded again from the start: the
+        round trip is deterministic)."""
+        return self.frame if self.codec is None else ForwardReader(lambda: iter(self))
 
     def render_all(self) -> np.ndarray:
         """All delivered frames (N, H, W, 3) uint8 BGR."""
